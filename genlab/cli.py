@@ -1,0 +1,160 @@
+"""`genlab <verb> ...`: one dispatcher from verbs to typed functions (jsonargparse).
+
+Options may be written with dashes or underscores (`--max-steps` = `--max_steps`,
+`--model.latent-dim` = `--model.latent_dim`); `--config run.yaml` reads any of them
+from a YAML file, and the command line wins over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from genlab import __version__
+from genlab.errors import ConfigError, GenlabError
+
+VERBS = ["sample", "reconstruct", "interpolate"]
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """`--max-steps=5` -> `--max_steps=5`; values are left alone."""
+    out = []
+    for token in argv:
+        if token.startswith("--") and len(token) > 2:
+            key, eq, value = token[2:].partition("=")
+            token = "--" + key.replace("-", "_") + eq + value
+        out.append(token)
+    return out
+
+
+def _function_parser(function) -> ArgumentParser:
+    parser = ArgumentParser(description=function.__doc__.split("\n\n")[0])
+    parser.add_function_arguments(function, as_positional=True)
+    return parser
+
+
+def _train_parser(family: str) -> ArgumentParser:
+    from genlab.config import TrainConfig
+    from genlab.models import get_family
+
+    cls = get_family(family)
+    parser = ArgumentParser(description=f"Train a {family} model. {cls.__doc__ or ''}".strip())
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of these options")
+    parser.add_argument("--data", type=str | None, default=None, help="a registered dataset name or a path")
+    parser.add_argument("--out", type=str | None, default=None, help="the run folder (default runs/FAMILY-DATA)")
+    parser.add_argument("--resume", type=str | None, default=None, help="continue the run in this folder from its last checkpoint")
+    parser.add_argument("--data_max_bad_fraction", type=float, default=0.05, help="stop before training when more files are unreadable")
+    parser.add_class_arguments(cls.Config, "model", instantiate=False)
+    parser.add_class_arguments(TrainConfig, None, instantiate=False)
+    parser.set_defaults(cls.train_defaults)
+    return parser
+
+
+def build_parser() -> ArgumentParser:
+    from genlab import commands, evaluate
+    from genlab.models import FAMILIES
+
+    parser = ArgumentParser(prog="genlab", description="Train, evaluate, sample and serve generative models.")
+    parser.add_argument("--version", action="version", version=f"genlab {__version__}")
+    verbs = parser.add_subcommands(dest="verb")
+
+    # jsonargparse wants each level added to its parent before the level below is filled.
+    data = ArgumentParser(description="Find and check datasets.")
+    verbs.add_subcommand("data", data, help="list and check datasets")
+    data_actions = data.add_subcommands(dest="action")
+    data_actions.add_subcommand("list", _function_parser(commands.data_list), help="registered datasets and where they resolve")
+    data_actions.add_subcommand("check", _function_parser(commands.data_check), help="counts, shapes, classes, bad files")
+
+    train = ArgumentParser(description="Train a model family on a dataset into a run folder.")
+    verbs.add_subcommand("train", train, help="train a model (genlab train FAMILY --help)")
+    families = train.add_subcommands(dest="family")
+    for family in FAMILIES:
+        families.add_subcommand(family, _train_parser(family), help=f"train a {family}")
+
+    for verb in VERBS:
+        function = getattr(commands, verb)
+        verbs.add_subcommand(verb, _function_parser(function), help=function.__doc__.split("\n")[0])
+    verbs.add_subcommand("eval", _function_parser(evaluate.evaluate), help="test-split metrics and report.html")
+    return parser
+
+
+def _given(argv: list[str]) -> set[str]:
+    """The option names written on the command line (to know what a resume overrides)."""
+    return {token[2:].split("=")[0] for token in argv if token.startswith("--")}
+
+
+def run_train(family: str, cfg: Namespace, argv: list[str]) -> None:
+    from genlab.config import TrainConfig, from_dict
+    from genlab.engine import read_run_config, train
+    from genlab.models import get_family
+
+    cls = get_family(family)
+    train_fields = {f for f in TrainConfig.__dataclass_fields__}
+    given = _given(argv)
+    if cfg.resume:
+        record = read_run_config(Path(cfg.resume))
+        if record["family"] != family:
+            raise ConfigError(f"{cfg.resume} is a {record['family']} run, not {family}",
+                              f"genlab train {record['family']} --resume {cfg.resume}")
+        changed_model = sorted(g for g in given if g.startswith("model."))
+        if changed_model:
+            raise ConfigError(f"a resumed run keeps its model config; cannot change {', '.join(changed_model)}",
+                              "start a new run with --out to change the model")
+        if cfg.data and cfg.data != record["data"]:
+            raise ConfigError(f"{cfg.resume} was trained on {record['data']}, not {cfg.data}",
+                              "drop --data when resuming, or fine-tune into a new run")
+        options = {**record["train"], **{k: cfg[k] for k in given & train_fields}}
+        model_config = from_dict(cls.Config, record["model"])
+        data, out = record["data"], cfg.resume
+    else:
+        if not cfg.data:
+            raise ConfigError("genlab train needs --data", "pass a dataset name (genlab data list) or a path")
+        options = {k: cfg[k] for k in train_fields}
+        model_config = from_dict(cls.Config, cfg.model.as_dict())
+        data = cfg.data
+        out = cfg.out or f"runs/{family}-{Path(data).name}"
+    train_config = from_dict(TrainConfig, options)
+    run = train(family, data, model_config, train_config, out, resume=bool(cfg.resume),
+                max_bad_fraction=cfg.data_max_bad_fraction, command="genlab " + " ".join(argv))
+    print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: genlab sample {run} --out samples.png ; genlab eval {run}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = normalise_argv(sys.argv[1:] if argv is None else argv)
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|does not have many workers).*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    try:
+        if cfg.verb == "train":
+            run_train(cfg.train.family, cfg.train[cfg.train.family], argv)
+        elif cfg.verb == "data":
+            from genlab import commands
+
+            action = cfg.data.action
+            getattr(commands, f"data_{action}")(**cfg.data[action].as_dict())
+        elif cfg.verb == "eval":
+            from genlab.evaluate import evaluate
+
+            metrics = evaluate(**cfg.eval.as_dict())
+            for key, value in metrics.items():
+                print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+        else:
+            from genlab import commands
+
+            getattr(commands, cfg.verb)(**cfg[cfg.verb].as_dict())
+    except GenlabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The data layer: `load_data(spec)` turns a registered name or a path into arrays or text.
+
+Names resolve cache -> system copy -> download (see `registry.py`); paths may be a
+folder of images (class subfolders become labels), a text file or folder of text
+files, or a CSV file. Every result carries a `DataReport` of what was found.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from genlab.data.base import DataReport, ImageData, TableData, TextData, genlab_home
+from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
+from genlab.data.loader import BatchLoader
+from genlab.data.registry import DATASETS, load_registered
+from genlab.data.tables import load_table
+from genlab.data.text import load_text
+from genlab.errors import DataError
+
+__all__ = ["DATASETS", "BatchLoader", "DataReport", "ImageData", "TableData", "TextData", "genlab_home",
+           "list_datasets", "load_data", "load_image"]
+
+
+def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float = 0.05,
+              refresh: bool = False) -> ImageData | TextData | TableData:
+    """Load a registered dataset by name, or the images / text / CSV table at a path."""
+    if spec in DATASETS:
+        data = load_registered(spec, refresh=refresh)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            known = ", ".join(DATASETS)
+            raise DataError(f"--data {spec!r} is neither a registered dataset nor an existing path",
+                            f"use one of {known}, or a folder of images, a text file or a CSV file")
+        if path.is_file() and path.suffix.lower() == ".csv":
+            data = load_table(path, max_bad_fraction)
+        elif path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+            data = load_image_folder(path, image_size, max_bad_fraction=max_bad_fraction, refresh=refresh)
+        else:
+            data = load_text(path, max_bad_fraction=max_bad_fraction)
+    if isinstance(data, ImageData):
+        _fill_image_report(data)
+    return data
+
+
+def _fill_image_report(data: ImageData) -> None:
+    report = data.report
+    report.counts = {"train": len(data.train_x), "test": len(data.test_x)}
+    report.shape = list(data.shape)
+    report.classes = list(data.classes)
+    labels = np.concatenate([data.train_y, data.test_y])
+    report.class_counts = {c: int((labels == i).sum()) for i, c in enumerate(data.classes)}
+
+
+def list_datasets() -> list[dict[str, str]]:
+    """Each registered dataset with where it resolves now and whether it is present."""
+    rows = []
+    for dataset in DATASETS.values():
+        found = dataset.locate()
+        rows.append({
+            "name": dataset.name,
+            "kind": dataset.kind,
+            "present": "yes" if found else "no",
+            "where": f"{found[0]}: {found[1]}" if found else f"download ({dataset.urls[0].split('/')[2]})",
+            "description": dataset.description,
+            "install": dataset.install,
+        })
+    return rows

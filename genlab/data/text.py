@@ -1,0 +1,54 @@
+"""Text readers: one file or a folder of .txt files, split into training and held-out text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genlab.data.base import DataReport, TextData
+from genlab.errors import DataError
+
+TEXT_SUFFIXES = {".txt", ".md", ".text", ""}
+
+
+def _read_text(path: Path) -> tuple[str | None, str]:
+    """Decode a file as UTF-8; binary files (NUL bytes) and undecodable ones are refused with a reason."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        return None, f"unreadable ({error.strerror})"
+    if not raw.strip():
+        return None, "empty file"
+    if b"\x00" in raw[:65536]:
+        return None, "binary file (NUL bytes)"
+    try:
+        return raw.decode("utf-8"), ""
+    except UnicodeDecodeError as error:
+        return None, f"not UTF-8 ({error.reason} at byte {error.start})"
+
+
+def load_text(path: Path, test_fraction: float = 0.1, max_bad_fraction: float = 0.05, name: str | None = None) -> TextData:
+    """A text file or folder; the last `test_fraction` of the text is held out, as nanoGPT splits it."""
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise DataError(f"no text files (.txt, .md) under {path}", "point --data at a text file or a folder of them")
+    report = DataReport(name or path.stem, "text", str(path), "path")
+    pieces = []
+    for file in files:
+        text, reason = _read_text(file)
+        if text is None:
+            report.bad_files.append((str(file), reason))
+        else:
+            pieces.append(text)
+    report.check_bad_fraction(len(files), max_bad_fraction)
+    if not pieces:
+        raise DataError(f"none of the {len(files)} text files under {path} could be read", "check their encoding (UTF-8)")
+    text = "\n".join(pieces)
+    return split_text(report.name, text, report, test_fraction)
+
+
+def split_text(name: str, text: str, report: DataReport, test_fraction: float = 0.1) -> TextData:
+    cut = int(len(text) * (1 - test_fraction))
+    report.counts = {"characters": len(text), "train characters": cut, "test characters": len(text) - cut,
+                     "distinct characters": len(set(text))}
+    return TextData(name, text[:cut], text[cut:], report)

@@ -1,0 +1,343 @@
+"""The training engine: one place where the Lightning Trainer, its callbacks and the run folder are assembled.
+
+`train(...)` turns a family, a dataset and configs into a run folder:
+config.yaml, checkpoints/last.ckpt (atomic, resumable exactly), metrics.jsonl,
+TensorBoard logs in tb/, sample grids in samples/, and the exported model/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+
+from genlab.config import TrainConfig, parse_duration, to_dict
+from genlab.data import BatchLoader, ImageData, load_data
+from genlab.errors import DataError, GenlabError, NonFiniteLossError
+from genlab.models.base import GenerativeModel, get_family
+from genlab.persist import load_checkpoint
+
+
+class GenlabModule(pl.LightningModule):
+    """Wraps any family's model: the model owns the loss, this owns optimisation and logging."""
+
+    def __init__(self, model: GenerativeModel, train: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.train_config = train
+        self.batches_seen = 0  # training batches consumed; the loader resumes from here
+        self.nonfinite: str | None = None  # set when a loss is NaN/inf: training stops before stepping
+
+    def training_step(self, batch, batch_idx):
+        self.model.global_step = self.global_step
+        out = self.model.loss(batch)
+        self.batches_seen += 1
+        bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
+        if bad:
+            self.nonfinite = f"non-finite {', '.join(bad)} at step {self.global_step}"
+            self.trainer.should_stop = True
+            return None  # skips the optimiser step: the weights stay those of the last good step
+        self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, prog_bar=False)
+        self.log("loss", out["loss"].detach(), prog_bar=True, logger=False)
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        # Validation draws its own fixed random numbers and leaves the training stream untouched,
+        # so that a resumed run and an uninterrupted one see the same training randomness.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(10_000 + batch_idx)
+            out = self.model.validation_metrics(batch)
+        self.log_dict({f"val/{k}": v for k, v in out.items()}, on_epoch=True, prog_bar=False, batch_size=len(batch[0]))
+
+    def configure_optimizers(self):
+        t = self.train_config
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, t))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["genlab"] = {"batches_seen": self.batches_seen, "family": self.model.family}
+
+    def on_load_checkpoint(self, checkpoint):
+        self.batches_seen = int(checkpoint.get("genlab", {}).get("batches_seen", 0))
+
+
+def lr_factor(step: int, t: TrainConfig) -> float:
+    """Linear warm-up, then constant or cosine decay to `min_lr_ratio` at `max_steps`."""
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints go to a temporary file that is renamed into place: a crash never leaves half a file.
+    Loading refuses anything but tensors and plain containers (no unpickling of objects)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return load_checkpoint(path)
+
+
+class RNGState(pl.Callback):
+    """Saves the torch, numpy and Python RNG states in checkpoints and restores them when training
+    restarts (Lightning does not), so that a resumed run draws the same random numbers."""
+
+    def __init__(self):
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer, pl_module):
+        if self._pending is None:
+            return
+        s = self._pending
+        torch.set_rng_state(s["torch"])
+        random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s["python"]))
+        n = s["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        if "cuda" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda"])
+        self._pending = None
+
+
+class Checkpointer(pl.Callback):
+    """last.ckpt every `every` steps and at the end; best.ckpt when the monitored validation metric improves.
+    Nothing is written once a non-finite loss was seen, so the last good checkpoint survives."""
+
+    def __init__(self, folder: Path, every: int, monitor: str):
+        self.folder, self.every, self.monitor = folder, every, monitor
+        self.best = math.inf
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict):
+        self.best = state_dict["best"]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.nonfinite is None and trainer.global_step % self.every == 0:
+            trainer.save_checkpoint(self.folder / "last.ckpt", weights_only=False)
+
+    def on_validation_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or pl_module.nonfinite is not None:
+            return
+        if float(value) < self.best:
+            self.best = float(value)
+            trainer.save_checkpoint(self.folder / "best.ckpt", weights_only=False)
+
+
+class Preview(pl.Callback):
+    """Writes what the model makes (an image grid or text) to samples/ every `every` steps."""
+
+    def __init__(self, folder: Path, every: int, seed: int):
+        self.folder, self.every, self.seed = folder, every, seed
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every == 0 and pl_module.nonfinite is None:
+            self.write(pl_module.model, trainer.global_step)
+
+    @rank_zero_only
+    def write(self, model: GenerativeModel, step: int) -> Path | None:
+        from genlab.report import save_grid
+
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[]):
+            out = model.preview(torch.Generator(device=next(model.parameters()).device).manual_seed(self.seed))
+        model.train(was_training)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(out, torch.Tensor):
+            return save_grid(out, self.folder / f"step_{step:07d}.png")
+        if isinstance(out, str):
+            path = self.folder / f"step_{step:07d}.txt"
+            path.write_text(out)
+            return path
+        return None
+
+
+class JsonlLogger(Logger):
+    """metrics.jsonl: one JSON object per logging call, appended (a resumed run continues the file)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.start = time.time()
+
+    @property
+    def name(self):
+        return "jsonl"
+
+    @property
+    def version(self):
+        return 0
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None):
+        record = {"step": step, "time": round(time.time() - self.start, 3)}
+        record.update({k: float(v) for k, v in metrics.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run: Path) -> list[dict[str, float]]:
+    path = Path(run) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def split_validation(data: ImageData, fraction: float = 0.05, cap: int = 5000) -> tuple[tuple, tuple]:
+    """Hold out a fixed slice of the training split for validation; the test split stays for evaluation."""
+    n = len(data.train_x)
+    n_val = min(cap, max(1, int(n * fraction))) if n >= 20 else 0
+    order = np.random.default_rng(1).permutation(n)
+    val, train = order[:n_val], order[n_val:]
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return (as_t(data.train_x[train]), as_t(data.train_y[train])), (as_t(data.train_x[val]), as_t(data.train_y[val]))
+
+
+def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """The Trainer every family trains with; device and distribution options pass straight through."""
+    devices: Any = t.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    return pl.Trainer(
+        default_root_dir=run,
+        max_steps=t.max_steps,
+        max_epochs=-1,
+        max_time=parse_duration(t.max_time),
+        accelerator=t.accelerator,
+        devices=devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        gradient_clip_val=t.grad_clip,
+        val_check_interval=t.val_every,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        logger=[JsonlLogger(run / "metrics.jsonl"), TensorBoardLogger(run, name="tb", version="")],
+        callbacks=callbacks,
+        enable_checkpointing=False,  # the Checkpointer callback writes them, atomically
+        enable_progress_bar=t.progress,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def write_run_config(run: Path, record: dict[str, Any]) -> None:
+    from genlab.data.base import atomic_write_bytes
+
+    atomic_write_bytes(run / "config.yaml", yaml.safe_dump(record, sort_keys=False).encode())
+
+
+def read_run_config(run: Path) -> dict[str, Any]:
+    path = Path(run) / "config.yaml"
+    if not path.exists():
+        raise GenlabError(f"{run} has no config.yaml: it is not a genlab run folder",
+                          "pass a folder written by genlab train (for example runs/NAME)")
+    return yaml.safe_load(path.read_text())
+
+
+def train(family: str, data: str, model_config: Any, train_config: TrainConfig, out: str | Path,
+          resume: bool = False, max_bad_fraction: float = 0.05, callbacks: list[pl.Callback] | None = None,
+          command: str | None = None) -> Path:
+    """Train a family on data into the run folder `out`; with `resume`, continue from its last.ckpt."""
+    run = Path(out)
+    cls = get_family(family)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if resume and not ckpt.exists():
+        raise GenlabError(f"cannot resume: {ckpt} does not exist", f"train first with genlab train {family} --out {run}")
+    if not resume and ckpt.exists():
+        raise GenlabError(f"{run} already holds a run", f"resume it with --resume {run}, or choose another --out")
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+
+    dataset = load_data(data, max_bad_fraction=max_bad_fraction)
+    if dataset.kind != "image":
+        raise DataError(f"the {family} family trains on images, but --data {data} is {dataset.kind}",
+                        "pass an image dataset such as fashion-mnist or a folder of images")
+    config = cls.config_for_data(model_config, dataset)
+    train_tensors, val_tensors = split_validation(dataset)
+
+    pl.seed_everything(train_config.seed, workers=True, verbose=False)
+    model = cls(config)
+    module = GenlabModule(model, train_config)
+    train_loader = BatchLoader(train_tensors, train_config.batch_size, seed=train_config.seed,
+                               position=lambda: module.batches_seen)
+    val_loader = BatchLoader(val_tensors, train_config.batch_size, shuffle=False, drop_last=False)
+
+    run.mkdir(parents=True, exist_ok=True)
+    write_run_config(run, {
+        "family": family, "data": data, "model": to_dict(config), "train": to_dict(train_config),
+        "command": command or " ".join(sys.argv), "parameters": model.num_parameters(),
+    })
+    (run / "data_report.json").write_text(json.dumps(dataset.report.to_dict(), indent=1))
+
+    checkpointer = Checkpointer(run / "checkpoints", train_config.ckpt_every, cls.monitor)
+    preview = Preview(run / "samples", train_config.sample_every, train_config.seed)
+    trainer = build_trainer(run, train_config, [RNGState(), checkpointer, preview, *(callbacks or [])])
+    started = time.time()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt if resume else None)
+    if module.nonfinite:
+        raise NonFiniteLossError(
+            f"training stopped: {module.nonfinite}; the last good checkpoint is {ckpt}",
+            "lower --lr, raise --warmup-steps or set --grad-clip, then resume or start again")
+    if trainer.interrupted:
+        raise GenlabError("training was interrupted", f"continue with genlab train {family} --resume {run}")
+
+    trainer.save_checkpoint(ckpt, weights_only=False)
+    preview.write(model, trainer.global_step)
+    metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    model.save_pretrained(run / "model", card={
+        "data": data, "steps": trainer.global_step, "train seconds (this session)": round(time.time() - started, 1),
+        "validation": metrics, "run folder": str(run)})
+    return run

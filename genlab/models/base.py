@@ -1,0 +1,81 @@
+"""The contract every family implements, and the registry that finds a family by name.
+
+A family is one module with a frozen `Config` dataclass and a `GenerativeModel`
+subclass. The engine only calls `loss(batch)`; persistence only needs `config`
+and the state dict; sampling verbs are `sample(...)` for image families and
+`generate(...)` for language models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from genlab.errors import ConfigError
+
+FAMILIES = {
+    "vae": "genlab.models.vae:VAE",
+}
+
+
+def get_family(name: str) -> type[GenerativeModel]:
+    """The model class of a family by name; an unknown name lists the known ones."""
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown model family {name!r}", f"use one of {', '.join(FAMILIES)}")
+    module, cls = FAMILIES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class GenerativeModel(nn.Module):
+    family: ClassVar[str]
+    Config: ClassVar[type]
+    # TrainConfig fields this family trains best with (the CLI and YAML still override them).
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    # The key in metrics that validation and checkpoint selection watch.
+    monitor: ClassVar[str] = "val/loss"
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def config_for_data(cls, config: Any, data: Any) -> Any:
+        """Fill the fields that come from the data (image shape, classes, vocabulary)."""
+        return config
+
+    def loss(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The training objective on one batch: a dict with `loss` and anything worth logging."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_metrics(self, batch: Any) -> dict[str, torch.Tensor]:
+        return self.loss(batch)
+
+    def preview(self, generator: torch.Generator) -> torch.Tensor | str | None:
+        """Something to look at during training (a uint8 image grid batch, or text); None for nothing."""
+        return None
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
+        """Write config.json, model.safetensors and a README.md model card into `folder`."""
+        from genlab.persist import save_pretrained
+
+        return save_pretrained(self, folder, card)
+
+    # Families with files besides the weights (tokenizers, text-encoder references) override these.
+    def save_assets(self, folder: Path) -> None:
+        pass
+
+    def load_assets(self, folder: Path) -> None:
+        pass
+
+    def extra_repr(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
+        return f"{self.family}: {fields}"

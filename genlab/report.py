@@ -1,0 +1,126 @@
+"""Pictures and pages: image grids (PNG), training curves (matplotlib) and the self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def grid_image(images: torch.Tensor, nrow: int | None = None, pad: int = 2, scale: int = 1) -> Image.Image:
+    """(N, C, H, W) floats in [0, 1] or uint8 -> one PIL image, `nrow` images per row."""
+    images = images.detach().cpu()
+    if images.dtype != torch.uint8:
+        images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    canvas = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 255, dtype=np.uint8)
+    for i, image in enumerate(images.numpy()):
+        r, col = divmod(i, nrow)
+        canvas[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = image
+    picture = Image.fromarray(canvas[0] if c == 1 else canvas.transpose(1, 2, 0))
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    return picture
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_image(images, nrow, scale=scale).save(path)
+    return path
+
+
+def png_data_uri(source: Image.Image | str | Path | bytes) -> str:
+    """A PNG as a data: URI, so the page needs no other file and no network."""
+    if isinstance(source, Image.Image):
+        buffer = io.BytesIO()
+        source.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    elif isinstance(source, bytes):
+        data = source
+    else:
+        data = Path(source).read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def plot_curves(records: list[dict[str, float]], keys: list[str], title: str) -> bytes | None:
+    """Line plots of logged metrics against step, as PNG bytes; None when nothing was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {k: [(r["step"], r[k]) for r in records if k in r and r.get("step") is not None] for k in keys}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
+    for ax, (key, points) in zip(axes[0], series.items()):
+        steps, values = zip(*points)
+        ax.plot(steps, values, lw=1.2)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; padding: 0 1rem; }}
+h1 {{ font-size: 1.5rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: .5rem 0; }}
+td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; font-variant-numeric: tabular-nums; }}
+th {{ background: #f4f4f4; }} .best {{ font-weight: bold; background: #eaf6ea; }}
+img {{ image-rendering: pixelated; max-width: 100%; }} figure {{ display: inline-block; margin: .5rem 1rem .5rem 0; }}
+figcaption {{ font-size: .85rem; color: #555; }} pre {{ background: #f7f7f7; padding: .6rem; overflow-x: auto; }}
+.note {{ color: #555; font-size: .9rem; }}
+</style></head><body>
+<h1>{title}</h1>
+{body}
+</body></html>
+"""
+
+
+def table_html(rows: list[dict[str, object]], highlight: dict[str, int] | None = None) -> str:
+    """An HTML table from dicts sharing keys; `highlight` marks one row index per column as best."""
+    if not rows:
+        return "<p class='note'>nothing to show</p>"
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in keys)
+    body = []
+    for i, row in enumerate(rows):
+        cells = []
+        for k in keys:
+            value = row.get(k, "")
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            cls = " class='best'" if highlight and highlight.get(k) == i else ""
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def figure_html(uri: str, caption: str, width: int | None = None) -> str:
+    style = f" style='width:{width}px'" if width else ""
+    return f"<figure><img src='{uri}'{style} alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def write_page(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Path:
+    """A self-contained page: every image inline, no script, no network."""
+    body = "\n".join(f"<h2>{html.escape(heading)}</h2>\n{content}" for heading, content in sections)
+    path = Path(path)
+    path.write_text(PAGE.format(title=html.escape(title), body=body))
+    return path
