@@ -8,12 +8,6 @@ from pathlib import Path
 
 import torch
 
-from genlab.data import load_data
-from genlab.engine import read_metrics, read_run_config
-from genlab.metrics import image_log_likelihood
-from genlab.persist import load
-from genlab.report import figure_html, grid_image, plot_curves, png_data_uri, table_html, write_page
-
 
 def _sampling_speed(model, n: int = 256, seed: int = 0) -> float:
     generator = torch.Generator().manual_seed(seed)
@@ -41,6 +35,12 @@ def evaluate(run: str, k: int = 200, max_examples: int | None = None, seed: int 
         batch_size: test images per batch.
         progress: show progress bars.
     """
+    from genlab.data import load_data
+    from genlab.engine import read_metrics, read_run_config
+    from genlab.metrics import image_log_likelihood
+    from genlab.persist import load
+    from genlab.report import figure_html, grid_image, plot_curves, png_data_uri, table_html, write_page
+
     run_path = Path(run)
     record = read_run_config(run_path)
     model = load(run_path / "model")

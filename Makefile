@@ -1,0 +1,67 @@
+# genlab: `make demo` and `make test` do all the set-up they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.genlab-installed
+TORCH_VERSION ?= 2.13.0
+DEMO_RUN ?= runs/demo-vae
+DEMO_TIME ?= 4m
+
+.PHONY: setup data demo test test-all bench lint clean
+
+setup: $(STAMP) data
+
+# The virtual env. A torch the user already has is kept (the env sees system packages when the
+# system Python has torch); otherwise the pinned CPU build is installed first, so that no
+# dependency can pull a multi-GB CUDA build by accident.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; \
+	fi
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  $(PIP) install -q "torch==$(TORCH_VERSION)" 2>/dev/null \
+	  || $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(PIP) install -q -e ".[dev]"
+	@touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when apt is usable; otherwise genlab downloads the
+# official files on first use (genlab data list shows where each dataset resolves).
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    ($$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) \
+	    || echo "note: apt could not install dataset-fashion-mnist; genlab will download Fashion-MNIST instead"; \
+	  fi; \
+	fi
+
+# Trains a VAE on Fashion-MNIST on the CPU, then samples, reconstructs, interpolates and evaluates it.
+demo: setup
+	rm -rf $(DEMO_RUN)
+	$(VENV)/bin/genlab data check fashion-mnist
+	$(VENV)/bin/genlab train vae --data fashion-mnist --out $(DEMO_RUN) --max-time $(DEMO_TIME) --max-steps 100000 --val-every 1000 --sample-every 1000
+	$(VENV)/bin/genlab sample $(DEMO_RUN) --n 64 --seed 0 --out $(DEMO_RUN)/samples.png
+	$(VENV)/bin/genlab reconstruct $(DEMO_RUN) --n 16 --out $(DEMO_RUN)/reconstructions.png
+	$(VENV)/bin/genlab interpolate $(DEMO_RUN) --a Sneaker --b "Ankle boot" --out $(DEMO_RUN)/interpolation.png
+	$(VENV)/bin/genlab eval $(DEMO_RUN) --k 20
+	@echo; echo "demo done: open $(DEMO_RUN)/report.html (grids: $(DEMO_RUN)/samples.png, reconstructions.png, interpolation.png)"
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+bench: setup
+	$(PY) bench/vae.py
+
+lint: setup
+	$(VENV)/bin/ruff check genlab tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

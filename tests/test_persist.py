@@ -1,0 +1,96 @@
+"""Save -> load gives identical outputs; corrupt, truncated or pickled files are refused, never executed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+
+import genlab
+from genlab.config import from_dict
+from genlab.errors import UnsafeFileError
+from genlab.models import FAMILIES, get_family
+from genlab.persist import load_checkpoint
+
+TINY_CONFIGS = {"vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "image_size": [8, 8]}}
+
+
+class Payload:
+    """Unpickling this runs os.system: a loader that unpickles would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _model(family: str):
+    torch.manual_seed(0)
+    cls = get_family(family)
+    return cls(from_dict(cls.Config, TINY_CONFIGS[family]))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_save_load_identical_outputs(family, tmp_path):
+    assert family in TINY_CONFIGS, f"add a tiny config for the {family} family"
+    model = _model(family).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = genlab.load(tmp_path / "m")
+    assert type(loaded) is type(model) and loaded.config == model.config
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    out_a = model.sample(6, generator=torch.Generator().manual_seed(1))
+    out_b = loaded.sample(6, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out_a, out_b)
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert family in card and "genlab.load" in card
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    _model("vae").save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(UnsafeFileError, match="corrupt or truncated"):
+        genlab.load(tmp_path / "m")
+
+
+def test_tampered_header_is_refused(tmp_path):
+    _model("vae").save_pretrained(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[0:8] = (10**12).to_bytes(8, "little")  # a header length far past the end of the file
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(UnsafeFileError):
+        genlab.load(tmp_path / "m")
+
+
+def test_pickle_as_weights_is_refused_and_not_run(tmp_path):
+    _model("vae").save_pretrained(tmp_path / "m")
+    marker = tmp_path / "pwned"
+    (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(UnsafeFileError, match="never unpickles"):
+        genlab.load(tmp_path / "m")
+    assert not marker.exists()
+
+
+def test_pickle_as_checkpoint_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "evil": Payload(marker)}, ckpt)  # torch.save pickles the payload
+    with pytest.raises(UnsafeFileError, match="refusing to load checkpoint"):
+        load_checkpoint(ckpt)
+    assert not marker.exists()
+
+
+def test_config_with_unknown_field_is_refused(tmp_path):
+    _model("vae").save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    meta = json.loads(path.read_text())
+    meta["config"]["not_a_field"] = 1
+    path.write_text(json.dumps(meta))
+    with pytest.raises(UnsafeFileError, match="not_a_field"):
+        genlab.load(tmp_path / "m")
