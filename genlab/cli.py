@@ -8,6 +8,7 @@ from a YAML file, and the command line wins over it.
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -87,7 +88,7 @@ def _given(argv: list[str]) -> set[str]:
     return {token[2:].split("=")[0] for token in argv if token.startswith("--")}
 
 
-def run_train(family: str, cfg: Namespace, argv: list[str]) -> None:
+def run_train(family: str, cfg: Namespace, argv: list[str], command: str) -> None:
     from genlab.config import TrainConfig, from_dict
     from genlab.engine import read_run_config, train
     from genlab.models import get_family
@@ -119,19 +120,21 @@ def run_train(family: str, cfg: Namespace, argv: list[str]) -> None:
         out = cfg.out or f"runs/{family}-{Path(data).name}"
     train_config = from_dict(TrainConfig, options)
     run = train(family, data, model_config, train_config, out, resume=bool(cfg.resume),
-                max_bad_fraction=cfg.data_max_bad_fraction, command="genlab " + " ".join(argv))
+                max_bad_fraction=cfg.data_max_bad_fraction, command=command)
     print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: genlab sample {run} --out samples.png ; genlab eval {run}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = normalise_argv(sys.argv[1:] if argv is None else argv)
+    original = sys.argv[1:] if argv is None else argv
+    argv = normalise_argv(original)
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|does not have many workers).*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     parser = build_parser()
     cfg = parser.parse_args(argv)
     try:
         if cfg.verb == "train":
-            run_train(cfg.train.family, cfg.train[cfg.train.family], argv)
+            command = "genlab " + " ".join(shlex.quote(a) for a in original)
+            run_train(cfg.train.family, cfg.train[cfg.train.family], argv, command)
         elif cfg.verb == "data":
             from genlab import commands
 

@@ -92,18 +92,18 @@ def _image_spec(spec: str, model, record: dict | None) -> tuple[torch.Tensor, in
     return torch.from_numpy(data.test_x[index]), int(data.test_y[index])
 
 
-def reconstruct(run: str, image: list[str] | None = None, n: int = 16, out: str = "reconstructions.png") -> None:
+def reconstruct(run: str, image: str | None = None, n: int = 16, out: str = "reconstructions.png") -> None:
     """Encode and decode images: the top row holds the inputs, the row below their reconstructions.
 
     Args:
         run: a run folder or a model folder.
-        image: image files, test:INDEX or class names; default the first n test images.
+        image: comma-separated image files, test:INDEX or class names; default the first n test images.
         n: how many test images when --image is not given.
         out: the PNG file to write.
     """
     model, record = _load_run(run)
     if image:
-        pairs = [_image_spec(s, model, record) for s in image]
+        pairs = [_image_spec(s.strip(), model, record) for s in image.split(",")]
         x = torch.stack([p[0] for p in pairs])
         labels = [p[1] for p in pairs]
     else:

@@ -16,11 +16,9 @@ without it is an interrupted training. Weights load through safetensors only.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -75,17 +73,6 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     rows = (dy + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
     cols = (dx + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
     return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
-
-
-@contextlib.contextmanager
-def all_cores() -> Iterator[None]:
-    """Use every core this process may run on for torch ops, then restore the previous setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def reference_dir(data: ImageData) -> Path:
@@ -228,10 +215,11 @@ def reference_classifier(data: ImageData, config: ReferenceConfig | None = None,
     net, meta = _train(data, config, progress)
     atomic_write_bytes(folder / WEIGHTS_FILE, save_safetensors(net.state_dict(), metadata={"format": str(FORMAT_VERSION)}))
     atomic_write_bytes(folder / META_FILE, json.dumps(meta, indent=1).encode())  # last: marks the folder complete
+    reference = ReferenceClassifier(net, tuple(data.classes), meta, folder, trained=True)
     if progress:
-        print(f"reference classifier for {data.name}: test accuracy {meta['test_accuracy']:.2%}, "
+        print(f"reference classifier for {data.name}: test accuracy {reference.accuracy:.2%}, "
               f"trained in {meta['train_seconds']:.0f} s, cached in {folder}")
-    return ReferenceClassifier(net, tuple(data.classes), meta, folder, trained=True)
+    return reference
 
 
 def _load(folder: Path, data: ImageData, config: ReferenceConfig, progress: bool) -> ReferenceClassifier | None:
@@ -273,7 +261,7 @@ def _accuracy(net: ReferenceNet, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 
 def _train(data: ImageData, config: ReferenceConfig, progress: bool) -> tuple[ReferenceNet, dict[str, Any]]:
-    """Train with AdamW and a one-cycle learning rate (Smith & Topin 2019), fp32, on all cores."""
+    """Train with AdamW and a one-cycle learning rate (Smith & Topin 2019), fp32, on torch's threads (default: cores)."""
     train_x, train_y = _labelled(data.train_x, data.train_y)
     test_x, test_y = _labelled(data.test_x, data.test_y)
     num_classes = len(data.classes)
@@ -284,7 +272,7 @@ def _train(data: ImageData, config: ReferenceConfig, progress: bool) -> tuple[Re
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
     start = time.time()
     # Fork the global RNG so dropout and init are seeded here without disturbing the caller's stream.
-    with all_cores(), torch.random.fork_rng():
+    with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         net = ReferenceNet(train_x.shape[1], tuple(train_x.shape[2:]), num_classes, config)
@@ -310,6 +298,7 @@ def _train(data: ImageData, config: ReferenceConfig, progress: bool) -> tuple[Re
         bar.close()
         train_seconds = time.time() - start
         accuracy = _accuracy(net, test_x, test_y)
+        threads = torch.get_num_threads()
     meta = {
         "format": FORMAT_VERSION,
         "dataset": data.name,
@@ -321,7 +310,7 @@ def _train(data: ImageData, config: ReferenceConfig, progress: bool) -> tuple[Re
         "train_examples": len(train_x),
         "epochs": epochs,
         "train_seconds": round(train_seconds, 2),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "torch_version": torch.__version__,
         "config": to_dict(config),
     }

@@ -70,8 +70,8 @@ class VAEConfig:
     image_size: tuple[int, int] = (28, 28)  # (H, W); filled from the data
     latent_dim: int = 32
     widths: tuple[int, ...] = (32, 64)  # channels of each stride-2 stage
-    res_blocks: int = 1  # residual blocks per stage
-    hidden_dim: int = 512
+    res_blocks: int = 0  # residual blocks per stage
+    hidden_dim: int = 512  # fully connected layer between the convolutions and z (0: none)
     likelihood: Literal["bernoulli", "logistic"] = "bernoulli"
     binarize: Literal["dynamic", "threshold"] = "dynamic"  # how 8-bit pixels become {0,1} for bernoulli
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
@@ -108,24 +108,33 @@ class VAE(GenerativeModel):
         self.bottom = (c.widths[-1], ph >> len(c.widths), pw >> len(c.widths))
         flat = math.prod(self.bottom)
 
+        def mlp(sizes: list[int]) -> list[nn.Module]:
+            layers: list[nn.Module] = []
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                layers += [nn.Linear(a, b), nn.SiLU()]
+            return layers[:-1]  # no activation on the last layer
+
+        hidden = [c.hidden_dim] if c.hidden_dim else []
         layers: list[nn.Module] = []
         in_ch = c.channels
         for width in c.widths:
-            layers += [nn.Conv2d(in_ch, width, 4, stride=2, padding=1)]
-            layers += [ResBlock(width) for _ in range(c.res_blocks)]
+            layers += [nn.Conv2d(in_ch, width, 4, stride=2, padding=1), *[ResBlock(width) for _ in range(c.res_blocks)],
+                       nn.SiLU()]
             in_ch = width
-        self.encoder_conv = nn.Sequential(*layers, nn.SiLU(), nn.Flatten())
-        self.encoder_fc = nn.Sequential(nn.Linear(flat + n_cond, c.hidden_dim), nn.SiLU(),
-                                        nn.Linear(c.hidden_dim, 2 * c.latent_dim))
+        self.encoder_conv = nn.Sequential(*layers, nn.Flatten())
+        self.encoder_fc = nn.Sequential(*mlp([flat + n_cond, *hidden, 2 * c.latent_dim]))
 
-        self.decoder_fc = nn.Sequential(nn.Linear(c.latent_dim + n_cond, c.hidden_dim), nn.SiLU(),
-                                        nn.Linear(c.hidden_dim, flat))
-        layers = []
-        for width, out in zip(reversed(c.widths), [*reversed(c.widths[:-1]), c.widths[0]]):
-            layers += [ResBlock(width) for _ in range(c.res_blocks)]
-            layers += [nn.SiLU(), nn.ConvTranspose2d(width, out, 4, stride=2, padding=1)]
+        # The decoder mirrors the encoder; its last transposed convolution emits the likelihood
+        # parameters directly, so no layer runs at full resolution with many channels (the costly part on a CPU).
+        self.decoder_fc = nn.Sequential(*mlp([c.latent_dim + n_cond, *hidden, flat]), nn.SiLU())
         out_channels = c.channels if c.likelihood == "bernoulli" else 2 * c.channels
-        self.decoder_conv = nn.Sequential(*layers, nn.SiLU(), nn.Conv2d(c.widths[0], out_channels, 3, padding=1))
+        layers = []
+        widths = list(reversed(c.widths))
+        for i, (width, out) in enumerate(zip(widths, [*widths[1:], out_channels])):
+            layers += [*[ResBlock(width) for _ in range(c.res_blocks)], nn.ConvTranspose2d(width, out, 4, stride=2, padding=1)]
+            if i < len(widths) - 1:
+                layers.append(nn.SiLU())
+        self.decoder_conv = nn.Sequential(*layers)
         self.global_step = 0  # set by the engine; drives the KL warm-up
 
     @classmethod
