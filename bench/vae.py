@@ -135,9 +135,10 @@ class PythaeLikelihood(nn.Module):
 
     @torch.no_grad()
     def log_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None = None, k: int = 200,
-                       generator: torch.Generator | None = None, chunk: int = 8192) -> dict[str, torch.Tensor]:
+                       generator: torch.Generator | None = None, chunk: int = 8192,
+                       data_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-example IWAE bound and ELBO in nats; the same estimator as genlab's VAE.log_likelihood."""
-        x = torch.bernoulli(images.float() / 255, generator=generator)  # identity on {0, 255} input
+        x = torch.bernoulli(images.float() / 255, generator=data_generator or generator)  # identity on {0, 255} input
         target = x.flatten(1)
         mu, logvar = self.encode(x)
         std = (0.5 * logvar).exp()

@@ -24,11 +24,14 @@ def image_log_likelihood(model, images: torch.Tensor, labels: torch.Tensor | Non
     """
     model.eval()
     generator = torch.Generator().manual_seed(seed)
+    # A stream of its own for the data (binarisation), so the binary test set is the same for
+    # every model evaluated with this seed, whatever its latent size or k.
+    data_generator = torch.Generator().manual_seed(seed + 1)
     total_ll, total_elbo, n = 0.0, 0.0, len(images)
     start = time.time()
     for i in tqdm(range(0, n, batch_size), desc=f"IWAE k={k}", disable=not progress, leave=False):
         y = labels[i : i + batch_size] if labels is not None else None
-        out = model.log_likelihood(images[i : i + batch_size], y, k=k, generator=generator)
+        out = model.log_likelihood(images[i : i + batch_size], y, k=k, generator=generator, data_generator=data_generator)
         total_ll += out["log_likelihood"].double().sum().item()
         total_elbo += out["elbo"].double().sum().item()
     dims = images[0].numel()

@@ -71,7 +71,7 @@ class VAEConfig:
     latent_dim: int = 32
     widths: tuple[int, ...] = (32, 64)  # channels of each stride-2 stage
     res_blocks: int = 0  # residual blocks per stage
-    hidden_dim: int = 512  # fully connected layer between the convolutions and z (0: none)
+    hidden_dim: int = 256  # fully connected layer between the convolutions and z (0: none)
     likelihood: Literal["bernoulli", "logistic"] = "bernoulli"
     binarize: Literal["dynamic", "threshold"] = "dynamic"  # how 8-bit pixels become {0,1} for bernoulli
     beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
@@ -275,12 +275,14 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def log_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None = None, k: int = 200,
-                       generator: torch.Generator | None = None, chunk: int = 8192) -> dict[str, torch.Tensor]:
+                       generator: torch.Generator | None = None, chunk: int = 8192,
+                       data_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-example IWAE bound log p(x) >= log mean_k p(x, z_k) / q(z_k|x), and the ELBO (k=1 term), in nats.
 
-        `images` are uint8; binarisation and posterior samples draw from `generator`.
+        `images` are uint8. Binarisation draws from `data_generator` (default `generator`), posterior
+        samples from `generator`: with separate generators every model sees the same binary test set.
         """
-        x = self.prepare(images, generator=generator)
+        x = self.prepare(images, generator=data_generator or generator)
         onehot = self._one_hot(labels, len(x))
         mu, logvar = self.encode(x, onehot)
         b, d = mu.shape
