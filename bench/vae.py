@@ -40,7 +40,8 @@ from torch import nn
 import genlab
 from genlab.config import parse_duration
 from genlab.data import load_data
-from genlab.engine import read_run_config, split_validation
+from genlab.data.loader import split_validation
+from genlab.engine import read_run_config
 from genlab.metrics import image_log_likelihood
 from genlab.persist import load_checkpoint
 

@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.config import TrainConfig, parse_duration, to_dict
-from genlab.data import BatchLoader, ImageData, load_data
+from genlab.data import load_data
 from genlab.errors import DataError, GenlabError, NonFiniteLossError
 from genlab.models.base import GenerativeModel, get_family
 from genlab.persist import load_checkpoint
@@ -37,6 +37,7 @@ class GenlabModule(pl.LightningModule):
 
     def __init__(self, model: GenerativeModel, train: TrainConfig):
         super().__init__()
+        self.automatic_optimization = not model.manual_optimization
         self.model = model
         self.train_config = train
         self.batches_seen = 0  # training batches consumed; the loader resumes from here
@@ -44,17 +45,41 @@ class GenlabModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         self.model.global_step = self.global_step
-        out = self.model.loss(batch)
+        if self.model.manual_optimization:
+            out = self.model.train_step(batch, self._manual_step)
+        else:
+            out = self.model.loss(batch)
+            bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
+            if bad:
+                self._stop(f"non-finite {', '.join(bad)} at step {self.global_step}")
         self.batches_seen += 1
-        bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
-        if bad:
-            self.nonfinite = f"non-finite {', '.join(bad)} at step {self.global_step}"
-            self.trainer.should_stop = True
+        if self.nonfinite is not None:
             return None  # skips the optimiser step: the weights stay those of the last good step
         if self.global_step % self.train_config.log_every == 0:  # self.log costs ~1 ms a call: log only when written
             self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, prog_bar=False)
             self.log("loss", out["loss"].detach(), prog_bar=True, logger=False)
-        return out["loss"]
+        return None if self.model.manual_optimization else out["loss"]
+
+    def _stop(self, reason: str) -> None:
+        self.nonfinite = reason
+        self.trainer.should_stop = True
+
+    def _manual_step(self, loss: torch.Tensor, index: int) -> None:
+        """Apply one optimiser's update for a manually optimised family, unless a loss went non-finite."""
+        if self.nonfinite is not None:
+            return
+        if not torch.isfinite(loss):
+            self._stop(f"non-finite loss for optimiser {index} at step {self.global_step}")
+            return
+        optimizers = self.optimizers()
+        optimizer = optimizers[index] if isinstance(optimizers, list) else optimizers
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.train_config.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.train_config.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        schedulers = self.lr_schedulers()
+        (schedulers[index] if isinstance(schedulers, list) else schedulers).step()
 
     def validation_step(self, batch, batch_idx):
         # Validation draws its own fixed random numbers and leaves the training stream untouched,
@@ -66,6 +91,9 @@ class GenlabModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.train_config
+        if self.model.manual_optimization:
+            optimizers = self.model.optimizers(t)
+            return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, lambda step: lr_factor(step, t)) for o in optimizers]
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -234,17 +262,7 @@ def read_metrics(run: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def split_validation(data: ImageData, fraction: float = 0.05, cap: int = 5000) -> tuple[tuple, tuple]:
-    """Hold out a fixed slice of the training split for validation; the test split stays for evaluation."""
-    n = len(data.train_x)
-    n_val = min(cap, max(1, int(n * fraction))) if n >= 20 else 0
-    order = np.random.default_rng(1).permutation(n)
-    val, train = order[:n_val], order[n_val:]
-    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-    return (as_t(data.train_x[train]), as_t(data.train_y[train])), (as_t(data.train_x[val]), as_t(data.train_y[val]))
-
-
-def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback], manual: bool = False) -> pl.Trainer:
     """The Trainer every family trains with; device and distribution options pass straight through."""
     devices: Any = t.devices
     if isinstance(devices, str) and devices.isdigit():
@@ -259,7 +277,7 @@ def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback]) -> pl
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        gradient_clip_val=t.grad_clip,
+        gradient_clip_val=None if manual else t.grad_clip,  # manual families clip in their step
         val_check_interval=t.val_every,
         check_val_every_n_epoch=None,
         limit_val_batches=t.val_batches,
@@ -303,18 +321,16 @@ def train(family: str, data: str, model_config: Any, train_config: TrainConfig, 
         torch.set_num_threads(train_config.threads)
 
     dataset = load_data(data, max_bad_fraction=max_bad_fraction)
-    if dataset.kind != "image":
-        raise DataError(f"the {family} family trains on images, but --data {data} is {dataset.kind}",
-                        "pass an image dataset such as fashion-mnist or a folder of images")
+    if dataset.kind != cls.data_kind:
+        example = "fashion-mnist or a folder of images" if cls.data_kind == "image" else "tiny-shakespeare or a text file"
+        raise DataError(f"the {family} family trains on {cls.data_kind} data, but --data {data} is {dataset.kind}",
+                        f"pass {cls.data_kind} data such as {example}")
     config = cls.config_for_data(model_config, dataset)
-    train_tensors, val_tensors = split_validation(dataset)
 
     pl.seed_everything(train_config.seed, workers=True, verbose=False)
     model = cls(config)
     module = GenlabModule(model, train_config)
-    train_loader = BatchLoader(train_tensors, train_config.batch_size, seed=train_config.seed,
-                               position=lambda: module.batches_seen)
-    val_loader = BatchLoader(val_tensors, train_config.batch_size, shuffle=False, drop_last=False)
+    train_loader, val_loader = cls.make_loaders(dataset, train_config, lambda: module.batches_seen)
 
     run.mkdir(parents=True, exist_ok=True)
     write_run_config(run, {
@@ -325,7 +341,8 @@ def train(family: str, data: str, model_config: Any, train_config: TrainConfig, 
 
     checkpointer = Checkpointer(run / "checkpoints", train_config.ckpt_every, cls.monitor)
     preview = Preview(run / "samples", train_config.sample_every, train_config.seed)
-    trainer = build_trainer(run, train_config, [RNGState(), checkpointer, preview, *(callbacks or [])])
+    trainer = build_trainer(run, train_config, [RNGState(), checkpointer, preview, *(callbacks or [])],
+                            manual=cls.manual_optimization)
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt if resume else None)
     if module.nonfinite:

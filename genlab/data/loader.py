@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 
 
@@ -52,3 +53,23 @@ class BatchLoader:
         for b in range(offset, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield tuple(t[index] for t in self.tensors)
+
+
+def split_validation(data, fraction: float = 0.05, cap: int = 5000) -> tuple[tuple, tuple]:
+    """Hold out a fixed slice of the training split for validation; the test split stays for evaluation."""
+    n = len(data.train_x)
+    n_val = min(cap, max(1, int(n * fraction))) if n >= 20 else 0
+    order = np.random.default_rng(1).permutation(n)
+    val, train = order[:n_val], order[n_val:]
+
+    def as_tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    return (as_tensor(data.train_x[train]), as_tensor(data.train_y[train])), (as_tensor(data.train_x[val]), as_tensor(data.train_y[val]))
+
+
+def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int]) -> tuple[BatchLoader, BatchLoader]:
+    """(images uint8, labels) batches: shuffled and resumable for training, in order for validation."""
+    train, val = split_validation(data)
+    return (BatchLoader(train, batch_size, seed=seed, position=position),
+            BatchLoader(val, batch_size, shuffle=False, drop_last=False))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,10 @@ class GenerativeModel(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}
     # The key in metrics that validation and checkpoint selection watch.
     monitor: ClassVar[str] = "val/loss"
+    # What `--data` must be: "image" or "text".
+    data_kind: ClassVar[str] = "image"
+    # Families with several optimisers (GANs) set this and implement `optimizers` and `train_step`.
+    manual_optimization: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         super().__init__()
@@ -50,6 +55,23 @@ class GenerativeModel(nn.Module):
 
     def loss(self, batch: Any) -> dict[str, torch.Tensor]:
         """The training objective on one batch: a dict with `loss` and anything worth logging."""
+        raise NotImplementedError
+
+    @classmethod
+    def make_loaders(cls, data: Any, train: Any, position: Callable[[], int]) -> tuple[Iterable, Iterable]:
+        """Training and validation batches. `position()` is the number of training batches already
+        consumed: the training loader must start there, so that a resumed run sees the same batches."""
+        from genlab.data.loader import image_loaders
+
+        return image_loaders(data, train.batch_size, train.seed, position)
+
+    def optimizers(self, train: Any) -> list[torch.optim.Optimizer]:
+        """Manual optimisation only: one optimiser per player (generator, discriminator, ...)."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Any, step: Callable[[torch.Tensor, int], None]) -> dict[str, torch.Tensor]:
+        """Manual optimisation only: compute each loss and call `step(loss, optimizer_index)` to apply it.
+        The engine's `step` zeroes gradients, back-propagates, clips, steps, and refuses non-finite losses."""
         raise NotImplementedError
 
     @torch.no_grad()
