@@ -90,16 +90,20 @@ class GenlabModule(pl.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in out.items()}, on_epoch=True, prog_bar=False, batch_size=len(batch[0]))
 
     def configure_optimizers(self):
+        """The family's optimisers when it declares them (GANs, Muon for LMs), else AdamW with decoupled
+        weight decay on matrices only; each gets the warm-up + constant/cosine schedule, stepped per step."""
         t = self.train_config
-        if self.model.manual_optimization:
+        if type(self.model).optimizers is not GenerativeModel.optimizers:
             optimizers = self.model.optimizers(t)
-            return optimizers, [torch.optim.lr_scheduler.LambdaLR(o, lambda step: lr_factor(step, t)) for o in optimizers]
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, t))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        else:
+            decay = [p for p in self.model.parameters() if p.ndim >= 2]
+            no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+            groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            optimizers = [torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: lr_factor(step, t)) for o in optimizers]
+        if self.model.manual_optimization:
+            return optimizers, schedulers
+        return {"optimizer": optimizers[0], "lr_scheduler": {"scheduler": schedulers[0], "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["genlab"] = {"batches_seen": self.batches_seen, "family": self.model.family}

@@ -66,7 +66,8 @@ class GenerativeModel(nn.Module):
         return image_loaders(data, train.batch_size, train.seed, position)
 
     def optimizers(self, train: Any) -> list[torch.optim.Optimizer]:
-        """Manual optimisation only: one optimiser per player (generator, discriminator, ...)."""
+        """Optional: the family's own optimisers. Manual optimisation: one per player (generator,
+        discriminator). Automatic: a list of one (e.g. Muon for matrices + AdamW for the rest)."""
         raise NotImplementedError
 
     def train_step(self, batch: Any, step: Callable[[torch.Tensor, int], None]) -> dict[str, torch.Tensor]:
