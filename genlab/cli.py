@@ -18,7 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from genlab import __version__
 from genlab.errors import ConfigError, GenlabError
 
-VERBS = ["sample", "reconstruct", "interpolate"]
+VERBS = ["sample", "reconstruct", "interpolate", "reference"]
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
@@ -57,6 +57,7 @@ def _train_parser(family: str) -> ArgumentParser:
 
 def build_parser() -> ArgumentParser:
     from genlab import commands, evaluate
+    from genlab.compare import compare as compare_runs
     from genlab.models import FAMILIES
 
     parser = ArgumentParser(prog="genlab", description="Train, evaluate, sample and serve generative models.")
@@ -80,6 +81,10 @@ def build_parser() -> ArgumentParser:
         function = getattr(commands, verb)
         verbs.add_subcommand(verb, _function_parser(function), help=function.__doc__.split("\n")[0])
     verbs.add_subcommand("eval", _function_parser(evaluate.evaluate), help="test-split metrics and report.html")
+    compare = ArgumentParser(description=compare_runs.__doc__.split("\n\n")[0])
+    compare.add_argument("runs", nargs="+", help="two or more run folders")
+    compare.add_function_arguments(compare_runs, skip={"runs"})
+    verbs.add_subcommand("compare", compare, help="runs side by side, ranked, with a recommendation per goal")
     return parser
 
 
@@ -135,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.verb == "train":
             command = "genlab " + " ".join(shlex.quote(a) for a in original)
             run_train(cfg.train.family, cfg.train[cfg.train.family], argv, command)
+        elif cfg.verb == "compare":
+            from genlab.compare import compare, print_table
+
+            print_table(compare(**cfg.compare.as_dict()))
         elif cfg.verb == "data":
             from genlab import commands
 
@@ -145,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
             metrics = evaluate(**cfg.eval.as_dict())
             for key, value in metrics.items():
-                print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+                if not key.startswith("class_fraction/"):
+                    print(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
         else:
             from genlab import commands
 

@@ -53,6 +53,25 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False)
     print(json.dumps(dataset.report.to_dict(), indent=1) if as_json else dataset.report.summary())
 
 
+def reference(data: str, retrain: bool = False) -> None:
+    """Train (once) and cache the reference classifier of an image dataset: the feature space of FD-genlab.
+
+    Args:
+        data: a registered image dataset or a folder of images with class subfolders.
+        retrain: train again even when a cached classifier matches the data.
+    """
+    from genlab.metrics.reference import reference_classifier
+
+    dataset = load_data(data)
+    if dataset.kind != "image":
+        raise ConfigError(f"{data} is {dataset.kind} data; reference classifiers are for images",
+                          "pass an image dataset such as fashion-mnist")
+    classifier = reference_classifier(dataset, retrain=retrain)
+    state = "trained" if classifier.trained else "cached"
+    print(f"reference classifier for {dataset.name} ({state}): test accuracy {classifier.accuracy:.2%} on "
+          f"{classifier.meta['test_examples']:,} images, {classifier.feature_dim}-d features\n  {classifier.folder}")
+
+
 def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label: str | None = None,
            temperature: float = 1.0, nrow: int | None = None) -> None:
     """Draw n samples from a trained image model and save them as one PNG grid.

@@ -51,30 +51,73 @@ def png_data_uri(source: Image.Image | str | Path | bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def plot_curves(records: list[dict[str, float]], keys: list[str], title: str) -> bytes | None:
-    """Line plots of logged metrics against step, as PNG bytes; None when nothing was logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = {k: [(r["step"], r[k]) for r in records if k in r and r.get("step") is not None] for k in keys}
-    series = {k: v for k, v in series.items() if v}
-    if not series:
+def plot_curves(records: list[dict[str, float]], keys: list[str], title: str, per_row: int = 3) -> bytes | None:
+    """Logged metrics against step as PNG bytes, one panel per metric name with its train and val
+    lines together (`train/loss` and `val/loss` share a panel); None when none of `keys` was logged."""
+    plt = _pyplot()
+    panels: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for key in keys:
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None and r.get("step") is not None]
+        if points:
+            panels.setdefault(key.rsplit("/", 1)[-1], {})[key] = points
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
-    for ax, (key, points) in zip(axes[0], series.items()):
-        steps, values = zip(*points)
-        ax.plot(steps, values, lw=1.2)
-        ax.set_title(key, fontsize=10)
+    cols = min(per_row, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (name, lines) in zip(axes.flat, panels.items()):
+        for key, points in lines.items():
+            steps, values = zip(*points)
+            ax.plot(steps, values, lw=1.2, marker="." if len(points) < 30 else None, label=key.split("/")[0])
+        ax.set_title(name, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_chart(values: dict[str, float], title: str) -> bytes:
+    """A horizontal bar chart of named fractions, as PNG bytes."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 0.28 * len(values) + 1))
+    names = list(values)
+    ax.barh(names[::-1], [values[k] for k in names][::-1], color="#4a78b0")
+    ax.set_xlim(0, max(1.0 / max(len(values), 1) * 2, max(values.values(), default=0) * 1.1))
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def curve_figures(history: list[dict[str, float]]) -> str:
+    """Every logged train/val metric as one figure of panels (loss first, learning rate last), as HTML."""
+    keys = list(dict.fromkeys(k for r in history for k in r if k.startswith(("train/", "val/"))))
+    keys.sort(key=lambda k: (k.rsplit("/", 1)[-1] != "loss", k.endswith("/lr"), k.rsplit("/", 1)[-1], k))
+    png = plot_curves(history, keys, "training curves")
+    return figure_html(png_data_uri(png), "train (per step, logged every log_every steps) and validation") if png \
+        else "<p class='note'>no training metrics logged</p>"
 
 
 PAGE = """<!doctype html>

@@ -1,5 +1,62 @@
-"""Metrics that mean something: likelihoods now; sample-quality metrics build on the same layer."""
+"""Metrics that mean something: likelihoods, sample quality in a reference classifier's feature
+space, and text diversity and memorisation.
+
+`GLOSSARY` says, for every metric genlab reports, which direction is better and what it
+means; the report and `genlab compare` read it, so a number is never shown without both.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
 
 from genlab.metrics.likelihood import bits_per_dim, image_log_likelihood
 
-__all__ = ["bits_per_dim", "image_log_likelihood"]
+
+class MetricInfo(NamedTuple):
+    better: str | None  # "lower", "higher", or None (descriptive: not ranked)
+    goal: str | None  # the goal `compare` recommends for: quality, diversity, likelihood, speed, size
+    meaning: str
+
+
+GLOSSARY: dict[str, MetricInfo] = {
+    "fd_genlab": MetricInfo("lower", "quality", "Frechet distance between Gaussians fitted to real and generated "
+                            "features of the reference classifier (FID's formula, genlab's features)"),
+    "kid_genlab": MetricInfo("lower", "quality", "kernel inception distance's unbiased MMD^2 (cubic kernel) in the "
+                             "same features; near 0 (may dip below) when the distributions match"),
+    "precision": MetricInfo("higher", "quality", "fraction of samples inside the real data's k-NN manifold: "
+                            "do samples look real"),
+    "recall": MetricInfo("higher", "diversity", "fraction of real images inside the samples' k-NN manifold: "
+                         "is the data's variety covered; collapse drives it down"),
+    "density": MetricInfo("higher", "quality", "how many real neighbourhoods contain each sample, over k; "
+                          "about 1 for samples like the data"),
+    "coverage": MetricInfo("higher", "diversity", "fraction of real images whose neighbourhood holds a sample"),
+    "classifier_score": MetricInfo("higher", "quality", "Inception-Score analogue from the reference classifier: "
+                                   "exp E KL(p(y|x) || p(y)), between 1 and the class count"),
+    "class_accuracy": MetricInfo("higher", "quality", "conditional samples the reference classifier puts in the "
+                                 "requested class"),
+    "class_histogram_tv": MetricInfo("lower", "diversity", "total-variation distance between the predicted-class "
+                                     "mix of samples and of real images (0 same mix, 1 disjoint)"),
+    "fid_inception": MetricInfo("lower", "quality", "standard FID: Frechet distance in Inception-v3 pool3 features "
+                                "(only with --inception-weights)"),
+    "kid_inception": MetricInfo("lower", "quality", "standard KID in Inception-v3 pool3 features"),
+    "is_inception": MetricInfo("higher", "quality", "standard Inception Score (one split, all samples)"),
+    "nll_nats": MetricInfo("lower", "likelihood", "test negative log-likelihood per image in nats "
+                           "(importance-weighted bound)"),
+    "elbo_nats": MetricInfo("higher", None, "evidence lower bound per test image in nats (the training objective)"),
+    "bits_per_dim": MetricInfo("lower", "likelihood", "test NLL in bits per pixel channel"),
+    "nats_per_token": MetricInfo("lower", "likelihood", "test cross-entropy per token in nats"),
+    "bits_per_char": MetricInfo("lower", "likelihood", "test cross-entropy per character in bits"),
+    "perplexity": MetricInfo("lower", "likelihood", "exp(nats per token)"),
+    "distinct_2": MetricInfo("higher", "diversity", "unique word bigrams / all bigrams over generated texts"),
+    "repetition_4": MetricInfo("lower", "quality", "within-text fraction of repeated 4-grams (degenerate loops)"),
+    "memorised_ngrams": MetricInfo("lower", "diversity", "fraction of generated long n-grams copied verbatim "
+                                   "from the training text"),
+    "psnr": MetricInfo("higher", "quality", "peak signal-to-noise ratio of translated test images, dB"),
+    "ssim": MetricInfo("higher", "quality", "structural similarity of translated test images"),
+    "samples_per_s": MetricInfo("higher", "speed", "images (or texts) generated per second on this machine"),
+    "parameters": MetricInfo("lower", "size", "trainable parameters"),
+    "train_seconds": MetricInfo(None, None, "wall-clock training time over all sessions"),
+    "reference_accuracy": MetricInfo(None, None, "test accuracy of the reference classifier whose features are used"),
+}
+
+__all__ = ["GLOSSARY", "MetricInfo", "bits_per_dim", "image_log_likelihood"]

@@ -43,6 +43,8 @@ class GenerativeModel(nn.Module):
     data_kind: ClassVar[str] = "image"
     # Families with several optimisers (GANs) set this and implement `optimizers` and `train_step`.
     manual_optimization: ClassVar[bool] = False
+    # Whether `sample(n, labels, generator)` makes images from nothing (not so for image translation).
+    samples_images: ClassVar[bool] = True
 
     def __init__(self, config: Any):
         super().__init__()
@@ -82,6 +84,10 @@ class GenerativeModel(nn.Module):
     def preview(self, generator: torch.Generator) -> torch.Tensor | str | None:
         """Something to look at during training (a uint8 image grid batch, or text); None for nothing."""
         return None
+
+    def report_figures(self, data: Any, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
+        """Family-specific pictures for report.html: (images in [0, 1], images per row, caption) each."""
+        return []
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -84,9 +84,6 @@ class VAEConfig:
         validate(self)
         if self.latent_dim < 1 or not self.widths:
             raise ConfigError("latent_dim must be >= 1 and widths non-empty", "e.g. --model.latent-dim 32 --model.widths [32,64]")
-        if self.condition == "class" and self.num_classes < 2:
-            raise ConfigError("condition='class' needs labelled data with at least 2 classes",
-                              "use a dataset with labels (a folder with class subfolders) or --model.condition none")
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -140,6 +137,10 @@ class VAE(GenerativeModel):
     @classmethod
     def config_for_data(cls, config: VAEConfig, data) -> VAEConfig:
         c, h, w = data.shape
+        if config.condition == "class" and len(data.classes) < 2:
+            raise ConfigError(f"condition='class' needs labelled data with at least 2 classes; {data.name} has "
+                              f"{len(data.classes)}", "use data with labels (a folder with class subfolders) "
+                              "or --model.condition none")
         return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
                                    class_names=tuple(data.classes))
 
@@ -215,6 +216,24 @@ class VAE(GenerativeModel):
     def preview(self, generator: torch.Generator) -> torch.Tensor:
         labels = torch.arange(64) % self.config.num_classes if self.config.condition == "class" else None
         return self.sample(64, labels=labels, generator=generator)
+
+    def report_figures(self, data, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
+        """Test images over their reconstructions, and latent walks between classes."""
+        labels = torch.from_numpy(data.test_y) if self.config.condition == "class" else None
+        x = torch.from_numpy(data.test_x[:16])
+        figures = [(torch.cat([x.float() / 255, self.reconstruct(x, None if labels is None else labels[:16])]), 16,
+                    "test images (top) and their reconstructions (bottom)")]
+        preferred = [("Sneaker", "Ankle boot"), ("T-shirt/top", "Dress"), ("Sandal", "Bag")]
+        pairs = [p for p in preferred if set(p) <= set(data.classes)]
+        if not pairs and len(data.classes) >= 2:
+            pairs = [tuple(data.classes[:2])]
+        test_y = torch.from_numpy(data.test_y)
+        for a, b in pairs:
+            ia, ib = (int((test_y == data.classes.index(c)).nonzero()[0]) for c in (a, b))
+            pair_labels = [int(test_y[ia]), int(test_y[ib])] if labels is not None else None
+            line = self.interpolate(torch.from_numpy(data.test_x[ia]), torch.from_numpy(data.test_x[ib]), 9, pair_labels)
+            figures.append((line, 9, f"{a} to {b}: the middle image is the latent midpoint"))
+        return figures
 
     # -- using the model ---------------------------------------------------------------------
 
