@@ -7,9 +7,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.genlab-installed
 TORCH_VERSION ?= 2.13.0
 DEMO_RUN ?= runs/demo-vae
-DEMO_TIME ?= 4m
+DEMO_TIME ?= 3m
 
-.PHONY: setup data demo test test-all bench lint clean
+.PHONY: setup data browser demo test test-all bench lint clean
 
 setup: $(STAMP) data
 
@@ -40,6 +40,18 @@ data:
 	  fi; \
 	fi
 
+# Debian's Chromium for the tests that open report.html and the web page in a real browser
+# (driven by Playwright, which uses this binary instead of downloading its own).
+browser:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    ($$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1)) \
+	    || echo "note: apt could not install chromium; the browser tests will be skipped"; \
+	  fi; \
+	fi
+
 # Trains a VAE on Fashion-MNIST on the CPU, then samples, reconstructs, interpolates and evaluates it.
 demo: setup
 	rm -rf $(DEMO_RUN)
@@ -51,10 +63,10 @@ demo: setup
 	$(VENV)/bin/genlab eval $(DEMO_RUN) --k 20
 	@echo; echo "demo done: open $(DEMO_RUN)/report.html (grids: $(DEMO_RUN)/samples.png, reconstructions.png, interpolation.png)"
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
-test-all: setup
+test-all: setup browser
 	$(PY) -m pytest -q -m ""
 
 bench: setup

@@ -92,12 +92,16 @@ class ReferenceConfig:
     widths: tuple[int, ...] = (32, 64, 128)  # channels per conv block; each block halves H and W while >= 4
     feature_dim: int = 256  # the penultimate layer: the feature space of fd_genlab, kid_genlab, PRDC
     dropout: float = 0.3
-    epochs: int = 4
+    epochs: int = 8
     min_steps: int = 500  # small datasets (digits) run more epochs to reach at least this many updates
     batch_size: int = 128
     lr: float = 3e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
-    max_shift: int = 2  # random translation augmentation, in pixels
+    max_shift: int = 1  # random translation augmentation, in pixels
+    # "stride": each halving is a stride-2 conv, about 2.5x cheaper on a CPU than a full-resolution conv
+    # and a max-pool. Fashion-MNIST test accuracy (2 cores): stride, 8 epochs, shift 1 -> 92.8% (these
+    # defaults); 10 epochs -> 93.1% in 224 s; maxpool, 4 epochs, shift 2 -> 91.7% in 211 s.
+    downsample: str = "stride"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +110,8 @@ class ReferenceConfig:
                               f"{self.feature_dim}", "use e.g. widths=(32, 64, 128), feature_dim=256")
         if self.epochs < 1 or self.batch_size < 1 or self.min_steps < 0 or self.max_shift < 0:
             raise ConfigError("ReferenceConfig epochs and batch_size must be >= 1, min_steps and max_shift >= 0")
+        if self.downsample not in ("maxpool", "stride"):
+            raise ConfigError(f"ReferenceConfig.downsample = {self.downsample!r}", "use 'stride' or 'maxpool'")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"ReferenceConfig.dropout = {self.dropout} must be in [0, 1)")
 
@@ -118,10 +124,13 @@ class ReferenceNet(nn.Module):
         layers: list[nn.Module] = []
         channels, (h, w) = in_channels, image_size
         for width in config.widths:
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-            if min(h, w) >= 4:  # keep at least 2x2 positions, so 8x8 digits go 8 -> 4 -> 2 -> 2
+            halve = min(h, w) >= 4  # keep at least 2x2 positions, so 8x8 digits go 8 -> 4 -> 2 -> 2
+            stride = 2 if halve and config.downsample == "stride" else 1
+            layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            if halve and config.downsample == "maxpool":
                 layers.append(nn.MaxPool2d(2))
-                h, w = h // 2, w // 2
+            if halve:
+                h, w = ((h + 1) // 2, (w + 1) // 2) if stride == 2 else (h // 2, w // 2)  # conv rounds up, pooling down
             channels = width
         self.conv = nn.Sequential(*layers)
         self.feature = nn.Sequential(nn.Flatten(), nn.Linear(channels * h * w, config.feature_dim), nn.ReLU())
@@ -129,7 +138,8 @@ class ReferenceNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> (B, feature_dim) non-negative penultimate activations."""
-        return self.feature(self.conv(x * 2 - 1))
+        # channels_last makes the CPU convolutions (oneDNN) about 1.5x faster here
+        return self.feature(self.conv((x * 2 - 1).contiguous(memory_format=torch.channels_last)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -147,7 +157,7 @@ class ReferenceClassifier:
 
     def __init__(self, net: ReferenceNet, classes: tuple[str, ...], meta: dict[str, Any], folder: Path,
                  trained: bool):
-        self.net = net.eval()
+        self.net = net.to(memory_format=torch.channels_last).eval()
         self.classes = classes
         self.meta = meta
         self.folder = folder
@@ -213,7 +223,8 @@ def reference_classifier(data: ImageData, config: ReferenceConfig | None = None,
         if cached is not None:
             return cached
     net, meta = _train(data, config, progress)
-    atomic_write_bytes(folder / WEIGHTS_FILE, save_safetensors(net.state_dict(), metadata={"format": str(FORMAT_VERSION)}))
+    weights = {k: v.contiguous() for k, v in net.state_dict().items()}  # channels_last is not contiguous
+    atomic_write_bytes(folder / WEIGHTS_FILE, save_safetensors(weights, metadata={"format": str(FORMAT_VERSION)}))
     atomic_write_bytes(folder / META_FILE, json.dumps(meta, indent=1).encode())  # last: marks the folder complete
     reference = ReferenceClassifier(net, tuple(data.classes), meta, folder, trained=True)
     if progress:
@@ -276,6 +287,7 @@ def _train(data: ImageData, config: ReferenceConfig, progress: bool) -> tuple[Re
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         net = ReferenceNet(train_x.shape[1], tuple(train_x.shape[2:]), num_classes, config)
+        net = net.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=epochs * steps_per_epoch)
         if progress:
