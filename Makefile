@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.genlab-installed
 TORCH_VERSION ?= 2.13.0
 DEMO_RUN ?= runs/demo-vae
-DEMO_TIME ?= 3m
+DEMO_TIME ?= 150s
 
 .PHONY: setup data browser demo test test-all bench lint clean
 
@@ -60,7 +60,7 @@ demo: setup
 	$(VENV)/bin/genlab sample $(DEMO_RUN) --n 64 --seed 0 --out $(DEMO_RUN)/samples.png
 	$(VENV)/bin/genlab reconstruct $(DEMO_RUN) --n 16 --out $(DEMO_RUN)/reconstructions.png
 	$(VENV)/bin/genlab interpolate $(DEMO_RUN) --a Sneaker --b "Ankle boot" --out $(DEMO_RUN)/interpolation.png
-	$(VENV)/bin/genlab eval $(DEMO_RUN) --k 20
+	$(VENV)/bin/genlab eval $(DEMO_RUN) --k 20 --max-examples 2000
 	@echo; echo "demo done: open $(DEMO_RUN)/report.html (grids: $(DEMO_RUN)/samples.png, reconstructions.png, interpolation.png)"
 
 test: setup browser

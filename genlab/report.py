@@ -31,8 +31,11 @@ def grid_image(images: torch.Tensor, nrow: int | None = None, pad: int = 2, scal
     return picture
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int | None = None) -> Path:
+    """Write a PNG grid; small images are enlarged (nearest neighbour) to about 84 px unless `scale` is given."""
     path = Path(path)
+    if scale is None:
+        scale = max(1, round(84 / max(images.shape[-2:])))
     path.parent.mkdir(parents=True, exist_ok=True)
     grid_image(images, nrow, scale=scale).save(path)
     return path
