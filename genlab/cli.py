@@ -18,17 +18,36 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from genlab import __version__
 from genlab.errors import ConfigError, GenlabError
 
-VERBS = ["sample", "reconstruct", "interpolate", "reference"]
+VERBS = ["sample", "reconstruct", "interpolate", "reference", "translate", "generate"]
+
+
+BARE_FLAGS = {"--interactive"}  # boolean options that may be written without a value
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """`--max-steps=5` -> `--max_steps=5`; values are left alone."""
+    """`--max-steps=5` -> `--max_steps=5`; a bare `--interactive` -> `--interactive true`; values are left alone."""
     out = []
-    for token in argv:
+    for i, token in enumerate(argv):
         if token.startswith("--") and len(token) > 2:
             key, eq, value = token[2:].partition("=")
             token = "--" + key.replace("-", "_") + eq + value
         out.append(token)
+        if token in BARE_FLAGS and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append("true")
+    return out
+
+
+def expand_shortcuts(argv: list[str]) -> list[str]:
+    """`genlab train FAMILY --task X` -> `--model.task X` for the options a family declares in `cli_shortcuts`."""
+    from genlab.models import FAMILIES, get_family
+
+    if len(argv) < 2 or argv[0] != "train" or argv[1] not in FAMILIES:
+        return argv
+    shortcuts = getattr(get_family(argv[1]), "cli_shortcuts", {})
+    out = []
+    for token in argv:
+        key, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        out.append(f"--{shortcuts[key]}{eq}{value}" if key in shortcuts else token)
     return out
 
 
@@ -81,6 +100,9 @@ def build_parser() -> ArgumentParser:
         function = getattr(commands, verb)
         verbs.add_subcommand(verb, _function_parser(function), help=function.__doc__.split("\n")[0])
     verbs.add_subcommand("eval", _function_parser(evaluate.evaluate), help="test-split metrics and report.html")
+    from genlab.finetune import finetune
+
+    verbs.add_subcommand("finetune", _function_parser(finetune), help="fine-tune a language model (full or LoRA)")
     compare = ArgumentParser(description=compare_runs.__doc__.split("\n\n")[0])
     compare.add_argument("runs", nargs="+", help="two or more run folders")
     compare.add_function_arguments(compare_runs, skip={"runs"})
@@ -126,12 +148,13 @@ def run_train(family: str, cfg: Namespace, argv: list[str], command: str) -> Non
     train_config = from_dict(TrainConfig, options)
     run = train(family, data, model_config, train_config, out, resume=bool(cfg.resume),
                 max_bad_fraction=cfg.data_max_bad_fraction, command=command)
-    print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: genlab sample {run} --out samples.png ; genlab eval {run}")
+    use = f"genlab generate {run} --prompt TEXT" if cls.data_kind == "text" else f"genlab sample {run} --out samples.png"
+    print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: {use} ; genlab eval {run}")
 
 
 def main(argv: list[str] | None = None) -> int:
     original = sys.argv[1:] if argv is None else argv
-    argv = normalise_argv(original)
+    argv = expand_shortcuts(normalise_argv(original))
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|does not have many workers).*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     parser = build_parser()
@@ -149,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
 
             action = cfg.data.action
             getattr(commands, f"data_{action}")(**cfg.data[action].as_dict())
+        elif cfg.verb == "finetune":
+            from genlab.finetune import finetune
+
+            finetune(**cfg.finetune.as_dict())
         elif cfg.verb == "eval":
             from genlab.evaluate import evaluate
 

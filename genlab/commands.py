@@ -86,6 +86,11 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
         nrow: images per row of the grid.
     """
     model, _ = _load_run(run)
+    if model.data_kind == "text":
+        raise ConfigError(f"a {model.family} model generates text, not images", f"use genlab generate {run} --prompt TEXT")
+    if not model.samples_images:
+        raise ConfigError(f"a {model.family} model translates images rather than sampling them",
+                          f"use genlab translate {run} --image FILE")
     if not hasattr(model, "sample"):
         raise ConfigError(f"a {model.family} model does not sample images", "use genlab generate for language models")
     images = model.sample(n, labels=label, generator=torch.Generator().manual_seed(seed), temperature=temperature)
@@ -149,3 +154,97 @@ def interpolate(run: str, a: str = "test:0", b: str = "test:1", steps: int = 9, 
     labels = [la, lb] if model.config.condition == "class" else None
     path = save_grid(model.interpolate(xa, xb, steps, labels), out, nrow=steps)
     print(f"wrote {steps} images from {a} to {b} to {path} (the middle one is the latent midpoint)")
+
+
+def translate(run: str, image: str | None = None, n: int = 8, out: str = "translated.png") -> None:
+    """Translate images with a pix2pix model: sketches to images, or low-resolution images to full size.
+
+    Writes one grid: the inputs (top row, shown at full size), their translations below, and, for
+    test images, the originals in a third row.
+
+    Args:
+        run: a pix2pix run folder or model folder.
+        image: comma-separated inputs: image files (a sketch drawn dark on light, or a low-resolution
+            image; resized to what the model takes) or test:INDEX (a test image through the task transform).
+            Default: the first n test images.
+        n: how many test images when --image is not given.
+        out: the PNG file to write.
+    """
+    from genlab.data.paired import upscale
+    from genlab.models.pix2pix import translation_grid
+
+    model, record = _load_run(run)
+    if not hasattr(model, "translate"):
+        raise ConfigError(f"a {model.family} model does not translate images", "train one with genlab train pix2pix")
+    specs = [s.strip() for s in image.split(",")] if image else [f"test:{i}" for i in range(n)]
+    files = [s for s in specs if Path(s).is_file()]
+    if files and len(files) < len(specs):
+        raise ConfigError("mix of image files and test images in --image", "give only files or only test:INDEX")
+    if not files:
+        data = _run_data(record, "translate")
+        index = [int(s[5:]) if s.startswith("test:") and s[5:].isdigit() else -1 for s in specs]
+        for spec, i in zip(specs, index, strict=True):
+            if not 0 <= i < len(data.test_x):
+                raise ConfigError(f"--image {spec!r} is neither an image file nor a test image",
+                                  f"give a path to an image, or test:0 .. test:{len(data.test_x) - 1}")
+        grid, nrow = translation_grid(model, data.test_x[index])
+        print(f"wrote inputs, translations and test images to {save_grid(grid, out, nrow=nrow)}")
+        return
+    c, h, w = model.input_shape
+    condition = torch.stack([torch.tensor(load_image(f, c, (h, w))) for f in files]).float() / 255
+    if model.config.task == "sketch" and condition.median() < 0.5:
+        condition = 1 - condition  # the model learnt dark strokes on light paper; these look inverted
+        print("note: the sketches look light-on-dark; inverted them to dark strokes on white")
+    result = model.translate(condition)
+    shown = upscale(condition, model.config.image_size) if model.config.task == "superres" else condition
+    grid = torch.cat([shown.expand(-1, result.shape[1], -1, -1), result])
+    print(f"wrote inputs (top) and translations (bottom) to {save_grid(grid, out, nrow=len(files))}")
+
+
+def generate(run: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
+             top_p: float | None = None, repetition_penalty: float = 1.0, stop: str | list[str] | None = None,
+             seed: int | None = None, interactive: bool = False) -> None:
+    """Continue a prompt with a trained language model, printing the text as it is generated.
+
+    Args:
+        run: a run folder (runs/NAME) or a model folder of a gpt or rnn model.
+        prompt: the text to continue (default: start from a newline).
+        max_new_tokens: at most this many new tokens.
+        temperature: 0 is greedy; lower is more conservative, higher more varied.
+        top_k: sample among the k most likely tokens only.
+        top_p: sample among the most likely tokens holding this much probability (nucleus sampling).
+        repetition_penalty: > 1 discourages repeating tokens already in the text (1.1-1.3 is usual).
+        stop: a string or a list of strings that end the generation (not printed); `\\n` and `\\t`
+            stand for a newline and a tab, e.g. --stop '\\n\\n' stops at the first blank line.
+        seed: makes the output reproducible (default: different every time).
+        interactive: a prompt loop: type a prompt, see it continued; an empty line or Ctrl-D ends it.
+    """
+    import sys
+
+    model, _ = _load_run(run)
+    if model.data_kind != "text":
+        raise ConfigError(f"a {model.family} model does not generate text", f"use genlab sample {run} for images")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    stop = [s.replace("\\n", "\n").replace("\\t", "\t") for s in stops]
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+               "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed}
+
+    def stream(text: str) -> None:
+        sys.stdout.write(text)
+        for piece in model.generate(text, **options):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    if not interactive:
+        stream(prompt)
+        return
+    print(f"{model.family} model from {run}: type a prompt and press Enter; an empty line or Ctrl-D quits.")
+    while True:
+        try:
+            text = input("> ")
+        except EOFError:
+            break
+        if not text:
+            break
+        stream(text)

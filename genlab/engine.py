@@ -42,10 +42,12 @@ class GenlabModule(pl.LightningModule):
         self.train_config = train
         self.batches_seen = 0  # training batches consumed; the loader resumes from here
         self.nonfinite: str | None = None  # set when a loss is NaN/inf: training stops before stepping
+        self._stepped = False  # manual optimisation: whether this batch's counted optimiser step was taken
 
     def training_step(self, batch, batch_idx):
         self.model.global_step = self.global_step
         if self.model.manual_optimization:
+            self._stepped = False
             out = self.model.train_step(batch, self._manual_step)
         else:
             out = self.model.loss(batch)
@@ -77,7 +79,14 @@ class GenlabModule(pl.LightningModule):
         self.manual_backward(loss)
         if self.train_config.grad_clip:
             self.clip_gradients(optimizer, gradient_clip_val=self.train_config.grad_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
+        # Lightning counts every LightningOptimizer.step as a global step, so a GAN's two players would make
+        # --max-steps, log_every and ckpt_every count half-batches. One counted step per batch; the others go
+        # through the strategy (same precision plugin and hooks, no count).
+        if self._stepped:
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, lambda: None)
+        else:
+            optimizer.step()
+            self._stepped = True
         schedulers = self.lr_schedulers()
         (schedulers[index] if isinstance(schedulers, list) else schedulers).step()
 
@@ -334,7 +343,7 @@ def train(family: str, data: str, model_config: Any, train_config: TrainConfig, 
     pl.seed_everything(train_config.seed, workers=True, verbose=False)
     model = cls(config)
     module = GenlabModule(model, train_config)
-    train_loader, val_loader = cls.make_loaders(dataset, train_config, lambda: module.batches_seen)
+    train_loader, val_loader = model.make_loaders(dataset, train_config, lambda: module.batches_seen)  # LMs: their tokenizer
 
     run.mkdir(parents=True, exist_ok=True)
     write_run_config(run, {
@@ -345,7 +354,8 @@ def train(family: str, data: str, model_config: Any, train_config: TrainConfig, 
 
     checkpointer = Checkpointer(run / "checkpoints", train_config.ckpt_every, cls.monitor)
     preview = Preview(run / "samples", train_config.sample_every, train_config.seed)
-    trainer = build_trainer(run, train_config, [RNGState(), checkpointer, preview, *(callbacks or [])],
+    trainer = build_trainer(run, train_config, [RNGState(), checkpointer, preview, *model.callbacks(dataset, train_config),
+                                                *(callbacks or [])],
                             manual=cls.manual_optimization)
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt if resume else None)

@@ -72,8 +72,10 @@ def model_card(model: GenerativeModel, card: dict[str, Any]) -> str:
 def _check_weights_file(path: Path) -> None:
     """Refuse files that are not safetensors before handing them to the parser."""
     with path.open("rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = f.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header; a length whose low byte is
+    # 0x80 looks like a pickle's first byte, so the JSON brace decides
+    if (head[:2] == b"PK" or head[:1] == b"\x80") and head[8:9] != b"{":
         raise UnsafeFileError(f"{path} is a pickle / torch.save file, not safetensors; genlab never unpickles weights",
                               "export the model with genlab's save_pretrained (or safetensors.torch.save_file)")
     if len(head) < 8:

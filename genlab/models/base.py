@@ -21,6 +21,10 @@ from genlab.errors import ConfigError
 
 FAMILIES = {
     "vae": "genlab.models.vae:VAE",
+    "gan": "genlab.models.gan:GAN",
+    "pix2pix": "genlab.models.pix2pix:Pix2Pix",
+    "rnn": "genlab.models.rnn:RNN",
+    "gpt": "genlab.models.gpt:GPT",
 }
 
 
@@ -81,6 +85,11 @@ class GenerativeModel(nn.Module):
     def validation_metrics(self, batch: Any) -> dict[str, torch.Tensor]:
         return self.loss(batch)
 
+    def callbacks(self, data: Any, train: Any) -> list[Any]:
+        """Optional: Lightning callbacks the family adds to its training run (a GAN's collapse monitor,
+        translation previews); they may use the data, which the model itself never holds."""
+        return []
+
     def preview(self, generator: torch.Generator) -> torch.Tensor | str | None:
         """Something to look at during training (a uint8 image grid batch, or text); None for nothing."""
         return None
@@ -88,6 +97,32 @@ class GenerativeModel(nn.Module):
     def report_figures(self, data: Any, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
         """Family-specific pictures for report.html: (images in [0, 1], images per row, caption) each."""
         return []
+
+    def resolve_labels(self, labels: Any, n: int) -> torch.Tensor | None:
+        """Class indices from ints or class names (one for all n, or one each) for a model with
+        `config.condition == "class"`; None for an unconditional model. No labels: cycle through the classes."""
+        config = self.config
+        if getattr(config, "condition", "none") != "class":
+            if labels is not None:
+                raise ConfigError(f"this {self.family} model is unconditional and takes no labels", "drop --label")
+            return None
+        if labels is None:
+            return torch.arange(n) % config.num_classes
+        if isinstance(labels, torch.Tensor):
+            labels = labels.tolist()
+        if isinstance(labels, (str, int)):
+            labels = [labels] * n
+        out = []
+        for label in labels:
+            if isinstance(label, str) and label in config.class_names:
+                out.append(config.class_names.index(label))
+            elif isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
+                out.append(int(label))
+            else:
+                raise ConfigError(f"unknown class {label!r}", f"use one of {', '.join(config.class_names)}")
+            if not 0 <= out[-1] < config.num_classes:
+                raise ConfigError(f"class index {out[-1]} is out of range", f"use 0 .. {config.num_classes - 1}")
+        return torch.tensor(out)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,451 @@
+"""Generative adversarial networks (Goodfellow et al. 2014), stable by default and watched for collapse.
+
+Generator: the DCGAN layout (Radford et al. 2016): a linear layer to a small feature map, then
+stride-2 transposed convolutions with batch norm and ReLU, tanh output in [-1, 1]. A class-
+conditional generator looks up the batch-norm scale and shift per class (conditional batch norm,
+de Vries et al. 2017, as used with the projection discriminator).
+Discriminator: stride-2 convolutions with LeakyReLU, every weight spectrally normalised (Miyato et
+al. 2018), a linear head; a class-conditional one adds the projection term <embed(y), phi(x)>
+(Miyato & Koyama 2018, eq. 3).
+
+Training defaults: hinge loss (Lim & Ye 2017; Miyato et al. 2018, eq. 16-17), a discriminator
+learning rate above the generator's (two time-scale update rule, Heusel et al. 2017), and samples
+from an exponential moving average of the generator's weights (Yazici et al. 2019). Also:
+the non-saturating loss (Goodfellow et al. 2014, sec. 3), WGAN-GP (Gulrajani et al. 2017) and
+DiffAugment for small data (Zhao et al. 2020). Both players step in `train_step` under Lightning
+manual optimisation; the engine clips gradients and refuses non-finite losses.
+
+Collapse monitoring: at every validation pass `CollapseMonitor` samples from the EMA generator and
+logs recall, FD-genlab and the reference classifier's class histogram (`monitor/...` in
+metrics.jsonl), and warns when recall falls or classes vanish from the samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.config import validate
+from genlab.errors import ConfigError, DataError
+from genlab.models.base import GenerativeModel
+
+LossKind = Literal["hinge", "non-saturating", "wgan-gp"]
+AUGMENTATIONS = ("color", "translation", "cutout")
+
+# -- losses (shared with pix2pix) -------------------------------------------------------------
+
+
+def discriminator_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The discriminator's (critic's) loss from its raw outputs on real and generated images; lower is better for it.
+
+    hinge:          E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]
+    non-saturating: E[softplus(-D(x))] + E[softplus(D(G(z)))]  (binary cross-entropy on logits)
+    wgan-gp:        E[D(G(z))] - E[D(x)]  (the gradient penalty is added by the caller)
+    """
+    if kind == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    if kind == "non-saturating":
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+    if kind == "wgan-gp":
+        return fake.mean() - real.mean()
+    raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """The generator's loss from the discriminator's outputs on its images: -E[D(G(z))] for hinge and
+    WGAN, E[softplus(-D(G(z)))] = -E[log sigmoid D(G(z))] for the non-saturating loss."""
+    if kind == "non-saturating":
+        return F.softplus(-fake).mean()
+    if kind in ("hinge", "wgan-gp"):
+        return -fake.mean()
+    raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP's E[(|grad D(x_hat)|_2 - 1)^2] at x_hat on random lines between real and fake (Gulrajani et al. 2017, eq. 3)."""
+    eps = torch.rand(len(real), *([1] * (real.ndim - 1)), device=real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+# -- training helpers (shared with pix2pix) ---------------------------------------------------
+
+
+def spectral(module: nn.Module, enabled: bool) -> nn.Module:
+    """The module with its weight divided by its largest singular value (one power iteration per training forward)."""
+    return nn.utils.parametrizations.spectral_norm(module) if enabled else module
+
+
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+    """Differentiable augmentation of images in [-1, 1] (Zhao et al. 2020), applied alike to real and fake
+    images before the discriminator, so that it cannot memorise a small training set."""
+    b = len(x)
+    if "color" in policy:  # brightness, saturation and contrast, each drawn per image
+        x = x + (torch.rand(b, 1, 1, 1, device=x.device) - 0.5)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device) * 2) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device) + 0.5) + mean
+    if "translation" in policy:  # shift by up to 1/8 of the size, zero padding
+        h, w = x.shape[-2:]
+        sy, sx = max(1, h // 8), max(1, w // 8)
+        padded = F.pad(x, (sx, sx, sy, sy))
+        dy = torch.randint(0, 2 * sy + 1, (b, 1, 1), device=x.device)
+        dx = torch.randint(0, 2 * sx + 1, (b, 1, 1), device=x.device)
+        rows = (dy + torch.arange(h, device=x.device)[None, :, None]).expand(b, h, w)  # (B, H, W)
+        cols = (dx + torch.arange(w, device=x.device)[None, None, :]).expand(b, h, w)
+        x = padded[torch.arange(b, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    if "cutout" in policy:  # blank a square of half the size at a random place
+        h, w = x.shape[-2:]
+        ch, cw = max(1, h // 2), max(1, w // 2)
+        cy = torch.randint(0, h + 1 - ch, (b, 1, 1), device=x.device)
+        cx = torch.randint(0, w + 1 - cw, (b, 1, 1), device=x.device)
+        ys = torch.arange(h, device=x.device)[None, :, None]
+        xs = torch.arange(w, device=x.device)[None, None, :]
+        inside = (ys >= cy) & (ys < cy + ch) & (xs >= cx) & (xs < cx + cw)  # (B, H, W)
+        x = x * (~inside)[:, None].to(x.dtype)
+    return x
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, for weights and floating-point buffers (batch-norm statistics)."""
+    for e, m in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(m, 1 - decay)
+    for e, m in zip(ema.buffers(), model.buffers(), strict=True):
+        if e.dtype.is_floating_point:
+            e.lerp_(m, 1 - decay)
+        else:
+            e.copy_(m)
+
+
+def ema_decay(target: float, step: int) -> float:
+    """A decay that ramps up to `target`, so that the average forgets the random initial weights early on
+    (the num_updates rule of TensorFlow's ExponentialMovingAverage)."""
+    return min(target, (1 + step) / (10 + step))
+
+
+def two_player_optimizers(generator: nn.Module, discriminator: nn.Module, train, d_lr_ratio: float):
+    """[generator's, discriminator's] Adam; the discriminator's learning rate is `d_lr_ratio` x the generator's (TTUR)."""
+    def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(module.parameters(), lr=lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+
+    return [adam(generator, train.lr), adam(discriminator, train.lr * d_lr_ratio)]
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [-1, 1], the range of the generator's tanh."""
+    return images.float() / 127.5 - 1
+
+
+# -- networks ---------------------------------------------------------------------------------
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm with a learned scale and shift, per class when `num_classes` > 0 (de Vries et al. 2017)."""
+
+    def __init__(self, channels: int, num_classes: int = 0):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=num_classes == 0)
+        self.embed = nn.Embedding(num_classes, 2 * channels) if num_classes else None
+        if self.embed is not None:
+            nn.init.ones_(self.embed.weight[:, :channels])
+            nn.init.zeros_(self.embed.weight[:, channels:])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.norm(x)
+        if self.embed is None:
+            return x
+        gamma, beta = self.embed(y).chunk(2, dim=1)  # (B, C) each
+        return x * gamma[:, :, None, None] + beta[:, :, None, None]
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) [+ classes (B,)] -> images (B, C, H, W) in [-1, 1]."""
+
+    def __init__(self, c: GANConfig):
+        super().__init__()
+        k = c.num_classes if c.condition == "class" else 0
+        ups = len(c.g_widths)
+        self.bottom = (c.g_widths[0], *(-(-s // 2**ups) for s in c.image_size))  # (C0, H0, W0), rounded up
+        self.fc = nn.Linear(c.latent_dim, math.prod(self.bottom))
+        self.norms = nn.ModuleList(ConditionalBatchNorm2d(w, k) for w in c.g_widths)
+        outs = [*c.g_widths[1:], c.channels]
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(w, o, 4, stride=2, padding=1, bias=i == ups - 1)
+                                 for i, (w, o) in enumerate(zip(c.g_widths, outs, strict=True)))
+        self.image_size = tuple(c.image_size)
+        # DCGAN's init, N(0, 0.02). PyTorch's default for a transposed convolution takes its fan-in from the
+        # output channels (16 for a 4x4 kernel to one channel): weights up to 0.25 saturate the tanh from the
+        # first step, its gradient vanishes and the discriminator wins at once.
+        for m in [self.fc, *self.ups]:
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.fc(z).view(-1, *self.bottom)
+        for norm, up in zip(self.norms, self.ups, strict=True):
+            h = up(F.relu(norm(h, y)))  # each stage doubles H and W
+        return torch.tanh(h[..., : self.image_size[0], : self.image_size[1]])
+
+
+class Discriminator(nn.Module):
+    """images (B, C, H, W) in [-1, 1] [+ classes (B,)] -> raw scores (B,); higher means "real"."""
+
+    def __init__(self, c: GANConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, (h, w) = c.channels, c.image_size
+        for i, width in enumerate(c.d_widths):
+            if i < len(c.d_widths) - 1:  # stride-2 stages, then one 3x3 convolution at the lowest resolution
+                layers += [spectral(nn.Conv2d(channels, width, 4, stride=2, padding=1), c.spectral_norm)]
+                h, w = h // 2, w // 2
+            else:
+                layers += [spectral(nn.Conv2d(channels, width, 3, padding=1), c.spectral_norm)]
+            layers.append(nn.LeakyReLU(0.2))
+            channels = width
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        dim = channels * h * w
+        self.head = spectral(nn.Linear(dim, 1), c.spectral_norm)
+        k = c.num_classes if c.condition == "class" else 0
+        self.embed = spectral(nn.Embedding(k, dim), c.spectral_norm) if k else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        phi = self.features(x)  # (B, D)
+        out = self.head(phi).squeeze(1)
+        if self.embed is not None:
+            out = out + (self.embed(y) * phi).sum(dim=1)  # projection: <embed(y), phi(x)>
+        return out
+
+
+# -- config and model -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GANConfig:
+    channels: int = 1
+    image_size: tuple[int, int] = (28, 28)  # (H, W); filled from the data
+    latent_dim: int = 128
+    g_widths: tuple[int, ...] = (256, 128)  # input channels of each stride-2 generator stage, coarse to fine
+    d_widths: tuple[int, ...] = (64, 128, 256)  # discriminator: stride-2 stages, then a 3x3 convolution
+    loss: LossKind = "hinge"
+    spectral_norm: bool = True  # on every discriminator weight
+    gp_weight: float = 10.0  # WGAN-GP's lambda
+    d_steps: int = 1  # discriminator updates per generator update
+    d_lr_ratio: float = 2.0  # the discriminator's learning rate is this x --lr (TTUR)
+    ema_decay: float = 0.999  # samples come from this moving average of the generator's weights (0: the generator)
+    diffaugment: tuple[str, ...] = ()  # any of color, translation, cutout: for small datasets
+    condition: Literal["none", "class"] = "none"
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()
+    monitor_samples: int = 2000  # samples per collapse check at each validation pass (0: no monitoring)
+    collapse_recall: float = 0.1  # warn when the monitor's recall falls below this
+
+    def __post_init__(self):
+        validate(self)
+        if self.latent_dim < 1 or not self.g_widths or not self.d_widths:
+            raise ConfigError("latent_dim must be >= 1 and g_widths, d_widths non-empty",
+                              "e.g. --model.g-widths [256,128] --model.d-widths [64,128,256]")
+        unknown = sorted(set(self.diffaugment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ConfigError(f"unknown DiffAugment policy {', '.join(unknown)}", f"use any of {', '.join(AUGMENTATIONS)}")
+        if self.d_steps < 1 or not 0 <= self.ema_decay < 1:
+            raise ConfigError("d_steps must be >= 1 and ema_decay in [0, 1)", "e.g. --model.d-steps 1 --model.ema-decay 0.999")
+        if self.condition == "class" and self.num_classes == 1:  # 0: not filled from the data yet
+            raise ConfigError("condition='class' needs at least 2 classes", "or use --model.condition none")
+
+
+class GAN(GenerativeModel):
+    """A DCGAN-style GAN with spectral norm, hinge loss, TTUR and an EMA generator (--model.condition class:
+    conditional batch norm + projection discriminator; --model.loss non-saturating|wgan-gp)."""
+
+    family = "gan"
+    Config = GANConfig
+    manual_optimization = True
+    monitor = "monitor/fd_genlab"  # best.ckpt: the lowest FD-genlab of the collapse monitor's samples
+    train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 128, "max_steps": 3000, "warmup_steps": 0,
+                      "grad_clip": 10.0, "val_every": 500, "val_batches": 4, "sample_every": 500}
+
+    def __init__(self, config: GANConfig):
+        super().__init__(config)
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.global_step = 0  # set by the engine; drives the EMA warm-up
+
+    @classmethod
+    def config_for_data(cls, config: GANConfig, data) -> GANConfig:
+        if config.condition == "class" and len(data.classes) < 2:
+            raise ConfigError("condition='class' needs labelled data with at least 2 classes",
+                              "use a dataset with labels (a folder with class subfolders) or --model.condition none")
+        c, h, w = data.shape
+        return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
+                                   class_names=tuple(data.classes))
+
+    def train(self, mode: bool = True) -> GAN:
+        super().train(mode)
+        self.generator_ema.eval()  # it only samples: its batch norm uses the (averaged) running statistics
+        return self
+
+    def callbacks(self, data, train) -> list[pl.Callback]:
+        return [CollapseMonitor(data, self.config.monitor_samples, self.config.collapse_recall, train.seed,
+                                train.progress)] if self.config.monitor_samples else []
+
+    # -- training ----------------------------------------------------------------------------
+
+    def optimizers(self, train) -> list[torch.optim.Optimizer]:
+        return two_player_optimizers(self.generator, self.discriminator, train, self.config.d_lr_ratio)
+
+    def _labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        return labels.long() if self.config.condition == "class" else None
+
+    def _critic(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.discriminator(diff_augment(x, self.config.diffaugment), y)
+
+    def train_step(self, batch, step) -> dict[str, torch.Tensor]:
+        """Discriminator step(s) on real and generated images, then a generator step, then the EMA update."""
+        c = self.config
+        images, labels = batch
+        real, y = to_signed(images), self._labels(labels)
+        z = torch.randn(len(real), c.latent_dim, device=real.device)
+        fake = self.generator(z, y)  # kept with its graph for the generator's step
+        for i in range(c.d_steps):
+            if i < c.d_steps - 1:  # earlier discriminator steps see fresh samples
+                with torch.no_grad():
+                    d_fake_input = self.generator(torch.randn_like(z), y)
+            else:
+                d_fake_input = fake.detach()
+            both_y = torch.cat([y, y]) if y is not None else None
+            d_real, d_fake = self._critic(torch.cat([real, d_fake_input]), both_y).chunk(2)  # one forward for both
+            d_loss = discriminator_loss(c.loss, d_real, d_fake)
+            out = {"d_loss": d_loss.detach(), "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+            if c.loss == "wgan-gp":
+                penalty = gradient_penalty(lambda x: self.discriminator(x, y), real, d_fake_input)
+                d_loss = d_loss + c.gp_weight * penalty
+                out["gradient_penalty"] = penalty.detach()
+            step(d_loss, 1)
+
+        self.discriminator.requires_grad_(False)  # the generator's step needs no weight gradients of D
+        g_loss = generator_loss(c.loss, self._critic(fake, y))
+        step(g_loss, 0)
+        self.discriminator.requires_grad_(True)
+        ema_update(self.generator_ema, self.generator, ema_decay(c.ema_decay, self.global_step))
+        # "loss" (progress bar) is the discriminator's: for hinge 2 at chance, 0 when it separates perfectly.
+        return {"loss": out["d_loss"], "g_loss": g_loss.detach(), **out}
+
+    @torch.no_grad()
+    def validation_metrics(self, batch) -> dict[str, torch.Tensor]:
+        """The discriminator on held-out real images against EMA samples: d_real drifting above its
+        training value while d_fake does not is the sign of a discriminator that memorises."""
+        images, labels = batch
+        real, y = to_signed(images), self._labels(labels)
+        fake = self.generator_ema(torch.randn(len(real), self.config.latent_dim, device=real.device), y)
+        d_real, d_fake = self.discriminator(real, y), self.discriminator(fake, y)
+        return {"loss": discriminator_loss(self.config.loss, d_real, d_fake),
+                "g_loss": generator_loss(self.config.loss, d_fake), "d_real": d_real.mean(), "d_fake": d_fake.mean()}
+
+    def preview(self, generator: torch.Generator) -> torch.Tensor:
+        return self.sample(64, generator=generator)
+
+    # -- using the model ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, n: int, labels=None, generator: torch.Generator | None = None, temperature: float = 1.0,
+               chunk: int = 500) -> torch.Tensor:
+        """n images in [0, 1], (n, C, H, W), from the EMA generator at z ~ N(0, temperature^2 I).
+
+        `labels` (conditional models): a class name or index for all, one per image, or None to cycle
+        through the classes. A temperature below 1 trades variety for fidelity (the truncation trick).
+        """
+        device = next(self.parameters()).device
+        labels = self.resolve_labels(labels, n)
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device) * temperature
+        out = []
+        for i in range(0, n, chunk):
+            y = labels[i : i + chunk].to(device) if labels is not None else None
+            out.append(self.generator_ema(z[i : i + chunk], y))
+        return (torch.cat(out) + 1) / 2 if out else torch.zeros(0, self.config.channels, *self.config.image_size)
+
+    def report_figures(self, data, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
+        """Conditional models: one row of samples per class."""
+        if self.config.condition != "class":
+            return []
+        k = self.config.num_classes
+        labels = torch.arange(k).repeat_interleave(10)
+        return [(self.sample(len(labels), labels=labels, generator=generator), 10,
+                 "one row per class: " + ", ".join(self.config.class_names))]
+
+
+# -- collapse monitoring ----------------------------------------------------------------------
+
+
+def collapse_warning(recall: float, fractions, real_fractions, names, recall_floor: float) -> str | None:
+    """What looks collapsed, or None: recall below the floor, or classes whose share of the samples is under
+    a fifth of their share of real images (the reference classifier's predicted-class histograms)."""
+    problems = []
+    if recall < recall_floor:
+        problems.append(f"recall {recall:.3f} < {recall_floor:g}: the samples cover little of the data")
+    missing = [name for name, f, r in zip(names, fractions, real_fractions, strict=True) if r > 0 and f < 0.2 * r]
+    if missing:
+        problems.append(f"classes nearly absent from the samples: {', '.join(missing)}")
+    return "; ".join(problems) or None
+
+
+class CollapseMonitor(pl.Callback):
+    """At each validation pass: samples from the EMA generator measured against the held-out validation images in
+    the reference classifier's feature space (recall, precision, FD-genlab, class histogram), logged as monitor/...,
+    with a warning when they look collapsed. Draws its noise from its own generator: training randomness is untouched."""
+
+    def __init__(self, data, samples: int, recall_floor: float, seed: int, progress: bool):
+        self.data, self.samples, self.recall_floor, self.seed, self.progress = data, samples, recall_floor, seed, progress
+        self.reference = None
+        self.real: tuple[torch.Tensor, torch.Tensor] | None = None  # features and class probabilities
+        self.warnings: list[str] = []
+
+    def on_fit_start(self, trainer, pl_module):
+        from genlab.data.loader import split_validation
+        from genlab.metrics.reference import reference_classifier
+
+        try:
+            self.reference = reference_classifier(self.data, progress=self.progress)
+        except DataError as error:
+            print(f"collapse monitor off: {error}", file=sys.stderr)
+            return
+        val_images = split_validation(self.data)[1][0]
+        self.real = self.reference.embed(val_images[: self.samples])
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer, pl_module):
+        from genlab.metrics.images import class_accuracy, class_histogram, fd_genlab, prdc
+
+        if self.reference is None or trainer.sanity_checking or len(self.real[0]) <= 5:
+            return
+        model = pl_module.model
+        labels = model.resolve_labels(None, self.samples)
+        generator = torch.Generator(next(model.parameters()).device).manual_seed(self.seed)  # the same z at every check
+        fake = model.sample(self.samples, labels=labels, generator=generator)
+        features, probs = self.reference.embed(fake.cpu())
+        real_features, real_probs = self.real
+        metrics = {f"monitor/{k}": v for k, v in prdc(real_features, features).items()}
+        metrics["monitor/fd_genlab"] = fd_genlab(real_features, features)
+        fractions, real_fractions = class_histogram(probs), class_histogram(real_probs)
+        metrics["monitor/class_histogram_tv"] = float(abs(fractions - real_fractions).sum() / 2)
+        metrics |= {f"monitor/class_fraction/{name}": float(f) for name, f in zip(self.reference.classes, fractions, strict=True)}
+        if labels is not None:
+            metrics["monitor/class_accuracy"] = class_accuracy(probs, labels)
+        pl_module.log_dict(metrics)
+        warning = collapse_warning(metrics["monitor/recall"], fractions, real_fractions, self.reference.classes,
+                                   self.recall_floor)
+        if warning:
+            message = f"possible mode collapse at step {trainer.global_step}: {warning}"
+            self.warnings.append(message)
+            print(f"warning: {message}", file=sys.stderr)

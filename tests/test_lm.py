@@ -1,0 +1,253 @@
+"""Language models (gpt, rnn): tokenizers, generation, LoRA, persistence, fine-tuning and the CLI, on tiny configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import genlab
+from genlab.cli import main
+from genlab.errors import ConfigError, DataError
+from genlab.finetune import add_lora, merge_lora
+from genlab.generation import StopMatcher, filter_logits, next_token
+from genlab.models.gpt import GPT, GPTConfig
+from genlab.models.rnn import RNN
+from genlab.tokenizers import UNKNOWN, BPETokenizer, CharTokenizer, StreamDecoder, load_tokenizer
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n") * 40
+TINY_GPT = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
+TINY_RNN = {"block_size": 16, "bptt": 5, "n_layer": 2, "n_embd": 8, "hidden": 16}
+TINY_TRAIN = ["--batch-size", "8", "--val-every", "5", "--val-batches", "2", "--ckpt-every", "3", "--log-every", "2",
+              "--sample-every", "1000", "--warmup-steps", "2", "--progress", "false", "--threads", "1"]
+
+
+def _model(cls, tiny, tokenizer=None, seed=0, **extra):
+    tokenizer = tokenizer or CharTokenizer.fit(TEXT)
+    torch.manual_seed(seed)
+    fields = {"chars": tokenizer.chars} if tokenizer.kind == "char" else {"tokenizer": "bpe", "tokenizer_hash": tokenizer.hash}
+    model = cls(cls.Config(vocab_size=tokenizer.vocab_size, **fields, **tiny, **extra))
+    model.tokenizer = tokenizer
+    with torch.no_grad():  # random weights with some spread, so that greedy decoding is not one repeated token
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.3) if p.ndim == 2 and "lora" not in name else None
+    return model.eval()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: a second thread only adds synchronisation (and the suite may share the machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "tiny.txt"
+    path.write_text(TEXT)
+    return path
+
+
+# -- tokenizers ---------------------------------------------------------------------------------
+
+def test_char_tokenizer_round_trip_and_unseen_characters():
+    tok = CharTokenizer.fit(TEXT)
+    assert tok.decode(tok.encode(TEXT)) == TEXT
+    assert tok.decode(tok.encode("Zebra ünï 🙂")) == f"{UNKNOWN}e{UNKNOWN}ra {UNKNOWN}n{UNKNOWN} {UNKNOWN}"
+    with pytest.raises(DataError, match="cannot encode .*'Z'"):
+        tok.encode("Zebra", strict=True)
+
+
+def test_bpe_round_trip_any_text_and_streaming(tmp_path):
+    tok = BPETokenizer.fit(TEXT, vocab_size=300)
+    assert 256 < tok.vocab_size <= 300
+    unseen = "naïve café — 東京 🙂 Zebra\ttabs"
+    for text in (TEXT[:500], unseen):
+        assert tok.decode(tok.encode(text)) == text
+    stream = StreamDecoder(tok)
+    pieces = [stream.push(i) for i in tok.encode(unseen)]
+    assert "".join(pieces) == unseen and all(UNKNOWN not in p for p in pieces)  # no half characters emitted
+    tok.save(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.hash == tok.hash and loaded.encode(unseen) == tok.encode(unseen)
+
+
+# -- sampling -----------------------------------------------------------------------------------
+
+def test_top_k_and_top_p_never_emit_excluded_tokens():
+    logits = torch.tensor([3.0, 2.5, 2.0, 0.0, -1.0, -2.0])
+    assert torch.isinf(filter_logits(logits, top_k=2)[2:]).all() and torch.isfinite(filter_logits(logits, top_k=2)[:2]).all()
+    probs = logits.softmax(-1)  # [0.48, 0.29, 0.18, ...]: the nucleus of 0.7 is the first two tokens
+    assert probs[0] < 0.7 < probs[:2].sum()
+    kept = torch.isfinite(filter_logits(logits, top_p=0.7))
+    assert kept.tolist() == [True, True, False, False, False, False]
+    generator = torch.Generator().manual_seed(0)
+    for options, allowed in [({"top_k": 2}, {0, 1}), ({"top_p": 0.7}, {0, 1}), ({"top_k": 3, "top_p": 0.99}, {0, 1, 2})]:
+        drawn = {next_token(logits, 1.0, generator=generator, **options) for _ in range(300)}
+        assert drawn == allowed, options
+
+
+def test_repetition_penalty_and_greedy():
+    logits = torch.tensor([2.0, 1.9, -1.0])
+    seen = torch.tensor([True, False, False])
+    assert next_token(logits, 0) == 0
+    assert next_token(logits, 0, repetition_penalty=1.2, seen=seen) == 1  # 2.0 / 1.2 < 1.9
+
+
+def test_stop_strings_across_pieces():
+    matcher = StopMatcher(["\n\n", "END"])
+    out = [matcher.feed(p) for p in ["Hello", " E", "N", "x wor", "ld\n", "\nmore"]]
+    assert "".join(out) == "Hello ENx world" and matcher.done
+    model = _model(GPT, TINY_GPT)
+    full = "".join(model.generate("All", max_new_tokens=40, temperature=0))
+    cut = full[3] if full[3:4] else "a"  # stop at the 4th generated character
+    stopped = "".join(model.generate("All", max_new_tokens=40, temperature=0, stop=cut))
+    assert stopped == full[: full.index(cut)]
+
+
+@pytest.mark.parametrize("cls,tiny", [(GPT, TINY_GPT), (RNN, TINY_RNN)])
+def test_cached_generation_equals_recomputation_under_greedy(cls, tiny):
+    model = _model(cls, tiny)
+    # 60 new tokens: past the GPT's context of 16, so the sliding window is exercised too
+    cached = list(model.generate("First", max_new_tokens=60, temperature=0))
+    recomputed = list(model.generate("First", max_new_tokens=60, temperature=0, use_cache=False))
+    assert cached == recomputed and len("".join(cached)) == 60
+
+
+def test_seed_reproduces_output_and_bounds_are_checked():
+    model = _model(GPT, TINY_GPT)
+    a = "".join(model.generate("All", max_new_tokens=30, seed=3, top_p=0.95))
+    assert a == "".join(model.generate("All", max_new_tokens=30, seed=3, top_p=0.95))
+    assert a != "".join(model.generate("All", max_new_tokens=30, seed=4, top_p=0.95))
+    assert UNKNOWN not in "".join(model.generate("Zz", max_new_tokens=30, seed=1))  # unknown prompt chars are fine
+    for bad in [{"max_new_tokens": 10**9}, {"temperature": -1}, {"top_p": 0}, {"top_k": 0}]:
+        with pytest.raises(ConfigError):
+            "".join(model.generate("All", **{"max_new_tokens": 5, **bad}))
+
+
+# -- LoRA ---------------------------------------------------------------------------------------
+
+def test_lora_starts_at_the_base_and_merges_exactly():
+    base = _model(GPT, TINY_GPT)
+    adapted = _model(GPT, TINY_GPT, lora_rank=4)
+    adapted.load_state_dict(base.state_dict(), strict=False)
+    ids = torch.randint(0, base.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(adapted.logits(ids), base.logits(ids), atol=1e-6)  # B = 0: exactly the base model
+    trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0, 0.1)
+    merged = merge_lora(adapted)
+    assert merged.config.lora_rank == 0 and not any("lora" in k for k in merged.state_dict())
+    assert torch.allclose(merged.logits(ids), adapted.logits(ids), atol=1e-5)
+    assert not torch.allclose(merged.logits(ids), base.logits(ids), atol=1e-3)
+    with pytest.raises(ConfigError):
+        add_lora(_model(RNN, TINY_RNN), 4, 8)
+
+
+# -- persistence --------------------------------------------------------------------------------
+
+def test_bpe_model_save_load_identical(tmp_path):
+    model = _model(GPT, TINY_GPT, tokenizer=BPETokenizer.fit(TEXT, vocab_size=300))
+    model.save_pretrained(tmp_path / "m")
+    loaded = genlab.load(tmp_path / "m")
+    ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.logits(ids), loaded.logits(ids))
+    assert "".join(model.generate("All", max_new_tokens=20, seed=1)) == "".join(loaded.generate("All", max_new_tokens=20, seed=1))
+    (tmp_path / "m" / "tokenizer.json").write_text(BPETokenizer.fit(TEXT[:2000], vocab_size=280).json)
+    with pytest.raises(genlab.errors.UnsafeFileError, match="not the tokenizer"):
+        genlab.load(tmp_path / "m")
+
+
+# -- training, resuming, fine-tuning and the CLI ---------------------------------------------------
+
+def _flags(tiny: dict) -> list[str]:
+    return [x for k, v in tiny.items() for x in (f"--model.{k}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def gpt_run(tmp_path_factory, text_file):
+    out = tmp_path_factory.mktemp("lm") / "gpt"
+    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "6",
+                 *_flags(TINY_GPT), *TINY_TRAIN]) == 0
+    return out
+
+
+def test_cli_train_generate_and_eval_metrics(gpt_run, capsys):
+    capsys.readouterr()
+    assert main(["generate", str(gpt_run), "--prompt", "All:", "--max-new-tokens", "25", "--seed", "1",
+                 "--top-p", "0.9", "--temperature", "0.8"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("All:") and len(first) >= 26
+    assert main(["generate", str(gpt_run / "model"), "--prompt", "All:", "--max-new-tokens", "25", "--seed", "1",
+                 "--top-p", "0.9", "--temperature", "0.8"]) == 0
+    assert capsys.readouterr().out == first
+    model = genlab.load(gpt_run / "model")
+    pieces = model.generate("All:", max_new_tokens=10, seed=0)
+    assert next(pieces) and not isinstance(pieces, str)  # an iterator of text pieces
+    metrics = model.eval_metrics(_text_data(), n=3, seed=0, progress=False)
+    assert 0 < metrics["nats_per_token"] < 5 and metrics["perplexity"] > 1 and "distinct_2" in metrics
+    assert metrics["bits_per_char"] == pytest.approx(metrics["nats_per_token"] / 0.693147, rel=1e-3)
+
+
+def _text_data():
+    from genlab.data.base import DataReport
+    from genlab.data.text import split_text
+
+    return split_text("tiny", TEXT, DataReport("tiny", "text"))
+
+
+def test_cli_bpe_tokenizer_option(tmp_path, text_file):
+    out = tmp_path / "bpe"
+    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "2", "--tokenizer", "bpe",
+                 "--vocab-size", "300", *_flags(TINY_GPT), *TINY_TRAIN]) == 0
+    model = genlab.load(out)
+    assert model.config.tokenizer == "bpe" and (out / "model" / "tokenizer.json").exists()
+    assert "".join(model.generate("naïve 🙂", max_new_tokens=5, seed=0))
+
+
+def test_resume_equals_uninterrupted(tmp_path, text_file):
+    import lightning.pytorch as pl
+
+    from genlab.config import TrainConfig, from_dict
+    from genlab.engine import train
+
+    class StopAt(pl.Callback):  # an interruption after step 3 of 6 (the cosine schedule still spans 6)
+        def on_train_batch_end(self, trainer, *args):
+            trainer.should_stop = trainer.global_step >= 3
+
+    options = {"max_steps": 6, "batch_size": 8, "val_every": 5, "val_batches": 2, "ckpt_every": 3, "warmup_steps": 2,
+               "progress": False, "threads": 1, **{k: v for k, v in GPT.train_defaults.items() if k in ("lr", "schedule")}}
+    config, train_config = GPTConfig(**TINY_GPT), from_dict(TrainConfig, options)
+    train("gpt", str(text_file), config, train_config, tmp_path / "whole")
+    train("gpt", str(text_file), config, train_config, tmp_path / "part", callbacks=[StopAt()])
+    train("gpt", str(text_file), config, train_config, tmp_path / "part", resume=True)
+    a, b = genlab.load(tmp_path / "whole").state_dict(), genlab.load(tmp_path / "part").state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_finetune_lora_merged_and_refuses_unencodable_text(gpt_run, tmp_path, capsys):
+    target = tmp_path / "target.txt"
+    target.write_text("All:\nSpeak, speak. You are resolved.\n\n" * 60)
+    out = tmp_path / "ft"
+    assert main(["finetune", str(gpt_run), "--data", str(target), "--method", "lora", "--rank", "2", "--out", str(out),
+                 "--max-steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--progress", "false", "--threads", "1"]) == 0
+    report = json.loads((out / "finetune.json").read_text())
+    assert report["target_loss_after"] < report["target_loss_before"] and "base_loss_given_up" in report
+    tuned = genlab.load(out)
+    assert tuned.config.lora_rank == 0 and "".join(tuned.generate("All", max_new_tokens=5, seed=0))
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Zebras & 42 quokkas! " * 100)
+    capsys.readouterr()
+    assert main(["finetune", str(gpt_run), "--data", str(bad), "--method", "full", "--out", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot encode" in err and "'Z'" in err and "--unknown drop" in err
+    assert not (tmp_path / "no" / "checkpoints").exists()
