@@ -51,8 +51,10 @@ GLOSSARY: dict[str, MetricInfo] = {
     "repetition_4": MetricInfo("lower", "quality", "within-text fraction of repeated 4-grams (degenerate loops)"),
     "memorised_ngrams": MetricInfo("lower", "diversity", "fraction of generated long n-grams copied verbatim "
                                    "from the training text"),
-    "psnr": MetricInfo("higher", "quality", "peak signal-to-noise ratio of translated test images, dB"),
-    "ssim": MetricInfo("higher", "quality", "structural similarity of translated test images"),
+    "psnr_db": MetricInfo("higher", "quality", "peak signal-to-noise ratio of translated test images against "
+                          "their targets, dB"),
+    "psnr_gain_db": MetricInfo("higher", "quality", "PSNR over bicubic upscaling (super-resolution), dB"),
+    "ssim": MetricInfo("higher", "quality", "structural similarity of translated test images to their targets"),
     "samples_per_s": MetricInfo("higher", "speed", "images (or texts) generated per second on this machine"),
     "parameters": MetricInfo("lower", "size", "trainable parameters"),
     "train_seconds": MetricInfo(None, None, "wall-clock training time over all sessions"),
