@@ -237,26 +237,6 @@ class VAE(GenerativeModel):
 
     # -- using the model ---------------------------------------------------------------------
 
-    def resolve_labels(self, labels, n: int) -> torch.Tensor | None:
-        """Labels as class indices from ints or class names; None for an unconditional model."""
-        if self.config.condition != "class":
-            if labels is not None:
-                raise ConfigError("this VAE is unconditional and takes no labels", "drop --label")
-            return None
-        if labels is None:
-            return torch.arange(n) % self.config.num_classes
-        if isinstance(labels, (str, int)):
-            labels = [labels] * n
-        out = []
-        for label in labels:
-            if isinstance(label, str) and not label.lstrip("-").isdigit():
-                if label not in self.config.class_names:
-                    raise ConfigError(f"unknown class {label!r}", f"use one of {', '.join(self.config.class_names)}")
-                out.append(self.config.class_names.index(label))
-            else:
-                out.append(int(label))
-        return torch.tensor(out)
-
     @torch.no_grad()
     def sample(self, n: int, labels=None, generator: torch.Generator | None = None,
                temperature: float = 1.0) -> torch.Tensor:
