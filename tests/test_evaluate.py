@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import genlab
-from genlab.metrics import GLOSSARY
 from genlab.cli import main
 from genlab.compare import compare, rank
 from genlab.errors import GenlabError, UnsafeFileError
 from genlab.evaluate import evaluate, train_seconds
+from genlab.metrics import GLOSSARY
 from genlab.metrics.inception import load_inception_state
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
