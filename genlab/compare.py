@@ -17,6 +17,7 @@ from typing import Any
 
 from genlab.errors import GenlabError
 from genlab.metrics import GLOSSARY
+from genlab.report import format_value
 
 GOALS = {
     "quality": "sample quality (samples that look like the data)",
@@ -63,7 +64,7 @@ def compare_metrics(named: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if own:
                 scores[name] = sum(own) / len(own)
         best = min(scores, key=scores.get)
-        evidence = ", ".join(f"{k} {_fmt(named[best][k])}" for k in keys if named[best].get(k) is not None)
+        evidence = ", ".join(f"{k} {format_value(named[best][k])}" for k in keys if named[best].get(k) is not None)
         recommendations[goal] = {"run": best, "family": named[best].get("family"), "mean_rank": scores[best],
                                  "metrics": keys, "evidence": evidence}
     datasets = sorted({str(m.get("data")) for m in named.values()})
@@ -78,12 +79,6 @@ def compare_metrics(named: dict[str, dict[str, Any]]) -> dict[str, Any]:
         warnings.append(f"sample metrics used different sample counts ({', '.join(map(str, sorted(samples)))}): "
                         "FD and KID depend on it; re-evaluate with the same --n")
     return {"runs": names, "ranks": ranks, "recommendations": recommendations, "warnings": warnings}
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def compare(runs: list[str], out: str = "compare.html", evaluate_missing: bool = True, progress: bool = True) -> dict:
@@ -155,10 +150,10 @@ def _unique_labels(paths: list[Path]) -> list[str]:
 def print_table(result: dict) -> None:
     rows = result["table"]
     keys = [k for k in rows[0] if k not in ("data",)]
-    widths = {k: max(len(k), *(len(_fmt(r.get(k, ""))) for r in rows)) for k in keys}
+    widths = {k: max(len(k), *(len(format_value(r.get(k, ""))) for r in rows)) for k in keys}
     print("  ".join(f"{k:<{widths[k]}}" for k in keys))
     for r in rows:
-        print("  ".join(f"{_fmt(r.get(k, '')):<{widths[k]}}" for k in keys))
+        print("  ".join(f"{format_value(r.get(k, '')):<{widths[k]}}" for k in keys))
     for w in result["warnings"]:
         print(f"warning: {w}")
     for goal, r in result["recommendations"].items():

@@ -141,6 +141,11 @@ figcaption {{ font-size: .85rem; color: #555; }} pre {{ background: #f7f7f7; pad
 """
 
 
+def format_value(value: object) -> str:
+    """How a metric value is written in tables: floats to 4 significant digits, the rest as is."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def table_html(rows: list[dict[str, object]], highlight: dict[str, int] | None = None) -> str:
     """An HTML table from dicts sharing keys; `highlight` marks one row index per column as best."""
     if not rows:
@@ -152,7 +157,7 @@ def table_html(rows: list[dict[str, object]], highlight: dict[str, int] | None =
         cells = []
         for k in keys:
             value = row.get(k, "")
-            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            text = format_value(value)
             cls = " class='best'" if highlight and highlight.get(k) == i else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")

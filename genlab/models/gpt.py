@@ -139,9 +139,7 @@ class GPT(LanguageModel):
 
     family = "gpt"
     Config = GPTConfig
-    train_defaults = {"lr": 3e-3, "batch_size": 32, "max_steps": 3000, "warmup_steps": 100, "schedule": "cosine",
-                      "min_lr_ratio": 0.0, "weight_decay": 0.0, "betas": (0.9, 0.95), "grad_clip": 1.0,
-                      "val_every": 500, "val_batches": 20, "sample_every": 1000, "log_every": 50}
+    train_defaults = {**LanguageModel.train_defaults, "lr": 3e-3, "warmup_steps": 100, "betas": (0.9, 0.95)}
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)

@@ -50,6 +50,10 @@ def tokenizer_of(config: TextConfig) -> Tokenizer | None:
 
 class LanguageModel(GenerativeModel):
     data_kind = "text"
+    # The training recipe both language models share; each family overrides what differs (lr, warm-up, betas).
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "batch_size": 32, "max_steps": 3000, "schedule": "cosine", "min_lr_ratio": 0.0, "weight_decay": 0.0,
+        "grad_clip": 1.0, "val_every": 500, "val_batches": 20, "sample_every": 1000, "log_every": 50}
     samples_images = False
     eval_samples: ClassVar[int] = 64  # `genlab eval` generates this many texts for the text metrics by default
     eval_sample_tokens: ClassVar[int] = 256

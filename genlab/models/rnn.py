@@ -49,9 +49,7 @@ class RNN(LanguageModel):
 
     family = "rnn"
     Config = RNNConfig
-    train_defaults = {"lr": 4e-3, "batch_size": 32, "max_steps": 3000, "warmup_steps": 50, "schedule": "cosine",
-                      "min_lr_ratio": 0.0, "weight_decay": 0.0, "betas": (0.9, 0.99), "grad_clip": 1.0,
-                      "val_every": 500, "val_batches": 20, "sample_every": 1000, "log_every": 50}
+    train_defaults = {**LanguageModel.train_defaults, "lr": 4e-3, "warmup_steps": 50, "betas": (0.9, 0.99)}
 
     def __init__(self, config: RNNConfig):
         super().__init__(config)
