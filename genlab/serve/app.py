@@ -1,0 +1,481 @@
+"""The FastAPI app: the OpenAI-shaped endpoints, errors, API key, body-size limit and the page.
+
+Every error, whatever raised it (validation, a limit, the model, an unknown route), is
+answered as `{"error": {"message", "type", "param", "code"}}`, the message naming the
+problem and the fix. Generation never runs on the event loop: each request's work is a
+job on `Workers`, and the loop only waits for it (watching for the client leaving and
+for the deadline), so /health answers while every model is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import secrets
+import sys
+import time
+import uuid
+from collections import defaultdict
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+
+from genlab import __version__
+from genlab.errors import GenlabError
+from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
+from genlab.serve.registry import RequestError, Served, complete, edit_images, load_models, read_upload, sample_images
+from genlab.serve.schemas import (
+    CompletionRequest,
+    CompletionResponse,
+    ErrorResponse,
+    Health,
+    ImageRequest,
+    ImagesResponse,
+    ModelList,
+)
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+               405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error",
+               429: "rate_limit_error", 503: "server_busy", 504: "timeout"}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503, 504)}
+PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
+               "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def error_response(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param, "code": None}}
+    if status in (429, 503):
+        headers = {"Retry-After": "1", **(headers or {})}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _message(problem: str, fix: str | None) -> str:
+    return problem if not fix else f"{problem}; fix: {fix}"
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited: nobody reads the answer."""
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413: by Content-Length up front, or while a chunked body arrives."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"0")
+        too_large = _message(f"the request body is larger than this server's limit of {self.limit:,} bytes",
+                             "send less (a smaller image, a shorter prompt), or start the server with a larger "
+                             "--max-body-bytes")
+        if not length.isdigit():
+            return await error_response(400, "the Content-Length header is not a number")(scope, receive, send)
+        if int(length) > self.limit:
+            return await error_response(413, too_large)(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None = None) -> FastAPI:
+    """The app serving `models` (loaded `Served` models, or the specs `genlab serve` takes: paths or NAME=PATH)."""
+    config = config or ServeConfig()
+    registry = load_models(models) if isinstance(models, list) else dict(models)
+    workers = Workers(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        workers.shutdown()
+
+    app = FastAPI(title="genlab", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Generative models trained with genlab, behind OpenAI-shaped endpoints. "
+                  "Limits: GET /health. The web page: GET /.")
+    app.state.workers, app.state.registry, app.state.config = workers, registry, config
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    @app.exception_handler(RequestError)
+    async def on_request_error(request: Request, error: RequestError):
+        return error_response(error.status, _message(error.problem, error.fix), error.param)
+
+    @app.exception_handler(GenlabError)
+    async def on_genlab_error(request: Request, error: GenlabError):
+        return error_response(400, _message(error.problem, error.fix))
+
+    @app.exception_handler(Busy)
+    async def on_busy(request: Request, error: Busy):
+        return error_response(429, _message(f"the server is busy: {error}", "retry after a second, or send fewer "
+                                            "requests at once"))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, error: RequestValidationError):
+        problems = []
+        for e in error.errors()[:5]:
+            where = ".".join(str(p) for p in e["loc"] if p not in ("body",)) or "body"
+            problems.append(f"{where}: {e['msg']}")
+        first = ".".join(str(p) for p in error.errors()[0]["loc"][1:]) if error.errors() else None
+        return error_response(422, _message("; ".join(problems), "correct these fields (the schema: GET /openapi.json)"),
+                              first or None)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, error: HTTPException):
+        messages = {404: _message(f"no endpoint {request.url.path}", "see GET /openapi.json for the endpoints"),
+                    405: _message(f"{request.method} is not allowed on {request.url.path}", "see GET /openapi.json")}
+        return error_response(error.status_code, messages.get(error.status_code, str(error.detail)),
+                              headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, error: Exception):
+        print(f"genlab serve: internal error on {request.url.path}: {type(error).__name__}: {error}", file=sys.stderr)
+        return JSONResponse({"error": {"message": f"internal error ({type(error).__name__}); the server log has "
+                                       "the details", "type": "server_error", "param": None, "code": None}},
+                            status_code=500)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def find(name: str, capability: str) -> Served:
+        if name not in registry:
+            raise RequestError(f"no model named {name!r}", f"use one of {', '.join(registry)} (GET /v1/models)",
+                               param="model", status=404)
+        served = registry[name]
+        if capability not in served.capabilities:
+            able = [n for n, s in registry.items() if capability in s.capabilities]
+            raise RequestError(f"model {name!r} is a {served.family} model and cannot do {capability}",
+                               f"use {' or '.join(able)}" if able else "serve a model that can", param="model")
+        return served
+
+    def cap(value: int, limit: int, param: str, fix: str) -> None:
+        if value > limit:
+            raise RequestError(f"{param} = {value:,} is above this server's limit of {limit:,}", fix, param=param,
+                               status=422)
+
+    def timed_out(job) -> RequestError:
+        if job.started:
+            return RequestError(f"generation ran past this server's time limit of {config.timeout:g} s",
+                                "ask for less (fewer tokens, images or steps)", status=504)
+        return RequestError(f"the request waited {config.timeout:g} s for a free worker: the server is overloaded",
+                            "retry later, or send fewer requests at once", status=503)
+
+    async def wait(job, future, request: Request):
+        """The job's result; its client leaving or its deadline passing cancels it (the thread stops at its next check)."""
+        while not future.done():
+            await asyncio.wait({future}, timeout=0.05)
+            if future.done():
+                break
+            if await request.is_disconnected():
+                job.cancel("disconnected")
+                raise ClientGone
+            if time.monotonic() > job.deadline:
+                job.cancel("timeout")
+                raise timed_out(job)
+        try:
+            return future.result()
+        except Stopped as stop:
+            if stop.reason == "disconnected":
+                raise ClientGone from None
+            raise timed_out(job) from None
+
+    def seed_of(seed: int | None) -> int:
+        return seed if seed is not None else secrets.randbelow(2**31)
+
+    def labels_for(served: Served, label: str | int | None, prompt: str, n: int):
+        """Class labels from `label` or a class-name prompt; None for models that take none."""
+        model = served.model
+        if served.conditioning == "class":
+            if label is None and prompt:
+                names = {c.lower(): c for c in model.config.class_names}
+                if prompt.strip().lower() not in names:
+                    raise RequestError(f"model {served.name!r} draws classes, and {prompt!r} is not one of them",
+                                       f"use one of {', '.join(model.config.class_names)} as prompt or label",
+                                       param="prompt")
+                label = names[prompt.strip().lower()]
+            return model.resolve_labels(label, n)
+        if label is not None:
+            raise RequestError(f"model {served.name!r} is not class-conditional and takes no label", "drop label",
+                               param="label")
+        if prompt and served.conditioning != "text":
+            raise RequestError(f"model {served.name!r} ({served.family}) is unconditional and takes no prompt",
+                               "leave prompt empty", param="prompt")
+        return None
+
+    def refuse_unsupported(served: Served, given: dict[str, Any], takes: set[str]) -> None:
+        for key, value in given.items():
+            if value is not None and key not in takes:
+                raise RequestError(f"model {served.name!r} ({served.family}) takes no {key}",
+                                   f"drop {key}; it takes {', '.join(sorted(takes)) or 'no options'}", param=key)
+
+    def check_size(served: Served, size: str | None) -> None:
+        h, w = served.model.config.image_size
+        if size is not None and size.lower() != f"{w}x{h}":
+            raise RequestError(f"model {served.name!r} makes {w}x{h} images, not {size}", f"drop size or use {w}x{h}",
+                               param="size")
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    bearer = HTTPBearer(auto_error=False, description="the server's API key (genlab serve --api-key, or GENLAB_API_KEY)")
+
+    async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), config.api_key.encode()):
+            raise RequestError("missing or wrong API key", "send the header `Authorization: Bearer KEY` with the "
+                               "server's key", status=401)
+
+    guarded = [Depends(authorize)] if config.api_key else []
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        html = resources.files("genlab.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
+
+    @app.get("/health", response_model=Health)
+    async def health() -> dict:
+        return {"status": "ok", "models": list(registry), "running": workers.running, "waiting": workers.waiting,
+                "auth": bool(config.api_key), "limits": config.public(), "counts": dict(workers.counts)}
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, dependencies=guarded)
+    async def list_models() -> dict:
+        return {"object": "list", "data": [served.card() for served in registry.values()]}
+
+    @app.post("/v1/completions", response_model=CompletionResponse, responses={
+        **ERRORS, 200: {"description": "the completion, or with `stream: true` server-sent events: chunks of this "
+                        "shape, then `data: [DONE]`", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        dependencies=guarded)
+    async def completions(body: CompletionRequest, request: Request):
+        served = find(body.model, "completions")
+        cap(len(body.prompt), config.max_prompt_chars, "prompt", "send a shorter prompt (in characters)")
+        cap(body.n, config.max_n, "n", "ask for fewer completions per request")
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        if len(stop) > 4 or any(len(s) > 100 for s in stop):
+            raise RequestError("stop takes at most 4 strings of at most 100 characters", "shorten stop", param="stop",
+                               status=422)
+        seed = seed_of(body.seed)
+        options = {"prompt": body.prompt, "max_tokens": min(body.max_tokens, config.max_tokens), "n": body.n,
+                   "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k, "stop": stop,
+                   "repetition_penalty": body.repetition_penalty, "seed": seed}
+        head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+                "model": served.name, "seed": seed}
+        if not body.stream:
+            texts: dict[int, list[str]] = defaultdict(list)
+            reasons: dict[int, str] = {}
+
+            def collect(kind: str, index: int, value: str) -> None:
+                (texts[index].append(value) if kind == "text" else reasons.__setitem__(index, value))
+
+            try:
+                usage = await wait(*workers.submit(complete, served.model, options, collect), request)
+            except ClientGone:
+                return Response(status_code=499)
+            choices = [{"text": "".join(texts[i]), "index": i, "logprobs": None, "finish_reason": reasons.get(i)}
+                       for i in range(body.n)]
+            return {**head, "choices": choices, "usage": usage}
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        job, future = workers.submit(complete, served.model, options,
+                                     lambda *item: loop.call_soon_threadsafe(events.put_nowait, item))
+        future.add_done_callback(lambda _: events.put_nowait(None))
+        getter = asyncio.ensure_future(events.get())
+        try:  # wait for the first piece here, so that a timeout or an error still gets its own status code
+            first = await wait(job, getter, request)
+            if first is None:
+                future.result()  # the job ended without a word: raise its error
+        except ClientGone:
+            return Response(status_code=499)
+        except Stopped as stop:
+            if stop.reason == "disconnected":
+                return Response(status_code=499)
+            raise timed_out(job) from None
+        finally:
+            getter.cancel()
+
+        def event(data: dict | str) -> str:
+            return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+        async def stream():
+            try:
+                item = first
+                while item is not None:
+                    kind, index, value = item
+                    text, finish = (value, None) if kind == "text" else ("", value)
+                    yield event({**head, "choices": [{"text": text, "index": index, "logprobs": None,
+                                                      "finish_reason": finish}]})
+                    item = await events.get()
+                error = future.exception()
+                if isinstance(error, Stopped):
+                    error = timed_out(job) if error.reason == "timeout" else RequestError("the server is shutting down")
+                if error is not None:
+                    status = getattr(error, "status", 500)
+                    problem = _message(error.problem, error.fix) if isinstance(error, GenlabError) else "internal error"
+                    yield event({"error": {"message": problem, "type": ERROR_TYPES.get(status, "server_error"),
+                                           "param": None, "code": None}})
+                elif body.stream_options and body.stream_options.include_usage:
+                    yield event({**head, "choices": [], "usage": future.result()})
+                yield event("[DONE]")
+            finally:
+                if not future.done():
+                    job.cancel("disconnected")
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/images/generations", response_model=ImagesResponse, responses=ERRORS, dependencies=guarded)
+    async def images_generations(body: ImageRequest, request: Request):
+        served = find(body.model, "images.generations")
+        cap(len(body.prompt), config.max_prompt_chars, "prompt", "send a shorter prompt")
+        cap(body.n, config.max_n, "n", "ask for fewer images per request")
+        cap(body.steps or 0, config.max_steps, "steps", "ask for fewer sampling steps")
+        check_size(served, body.size)
+        takes = served.sample_options
+        refuse_unsupported(served, {"steps": body.steps, "guidance": body.guidance, "sampler": body.sampler,
+                                    "temperature": None if body.temperature == 1 else body.temperature}, takes)
+        labels = labels_for(served, body.label, body.prompt, body.n)
+        sample = {k: getattr(body, k) for k in ("steps", "guidance", "sampler", "temperature") if k in takes}
+        if served.conditioning == "text":
+            sample["prompt"] = [body.prompt] * body.n if body.prompt else None
+        seed = seed_of(body.seed)
+        options = {"n": body.n, "labels": labels, "seed": seed, "sample": sample}
+        try:
+            pngs = await wait(*workers.submit(sample_images, served, options), request)
+        except ClientGone:
+            return Response(status_code=499)
+        return {"created": int(time.time()), "model": served.name, "seed": seed,
+                "data": [{"b64_json": base64.b64encode(png).decode()} for png in pngs]}
+
+    @app.post("/v1/images/edits", response_model=ImagesResponse, responses=ERRORS, dependencies=guarded)
+    async def images_edits(
+        request: Request,
+        model: Annotated[str, Form(min_length=1, max_length=200, description="a model name from GET /v1/models")],
+        image: Annotated[UploadFile, File(description="the image to edit or translate (PNG or JPEG)")],
+        mask: Annotated[UploadFile | None, File(description="inpainting: white (or transparent) = regenerate")] = None,
+        prompt: Annotated[str, Form(max_length=HARD_PROMPT_CHARS)] = "",
+        n: Annotated[int, Form(ge=1, le=HARD_MAX_N)] = 1,
+        strength: Annotated[float, Form(gt=0, le=1, description="image-to-image: how much to change")] = 0.6,
+        steps: Annotated[int | None, Form(ge=1, le=HARD_MAX_STEPS)] = None,
+        guidance: Annotated[float | None, Form(ge=0, le=100)] = None,
+        label: Annotated[str | None, Form(max_length=200, description="class name or index")] = None,
+        seed: Annotated[int | None, Form(ge=0, le=2**63 - 1)] = None,
+        size: Annotated[str | None, Form(max_length=20)] = None,
+        response_format: Annotated[Literal["b64_json"], Form()] = "b64_json",
+    ):
+        served = find(model, "images.edits")
+        cap(len(prompt), config.max_prompt_chars, "prompt", "send a shorter prompt")
+        cap(n, config.max_n, "n", "ask for fewer images per request")
+        cap(steps or 0, config.max_steps, "steps", "ask for fewer sampling steps")
+        check_size(served, size)
+        translation = "translation" in served.edit_modes
+        given = {"mask": mask, "steps": steps, "guidance": guidance, "prompt": prompt or None,
+                 "strength": None if strength == 0.6 else strength, "n": None if n == 1 else n}
+        takes = set() if translation else {"mask", "steps", "guidance", "strength", "n"} | (
+            {"prompt"} if served.conditioning == "text" else set())
+        refuse_unsupported(served, {k: v for k, v in given.items() if k != "prompt" or served.conditioning != "class"},
+                           takes)
+        labels = None if translation else labels_for(served, label, prompt, n)
+        image_bytes = await image.read()
+        mask_bytes = await mask.read() if mask is not None else None
+        seed = seed_of(seed)
+
+        def work(job) -> list[bytes]:
+            options = {"n": n, "labels": labels, "seed": seed,
+                       "image": read_upload(image_bytes, "image", config.max_image_pixels),
+                       "mask": read_upload(mask_bytes, "mask", config.max_image_pixels) if mask_bytes is not None else None,
+                       "edit": {"strength": strength, "steps": steps, "guidance": guidance,
+                                "prompt": [prompt] * n if prompt and served.conditioning == "text" else None}}
+            return edit_images(job, served, options)
+
+        try:
+            pngs = await wait(*workers.submit(work), request)
+        except ClientGone:
+            return Response(status_code=499)
+        return {"created": int(time.time()), "model": served.name, "seed": seed,
+                "data": [{"b64_json": base64.b64encode(png).decode()} for png in pngs]}
+
+    # -- the OpenAPI schema with this server's models and limits ---------------------------------
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema["components"]["schemas"]
+        edit_ref = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        bodies = {"completions": components["CompletionRequest"], "images.generations": components["ImageRequest"],
+                  "images.edits": components[edit_ref["$ref"].split("/")[-1]]}
+        for capability, body in bodies.items():
+            names = [n for n, s in registry.items() if capability in s.capabilities]
+            props = body["properties"]
+            if names:
+                props["model"]["enum"] = names
+            _bound(props.get("prompt"), "maxLength", config.max_prompt_chars)
+            _bound(props.get("n"), "maximum", config.max_n)
+            _bound(props.get("steps"), "maximum", config.max_steps)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+    return app
+
+
+def _bound(prop: dict | None, key: str, value: int) -> None:
+    """Lower a bound in a property's schema (or in the non-null branch of an `X | None`)."""
+    for target in ([prop] + prop.get("anyOf", [])) if prop else []:
+        if key in target:
+            target[key] = value
+
+
+def serve(models: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          concurrency: int = 0, queue: int = 16, threads: int = 0, timeout: float = 120.0, max_tokens: int = 1024,
+          max_n: int = 16, max_steps: int = 1000, max_prompt_chars: int = 8000, max_body_bytes: int = 16 * 2**20) -> None:
+    """Serve saved models over HTTP: OpenAI-shaped completions and images endpoints, and a web page at /.
+
+    Args:
+        models: run or model folders; each is served under its folder name, or NAME=PATH to name it.
+        host: the address to bind (127.0.0.1: this machine only; 0.0.0.0: every interface, then set an API key).
+        port: the TCP port.
+        api_key: clients must send `Authorization: Bearer KEY` (default: $GENLAB_API_KEY; unset: no key).
+        concurrency: requests generating at once, one thread each (0: one per CPU core).
+        queue: requests waiting for a thread; more are answered 429.
+        threads: torch threads per request (0: CPU cores / concurrency).
+        timeout: seconds a request may take; past it, 503 (still waiting) or 504 (generating).
+        max_tokens: completions asking for more tokens are lowered to this.
+        max_n: completions or images per request; more are refused (422).
+        max_steps: diffusion sampling steps per request; more are refused (422).
+        max_prompt_chars: longer prompts are refused (422).
+        max_body_bytes: larger request bodies (uploads included) are refused (413).
+    """
+    import os
+
+    import uvicorn
+
+    api_key = api_key or os.environ.get("GENLAB_API_KEY") or None
+    config = ServeConfig(host=host, port=port, api_key=api_key, concurrency=concurrency, queue=queue, threads=threads,
+                         timeout=timeout, max_tokens=max_tokens, max_n=max_n, max_steps=max_steps,
+                         max_prompt_chars=max_prompt_chars, max_body_bytes=max_body_bytes)
+    app = create_app(list(models), config)
+    for name, served in app.state.registry.items():
+        print(f"  {name}: {served.family} ({', '.join(served.capabilities)}) from {served.path}")
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        print(f"warning: serving on {host} without an API key: anyone who can reach it may use it "
+              "(set GENLAB_API_KEY or --api-key)", file=sys.stderr)
+    print(f"genlab serve: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (API: /v1, schema: /openapi.json)")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

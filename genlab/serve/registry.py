@@ -1,0 +1,254 @@
+"""The served models: loaded once at start-up, what each can do, and the work a request runs on a worker thread.
+
+A model's capabilities are read from what it offers, never from a list of families:
+`data_kind == "text"` generates text; `samples_images` and `sample` make images, with
+whatever options `sample` takes (prompt, steps, guidance, sampler, temperature);
+`translate` (pix2pix) and `edit` (diffusion: image-to-image and inpainting) edit images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from genlab.errors import ConfigError, GenlabError
+from genlab.serve.limits import Job
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SAMPLE_OPTIONS = ("temperature", "prompt", "steps", "guidance", "sampler")
+
+
+class RequestError(GenlabError):
+    """A request the model cannot serve as asked (answered with 400, or `status`)."""
+
+    def __init__(self, problem: str, fix: str | None = None, param: str | None = None, status: int = 400):
+        super().__init__(problem, fix)
+        self.param, self.status = param, status
+
+
+@dataclasses.dataclass
+class Served:
+    name: str
+    path: str
+    model: Any
+    created: int
+
+    @property
+    def family(self) -> str:
+        return self.model.family
+
+    @property
+    def kind(self) -> str:
+        return "text" if self.model.data_kind == "text" else "image"
+
+    @property
+    def conditioning(self) -> str:
+        return getattr(self.model.config, "condition", "none") if self.kind == "image" else "none"
+
+    @property
+    def sample_options(self) -> set[str]:
+        if not (self.kind == "image" and self.model.samples_images and hasattr(self.model, "sample")):
+            return set()
+        return set(inspect.signature(self.model.sample).parameters) & set(SAMPLE_OPTIONS)
+
+    @property
+    def edit_modes(self) -> list[str]:
+        if hasattr(self.model, "translate"):
+            return ["translation"]
+        if hasattr(self.model, "edit"):
+            return ["image-to-image", "inpainting"]
+        return []
+
+    @property
+    def capabilities(self) -> list[str]:
+        if self.kind == "text":
+            return ["completions"]
+        can = ["images.generations"] if self.model.samples_images and hasattr(self.model, "sample") else []
+        return can + (["images.edits"] if self.edit_modes else [])
+
+    def card(self) -> dict[str, Any]:
+        config = self.model.config
+        options = (["temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed"] if self.kind == "text"
+                   else sorted(self.sample_options | {"seed"}))
+        if "images.edits" in self.capabilities and "translation" not in self.edit_modes:
+            options = sorted(set(options) | {"strength", "mask"})
+        return {"id": self.name, "created": self.created, "family": self.family, "kind": self.kind,
+                "capabilities": self.capabilities, "edit_modes": self.edit_modes, "conditioning": self.conditioning,
+                "classes": list(getattr(config, "class_names", ()) if self.conditioning == "class" else ()),
+                "options": options, "image_size": list(config.image_size) if self.kind == "image" else None,
+                "channels": config.channels if self.kind == "image" else None,
+                "parameters": self.model.num_parameters()}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """`runs/gpt` -> ("gpt", "runs/gpt"); `name=path` names it; a run's `model/` folder takes the run's name."""
+    name, eq, path = spec.partition("=")
+    if not eq or not NAME.match(name):
+        name, path = "", spec
+    folder = Path(path)
+    if not name:
+        name = folder.resolve().parent.name if folder.name == "model" else folder.resolve().name
+    if not NAME.match(name):
+        raise ConfigError(f"cannot use {name!r} (from {spec}) as a model name",
+                          "name it: genlab serve NAME=PATH, with letters, digits, '.', '_' or '-'")
+    return name, path
+
+
+def load_models(specs: list[str]) -> dict[str, Served]:
+    """Load every model once; two models of one name are an error naming the fix."""
+    from genlab.persist import load
+
+    if not specs:
+        raise ConfigError("genlab serve needs at least one model", "genlab serve runs/NAME [NAME=runs/OTHER ...]")
+    served: dict[str, Served] = {}
+    for spec in specs:
+        name, path = parse_spec(spec)
+        if name in served:
+            raise ConfigError(f"two models are named {name!r} ({served[name].path} and {path})",
+                              f"name them apart: genlab serve {name}-a={served[name].path} {name}-b={path}")
+        if not Path(path).exists():
+            raise ConfigError(f"model folder {path} does not exist", "pass a run folder (runs/NAME) or a model folder")
+        model = load(path).eval()
+        served[name] = Served(name, path, model, int(Path(path).stat().st_mtime))
+    return served
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str, int, Any], None]) -> dict[str, int]:
+    """Run on a worker: `n` completions of one prompt, token by token, with `job.check()` between tokens.
+
+    Calls emit("text", index, piece) as text is decided and emit("finish", index, reason) at the end of each;
+    returns the token counts. Built from genlab.generation's parts (not `model.generate`) so that it can count
+    tokens, tell a stop string from the token limit, and stop at once when the client leaves.
+    """
+    from genlab.generation import StopMatcher, check_options, generate_ids
+    from genlab.tokenizers import StreamDecoder
+
+    o = options
+    top_p = None if o["top_p"] >= 1 else o["top_p"]
+    check_options(o["max_tokens"], o["temperature"], o["top_k"], top_p, o["repetition_penalty"])
+    tokenizer = model.tokenizer
+    ids = tokenizer.encode(o["prompt"]) if o["prompt"] else model.start_ids()
+    device = next(model.parameters()).device
+    total = 0
+    for index in range(o["n"]):
+        generator = torch.Generator(device=device).manual_seed(o["seed"] + index)
+        matcher, decoder = StopMatcher(o["stop"]), StreamDecoder(tokenizer)
+        reason = "length"
+        tokens = generate_ids(model, ids, o["max_tokens"], o["temperature"], o["top_k"], top_p,
+                              o["repetition_penalty"], generator)
+        try:
+            for token in tokens:
+                job.check()
+                total += 1
+                text = matcher.feed(decoder.push(token))
+                if text:
+                    emit("text", index, text)
+                if matcher.done:
+                    reason = "stop"
+                    break
+        finally:
+            tokens.close()
+        rest = "" if matcher.done else matcher.flush()
+        if rest:
+            emit("text", index, rest)
+        emit("finish", index, reason)
+    return {"prompt_tokens": len(ids), "completion_tokens": total, "total_tokens": len(ids) * o["n"] + total}
+
+
+# -- images ---------------------------------------------------------------------------------------
+
+def to_png(image: torch.Tensor) -> bytes:
+    """A float image in [0, 1], (C, H, W), as PNG bytes (grey or RGB)."""
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    pil = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_upload(data: bytes, what: str, max_pixels: int) -> Image.Image:
+    """Decode an uploaded image, refusing one too large to decode safely (413) or not an image (422)."""
+    if not data:
+        raise RequestError(f"the {what} upload is empty", "attach a PNG or JPEG file", param=what, status=422)
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise RequestError(f"the {what} is {width}x{height} pixels, more than this server's limit of "
+                               f"{max_pixels:,}", "send a smaller image (it is resized to the model's size anyway)",
+                               param=what, status=413)
+        image.load()
+    except RequestError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
+        raise RequestError(f"the {what} is not a readable image ({type(error).__name__})", "send a PNG or JPEG file",
+                           param=what, status=422) from None
+    return image
+
+
+def image_tensor(image: Image.Image, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """A PIL image -> float (1, C, H, W) in [0, 1] at the model's size (bicubic)."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC)
+    array = np.asarray(image, dtype=np.float32) / 255
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))[None]
+
+
+def mask_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """A mask -> float (1, 1, H, W), 1 = regenerate. OpenAI's convention when the mask has transparency
+    (transparent pixels are regenerated); otherwise white = regenerate, black = keep."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[..., 3]
+        if alpha.min() < 255:
+            return _mask_from(255 - alpha, size)
+    return _mask_from(np.asarray(image.convert("L"), dtype=np.float32), size)
+
+
+def _mask_from(values: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    pil = Image.fromarray(values.astype(np.uint8)).resize((size[1], size[0]), Image.Resampling.NEAREST)
+    return torch.from_numpy((np.asarray(pil) >= 128).astype(np.float32))[None, None]
+
+
+def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:
+    """Run on a worker: `n` images from the model's `sample`, as PNG bytes."""
+    job.check()
+    kwargs = {k: v for k, v in options["sample"].items() if v is not None}
+    images = served.model.sample(options["n"], labels=options["labels"],
+                                 generator=torch.Generator().manual_seed(options["seed"]), **kwargs)
+    job.check()
+    return [to_png(image) for image in images]
+
+
+def edit_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:
+    """Run on a worker: translate (pix2pix) or edit (diffusion: image-to-image, inpainting) an uploaded image."""
+    job.check()
+    model, image = served.model, options["image"]
+    if "translation" in served.edit_modes:
+        c, h, w = model.input_shape
+        condition = image_tensor(image, c, (h, w))
+        if getattr(model.config, "task", "") == "sketch" and condition.median() < 0.5:
+            condition = 1 - condition  # sketches are dark strokes on light paper; this one is inverted
+        out = model.translate(condition)
+    else:
+        config, n = model.config, options["n"]
+        x = image_tensor(image, config.channels, tuple(config.image_size)).expand(n, -1, -1, -1).contiguous()
+        mask = options["mask"]
+        mask = mask_tensor(mask, tuple(config.image_size)).expand(n, -1, -1, -1).contiguous() if mask else None
+        kwargs = {k: v for k, v in options["edit"].items() if v is not None}
+        out = model.edit(x, mask=mask, labels=options["labels"],
+                         generator=torch.Generator().manual_seed(options["seed"]), **kwargs)
+    job.check()
+    return [to_png(image) for image in out]
