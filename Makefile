@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 DEMO_RUN ?= runs/demo-vae
 DEMO_TIME ?= 150s
 
-.PHONY: setup data browser demo test test-all bench lint clean
+.PHONY: setup data browser postgres demo test test-all bench lint clean
 
 setup: $(STAMP) data
 
@@ -52,6 +52,18 @@ browser:
 	  fi; \
 	fi
 
+# Debian's PostgreSQL server for the test in which two `genlab tune` workers share one study
+# (the test starts its own server on loopback as the postgres user, in a temporary folder).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    ($$SUDO apt-get install -y -qq postgresql >/dev/null 2>&1 \
+	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq postgresql >/dev/null 2>&1)) \
+	    || echo "note: apt could not install postgresql; the shared-study test will be skipped"; \
+	  fi; \
+	fi
+
 # Trains a VAE on Fashion-MNIST on the CPU, then samples, reconstructs, interpolates and evaluates it.
 demo: setup
 	rm -rf $(DEMO_RUN)
@@ -63,10 +75,10 @@ demo: setup
 	$(VENV)/bin/genlab eval $(DEMO_RUN) --k 20 --max-examples 2000
 	@echo; echo "demo done: open $(DEMO_RUN)/report.html (grids: $(DEMO_RUN)/samples.png, reconstructions.png, interpolation.png)"
 
-test: setup browser
+test: setup browser postgres
 	$(PY) -m pytest -q
 
-test-all: setup browser
+test-all: setup browser postgres
 	$(PY) -m pytest -q -m ""
 
 bench: setup

@@ -49,6 +49,17 @@ class GenerativeModel(nn.Module):
     manual_optimization: ClassVar[bool] = False
     # Whether `sample(n, labels, generator)` makes images from nothing (not so for image translation).
     samples_images: ClassVar[bool] = True
+    # What `genlab tune FAMILY` searches by default (a `--space my_space.yaml` is merged over it; see
+    # genlab/tune/space.py). Keys are `model.FIELD` (a field of `Config`) or `train.FIELD` (of TrainConfig);
+    # a value is a range, a list of choices, or a fixed value:
+    #   "train.lr":          {"low": 1e-4, "high": 1e-2, "log": True}   float, log-uniform
+    #   "model.latent_dim":  {"low": 8, "high": 64, "log": True}        int (both bounds ints)
+    #   "model.hidden_dim":  {"low": 64, "high": 512, "step": 64}       int on a grid
+    #   "model.widths":      {"choices": [[16, 32], [32, 64]]}          categorical (tuples as lists)
+    #   "train.batch_size":  64                                         fixed for every trial
+    # Search what changes the result at a fixed budget (learning rate, width, regularisation), not what
+    # the data fixes (image size, classes, vocabulary). Trial 0 of every study is the default config.
+    search_space: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any):
         super().__init__()

@@ -274,6 +274,12 @@ class GAN(GenerativeModel):
     monitor = "monitor/fd_genlab"  # best.ckpt: the lowest FD-genlab of the collapse monitor's samples
     train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 128, "max_steps": 3000, "warmup_steps": 0,
                       "grad_clip": 10.0, "val_every": 500, "val_batches": 4, "sample_every": 500}
+    search_space = {"train.lr": {"low": 5e-5, "high": 1e-3, "log": True},
+                    "train.batch_size": {"choices": [64, 128]},
+                    "model.d_lr_ratio": {"low": 0.5, "high": 4.0, "log": True},
+                    "model.latent_dim": {"choices": [64, 128]},
+                    "model.ema_decay": {"choices": [0.99, 0.999]},
+                    "model.loss": {"choices": ["hinge", "non-saturating"]}}
 
     def __init__(self, config: GANConfig):
         super().__init__(config)

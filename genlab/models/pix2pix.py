@@ -172,6 +172,10 @@ class Pix2Pix(GenerativeModel):
     cli_shortcuts = {"task": "model.task", "scale": "model.scale"}
     train_defaults = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 128, "max_steps": 3000, "warmup_steps": 0,
                       "grad_clip": 10.0, "val_every": 500, "val_batches": 4, "sample_every": 500}
+    search_space = {"train.lr": {"low": 5e-5, "high": 1e-3, "log": True},
+                    "model.l1_weight": {"low": 10.0, "high": 300.0, "log": True},
+                    "model.d_lr_ratio": {"low": 0.5, "high": 4.0, "log": True},
+                    "model.widths": {"choices": [[16, 32, 64], [32, 64, 128]]}}
 
     def __init__(self, config: Pix2PixConfig):
         super().__init__(config)

@@ -50,6 +50,12 @@ class RNN(LanguageModel):
     family = "rnn"
     Config = RNNConfig
     train_defaults = {**LanguageModel.train_defaults, "lr": 4e-3, "warmup_steps": 50, "betas": (0.9, 0.99)}
+    search_space = {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True},
+                    "train.batch_size": {"choices": [16, 32, 64]},
+                    "model.n_layer": {"low": 1, "high": 3},
+                    "model.hidden": {"choices": [128, 256, 512]},
+                    "model.dropout": {"low": 0.0, "high": 0.3},
+                    "model.embed_dropout": {"low": 0.0, "high": 0.2}}
 
     def __init__(self, config: RNNConfig):
         super().__init__(config)

@@ -96,6 +96,12 @@ class VAE(GenerativeModel):
     family = "vae"
     Config = VAEConfig
     train_defaults = {"lr": 1e-3, "batch_size": 128, "max_steps": 3000}
+    search_space = {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                    "train.batch_size": {"choices": [32, 64, 128]},
+                    "model.latent_dim": {"low": 4, "high": 64, "log": True},
+                    "model.hidden_dim": {"choices": [0, 128, 256, 512]},
+                    "model.widths": {"choices": [[16, 32], [32, 64], [64, 128]]},
+                    "model.res_blocks": {"low": 0, "high": 2}}
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
