@@ -177,6 +177,12 @@ def build_parser() -> ArgumentParser:
     serve_parser.add_argument("models", nargs="+", help="run or model folders, or NAME=PATH")
     serve_parser.add_function_arguments(serve, skip={"models"})
     verbs.add_subcommand("serve", serve_parser, help="serve models over HTTP (OpenAI-shaped API) with a web page")
+    from genlab.serve import serve
+
+    serve_parser = ArgumentParser(description=serve.__doc__.split("\n\n")[0])
+    serve_parser.add_argument("models", nargs="+", help="run or model folders, or NAME=PATH")
+    serve_parser.add_function_arguments(serve, skip={"models"})
+    verbs.add_subcommand("serve", serve_parser, help="serve models over HTTP (OpenAI-shaped API) with a web page")
     return parser
 
 
@@ -302,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
 
             action = cfg.data.action
             getattr(commands, f"data_{action}")(**cfg.data[action].as_dict())
+        elif cfg.verb == "serve":
+            from genlab.serve import serve
+
+            serve(**cfg.serve.as_dict())
         elif cfg.verb == "serve":
             from genlab.serve import serve
 

@@ -47,6 +47,9 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "
                405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error",
                429: "rate_limit_error", 503: "server_busy", 504: "timeout"}
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503, 504)}
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"event": {"type": "string"}, "data": {
+    "type": "string", "description": "a JSON chunk shaped like the non-streaming answer, with a piece of text per "
+    "choice, or {\"error\": ...}; the last event is [DONE]"}}}
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -237,7 +240,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
 
     bearer = HTTPBearer(auto_error=False, description="the server's API key (genlab serve --api-key, or GENLAB_API_KEY)")
 
-    async def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), config.api_key.encode()):
             raise RequestError("missing or wrong API key", "send the header `Authorization: Bearer KEY` with the "
                                "server's key", status=401)
@@ -260,7 +263,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
 
     @app.post("/v1/completions", response_model=CompletionResponse, responses={
         **ERRORS, 200: {"description": "the completion, or with `stream: true` server-sent events: chunks of this "
-                        "shape, then `data: [DONE]`", "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+                        "shape, then `data: [DONE]`", "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
         dependencies=guarded)
     async def completions(body: CompletionRequest, request: Request):
         served = find(body.model, "completions")
@@ -441,41 +444,3 @@ def _bound(prop: dict | None, key: str, value: int) -> None:
     for target in ([prop] + prop.get("anyOf", [])) if prop else []:
         if key in target:
             target[key] = value
-
-
-def serve(models: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          concurrency: int = 0, queue: int = 16, threads: int = 0, timeout: float = 120.0, max_tokens: int = 1024,
-          max_n: int = 16, max_steps: int = 1000, max_prompt_chars: int = 8000, max_body_bytes: int = 16 * 2**20) -> None:
-    """Serve saved models over HTTP: OpenAI-shaped completions and images endpoints, and a web page at /.
-
-    Args:
-        models: run or model folders; each is served under its folder name, or NAME=PATH to name it.
-        host: the address to bind (127.0.0.1: this machine only; 0.0.0.0: every interface, then set an API key).
-        port: the TCP port.
-        api_key: clients must send `Authorization: Bearer KEY` (default: $GENLAB_API_KEY; unset: no key).
-        concurrency: requests generating at once, one thread each (0: one per CPU core).
-        queue: requests waiting for a thread; more are answered 429.
-        threads: torch threads per request (0: CPU cores / concurrency).
-        timeout: seconds a request may take; past it, 503 (still waiting) or 504 (generating).
-        max_tokens: completions asking for more tokens are lowered to this.
-        max_n: completions or images per request; more are refused (422).
-        max_steps: diffusion sampling steps per request; more are refused (422).
-        max_prompt_chars: longer prompts are refused (422).
-        max_body_bytes: larger request bodies (uploads included) are refused (413).
-    """
-    import os
-
-    import uvicorn
-
-    api_key = api_key or os.environ.get("GENLAB_API_KEY") or None
-    config = ServeConfig(host=host, port=port, api_key=api_key, concurrency=concurrency, queue=queue, threads=threads,
-                         timeout=timeout, max_tokens=max_tokens, max_n=max_n, max_steps=max_steps,
-                         max_prompt_chars=max_prompt_chars, max_body_bytes=max_body_bytes)
-    app = create_app(list(models), config)
-    for name, served in app.state.registry.items():
-        print(f"  {name}: {served.family} ({', '.join(served.capabilities)}) from {served.path}")
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        print(f"warning: serving on {host} without an API key: anyone who can reach it may use it "
-              "(set GENLAB_API_KEY or --api-key)", file=sys.stderr)
-    print(f"genlab serve: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (API: /v1, schema: /openapi.json)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
