@@ -237,12 +237,18 @@ def measure(model, dataset, train: TrainConfig, settings: StudySettings) -> dict
     if "val-loss" in settings.objectives:
         values["val-loss"] = validation_loss(model, dataset, train, settings.eval_batches)
     wanted = set(settings.objectives) - {"val-loss"}
-    if wanted and dataset.kind == "image":
+    if wanted & {"fd-genlab", "recall"}:  # the evaluation layer's protocol, on eval_samples samples
         from genlab.evaluate import image_quality
 
         metrics = image_quality(model, dataset, settings.eval_samples, settings.seed, progress=False)[0]
         values |= {"fd-genlab": metrics.get("fd_genlab"), "recall": metrics.get("recall"),
                    "samples-per-s": metrics["samples_per_s"]}
+    elif "samples-per-s" in wanted and dataset.kind == "image":
+        from genlab.evaluate import generate_images
+
+        labels = model.resolve_labels(None, settings.eval_samples)
+        seconds = generate_images(model, settings.eval_samples, settings.seed, labels, progress=False)[1]
+        values["samples-per-s"] = settings.eval_samples / seconds
     elif "samples-per-s" in wanted:
         n = 4
         model.eval()
@@ -403,11 +409,8 @@ def counts(study) -> dict[str, int]:
     return out
 
 
-def optimise(folder: Path, settings: StudySettings, study, budget: str | None = None, trials: int | None = None) -> dict[str, int]:
-    """Run trials until the study has `trials` finished ones (all workers together) or the budget is spent."""
-    import optuna
-    from optuna.trial import TrialState
-
+def prepare(settings: StudySettings):
+    """The study's dataset, checked against the family and the objectives before any trial runs."""
     from genlab.data import load_data
     from genlab.models import get_family
 
@@ -417,6 +420,15 @@ def optimise(folder: Path, settings: StudySettings, study, budget: str | None = 
         raise ConfigError(f"the {settings.family} family trains on {cls.data_kind} data, but {settings.data} is {dataset.kind}",
                           f"pass {cls.data_kind} data")
     check_objectives(cls, settings, dataset)
+    return dataset
+
+
+def optimise(folder: Path, settings: StudySettings, study, budget: str | None = None, trials: int | None = None) -> dict[str, int]:
+    """Run trials until the study has `trials` finished ones (all workers together) or the budget is spent."""
+    import optuna
+    from optuna.trial import TrialState
+
+    dataset = prepare(settings)
     if settings.train.get("threads"):
         torch.set_num_threads(int(settings.train["threads"]))
     limit = parse_duration(budget if budget is not None else settings.budget)
@@ -469,6 +481,7 @@ def tune(family: str, data: str, out: str | Path, objectives: tuple[str, ...] = 
                              storage=storage, study=study or folder.name or "genlab", pruner=pruner,
                              startup_trials=startup_trials, eval_samples=eval_samples, eval_batches=eval_batches,
                              seed=seed, heartbeat=heartbeat)
+    prepare(settings)  # a wrong kind of data or an objective the family cannot measure fails before anything is written
     if (folder / STUDY_FILE).exists():
         existing = read_settings(folder)
         if existing != settings and storage is None:
