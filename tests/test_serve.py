@@ -327,14 +327,14 @@ def test_real_server_streams_stays_healthy_refuses_overload_and_cancels_on_disco
             assert json.loads(first[6:])["choices"][0]["text"]
             start = time.monotonic()
             health = http.get("/health")
-            assert health.status_code == 200 and time.monotonic() - start < 1.0
+            assert health.status_code == 200 and time.monotonic() - start < 2.0
             assert health.json()["running"] == 1
             refused = http.post("/v1/completions", json={"model": "gpt", "max_tokens": 1})
             assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
             assert "server is busy" in refused.json()["error"]["message"]
         # the stream is closed after a few tokens of 100,000 (tens of seconds of work): the job must stop now
         stopped_in = _wait_until(lambda: workers.admitted == 0, 5)
-        assert stopped_in < 2 and workers.counts["cancelled"] == 1 and http.get("/health").json()["running"] == 0
+        assert stopped_in < 3 and workers.counts["cancelled"] == 1 and http.get("/health").json()["running"] == 0
         ok = http.post("/v1/completions", json={"model": "gpt", "max_tokens": 3})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
 
@@ -346,7 +346,7 @@ def test_timeouts_answer_504_or_end_the_stream_with_an_error(registry):
         start = time.monotonic()
         r = http.post("/v1/completions", json=long)
         assert r.status_code == 504 and "time limit of 0.5 s" in r.json()["error"]["message"]
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < 5
         r = http.post("/v1/completions", json=long | {"stream": True})
         events = _events(r.text)
         assert r.status_code == 200 and events[-1] == "[DONE]" and "time limit" in events[-2]["error"]["message"]
