@@ -18,7 +18,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from genlab import __version__
 from genlab.errors import ConfigError, GenlabError
 
-VERBS = ["sample", "reconstruct", "interpolate", "reference", "translate", "generate"]
+VERBS = ["sample", "edit", "reconstruct", "interpolate", "reference", "translate", "generate"]
 
 
 BARE_FLAGS = {"--interactive"}  # boolean options that may be written without a value
@@ -93,8 +93,9 @@ def _tune_parser(family: str) -> ArgumentParser:
     parser.add_argument("--trials", type=int, default=20, help="finished trials to reach, over all workers")
     parser.add_argument("--budget", type=str | None, default=None, help="wall-clock of this worker, e.g. 15m")
     parser.add_argument("--trial_budget", type=str | None, default=None, help="wall-clock of one trial's training, e.g. 90s")
-    parser.add_argument("--objective", type=str, default="val-loss",
-                        help=f"what to optimise; repeat for several (Pareto front): {', '.join(OBJECTIVES)}")
+    parser.add_argument("--objective", type=str | None, default=None,
+                        help=f"what to optimise; repeat for several (Pareto front): {', '.join(OBJECTIVES)} "
+                             "(default: fd-genlab for a GAN, else val-loss)")
     parser.add_argument("--space", type=str | None, default=None, help="a YAML search space merged over the family's")
     parser.add_argument("--storage", type=str | None, default=None,
                         help="an SQLAlchemy URL (postgresql://user@host/db) shared by workers; default SQLite in --out")
@@ -171,12 +172,6 @@ def build_parser() -> ArgumentParser:
     compare.add_argument("runs", nargs="+", help="two or more run folders")
     compare.add_function_arguments(compare_runs, skip={"runs"})
     verbs.add_subcommand("compare", compare, help="runs side by side, ranked, with a recommendation per goal")
-    from genlab.serve import serve
-
-    serve_parser = ArgumentParser(description=serve.__doc__.split("\n\n")[0])
-    serve_parser.add_argument("models", nargs="+", help="run or model folders, or NAME=PATH")
-    serve_parser.add_function_arguments(serve, skip={"models"})
-    verbs.add_subcommand("serve", serve_parser, help="serve models over HTTP (OpenAI-shaped API) with a web page")
     from genlab.serve import serve
 
     serve_parser = ArgumentParser(description=serve.__doc__.split("\n\n")[0])
@@ -262,7 +257,7 @@ def run_tune(cfg: Namespace, argv: list[str]) -> None:
         model = {g.split(".", 1)[1]: options.model[g.split(".", 1)[1]] for g in given if g.startswith("model.")}
         train = {k: options[k] for k in given & train_fields}
         out = options.out or f"studies/{family}-{Path(options.data).name}"
-        objectives = tuple(o.strip() for o in options.objective.split(",") if o.strip())
+        objectives = tuple(o.strip() for o in (options.objective or "").split(",") if o.strip()) or None
         folder = tune(family, options.data, out, objectives=objectives, trials=options.trials, budget=options.budget,
                       trial_budget=options.trial_budget, space=options.space, model=model, train=train,
                       storage=options.storage, study=options.study, pruner=options.pruner,
@@ -308,10 +303,6 @@ def main(argv: list[str] | None = None) -> int:
 
             action = cfg.data.action
             getattr(commands, f"data_{action}")(**cfg.data[action].as_dict())
-        elif cfg.verb == "serve":
-            from genlab.serve import serve
-
-            serve(**cfg.serve.as_dict())
         elif cfg.verb == "serve":
             from genlab.serve import serve
 

@@ -197,6 +197,8 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert main(["tune", "gpt", "--data", str(tmp_path / "text.txt"), "--objective", "fd-genlab", "--out",
                  str(tmp_path / "g")]) == 2
     assert "does not sample images" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    assert main(["tune", "gan", "--data", "digits", "--objective", "val-loss", "--out", str(tmp_path / "gan")]) == 2
+    assert "use --objective fd-genlab" in capsys.readouterr().err  # a GAN's validation loss is its discriminator's
     with pytest.raises(ConfigError, match="neither a model nor a train field"):
         tune("vae", "digits", tmp_path / "t", space={"lr": {"low": 1e-3, "high": 1e-2}})
     with pytest.raises(GenlabError, match="cannot open the study storage"):

@@ -146,7 +146,9 @@ def open_storage(url: str, heartbeat: int):
         optuna.storages.RDBStorage).parameters else "failed_trial_callback"
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True} if not parsed.drivername.startswith("sqlite") else None,
+            # SQLite: workers and heartbeat threads wait for each other's writes rather than fail at once.
+            url, engine_kwargs={"connect_args": {"timeout": 60}} if parsed.drivername.startswith("sqlite")
+            else {"pool_pre_ping": True},
             heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **{stale: retry_callback()})
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as error:
         extra = " (pip install 'genlab[postgres]')" if parsed.drivername.startswith("postgres") else ""
@@ -200,9 +202,19 @@ def make_pruner(settings: StudySettings):
 # -- objectives ----------------------------------------------------------------------------------
 
 
+def default_objectives(cls) -> tuple[str, ...]:
+    """The objective a family is tuned for unless told otherwise: the one its training watches (a GAN's
+    FD-genlab), else the validation loss."""
+    watched = [o.name for o in OBJECTIVES.values() if o.intermediate == cls.monitor]
+    return (watched[0],) if watched else ("val-loss",)
+
+
 def check_objectives(cls, settings: StudySettings, dataset) -> None:
     """Refuse objectives the family or data cannot measure, before any trial runs."""
     for name in settings.objectives:
+        if name == "val-loss" and not cls.monitor.startswith("val/"):
+            raise ConfigError(f"the {cls.family} family's validation loss does not measure what it makes "
+                              f"(it watches {cls.monitor})", f"use --objective {default_objectives(cls)[0]}")
         if name in ("fd-genlab", "recall"):
             if cls.data_kind != "image" or not cls.samples_images:
                 raise ConfigError(f"the {cls.family} family does not sample images, so it has no {name}",
@@ -443,8 +455,19 @@ def optimise(folder: Path, settings: StudySettings, study, budget: str | None = 
         if deadline is not None and deadline - time.time() < 1:
             break
         before = c["fail"]
-        study.optimize(lambda trial: run_trial(trial, settings, folder, dataset, deadline), n_trials=1,
-                       catch=(ConfigError,), gc_after_trial=True, show_progress_bar=False)
+        try:
+            study.optimize(lambda trial: run_trial(trial, settings, folder, dataset, deadline), n_trials=1,
+                           catch=(ConfigError,), gc_after_trial=True, show_progress_bar=False)
+        except (KeyboardInterrupt, GenlabError) as error:
+            # Optuna marked the interrupted trial failed; enqueue its parameters again so --resume runs it.
+            mine = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                    if t.user_attrs.get("worker", {}).get("pid") == os.getpid()]
+            if mine and "error" not in mine[-1].user_attrs and not mine[-1].system_attrs.get("genlab_retried"):
+                study._storage.set_trial_system_attr(mine[-1]._trial_id, "genlab_retried", True)
+                retry_callback()(study, study._storage.get_trial(mine[-1]._trial_id))
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            raise GenlabError(f"{error.problem}", f"continue the study with genlab tune --resume {folder}") from None
         last = study.get_trials(deepcopy=False)[-1]
         finished = counts(study)
         done = finished["complete"] + finished["pruned"]
@@ -459,7 +482,7 @@ def optimise(folder: Path, settings: StudySettings, study, budget: str | None = 
     return counts(study)
 
 
-def tune(family: str, data: str, out: str | Path, objectives: tuple[str, ...] = ("val-loss",), trials: int = 20,
+def tune(family: str, data: str, out: str | Path, objectives: tuple[str, ...] | None = None, trials: int = 20,
          budget: str | None = None, trial_budget: str | None = None, space: str | dict | None = None,
          model: dict[str, Any] | None = None, train: dict[str, Any] | None = None, storage: str | None = None,
          study: str | None = None, pruner: str = "median", startup_trials: int = 3, eval_samples: int = 1000,
@@ -476,7 +499,8 @@ def tune(family: str, data: str, out: str | Path, objectives: tuple[str, ...] = 
     build_space(cls.Config, merged)  # unknown fields and bad ranges fail here, before anything is written
     from_dict(cls.Config, model or {})
     from_dict(TrainConfig, {**cls.train_defaults, **(train or {})})
-    settings = StudySettings(family=family, data=data, objectives=tuple(objectives), trials=trials, budget=budget,
+    settings = StudySettings(family=family, data=data, objectives=tuple(objectives or default_objectives(cls)),
+                             trials=trials, budget=budget,
                              trial_budget=trial_budget, space=merged, model=dict(model or {}), train=dict(train or {}),
                              storage=storage, study=study or folder.name or "genlab", pruner=pruner,
                              startup_trials=startup_trials, eval_samples=eval_samples, eval_batches=eval_batches,
