@@ -73,7 +73,8 @@ def reference(data: str, retrain: bool = False) -> None:
 
 
 def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label: str | None = None,
-           temperature: float = 1.0, nrow: int | None = None) -> None:
+           temperature: float = 1.0, nrow: int | None = None, prompt: str | None = None, guidance: float | None = None,
+           sampler: str | None = None, steps: int | None = None, eta: float | None = None) -> None:
     """Draw n samples from a trained image model and save them as one PNG grid.
 
     Args:
@@ -84,6 +85,11 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
         label: for class-conditional models, a class name or index (default: cycle through classes).
         temperature: scale of the latent noise (VAE); below 1 trades variety for cleaner images.
         nrow: images per row of the grid.
+        prompt: diffusion models trained with --model.condition text: what to draw, in any words.
+        guidance: diffusion: classifier-free guidance scale (1: none; default the model's, 3).
+        sampler: diffusion: ddpm, ddim or dpm++ (default ddim).
+        steps: diffusion: network evaluations (default 50; 10-25 are enough for dpm++).
+        eta: diffusion, ddim: 0 is deterministic, 1 as noisy as DDPM.
     """
     model, _ = _load_run(run)
     if model.data_kind == "text":
@@ -93,8 +99,60 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
                           f"use genlab translate {run} --image FILE")
     if not hasattr(model, "sample"):
         raise ConfigError(f"a {model.family} model does not sample images", "use genlab generate for language models")
-    images = model.sample(n, labels=label, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+    options = {k: v for k, v in {"prompt": prompt, "guidance": guidance, "sampler": sampler, "steps": steps,
+                                 "eta": eta}.items() if v is not None}
+    if options and model.family != "diffusion":
+        raise ConfigError(f"--{', --'.join(options)} apply to diffusion models, not {model.family}", "drop them")
+    if model.family == "diffusion":
+        options["progress"] = True
+    images = model.sample(n, labels=label, generator=torch.Generator().manual_seed(seed), temperature=temperature, **options)
     print(f"wrote {n} samples to {save_grid(images, out, nrow)}")
+
+
+def edit(run: str, image: str | None = None, out: str = "edited.png", strength: float = 0.6, mask: str | None = None,
+         prompt: str | None = None, label: str | None = None, guidance: float | None = None, sampler: str | None = None,
+         steps: int | None = None, resample: int = 3, n: int = 4, seed: int = 0) -> None:
+    """Edit an image with a diffusion model: image-to-image (SDEdit) or, with --mask, inpainting (RePaint).
+
+    Writes one grid: the input (with the masked area greyed when there is a mask), then n variations.
+
+    Args:
+        run: a diffusion run folder or model folder.
+        image: an image file (resized to the model's size), test:INDEX or a class name (a test image).
+        out: the PNG file to write.
+        strength: image-to-image: how much to change, in (0, 1]: 0.3 keeps shapes, 0.8 keeps the layout only.
+        mask: an image file, white where new pixels are to be generated and black where the input stays.
+        prompt: for text-conditioned models: what the result should show.
+        label: for class-conditional models: the class of the result.
+        guidance: classifier-free guidance scale (default the model's).
+        sampler: ddim or ddpm (inpainting's default: ddpm), or dpm++ for image-to-image.
+        steps: network evaluations of a full denoising (image-to-image runs strength x steps of them).
+        resample: inpainting: passes per step (RePaint's resampling; 1 is plain replacement).
+        n: how many variations, each from its own noise.
+        seed: the seed of the random numbers.
+    """
+    if not image:
+        raise ConfigError("genlab edit needs --image", "give an image file, test:INDEX or a class name")
+    model, record = _load_run(run)
+    if not hasattr(model, "edit"):
+        raise ConfigError(f"a {model.family} model cannot edit images", "train a diffusion model: genlab train diffusion")
+    x, test_label = _image_spec(image, model, record)
+    source = (x.float() / 255)[None].expand(n, -1, -1, -1)
+    m = None
+    if mask:
+        c = model.config
+        m = torch.from_numpy(load_image(mask, 1, tuple(c.image_size))).float()[None] / 255
+        m = (m > 0.5).float()
+        if m.sum() == 0:
+            raise ConfigError(f"the mask {mask} is all black: nothing to inpaint", "paint white where new pixels should go")
+        sampler = sampler or "ddpm"
+    if label is None and test_label is not None and model.config.condition == "class":
+        label = test_label
+    result = model.edit(source, strength=strength, mask=m, prompt=prompt, labels=label, guidance=guidance, steps=steps,
+                        sampler=sampler, resample=resample, generator=torch.Generator().manual_seed(seed), progress=True)
+    shown = source[:1] if m is None else source[:1] * (1 - m) + 0.5 * m
+    what = "inpainted" if m is not None else f"image-to-image at strength {strength}"
+    print(f"wrote the input and {n} results ({what}) to {save_grid(torch.cat([shown, result]), out, nrow=n + 1)}")
 
 
 def _image_spec(spec: str, model, record: dict | None) -> tuple[torch.Tensor, int | None]:

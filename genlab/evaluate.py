@@ -76,7 +76,7 @@ def image_quality(model, data, n: int, seed: int, progress: bool = True,
     from genlab.metrics.images import sample_metrics
     from genlab.metrics.reference import reference_classifier
 
-    conditional = getattr(model.config, "condition", "none") == "class"
+    conditional = getattr(model.config, "condition", "none") in ("class", "text")  # text: class captions
     requested = torch.arange(n) % model.config.num_classes if conditional else None
     samples, seconds = generate_images(model, n, seed, requested, progress=progress)
     metrics: dict[str, Any] = {"samples_per_s": n / seconds, "sample_seconds": round(seconds, 2)}

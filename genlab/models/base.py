@@ -23,6 +23,7 @@ FAMILIES = {
     "vae": "genlab.models.vae:VAE",
     "gan": "genlab.models.gan:GAN",
     "pix2pix": "genlab.models.pix2pix:Pix2Pix",
+    "diffusion": "genlab.models.diffusion:Diffusion",
     "rnn": "genlab.models.rnn:RNN",
     "gpt": "genlab.models.gpt:GPT",
 }

@@ -1,0 +1,374 @@
+"""Denoising diffusion (Ho et al. 2020): unconditional, class- or text-conditioned, with fast samplers and editing.
+
+Training adds noise at a random timestep and regresses the U-Net's output on the noise (eps) or
+on v, weighted by min-SNR-gamma (Hang et al. 2023) so that the nearly clean timesteps, which
+are easy, do not dominate the gradient. Conditioning enters every residual block through the
+FiLM embedding: a learned class embedding, or the frozen sentence embedding of a caption
+(genlab.models.text_encoder). The condition is dropped for `cond_drop` of the examples, which
+trains the unconditional model that classifier-free guidance (Ho & Salimans 2021) extrapolates from.
+
+Sampling uses the EMA weights and any sampler of genlab.models.samplers (DDPM, DDIM, DPM-Solver++).
+Editing: image-to-image is SDEdit (Meng et al. 2022): noise the input to `strength` x T and denoise
+from there. Inpainting is RePaint (Lugmayr et al. 2022): after every step the known pixels are
+replaced by the input noised to the same level, and each step is redone `resample` times
+(renoise, denoise) so that the generated region agrees with the kept one. RePaint needs no
+mask-conditioned training, so every trained model inpaints, conditional or not.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.config import validate
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel
+from genlab.models.samplers import SAMPLERS, NoiseSchedule, sample_loop
+from genlab.models.unet import UNet
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig:
+    channels: int = 1
+    image_size: tuple[int, int] = (28, 28)  # (H, W); filled from the data
+    widths: tuple[int, ...] = (16, 32, 48, 64)  # U-Net channels per resolution, fine to coarse
+    blocks: tuple[int, ...] = (1, 1, 1, 1)  # residual blocks per level on the way down (one more on the way up)
+    attention: tuple[bool, ...] = (False, False, True, True)  # self-attention at these levels
+    dropout: float = 0.0
+    schedule: Literal["linear", "cosine"] = "linear"
+    timesteps: int = 1000
+    prediction: Literal["eps", "v"] = "eps"
+    min_snr_gamma: float = 5.0  # loss weight min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v); 0: plain MSE
+    ema_decay: float = 0.999  # samples come from this moving average of the weights (0: the raw weights)
+    condition: Literal["none", "class", "text"] = "none"
+    cond_drop: float = 0.1  # fraction of training examples without their condition (classifier-free guidance)
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()
+    text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"  # frozen; its name is all the model folder keeps
+    text_dim: int = 384  # the encoder's embedding size (checked against the encoder when it loads)
+    text_noise: float = 0.03  # std of Gaussian noise on caption embeddings in training: smoother in the prompt space
+    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"  # defaults of `sample`
+    sample_steps: int = 50
+    guidance: float = 3.0  # classifier-free guidance scale of conditional models (1: the conditional model alone)
+
+    def __post_init__(self):
+        validate(self)
+        if not self.widths or not len(self.widths) == len(self.blocks) == len(self.attention):
+            raise ConfigError("widths, blocks and attention need one entry per U-Net level",
+                              "e.g. --model.widths [16,32,48,64] --model.blocks [1,1,1,1] --model.attention [false,false,true,true]")
+        if any(w % 4 for w in self.widths) or min(self.widths) < 8:
+            raise ConfigError(f"U-Net widths {list(self.widths)} must be multiples of 4 and at least 8", "e.g. [16,32,48,64]")
+        if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
+            raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
+                              "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
+        if self.condition == "class" and self.num_classes == 1:  # 0: not filled from the data yet
+            raise ConfigError("condition='class' needs at least 2 classes", "or use --model.condition none")
+
+
+class Diffusion(GenerativeModel):
+    """A denoising diffusion model: U-Net, linear/cosine schedule, eps/v prediction, DDPM/DDIM/DPM-Solver++
+    sampling, classifier-free guidance (--model.condition class|text), SDEdit and RePaint editing."""
+
+    family = "diffusion"
+    Config = DiffusionConfig
+    eval_samples = 2000  # `genlab eval` default: 2,000 DDIM-50 samples (10,000 take ~20 min on 2 cores)
+    train_defaults = {"lr": 5e-4, "batch_size": 128, "max_steps": 4000, "warmup_steps": 100, "schedule": "cosine",
+                      "grad_clip": 1.0, "val_every": 500, "val_batches": 8, "sample_every": 500}
+    cli_shortcuts = {"condition": "model.condition", "prediction": "model.prediction"}
+    search_space = {"train.lr": {"low": 1e-4, "high": 2e-3, "log": True},
+                    "model.widths": {"choices": [[16, 32, 48, 64], [16, 32, 64, 96], [32, 48, 64, 96]]},
+                    "model.prediction": {"choices": ["eps", "v"]},
+                    "model.schedule": {"choices": ["linear", "cosine"]},
+                    "model.min_snr_gamma": {"choices": [0.0, 1.0, 5.0]},
+                    "model.ema_decay": {"choices": [0.99, 0.999, 0.9995]}}
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__(config)
+        c = config
+        cond_dim = {"none": 0, "class": 4 * c.widths[0], "text": c.text_dim}[c.condition]
+        self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim)
+        # Class conditioning: one embedding per class plus the "no class" of classifier-free guidance.
+        self.class_embed = nn.Embedding(c.num_classes + 1, cond_dim) if c.condition == "class" else None
+        self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.schedule = NoiseSchedule(c.schedule, c.timesteps, c.prediction)
+        self.class_embed_ema = copy.deepcopy(self.class_embed).requires_grad_(False) if self.class_embed else None
+        self.global_step = 0
+        self._captions: list[list[torch.Tensor]] | None = None  # text models: caption embeddings per class
+        self._rng = random.Random(0)
+
+    @classmethod
+    def config_for_data(cls, config: DiffusionConfig, data) -> DiffusionConfig:
+        if config.condition in ("class", "text") and len(data.classes) < 2:
+            raise ConfigError(f"condition={config.condition!r} needs labelled data with at least 2 classes "
+                              "(text captions are made from class names)",
+                              "use a dataset with labels (a folder with class subfolders) or --model.condition none")
+        c, h, w = data.shape
+        if min(h, w) < 2 ** (len(config.widths) - 1):
+            raise ConfigError(f"{h}x{w} images are too small for a {len(config.widths)}-level U-Net",
+                              "use fewer --model.widths levels")
+        text_dim = config.text_dim
+        if config.condition == "text":
+            from genlab.models.text_encoder import encoder_dim
+
+            text_dim = encoder_dim(config.text_encoder)  # also a clear error now if the encoder is missing
+        return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
+                                   class_names=tuple(data.classes), text_dim=text_dim)
+
+    def net_parameters(self) -> int:
+        """Parameters of the denoiser (the EMA copy and class table are not counted twice)."""
+        return sum(p.numel() for p in self.net.parameters()) + (self.class_embed.weight.numel() if self.class_embed else 0)
+
+    def num_parameters(self) -> int:
+        return self.net_parameters()
+
+    def callbacks(self, data, train) -> list[pl.Callback]:
+        return [EMAUpdate()]
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = min(self.config.ema_decay, (1 + self.global_step) / (10 + self.global_step))
+        pairs = [(self.net_ema, self.net)] + ([(self.class_embed_ema, self.class_embed)] if self.class_embed else [])
+        for ema, live in pairs:
+            for e, p in zip(ema.parameters(), live.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+
+    # -- conditions --------------------------------------------------------------------------
+
+    def _caption_table(self) -> list[list[torch.Tensor]]:
+        """Embeddings of every templated caption, per class (computed once, when training starts)."""
+        if self._captions is None:
+            from genlab.models.text_encoder import captions_for, encode
+
+            self._captions = [list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names]
+        return self._captions
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        from genlab.models.text_encoder import encode
+
+        if self.config.condition != "text":
+            raise ConfigError(f"this diffusion model is {self.config.condition}-conditioned and takes no prompt",
+                              "drop --prompt, or train one with --model.condition text")
+        emb = encode(self.config.text_encoder, prompts)
+        if emb.shape[1] != self.config.text_dim:
+            raise ConfigError(f"the text encoder {self.config.text_encoder!r} gives {emb.shape[1]}-d embeddings; "
+                              f"this model was trained on {self.config.text_dim}-d ones", "use the encoder it was trained with")
+        return emb
+
+    def _training_condition(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Per-example condition vectors; `cond_drop` of them are the null condition."""
+        c = self.config
+        if c.condition == "none":
+            return None
+        drop = torch.rand(len(labels), device=labels.device) < c.cond_drop
+        if c.condition == "class":
+            return self.class_embed(torch.where(drop, torch.full_like(labels, c.num_classes), labels.long()))
+        table = self._caption_table()
+        emb = torch.stack([self._rng.choice(table[int(y)]) for y in labels]).to(labels.device)
+        if c.text_noise > 0:
+            emb = F.normalize(emb + c.text_noise * torch.randn_like(emb), dim=1)
+        return torch.where(drop[:, None], torch.zeros_like(emb), emb)
+
+    def _sampling_condition(self, n: int, labels: Any, prompt: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(condition, null condition) vectors for sampling with the EMA weights; (None, None) when unconditional."""
+        c = self.config
+        if c.condition == "none":
+            if prompt is not None:
+                raise ConfigError("this diffusion model is unconditional and takes no prompt",
+                                  "drop --prompt, or train one with --model.condition text")
+            self.resolve_labels(labels, n)  # refuses labels with a clear error
+            return None, None
+        if c.condition == "class":
+            if prompt is not None:
+                raise ConfigError("this diffusion model is class-conditioned and takes no prompt", "use --label CLASS")
+            table = self.class_embed_ema.weight
+            labels = self.resolve_labels(labels, n)
+            return table[labels.to(table.device)], table[c.num_classes].expand(n, -1)
+        if prompt is None:  # no prompt: the class captions, cycled or as asked by labels
+            from genlab.models.text_encoder import class_prompt
+
+            with_classes = dataclasses.replace(c, condition="class")
+            labels = GenerativeModel.resolve_labels(_ConfigView(with_classes), labels, n)
+            prompt = [class_prompt(c.class_names[int(i)]) for i in labels]
+        prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != n:
+            raise ConfigError(f"{len(prompts)} prompts for {n} images", "give one prompt, or one per image")
+        if any(not p.strip() for p in prompts):
+            raise ConfigError("an empty prompt", "write what the image should show, e.g. --prompt 'a pair of ankle boots'")
+        emb = self.encode_prompts(prompts).to(next(self.parameters()).device)
+        return emb, torch.zeros_like(emb)
+
+    # -- training ----------------------------------------------------------------------------
+
+    def loss(self, batch) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        x0 = images.float() / 127.5 - 1
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.config.timesteps, (len(x0),), device=x0.device)
+        cond = self._training_condition(labels)
+        output = self.net(self.schedule.add_noise(x0, noise, t), t, cond)
+        per_example = (output - self.schedule.target(x0, noise, t)).pow(2).flatten(1).mean(1)
+        gamma = self.config.min_snr_gamma
+        if gamma > 0:
+            snr = self.schedule.snr(t)
+            weight = snr.clamp(max=gamma) / (snr if self.config.prediction == "eps" else snr + 1)
+            loss = (weight * per_example).mean()
+        else:
+            loss = per_example.mean()
+        return {"loss": loss, "mse": per_example.mean().detach()}
+
+    @torch.no_grad()
+    def validation_metrics(self, batch) -> dict[str, torch.Tensor]:
+        return self.loss(batch)
+
+    def preview(self, generator: torch.Generator) -> torch.Tensor:
+        return self.sample(64, generator=generator, steps=25)
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def _denoiser(self, cond: torch.Tensor | None, null: torch.Tensor | None, guidance: float, clip: bool = True):
+        """(x, t) -> (x0, eps) of the EMA network, with classifier-free guidance when guidance != 1."""
+        net, schedule = self.net_ema, self.schedule
+        guided = cond is not None and guidance != 1.0
+
+        def denoise(x: torch.Tensor, t: torch.Tensor):
+            if guided:  # one batch for the conditional and unconditional outputs
+                out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null])).chunk(2)
+                out = out_u + guidance * (out_c - out_u)
+            else:
+                out = net(x, t, cond)
+            return schedule.denoise(x, t, out, clip=clip)
+
+        return denoise
+
+    def _options(self, steps: int | None, sampler: str | None, guidance: float | None) -> tuple[int, str, float]:
+        c = self.config
+        steps = c.sample_steps if steps is None else int(steps)
+        sampler = sampler or c.sampler
+        guidance = c.guidance if guidance is None else float(guidance)
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {sampler!r}", f"use one of {', '.join(SAMPLERS)}")
+        if not 1 <= steps <= c.timesteps:
+            raise ConfigError(f"steps = {steps} is out of range", f"use 1 .. {c.timesteps} (10-25 for dpm++, 50+ for ddim)")
+        if guidance < 0:
+            raise ConfigError(f"guidance = {guidance} must be >= 0", "use 1 for none, 2-5 for stronger conditioning")
+        return steps, sampler, guidance
+
+    @torch.no_grad()
+    def sample(self, n: int, labels=None, generator: torch.Generator | None = None, temperature: float = 1.0,
+               prompt: str | list[str] | None = None, guidance: float | None = None, steps: int | None = None,
+               sampler: str | None = None, eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+        """n images in [0, 1], (n, C, H, W).
+
+        labels: class names or indices (class models; None cycles through the classes; text models
+        turn them into captions). prompt: a text or one per image (text models). guidance: the
+        classifier-free guidance scale (1: the conditional model alone). sampler/steps: ddpm, ddim
+        (with `eta`) or dpm++ and their number of network evaluations. temperature scales the
+        starting noise (below 1: smoother, less varied images).
+        """
+        steps, sampler, guidance = self._options(steps, sampler, guidance)
+        cond, null = self._sampling_condition(n, labels, prompt)
+        device = next(self.parameters()).device
+        x = torch.randn(n, self.config.channels, *self.config.image_size, generator=generator, device=device) * temperature
+        timesteps = self.schedule.timesteps_for(steps)
+        out = sample_loop(self.schedule, self._denoiser(cond, null, guidance), x, timesteps, sampler, eta=eta,
+                          generator=generator, progress=progress)
+        return ((out + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def edit(self, images: torch.Tensor, strength: float = 0.6, mask: torch.Tensor | None = None,
+             prompt: str | list[str] | None = None, labels=None, guidance: float | None = None, steps: int | None = None,
+             sampler: str | None = None, resample: int = 3, generator: torch.Generator | None = None,
+             progress: bool = False) -> torch.Tensor:
+        """Edit images in [0, 1], (B, C, H, W); returns the results in [0, 1].
+
+        Without a mask: image-to-image (SDEdit). `strength` in (0, 1] is how far into the noise the
+        input goes: 0.3 keeps its shapes and changes details, 0.8 keeps little more than its layout.
+        With a mask (B or 1, 1, H, W), 1 where pixels are to be generated and 0 where the input is
+        kept: inpainting (RePaint, `resample` passes per step, from pure noise; `strength` unused).
+        A prompt or labels steer conditional models, as in `sample`.
+        """
+        c = self.config
+        if images.dim() != 4 or tuple(images.shape[1:]) != (c.channels, *c.image_size):
+            raise ConfigError(f"images of shape {tuple(images.shape[1:])}; this model takes {(c.channels, *c.image_size)}",
+                              "resize the images to the model's size (genlab edit does it for files)")
+        steps, sampler, guidance = self._options(steps, sampler, guidance)
+        n = len(images)
+        device = next(self.parameters()).device
+        x0 = images.to(device).float() * 2 - 1
+        cond, null = self._sampling_condition(n, labels, prompt)
+        denoise = self._denoiser(cond, null, guidance)
+        schedule = self.schedule
+
+        def noise_like(x: torch.Tensor) -> torch.Tensor:
+            return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+
+        if mask is None:
+            if not 0 < strength <= 1:
+                raise ConfigError(f"strength = {strength} must be in (0, 1]", "e.g. --strength 0.6")
+            start = max(0, round(strength * (c.timesteps - 1)))
+            timesteps = schedule.timesteps_for(max(1, min(start + 1, round(steps * strength))), start)
+            x = schedule.add_noise(x0, noise_like(x0), torch.full((n,), start, device=device))
+            out = sample_loop(schedule, denoise, x, timesteps, sampler, generator=generator, progress=progress)
+            return ((out + 1) / 2).clamp(0, 1)
+
+        if sampler == "dpm++":
+            raise ConfigError("inpainting resamples each step, which a multistep solver cannot do",
+                              "use --sampler ddpm (default for inpainting) or ddim")
+        mask = mask.to(device).float()
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != x0.shape[-2:] or mask.shape[0] not in (1, n):
+            raise ConfigError(f"a mask of shape {tuple(mask.shape)} for images of shape {tuple(x0.shape)}",
+                              "give one (1, H, W) mask, white where the image is to be generated")
+        keep = 1 - mask
+
+        def paste(x: torch.Tensor, t_next: int) -> torch.Tensor:
+            known = x0 if t_next < 0 else schedule.add_noise(x0, noise_like(x0), torch.full((n,), t_next, device=device))
+            return mask * x + keep * known
+
+        timesteps = schedule.timesteps_for(steps)
+        x = noise_like(x0)
+        for i, t in enumerate(timesteps):
+            t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+            for r in range(resample if t_next >= 0 else 1):
+                step = sample_loop(schedule, denoise, x, [t], sampler, generator=generator, t_end=t_next)
+                step = paste(step, t_next)
+                if r < resample - 1 and t_next >= 0:  # back to t: x_t ~ q(x_t | x_t_next)
+                    ratio = float(schedule.alpha_bar[t] / schedule.alpha_bar[t_next])
+                    x = ratio**0.5 * step + (1 - ratio) ** 0.5 * noise_like(step)
+                else:
+                    x = step
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def report_figures(self, data, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
+        """Conditional models: one row of samples per class (per class caption for text models)."""
+        c = self.config
+        if c.condition == "none":
+            return []
+        labels = torch.arange(c.num_classes).repeat_interleave(10)
+        caption = "one row per class: " + ", ".join(c.class_names)
+        if c.condition == "text":
+            from genlab.models.text_encoder import class_prompt
+
+            caption = "one row per prompt: " + ", ".join(repr(class_prompt(name)) for name in c.class_names)
+        return [(self.sample(len(labels), labels=labels, generator=generator, sampler="dpm++", steps=20), 10, caption)]
+
+
+class _ConfigView:
+    """Lets `GenerativeModel.resolve_labels` read class names from a config other than the model's."""
+
+    def __init__(self, config):
+        self.config = config
+        self.family = "diffusion"
+
+
+class EMAUpdate(pl.Callback):
+    """After each optimiser step, move the EMA weights towards the trained ones."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.model.update_ema()

