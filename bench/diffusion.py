@@ -232,6 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--test-examples", type=int, default=10000)
     p.add_argument("--work", default="/tmp/genlab-bench-diffusion", help="run folders, samples and part results")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all usable cores)")
+    p.add_argument("--reuse", action="store_true", help="genlab part: re-sample the trained run in WORK instead of training again")
     p.add_argument("--out", default="bench/results/diffusion.json")
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
@@ -267,12 +268,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                          "sample_seconds": round(time.perf_counter() - start, 1)})
 
     if "genlab" in args.parts:
-        print(f"[genlab] training genlab diffusion for {steps} steps at batch {args.batch_size}", flush=True)
-        trained = train_genlab(args.data, work / "dm", steps, args.batch_size, 0, threads)
+        previous = work / "genlab.json"
+        if args.reuse and (work / "dm" / "model").exists() and previous.exists():  # re-sample a trained run
+            section = json.loads(previous.read_text())
+            trained = {"model": genlab.load(work / "dm" / "model")}
+            section = {k: section[k] for k in ("steps", "batch_size", "train_seconds", "train_images_per_s", "parameters")}
+        else:
+            print(f"[genlab] training genlab diffusion for {steps} steps at batch {args.batch_size}", flush=True)
+            trained = train_genlab(args.data, work / "dm", steps, args.batch_size, 0, threads)
+            section = timing(trained, args.batch_size)
         start = time.perf_counter()
         np.save(work / "genlab_ddim50.npy", ours_samples(trained["model"], args.eval_samples, "ddim", 50, 0))
-        write("genlab", {**timing(trained, args.batch_size), "run_folder": str(work / "dm"),
-                         "sample_seconds": round(time.perf_counter() - start, 1)})
+        write("genlab", {**section, "run_folder": str(work / "dm"), "sample_seconds": round(time.perf_counter() - start, 1)})
 
     if "samplers" in args.parts:
         model = genlab.load(work / "dm" / "model")
