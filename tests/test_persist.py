@@ -20,7 +20,9 @@ TINY_CONFIGS = {"vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "im
                         "num_classes": 3, "class_names": ["a", "b", "c"]},
                 "pix2pix": {"widths": [4, 8], "d_widths": [4, 8], "image_size": [8, 8], "task": "superres", "scale": 2},
                 "gpt": {"chars": "abc \n", "vocab_size": 6, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16},
-                "rnn": {"chars": "abc \n", "vocab_size": 6, "block_size": 8, "n_layer": 2, "n_embd": 8, "hidden": 16}}
+                "rnn": {"chars": "abc \n", "vocab_size": 6, "block_size": 8, "n_layer": 2, "n_embd": 8, "hidden": 16},
+                "diffusion": {"widths": [8, 16], "blocks": [1, 1], "attention": [False, True], "image_size": [8, 8],
+                              "condition": "class", "num_classes": 3, "class_names": ["a", "b", "c"], "sample_steps": 4}}
 
 
 class Payload:

@@ -53,7 +53,7 @@ class DiffusionConfig:
     class_names: tuple[str, ...] = ()
     text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"  # frozen; its name is all the model folder keeps
     text_dim: int = 384  # the encoder's embedding size (checked against the encoder when it loads)
-    text_noise: float = 0.03  # std of Gaussian noise on caption embeddings in training: smoother in the prompt space
+    text_noise: float = 0.005  # per-dimension std of noise on caption embeddings in training (norm ~0.1 for 384-d)
     sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"  # defaults of `sample`
     sample_steps: int = 50
     guidance: float = 3.0  # classifier-free guidance scale of conditional models (1: the conditional model alone)

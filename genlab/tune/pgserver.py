@@ -27,9 +27,9 @@ INSTALL = "apt-get install postgresql (make test does it) and pip install 'genla
 def unavailable() -> str | None:
     """Why no local server can be started here, or None when one can."""
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401  (SQLAlchemy's default driver for postgresql:// URLs)
     except ImportError:
-        return "psycopg2 is not installed (pip install 'genlab[postgres]')"
+        return "psycopg is not installed (pip install 'genlab[postgres]')"
     if _bin_dir() is None:
         return "no PostgreSQL server programs in /usr/lib/postgresql (apt-get install postgresql)"
     if _run_as() is None:

@@ -144,12 +144,25 @@ def open_storage(url: str, heartbeat: int):
 
     stale = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in inspect.signature(
         optuna.storages.RDBStorage).parameters else "failed_trial_callback"
-    try:
+    import time
+
+    def connect():
         return optuna.storages.RDBStorage(
             # SQLite: workers and heartbeat threads wait for each other's writes rather than fail at once.
             url, engine_kwargs={"connect_args": {"timeout": 60}} if parsed.drivername.startswith("sqlite")
             else {"pool_pre_ping": True},
             heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **{stale: retry_callback()})
+
+    try:
+        for attempt in range(10):
+            try:
+                return connect()
+            except OperationalError as error:
+                # Workers started together on a new database race to create its tables: the loser sees
+                # "already exists" and, once the winner has finished, finds the tables there.
+                if "already exists" not in str(error) or attempt == 9:
+                    raise
+                time.sleep(0.5 + 0.5 * attempt)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as error:
         extra = " (pip install 'genlab[postgres]')" if parsed.drivername.startswith("postgres") else ""
         raise ConfigError(f"no database driver for {parsed.drivername}: {error}",
