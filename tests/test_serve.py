@@ -33,7 +33,7 @@ from genlab.models.pix2pix import Pix2Pix, Pix2PixConfig  # noqa: E402
 from genlab.models.rnn import RNN, RNNConfig  # noqa: E402
 from genlab.models.vae import VAE, VAEConfig  # noqa: E402
 from genlab.serve import ServeConfig, create_app  # noqa: E402
-from genlab.serve.registry import Served, load_models, parse_spec  # noqa: E402
+from genlab.serve.registry import load_models, parse_spec  # noqa: E402
 from genlab.tokenizers import CharTokenizer  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -211,36 +211,38 @@ def test_translation_edit_and_bad_uploads(client, registry):
     assert r.status_code == 400 and "takes no strength" in r.json()["error"]["message"]
 
 
-class Inpainter(VAE):
-    """A stand-in for the diffusion family's `edit` (not written yet): the documented call, with a real mask rule."""
+def tiny_diffusion(tmp_path):
+    """A real diffusion model (genlab.models.diffusion), tiny and with spread weights, saved and loaded."""
+    from genlab.models.diffusion import Diffusion, DiffusionConfig
 
-    def edit(self, images, strength=0.6, mask=None, prompt=None, labels=None, guidance=None, steps=None, generator=None):
-        self.seen = {"strength": strength, "steps": steps, "guidance": guidance, "shape": tuple(images.shape)}
-        new = self.sample(len(images), generator=generator)
-        mask = torch.ones_like(images[:, :1]) if mask is None else mask
-        return mask * new + (1 - mask) * images
+    model = Diffusion(DiffusionConfig(image_size=(8, 8), widths=(8, 16), blocks=(1, 1), attention=(False, True),
+                                      condition="class", num_classes=3, class_names=CLASSES))
+    torch.manual_seed(0)
+    with torch.no_grad():  # residual branches start at zero; spread them so that outputs depend on the input
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "dm" / "model")
+    return load_models([str(tmp_path / "dm")])
 
 
-def test_inpainting_keeps_the_unmasked_pixels(registry, tmp_path):
-    inpainter = Inpainter(registry["vae"].model.config).eval()
-    inpainter.load_state_dict(registry["vae"].model.state_dict())
-    app = create_app({"ip": Served("ip", str(tmp_path), inpainter, 0)}, ServeConfig(**FAST))
+def test_inpainting_keeps_the_unmasked_pixels(tmp_path):
+    app = create_app(tiny_diffusion(tmp_path), ServeConfig(**FAST))
     image = np.tile(np.arange(0, 256, 32), (8, 1))
     mask = np.zeros((8, 8))
     mask[:, 4:] = 255  # white: regenerate the right half
     with TestClient(app) as c:
         card = c.get("/v1/models").json()["data"][0]
         assert card["edit_modes"] == ["image-to-image", "inpainting"] and "mask" in card["options"]
-        r = c.post("/v1/images/edits", data={"model": "ip", "n": "2", "strength": "0.4", "steps": "7", "seed": "1"},
+        r = c.post("/v1/images/edits", data={"model": "dm", "n": "2", "steps": "4", "seed": "1"},
                    files={"image": ("i.png", _upload(image), "image/png"), "mask": ("m.png", _upload(mask), "image/png")})
         assert r.status_code == 200, r.text
-        assert inpainter.seen == {"strength": 0.4, "steps": 7, "guidance": None, "shape": (2, 1, 8, 8)}
+        assert len(r.json()["data"]) == 2
         out = _png(r.json()["data"][0]["b64_json"])
         assert np.array_equal(out[:, :4], image[:, :4]) and not np.array_equal(out[:, 4:], image[:, 4:])
         rgba = np.zeros((8, 8, 4))
         rgba[..., 3] = 255
         rgba[:, :4, 3] = 0  # OpenAI's convention: transparent = regenerate (the left half this time)
-        r = c.post("/v1/images/edits", data={"model": "ip", "seed": "1"},
+        r = c.post("/v1/images/edits", data={"model": "dm", "seed": "1", "steps": "4"},
                    files={"image": ("i.png", _upload(image), "image/png"),
                           "mask": ("m.png", _upload(rgba, "RGBA"), "image/png")})
         out = _png(r.json()["data"][0]["b64_json"])
