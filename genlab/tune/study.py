@@ -132,7 +132,7 @@ def open_storage(url: str, heartbeat: int):
     """An Optuna RDB storage with heartbeats and retry of a dead worker's trial; bad URLs are ConfigErrors."""
     import optuna
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 
     fix = "pass a SQLAlchemy URL such as sqlite:///studies/x/study.db or postgresql://user@host:5432/db"
     try:
@@ -157,10 +157,11 @@ def open_storage(url: str, heartbeat: int):
         for attempt in range(10):
             try:
                 return connect()
-            except OperationalError as error:
-                # Workers started together on a new database race to create its tables: the loser sees
-                # "already exists" and, once the winner has finished, finds the tables there.
-                if "already exists" not in str(error) or attempt == 9:
+            except (OperationalError, IntegrityError, ProgrammingError) as error:
+                # Workers started together on a new database race to create its tables and types: the
+                # loser sees "already exists" (SQLite) or a duplicate key (PostgreSQL's catalogue) and,
+                # once the winner has finished, finds everything there.
+                if not any(s in str(error) for s in ("already exists", "duplicate key")) or attempt == 9:
                     raise
                 time.sleep(0.5 + 0.5 * attempt)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as error:
