@@ -173,7 +173,7 @@ class Diffusion(GenerativeModel):
         emb = torch.stack([self._rng.choice(table[int(y)]) for y in labels]).to(labels.device)
         if c.text_noise > 0:
             emb = F.normalize(emb + c.text_noise * torch.randn_like(emb), dim=1)
-        return torch.where(drop[:, None], torch.zeros_like(emb), emb)
+        return torch.where(drop[:, None], torch.zeros_like(emb), emb * c.text_dim**0.5)
 
     def _sampling_condition(self, n: int, labels: Any, prompt: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(condition, null condition) vectors for sampling with the EMA weights; (None, None) when unconditional."""
@@ -201,7 +201,9 @@ class Diffusion(GenerativeModel):
             raise ConfigError(f"{len(prompts)} prompts for {n} images", "give one prompt, or one per image")
         if any(not p.strip() for p in prompts):
             raise ConfigError("an empty prompt", "write what the image should show, e.g. --prompt 'a pair of ankle boots'")
-        emb = self.encode_prompts(prompts).to(next(self.parameters()).device)
+        # Unit-length sentence embeddings are scaled to unit variance per dimension: as small as they come
+        # out of the encoder, the condition moved the network's output by 2% after an epoch.
+        emb = self.encode_prompts(prompts).to(next(self.parameters()).device) * c.text_dim**0.5
         return emb, torch.zeros_like(emb)
 
     # -- training ----------------------------------------------------------------------------
