@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 import time
@@ -54,6 +53,7 @@ from genlab.metrics.images import sample_metrics
 from genlab.metrics.reference import reference_classifier
 
 sys.path.insert(0, str(Path(__file__).parent))
+from gan import split_parts, timing  # noqa: E402  (shared with the GAN benchmark)
 from vae import cpu_model, usable_cores  # noqa: E402  (the machine helpers of the VAE benchmark)
 
 PARTS = ["anchor", "genlab", "samplers", "speed", "text", "score"]
@@ -79,12 +79,14 @@ def anchor_unet(channels: int, size: int):
                        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
 
 
-def lr_factor(step: int, steps: int) -> float:
-    """genlab's schedule (genlab.engine.lr_factor with schedule=cosine), written out for the anchor's loop."""
-    if step < RECIPE["warmup_steps"]:
-        return (step + 1) / RECIPE["warmup_steps"]
-    progress = min(1.0, (step - RECIPE["warmup_steps"]) / max(1, steps - RECIPE["warmup_steps"]))
-    return RECIPE["min_lr_ratio"] + (1 - RECIPE["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * progress))
+def anchor_schedule(steps: int):
+    """genlab's own learning-rate schedule (genlab.engine.lr_factor, cosine) for the anchor's loop."""
+    from genlab.config import TrainConfig
+    from genlab.engine import lr_factor
+
+    config = TrainConfig(max_steps=steps, lr=RECIPE["lr"], warmup_steps=RECIPE["warmup_steps"], schedule="cosine",
+                         min_lr_ratio=RECIPE["min_lr_ratio"])
+    return lambda step: lr_factor(step, config)
 
 
 def train_anchor(train_x: torch.Tensor, steps: int, batch_size: int, seed: int) -> dict[str, Any]:
@@ -99,11 +101,12 @@ def train_anchor(train_x: torch.Tensor, steps: int, batch_size: int, seed: int) 
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     opt = torch.optim.AdamW(unet.parameters(), lr=RECIPE["lr"], betas=RECIPE["betas"], weight_decay=0.0)
     loader = BatchLoader((train_x,), batch_size, seed=seed)
+    lr_factor = anchor_schedule(steps)
     done, start, losses = 0, time.perf_counter(), []
     while done < steps:
         for (images,) in loader:
             for group in opt.param_groups:
-                group["lr"] = RECIPE["lr"] * lr_factor(done, steps)
+                group["lr"] = RECIPE["lr"] * lr_factor(done)
             clean = images.float() / 127.5 - 1
             noise = torch.randn_like(clean)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),))
@@ -164,12 +167,6 @@ def train_genlab(data: str, run: Path, steps: int, batch_size: int, seed: int, t
     return {"model": loaded, "steps": steps, "train_seconds": seconds, "parameters": loaded.num_parameters()}
 
 
-def timing(trained: dict[str, Any], batch_size: int) -> dict[str, Any]:
-    return {"steps": trained["steps"], "batch_size": batch_size, "train_seconds": round(trained["train_seconds"], 1),
-            "train_images_per_s": round(trained["steps"] * batch_size / trained["train_seconds"], 1),
-            "parameters": trained["parameters"]}
-
-
 # -- speed ------------------------------------------------------------------------------------
 
 
@@ -206,7 +203,7 @@ def speed_part(data, channels: int, size: int, args) -> dict[str, Any]:
     start = time.perf_counter()
     anchor_samples(anchor, DDPMScheduler(num_train_timesteps=1000), args.speed_images, 50, 0, chunk=args.speed_images)
     result["anchor_sample_images_per_s"] = round(args.speed_images / (time.perf_counter() - start), 2)
-    result["genlab_parameters"] = model.net_parameters()
+    result["genlab_parameters"] = model.num_parameters()
     result["anchor_parameters"] = sum(p.numel() for p in anchor.parameters())
     result["train_ratio"] = round(result["genlab_train_images_per_s"] / result["anchor_train_images_per_s"], 2)
     result["sample_ratio"] = round(result["genlab_sample_images_per_s"] / result["anchor_sample_images_per_s"], 2)
@@ -235,10 +232,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true", help="genlab part: re-sample the trained run in WORK instead of training again")
     p.add_argument("--out", default="bench/results/diffusion.json")
     args = p.parse_args(argv)
-    args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-    unknown = sorted(set(args.parts) - set(PARTS))
-    if unknown:
-        p.error(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
+    args.parts = split_parts(p, args.parts, PARTS)
     return args
 
 

@@ -176,6 +176,15 @@ def timing(trained: dict[str, Any], batch_size: int) -> dict[str, Any]:
             "parameters": trained["parameters"]}
 
 
+def split_parts(parser: argparse.ArgumentParser, text: str, known: list[str]) -> list[str]:
+    """`--parts a,b` -> ["a", "b"]; an unknown part is a usage error naming the known ones."""
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(parts) - set(known))
+    if unknown:
+        parser.error(f"unknown parts {unknown}; choose from {', '.join(known)}")
+    return parts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
@@ -191,10 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all usable cores)")
     p.add_argument("--out", default="bench/results/gan.json")
     args = p.parse_args(argv)
-    args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
-    unknown = sorted(set(args.parts) - set(PARTS))
-    if unknown:
-        p.error(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
+    args.parts = split_parts(p, args.parts, PARTS)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     return args
 

@@ -38,11 +38,12 @@ def space_file(tmp_path):
 def trials_of(folder: Path, storage: str | None = None, name: str | None = None):
     import optuna
 
-    from genlab.tune.study import read_settings, storage_url
+    from genlab.tune.study import open_storage, read_settings, storage_url
 
-    settings = read_settings(folder)
+    settings = read_settings(folder)  # open_storage: the reader may race the worker creating the tables
+    url = storage or storage_url(settings, folder)
     return optuna.load_study(study_name=name or settings.study,
-                             storage=storage or storage_url(settings, folder)).get_trials(deepcopy=False)
+                             storage=open_storage(url, settings.heartbeat)).get_trials(deepcopy=False)
 
 
 def test_study_beats_default_and_trains_the_winner(tmp_path, space_file, capsys):

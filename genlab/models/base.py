@@ -112,9 +112,10 @@ class GenerativeModel(nn.Module):
 
     def resolve_labels(self, labels: Any, n: int) -> torch.Tensor | None:
         """Class indices from ints or class names (one for all n, or one each) for a model with
-        `config.condition == "class"`; None for an unconditional model. No labels: cycle through the classes."""
+        `config.condition` "class" (or "text", whose captions come from class names); None for an
+        unconditional model. No labels: cycle through the classes."""
         config = self.config
-        if getattr(config, "condition", "none") != "class":
+        if getattr(config, "condition", "none") not in ("class", "text"):
             if labels is not None:
                 raise ConfigError(f"this {self.family} model is unconditional and takes no labels", "drop --label")
             return None

@@ -30,6 +30,7 @@ from torch import nn
 from genlab.config import validate
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
+from genlab.models.gan import ema_decay, ema_update
 from genlab.models.samplers import SAMPLERS, NoiseSchedule, sample_loop
 from genlab.models.unet import UNet
 
@@ -121,23 +122,18 @@ class Diffusion(GenerativeModel):
         return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
                                    class_names=tuple(data.classes), text_dim=text_dim)
 
-    def net_parameters(self) -> int:
+    def num_parameters(self) -> int:
         """Parameters of the denoiser (the EMA copy and class table are not counted twice)."""
         return sum(p.numel() for p in self.net.parameters()) + (self.class_embed.weight.numel() if self.class_embed else 0)
-
-    def num_parameters(self) -> int:
-        return self.net_parameters()
 
     def callbacks(self, data, train) -> list[pl.Callback]:
         return [EMAUpdate()]
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        decay = min(self.config.ema_decay, (1 + self.global_step) / (10 + self.global_step))
-        pairs = [(self.net_ema, self.net)] + ([(self.class_embed_ema, self.class_embed)] if self.class_embed else [])
-        for ema, live in pairs:
-            for e, p in zip(ema.parameters(), live.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
+        decay = ema_decay(self.config.ema_decay, self.global_step)
+        ema_update(self.net_ema, self.net, decay)
+        if self.class_embed is not None:
+            ema_update(self.class_embed_ema, self.class_embed, decay)
 
     # -- conditions --------------------------------------------------------------------------
 
@@ -173,7 +169,12 @@ class Diffusion(GenerativeModel):
         emb = torch.stack([self._rng.choice(table[int(y)]) for y in labels]).to(labels.device)
         if c.text_noise > 0:
             emb = F.normalize(emb + c.text_noise * torch.randn_like(emb), dim=1)
-        return torch.where(drop[:, None], torch.zeros_like(emb), emb * c.text_dim**0.5)
+        return torch.where(drop[:, None], torch.zeros_like(emb), self._text_input(emb))
+
+    def _text_input(self, emb: torch.Tensor) -> torch.Tensor:
+        """Unit-length sentence embeddings scaled to unit variance per dimension: as small as they come out
+        of the encoder, the condition moved the network's output by 2% after an epoch."""
+        return emb * self.config.text_dim**0.5
 
     def _sampling_condition(self, n: int, labels: Any, prompt: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(condition, null condition) vectors for sampling with the EMA weights; (None, None) when unconditional."""
@@ -193,17 +194,14 @@ class Diffusion(GenerativeModel):
         if prompt is None:  # no prompt: the class captions, cycled or as asked by labels
             from genlab.models.text_encoder import class_prompt
 
-            with_classes = dataclasses.replace(c, condition="class")
-            labels = GenerativeModel.resolve_labels(_ConfigView(with_classes), labels, n)
+            labels = self.resolve_labels(labels, n)
             prompt = [class_prompt(c.class_names[int(i)]) for i in labels]
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
         if len(prompts) != n:
             raise ConfigError(f"{len(prompts)} prompts for {n} images", "give one prompt, or one per image")
         if any(not p.strip() for p in prompts):
             raise ConfigError("an empty prompt", "write what the image should show, e.g. --prompt 'a pair of ankle boots'")
-        # Unit-length sentence embeddings are scaled to unit variance per dimension: as small as they come
-        # out of the encoder, the condition moved the network's output by 2% after an epoch.
-        emb = self.encode_prompts(prompts).to(next(self.parameters()).device) * c.text_dim**0.5
+        emb = self._text_input(self.encode_prompts(prompts).to(next(self.parameters()).device))
         return emb, torch.zeros_like(emb)
 
     # -- training ----------------------------------------------------------------------------
@@ -359,14 +357,6 @@ class Diffusion(GenerativeModel):
 
             caption = "one row per prompt: " + ", ".join(repr(class_prompt(name)) for name in c.class_names)
         return [(self.sample(len(labels), labels=labels, generator=generator, sampler="dpm++", steps=20), 10, caption)]
-
-
-class _ConfigView:
-    """Lets `GenerativeModel.resolve_labels` read class names from a config other than the model's."""
-
-    def __init__(self, config):
-        self.config = config
-        self.family = "diffusion"
 
 
 class EMAUpdate(pl.Callback):

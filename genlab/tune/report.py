@@ -53,12 +53,17 @@ def history_figure(trials, objective: str, direction: str) -> bytes:
         best = min(best, y) if direction == "minimize" else max(best, y)
         line.append(best)
     ax.step(xs, line, where="post", color="#27ae60", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(objective)
-    ax.set_title("optimisation history", fontsize=10)
+    _decorate(ax, "trial", objective, "optimisation history")
+    return _png(fig)
+
+
+def _decorate(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """The axis labels, title, grid and legend every line plot of the report has."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
 
 
 def intermediate_figure(trials, metric: str) -> bytes | None:
@@ -74,11 +79,7 @@ def intermediate_figure(trials, metric: str) -> bytes | None:
                 alpha=0.8, marker="." if len(steps) < 20 else None, label=None)
     ax.plot([], [], color="#4a78b0", label="ran to the end")
     ax.plot([], [], color="#c0392b", label="pruned")
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.set_title("intermediate values the pruner saw", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _decorate(ax, "step", metric, "intermediate values the pruner saw")
     return _png(fig)
 
 
@@ -129,11 +130,8 @@ def pareto_figure(study, objectives: tuple[str, ...]) -> bytes:
         ax.scatter([t.values[0] for t in chosen], [t.values[1] for t in chosen], color=colour, label=label, zorder=3)
         for t in chosen:
             ax.annotate(str(t.number), (t.values[0], t.values[1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(f"{objectives[0]} ({OBJECTIVES[objectives[0]].direction})")
-    ax.set_ylabel(f"{objectives[1]} ({OBJECTIVES[objectives[1]].direction})")
-    ax.set_title("Pareto front", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    x, y = (f"{name} ({OBJECTIVES[name].direction})" for name in objectives[:2])
+    _decorate(ax, x, y, "Pareto front")
     return _png(fig)
 
 
@@ -190,11 +188,7 @@ def explain_win(study, objectives: tuple[str, ...], weights: dict[str, float], f
         fig, ax = plt.subplots(figsize=(6.5, 3.4))
         for label, xs, ys in curves:
             ax.plot(xs, ys, marker=".", label=label)
-        ax.set_xlabel("step")
-        ax.set_ylabel("val/loss")
-        ax.set_title("validation loss during training: default vs best", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _decorate(ax, "step", "val/loss", "validation loss during training: default vs best")
         png = _png(fig)
         (folder / "figures").mkdir(exist_ok=True)
         (folder / "figures" / "default_vs_best.png").write_bytes(png)

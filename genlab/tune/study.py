@@ -159,9 +159,10 @@ def open_storage(url: str, heartbeat: int):
                 return connect()
             except (OperationalError, IntegrityError, ProgrammingError) as error:
                 # Workers started together on a new database race to create its tables and types: the
-                # loser sees "already exists" (SQLite) or a duplicate key (PostgreSQL's catalogue) and,
-                # once the winner has finished, finds everything there.
-                if not any(s in str(error) for s in ("already exists", "duplicate key")) or attempt == 9:
+                # loser sees "already exists" or a failed UNIQUE constraint on the version row (SQLite), or a
+                # duplicate key (PostgreSQL's catalogue) and, once the winner has finished, finds it all there.
+                races = ("already exists", "UNIQUE constraint failed", "duplicate key")
+                if not any(s in str(error) for s in races) or attempt == 9:
                     raise
                 time.sleep(0.5 + 0.5 * attempt)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as error:
