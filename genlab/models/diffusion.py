@@ -100,6 +100,9 @@ class Diffusion(GenerativeModel):
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
         self.schedule = NoiseSchedule(c.schedule, c.timesteps, c.prediction)
         self.class_embed_ema = copy.deepcopy(self.class_embed).requires_grad_(False) if self.class_embed else None
+        if c.condition == "text":  # caption statistics that normalise the text input (set when training starts)
+            self.register_buffer("text_center", torch.zeros(c.text_dim))
+            self.register_buffer("text_scale", torch.tensor(c.text_dim**0.5))
         self.global_step = 0
         self._captions: list[list[torch.Tensor]] | None = None  # text models: caption embeddings per class
         self._rng = random.Random(0)
@@ -143,6 +146,9 @@ class Diffusion(GenerativeModel):
             from genlab.models.text_encoder import captions_for, encode
 
             self._captions = [list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names]
+            every = torch.stack([e for per_class in self._captions for e in per_class])
+            self.text_center.copy_(every.mean(0))
+            self.text_scale.fill_(1 / (every - every.mean(0)).pow(2).mean().sqrt())
         return self._captions
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -172,9 +178,11 @@ class Diffusion(GenerativeModel):
         return torch.where(drop[:, None], torch.zeros_like(emb), self._text_input(emb))
 
     def _text_input(self, emb: torch.Tensor) -> torch.Tensor:
-        """Unit-length sentence embeddings scaled to unit variance per dimension: as small as they come out
-        of the encoder, the condition moved the network's output by 2% after an epoch."""
-        return emb * self.config.text_dim**0.5
+        """Sentence embeddings centred on the training captions' mean and scaled to unit variance per
+        dimension. As they come out of the encoder they are tiny and share a large common part (class
+        centroids at cosine 0.54 to each other, -0.10 once centred): the condition then moved the
+        network's output by 2% after an epoch."""
+        return (emb - self.text_center) * self.text_scale
 
     def _sampling_condition(self, n: int, labels: Any, prompt: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(condition, null condition) vectors for sampling with the EMA weights; (None, None) when unconditional."""

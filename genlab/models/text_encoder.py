@@ -51,7 +51,9 @@ def load_encoder(name: str):
 
 
 def encoder_dim(name: str) -> int:
-    return load_encoder(name).get_sentence_embedding_dimension()
+    encoder = load_encoder(name)
+    dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+    return dim()
 
 
 @torch.no_grad()
@@ -66,18 +68,19 @@ def encode(name: str, prompts: list[str]) -> torch.Tensor:
 
 # -- captions ---------------------------------------------------------------------------------
 
-# Natural noun phrases for class names that are not one (Fashion-MNIST's "T-shirt/top", "Trouser").
+# Fashion-MNIST's classes as the noun phrases a person captions them with: the name and a few kinds
+# and synonyms, so the model learns the class from varied words rather than one fixed phrase.
 NOUNS = {
-    "T-shirt/top": ["t-shirt", "top", "tee shirt"],
-    "Trouser": ["pair of trousers", "pair of pants", "trousers"],
-    "Pullover": ["pullover", "sweater"],
-    "Dress": ["dress"],
-    "Coat": ["coat", "jacket"],
-    "Sandal": ["sandal", "pair of sandals"],
-    "Shirt": ["shirt", "blouse"],
-    "Sneaker": ["sneaker", "trainer"],
-    "Bag": ["bag", "purse"],
-    "Ankle boot": ["ankle boot", "pair of ankle boots"],
+    "T-shirt/top": ["t-shirt", "top", "tee shirt", "casual t-shirt", "plain cotton t-shirt", "crew-neck top"],
+    "Trouser": ["pair of trousers", "pair of pants", "trousers", "pair of slacks", "pair of long pants", "pair of chinos"],
+    "Pullover": ["pullover", "sweater", "sweatshirt", "wool sweater", "crewneck sweater", "hooded sweatshirt"],
+    "Dress": ["dress", "long dress", "cocktail dress", "sleeveless dress", "frock", "party dress"],
+    "Coat": ["coat", "jacket", "parka", "raincoat", "trench coat", "zip-up jacket"],
+    "Sandal": ["sandal", "pair of sandals", "flip-flop", "high-heeled sandal", "flat sandal", "slide sandal"],
+    "Shirt": ["shirt", "blouse", "dress shirt", "flannel shirt", "work shirt", "formal shirt"],
+    "Sneaker": ["sneaker", "trainer", "pair of sneakers", "pair of trainers", "canvas sneaker", "tennis sneaker"],
+    "Bag": ["bag", "purse", "tote bag", "shoulder bag", "clutch", "satchel"],
+    "Ankle boot": ["ankle boot", "pair of ankle boots", "chelsea boot", "heeled boot", "bootie", "short boot"],
 }
 TEMPLATES = [
     "{a} {noun}", "a photo of {a} {noun}", "a picture of {a} {noun}", "an image of {a} {noun}",
