@@ -262,7 +262,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--epochs", type=float, default=3, help="training epochs of both models (default 3)")
-    p.add_argument("--text-epochs", type=float, default=2, help="training epochs of the text-conditioned model")
+    p.add_argument("--text-epochs", type=float, default=3, help="training epochs of the text-conditioned model")
     p.add_argument("--steps", type=int, default=None, help="training steps instead of --epochs (smoke tests)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-samples", type=int, default=2000, help="DDIM-50 samples per model (default 2000)")

@@ -68,7 +68,7 @@ class Attention(nn.Module):
         if self.qk_norm:  # normalising q and k bounds the attention logits, which allows a higher LR
             qk = F.layer_norm(qk, (self.head_dim,))
         if cos is not None:
-            qk = apply_rope(qk, cos[:, None, None], sin[:, None, None])  # tables (T, 1, 1, hs/2): over q/k and heads
+            qk = apply_rope(qk, cos, sin)  # tables (T, 1, 1, hs/2): over q/k and heads
         q, k = qk.transpose(1, 3).unbind(2)  # each (B, nh, T, hs)
         v = v.transpose(1, 2)
         causal = T > 1
@@ -104,8 +104,12 @@ class Block(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x, cos, sin, cache=None, layer=0):
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, layer))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        if self.training and self.drop.p > 0:
+            x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, layer))
+            return x + self.drop(self.mlp(self.norm2(x)))
+        # Without dropout: no call at all (one-token decoding is bound by per-operation overhead).
+        x = x + self.attn(self.norm1(x), cos, sin, cache, layer)
+        return x + self.mlp(self.norm2(x))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +165,9 @@ class GPT(LanguageModel):
         self.head = nn.Linear(c.n_embd, max(c.vocab_size, 1), bias=False)
         if c.tie_weights:
             self.head.weight = self.wte.weight
-        cos, sin = rope_tables(c.block_size, c.n_embd // c.n_head)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        cos, sin = rope_tables(c.block_size, c.n_embd // c.n_head)  # shaped (T, 1, 1, hs/2) for (B, T, 2, nh, hs)
+        self.register_buffer("cos", cos[:, None, None], persistent=False)
+        self.register_buffer("sin", sin[:, None, None], persistent=False)
         self.apply(self._init)
         for block in self.blocks:  # residual branches start as the identity (modded-nanoGPT)
             nn.init.zeros_(block.attn.proj.weight)
@@ -190,7 +194,8 @@ class GPT(LanguageModel):
             cos = sin = None
         else:
             cos, sin = self.cos[start : start + T], self.sin[start : start + T]
-        x = self.drop(x)
+        if self.training and self.drop.p > 0:
+            x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, cache, i)
         if cache is not None:
