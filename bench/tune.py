@@ -171,8 +171,14 @@ def main() -> None:
                 result[key][name] = out[key]
             result["bars"][name] = out["bar"]
             print(json.dumps({name: out}, indent=1), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    out = Path(args.out)
+    if out.exists() and set(parts) != {"gpt", "workers"}:  # a part re-run: keep the other part's figures
+        previous = json.loads(out.read_text())
+        for key in ("genlab", "anchor", "budget", "bars"):
+            result[key] = {**previous.get(key, {}), **result[key]}
+        result["commands"] = {**previous.get("commands", {}), **{p: result["command"] for p in parts}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 
 

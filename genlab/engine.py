@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import yaml
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
@@ -109,10 +110,21 @@ class GenlabModule(pl.LightningModule):
             no_decay = [p for p in self.model.parameters() if p.ndim < 2]
             groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
             optimizers = [torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)]
-        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: lr_factor(step, t)) for o in optimizers]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: lr_factor(step, t, self._time_fraction()))
+                      for o in optimizers]
         if self.model.manual_optimization:
             return optimizers, schedulers
         return {"optimizer": optimizers[0], "lr_scheduler": {"scheduler": schedulers[0], "interval": "step"}}
+
+    def _time_fraction(self) -> float:
+        """The share of --max-time spent training (0 without one), from Lightning's Timer (restored on resume)."""
+        trainer = getattr(self, "_trainer", None)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None) if trainer is not None else None
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is None:
+            return 0.0
+        elapsed = timer.time_elapsed("train")
+        return min(1.0, elapsed / max(elapsed + remaining, 1e-9))
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["genlab"] = {"batches_seen": self.batches_seen, "family": self.model.family}
@@ -121,13 +133,15 @@ class GenlabModule(pl.LightningModule):
         self.batches_seen = int(checkpoint.get("genlab", {}).get("batches_seen", 0))
 
 
-def lr_factor(step: int, t: TrainConfig) -> float:
-    """Linear warm-up, then constant or cosine decay to `min_lr_ratio` at `max_steps`."""
+def lr_factor(step: int, t: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then constant or cosine decay to `min_lr_ratio` at `max_steps`, or at --max-time
+    when that comes first: `time_fraction` is the share of the time budget spent, and the decay follows
+    whichever budget runs out sooner (a 90-second tuning trial of a 3,000-step config still anneals)."""
     if step < t.warmup_steps:
         return (step + 1) / t.warmup_steps
     if t.schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    progress = min(1.0, max((step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps), time_fraction))
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

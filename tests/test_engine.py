@@ -126,3 +126,24 @@ def test_device_options_reach_lightning(tmp_path):
     assert trainer.precision == "bf16-mixed" and trainer.num_devices == 1
     assert trainer.max_steps == config.max_steps
     assert trainer.fit_loop.max_steps == 3000
+
+
+def test_cosine_schedule_anneals_within_max_time(tmp_path, tiny_vae, tiny_train):
+    """A wall-clock budget far shorter than max_steps still takes the learning rate down to its floor."""
+    import lightning.pytorch as pl
+
+    class RecordLR(pl.Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_train_batch_end(self, trainer, *args):
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    record = RecordLR()
+    train_config = from_dict(TrainConfig, {**tiny_train, "max_steps": 10**6, "max_time": "4s", "lr": 1e-3, "schedule": "cosine",
+                                           "warmup_steps": 0, "ckpt_every": 10**6, "val_every": 10**6})
+    train("vae", "digits", from_dict(VAEConfig, tiny_vae), train_config, tmp_path / "run", callbacks=[record])
+    assert 20 < len(record.lrs) < 10**6, "stopped by the time budget"
+    assert record.lrs[0] > 0.95e-3 and record.lrs[len(record.lrs) // 2] < 0.9e-3
+    assert record.lrs[-1] < 0.25e-3, f"annealed to about min_lr_ratio x lr by the deadline, got {record.lrs[-1]:.2e}"
+    assert all(a >= b for a, b in zip(record.lrs, record.lrs[1:])), "monotone decay"

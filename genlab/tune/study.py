@@ -318,7 +318,7 @@ def load_study(folder: str | Path, settings: StudySettings | None = None, create
     from genlab.models import get_family
 
     seeded = settings.storage is None  # parallel workers must not draw the same points from one seed
-    sampler = optuna.samplers.TPESampler(seed=settings.seed if seeded else None, n_startup_trials=5)
+    sampler = optuna.samplers.TPESampler(seed=settings.seed if seeded else None, n_startup_trials=5, multivariate=True)
     try:
         if create:
             study = optuna.create_study(storage=storage, study_name=settings.study, directions=directions,
