@@ -78,7 +78,7 @@ def gpt_part(args) -> dict:
     if args.quick:
         command += ["--model.n-layer", "2", "--model.n-embd", "64", "--space", str(WORK / "quick_space.yaml")]
         (WORK / "quick_space.yaml").write_text(yaml.safe_dump(
-            {"model.n_layer": None, "model.n_embd": None, "model.dropout": None, "train.batch_size": None}))
+            {"model.n_layer": None, "model.n_embd": None, "train.batch_size": None}))
     print("gpt study:", "genlab " + shlex.join(command), flush=True)
     start = time.time()
     wait_all([genlab_cli(command, WORK / "gpt-study.log")], [WORK / "gpt-study.log"])

@@ -144,14 +144,15 @@ class GPT(LanguageModel):
     family = "gpt"
     Config = GPTConfig
     train_defaults = {**LanguageModel.train_defaults, "lr": 3e-3, "warmup_steps": 100, "betas": (0.9, 0.95)}
-    # At a fixed wall-clock the trade is size against steps: width, depth and batch decide how far training gets.
-    search_space = {"train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+    # At a fixed wall-clock the trade is size against steps: the learning rates, warm-up, batch, depth
+    # and width decide how far training gets. Ranges are centred on the defaults; dropout is left out
+    # (short budgets underfit; add it with --space for long runs).
+    search_space = {"train.lr": {"low": 1.5e-3, "high": 6e-3, "log": True},
                     "train.batch_size": {"choices": [16, 32, 64]},
-                    "train.warmup_steps": {"low": 0, "high": 300, "step": 50},
-                    "model.n_layer": {"low": 2, "high": 6},
-                    "model.n_embd": {"choices": [64, 128, 192, 256]},
-                    "model.muon_lr_ratio": {"low": 3.0, "high": 30.0, "log": True},
-                    "model.dropout": {"low": 0.0, "high": 0.1}}  # short budgets underfit: little to regularise
+                    "train.warmup_steps": {"low": 0, "high": 150, "step": 25},
+                    "model.n_layer": {"low": 3, "high": 5},
+                    "model.n_embd": {"choices": [96, 128, 192]},
+                    "model.muon_lr_ratio": {"low": 5.0, "high": 20.0, "log": True}}
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
