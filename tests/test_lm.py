@@ -251,3 +251,18 @@ def test_finetune_lora_merged_and_refuses_unencodable_text(gpt_run, tmp_path, ca
     err = capsys.readouterr().err
     assert "cannot encode" in err and "'Z'" in err and "--unknown drop" in err
     assert not (tmp_path / "no" / "checkpoints").exists()
+
+
+def test_rope_rotates_half_split_pairs_and_keeps_only_relative_positions():
+    from genlab.models.gpt import apply_rope, rope_tables
+
+    length, head = 12, 8
+    cos, sin = rope_tables(length, head)
+    angles = torch.arange(length).float()[:, None] * 10_000 ** (-torch.arange(0, head, 2).float() / head)
+    x = torch.randn(length, head)
+    x1, x2 = x.chunk(2, dim=-1)
+    written_out = torch.cat([x1 * angles.cos() - x2 * angles.sin(), x1 * angles.sin() + x2 * angles.cos()], dim=-1)
+    assert torch.allclose(apply_rope(x, cos, sin), written_out, atol=1e-6)
+    q, k = torch.randn(head), torch.randn(head)
+    score = lambda i, j: float(apply_rope(q, cos[i], sin[i]) @ apply_rope(k, cos[j], sin[j]))  # noqa: E731
+    assert abs(score(5, 2) - score(9, 6)) < 1e-4 and abs(score(5, 2) - score(5, 3)) > 1e-3

@@ -28,17 +28,17 @@ from genlab.models.lm import LanguageModel, TextConfig
 
 
 def rope_tables(length: int, head_dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of position * frequency, each (length, head_dim // 2) (RoFormer eq. 34)."""
+    """Per position, cos and signed sin of position * frequency, each (length, head_dim), laid out for
+    `apply_rope` (RoFormer eq. 34, GPT-NeoX's half-split pairs): cos(a), cos(a) and -sin(a), sin(a)."""
     freqs = base ** (-torch.arange(0, head_dim, 2).float() / head_dim)
     angles = torch.arange(length).float()[:, None] * freqs[None]
-    return angles.cos(), angles.sin()
+    return angles.cos().repeat(1, 2), torch.cat([-angles.sin(), angles.sin()], dim=1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the pairs (x_i, x_{i+hs/2}) of the last dim by position-dependent angles (GPT-NeoX layout);
-    cos and sin broadcast against x's leading dims and have hs/2 entries last."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    """Rotate the pairs (x_i, x_{i+hs/2}) of the last dim by position-dependent angles: x * cos plus the
+    halves swapped times the signed sin (three kernels); the tables broadcast against x's leading dims."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
 class KVCache:
@@ -68,7 +68,7 @@ class Attention(nn.Module):
         if self.qk_norm:  # normalising q and k bounds the attention logits, which allows a higher LR
             qk = F.layer_norm(qk, (self.head_dim,))
         if cos is not None:
-            qk = apply_rope(qk, cos, sin)  # tables (T, 1, 1, hs/2): over q/k and heads
+            qk = apply_rope(qk, cos, sin)  # tables (T, 1, 1, hs): over q/k and heads
         q, k = qk.transpose(1, 3).unbind(2)  # each (B, nh, T, hs)
         v = v.transpose(1, 2)
         causal = T > 1
@@ -166,7 +166,7 @@ class GPT(LanguageModel):
         self.head = nn.Linear(c.n_embd, max(c.vocab_size, 1), bias=False)
         if c.tie_weights:
             self.head.weight = self.wte.weight
-        cos, sin = rope_tables(c.block_size, c.n_embd // c.n_head)  # shaped (T, 1, 1, hs/2) for (B, T, 2, nh, hs)
+        cos, sin = rope_tables(c.block_size, c.n_embd // c.n_head)  # shaped (T, 1, 1, hs) for (B, T, 2, nh, hs)
         self.register_buffer("cos", cos[:, None, None], persistent=False)
         self.register_buffer("sin", sin[:, None, None], persistent=False)
         self.apply(self._init)
