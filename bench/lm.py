@@ -149,7 +149,7 @@ def fortunes_text(folder: str = "/usr/share/games/fortunes") -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def finetune_part(gpt_run: Path, data, seconds: float, work: Path) -> dict:
+def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | None = None) -> dict:
     from genlab.finetune import finetune
 
     base = genlab.load(gpt_run / "model")
@@ -167,7 +167,7 @@ def finetune_part(gpt_run: Path, data, seconds: float, work: Path) -> dict:
         steps = max(20, int((seconds - 8) / (per_step * 1.05)))
         started = time.time()
         report = finetune(str(gpt_run), str(target_path), method=method, out=str(work / f"ft-{method}"), max_steps=steps,
-                          max_time=f"{seconds + 30}s", progress=False)
+                          max_time=f"{seconds + 30}s", progress=False, lr=lr if method == "full" else None)
         results[method] = {**report, "train_seconds": time.time() - started, "max_steps": steps}
     scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch")
     results["scratch"] = {"target_loss": scratch["val_loss"], "train_seconds": scratch["train_seconds"],
@@ -181,6 +181,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="seconds; default the anchor's measured time")
     parser.add_argument("--anchor-iters", type=int, default=2000)
     parser.add_argument("--finetune-seconds", type=float, default=180)
+    parser.add_argument("--finetune-lr", type=float, default=None, help="full fine-tuning's peak LR (default genlab's)")
     parser.add_argument("--long-minutes", type=float, default=20)
     parser.add_argument("--long-model", default='{"n_layer": 6, "n_head": 6, "n_embd": 192, "block_size": 256}',
                         help="JSON GPT config of the long run (a larger model pays off over 20 minutes)")
@@ -227,7 +228,8 @@ def main() -> None:
             print(f"generate: {speed['tokens_per_s']:.0f} tokens/s", flush=True)
         if "finetune" in parts:
             print(f"fine-tuning on fortunes, {args.finetune_seconds:.0f} s each ...", flush=True)
-            result["genlab"]["finetune"] = finetune_part(work / "gpt", data, args.finetune_seconds, work)
+            result["genlab"]["finetune"] = finetune_part(work / "gpt", data, args.finetune_seconds, work,
+                                                         args.finetune_lr)
         if "long" in parts:
             print(f"genlab gpt for {args.long_minutes:.0f} minutes ...", flush=True)
             result["genlab"]["gpt_long"] = train_for("gpt", "tiny-shakespeare", data, args.long_minutes * 60,
