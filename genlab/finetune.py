@@ -121,7 +121,8 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
         out: the new run folder (default RUN-ft-METHOD).
         max_steps: optimiser steps (the cosine schedule decays over them).
         max_time: an optional wall-clock budget such as 3m.
-        lr: peak learning rate (default 1e-3 for full, a third of pre-training's; 3e-3 for lora).
+        lr: peak learning rate (default: pre-training's for full, which beat a third of it on a 1 M-character
+            target in bench/results/lm_finetune.json; 3e-3 for lora).
         batch_size: windows per batch (default the family's).
         warmup_steps: linear warm-up steps.
         unknown: what to do with characters the base tokenizer cannot encode: `error`, or `drop` them.
@@ -157,8 +158,9 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     config = base.config
     if method == "lora":
         config = dataclasses.replace(config, lora_rank=rank, lora_alpha=alpha)
+    pretraining_lr = type(base).train_defaults.get("lr", 1e-3)
     options = {**type(base).train_defaults, "max_steps": max_steps, "max_time": max_time,
-               "lr": lr or (3e-3 if method == "lora" else 1e-3), "warmup_steps": warmup_steps, "seed": seed,
+               "lr": lr or (3e-3 if method == "lora" else pretraining_lr), "warmup_steps": warmup_steps, "seed": seed,
                "threads": threads, "progress": progress, "val_every": max(1, min(max_steps, 250)),
                "sample_every": 10**9}
     if batch_size:
