@@ -210,6 +210,12 @@ def speed_part(data, channels: int, size: int, args) -> dict[str, Any]:
     return result
 
 
+def previous_timing(part_file: Path) -> dict[str, Any]:
+    """The training figures (`timing`'s keys) of an earlier run of a part, for --reuse."""
+    section = json.loads(part_file.read_text())
+    return {k: section[k] for k in ("steps", "batch_size", "train_seconds", "train_images_per_s", "parameters")}
+
+
 def shared_words(prompts: list[str], class_names: list[str]) -> dict[str, list[str]]:
     """Per paraphrase, the content words that some training caption also uses: the honesty check on
     "words never seen in training"."""
@@ -228,8 +234,7 @@ def text_part(args, data, work: Path, n_train: int, threads: int) -> dict[str, A
     previous = work / "text.json"
     if args.reuse and (run / "model").exists() and previous.exists():
         model = genlab.load(run / "model")
-        section = {k: v for k, v in json.loads(previous.read_text()).items()
-                   if k in ("steps", "batch_size", "train_seconds", "train_images_per_s", "parameters")}
+        section = previous_timing(previous)
     else:
         text_steps = args.steps or int(args.text_epochs * (n_train // args.batch_size))
         trained = train_genlab(args.data, run, text_steps, args.batch_size, 0, threads, {"condition": "text"})
@@ -311,9 +316,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if "genlab" in args.parts:
         previous = work / "genlab.json"
         if args.reuse and (work / "dm" / "model").exists() and previous.exists():  # re-sample a trained run
-            section = json.loads(previous.read_text())
             trained = {"model": genlab.load(work / "dm" / "model")}
-            section = {k: section[k] for k in ("steps", "batch_size", "train_seconds", "train_images_per_s", "parameters")}
+            section = previous_timing(previous)
         else:
             print(f"[genlab] training genlab diffusion for {steps} steps at batch {args.batch_size}", flush=True)
             trained = train_genlab(args.data, work / "dm", steps, args.batch_size, 0, threads)

@@ -148,7 +148,7 @@ class Diffusion(GenerativeModel):
             self._captions = [list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names]
             every = torch.stack([e for per_class in self._captions for e in per_class])
             self.text_center.copy_(every.mean(0))
-            self.text_scale.fill_(1 / (every - every.mean(0)).pow(2).mean().sqrt())
+            self.text_scale.fill_(1 / (every - self.text_center).pow(2).mean().sqrt())
         return self._captions
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:

@@ -41,6 +41,12 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
+def dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
+    """`module(x)` when it would drop anything; otherwise x, without a call (one-token decoding is bound
+    by per-operation overhead)."""
+    return module(x) if module.training and module.p > 0 else x
+
+
 class KVCache:
     """Each layer's keys and values for one batch of sequences, preallocated to the context length."""
 
@@ -104,12 +110,8 @@ class Block(nn.Module):
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x, cos, sin, cache=None, layer=0):
-        if self.training and self.drop.p > 0:
-            x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache, layer))
-            return x + self.drop(self.mlp(self.norm2(x)))
-        # Without dropout: no call at all (one-token decoding is bound by per-operation overhead).
-        x = x + self.attn(self.norm1(x), cos, sin, cache, layer)
-        return x + self.mlp(self.norm2(x))
+        x = x + dropout(self.drop, self.attn(self.norm1(x), cos, sin, cache, layer))
+        return x + dropout(self.drop, self.mlp(self.norm2(x)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +197,7 @@ class GPT(LanguageModel):
             cos = sin = None
         else:
             cos, sin = self.cos[start : start + T], self.sin[start : start + T]
-        if self.training and self.drop.p > 0:
-            x = self.drop(x)
+        x = dropout(self.drop, x)
         for i, block in enumerate(self.blocks):
             x = block(x, cos, sin, cache, i)
         if cache is not None:
