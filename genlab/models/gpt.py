@@ -5,7 +5,9 @@ residual; LayerNorm without bias rather than RMSNorm: its fused CPU kernel is 5-
 learned ones, a final norm, and the output head tied to the token embedding (Press &
 Wolf 2017). Attention goes through the fused `scaled_dot_product_attention`. For
 generation a KV cache holds each layer's keys and values, so a new token costs one
-token's worth of compute; `genlab.generation` slides the window when the context fills.
+token's worth of compute; `genlab.generation` slides the window when the context fills. At that
+size a step is bound by per-operation overhead rather than arithmetic, so `GPT.decode` writes the
+one-token step with few, 2-D operations (see there).
 
 Training follows the recent small-model speedruns where they measurably help on a CPU:
 Muon for the hidden matrices and AdamW for embeddings and gains (`genlab.optim`),
@@ -54,7 +56,23 @@ class KVCache:
         shape = (batch, n_head, length, head_dim)
         self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        # the same memory as (batch x heads, length, head_dim), for batched products in one-token decoding
+        self.k3 = [k.view(batch * n_head, length, head_dim) for k in self.k]
+        self.v3 = [v.view(batch * n_head, length, head_dim) for v in self.v]
         self.pos = 0  # tokens held
+        self.weights: DecodeWeights | None = None  # the one-token path's weight snapshot (GPT.new_cache)
+
+
+@dataclasses.dataclass
+class DecodeWeights:
+    """A GPT's matrices for one-token decoding, transposed to (in, out) and contiguous: a one-row product
+    against that layout (BLAS's gemv) runs about twice as fast as against nn.Linear's (out, in).
+    LoRA adapters are merged in. A snapshot for one generation: `GPT.new_cache` takes it."""
+
+    blocks: list[tuple[torch.Tensor, ...]]  # per block: norm1, qkv, proj, norm2, fc, mlp proj
+    norm: torch.Tensor
+    head: torch.Tensor
+    qk_maps: torch.Tensor  # (block_size, 2, hs, hs): per position, RoPE as a matrix, times SDPA's scale for q
 
 
 class Attention(nn.Module):
@@ -210,14 +228,84 @@ class GPT(LanguageModel):
 
     def new_cache(self, batch: int = 1) -> KVCache:
         c, weight = self.config, self.wte.weight
-        return KVCache(c.n_layer, batch, c.n_head, c.block_size, c.n_embd // c.n_head, weight.device, weight.dtype)
+        cache = KVCache(c.n_layer, batch, c.n_head, c.block_size, c.n_embd // c.n_head, weight.device, weight.dtype)
+        cache.weights = self._decode_weights()
+        return cache
+
+    @torch.no_grad()
+    def _decode_weights(self) -> DecodeWeights:
+        """The snapshot for `decode`, rebuilt only when a parameter changed (in-place updates bump a
+        tensor's version; new parameter objects change the ids): a sliding window re-prefills every
+        half context, and re-transposing each time cost ~5% of generation."""
+        stamp = tuple((id(p), p._version) for p in self.parameters())
+        held = getattr(self, "_decode_snapshot", None)
+        if held is not None and held[0] == stamp and held[1].head.device == self.wte.weight.device:
+            return held[1]
+
+        def t(linear: nn.Linear) -> torch.Tensor:
+            weight = linear.merged_weight() if hasattr(linear, "merged_weight") else linear.weight
+            return weight.detach().t().contiguous()
+
+        blocks = [(b.norm1.weight, t(b.attn.qkv), t(b.attn.proj), b.norm2.weight, t(b.mlp.fc), t(b.mlp.proj))
+                  for b in self.blocks]
+        weights = DecodeWeights(blocks, self.norm.weight, t(self.head), self._position_maps())
+        self._decode_snapshot = (stamp, weights)
+        return weights
+
+    def _position_maps(self) -> torch.Tensor:
+        """RoPE at each position as one (hs, hs) matrix, R[j, j] = cos_j and R[(j + hs/2) % hs, j] =
+        signed sin_j (so x @ R == apply_rope(x)); q's also carries 1/sqrt(hs). One small product then
+        rotates and scales q and k of a token; learned positions need the scale only."""
+        c = self.config
+        hs = c.n_embd // c.n_head
+        eye = torch.eye(hs, device=self.cos.device)
+        if self.wpe is None:
+            cos, sin = self.cos[:, 0, 0], self.sin[:, 0, 0]  # (T, hs)
+            maps = torch.diag_embed(cos) + eye.roll(hs // 2, dims=0) * sin[:, None, :]
+        else:
+            maps = eye.expand(c.block_size, hs, hs)
+        return torch.stack([maps * hs**-0.5, maps], dim=1).contiguous()
+
+    def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """(B,) ids continuing the cached tokens -> (B, V) next-token logits. The same computation as
+        `forward(tokens[:, None], cache)`, written for one position, where per-operation cost is most
+        of a step: 2-D products against the cache's transposed weights, RoPE and q's scale as one small
+        product, single-query attention as two, and torch's built-ins and tensor methods rather than
+        the functional wrappers and slice syntax (each a few microseconds of Python)."""
+        c, pos, w = self.config, cache.pos, cache.weights
+        if pos >= c.block_size:
+            raise ValueError(f"{pos + 1} tokens exceed the context of {c.block_size}")
+        B, C, nh, hs = len(tokens), c.n_embd, c.n_head, c.n_embd // c.n_head
+        x = torch.embedding(self.wte.weight, tokens)  # (B, C)
+        if self.wpe is not None:
+            x = x + self.wpe.weight[pos]
+        qk_map, length = w.qk_maps[pos], pos + 1  # (2, hs, hs)
+        relu2 = c.activation == "relu2"
+        for k, v, k3, v3, (norm1, qkv_w, proj_w, norm2, fc_w, out_w) in zip(cache.k, cache.v, cache.k3, cache.v3,
+                                                                             w.blocks, strict=True):
+            qkv = torch.mm(torch.layer_norm(x, (C,), norm1), qkv_w).view(B, 3, nh, hs)
+            qk = qkv.narrow(1, 0, 2)
+            if c.qk_norm:
+                qk = torch.layer_norm(qk, (hs,))
+            qk = torch.bmm(qk.view(2, nh, hs), qk_map) if B == 1 else torch.matmul(qk, qk_map)
+            qk = qk.view(B, 2, nh, hs)  # RoPE'd, and q scaled
+            k.select(2, pos).copy_(qk.select(1, 1))
+            v.select(2, pos).copy_(qkv.select(1, 2))
+            scores = torch.bmm(k3.narrow(1, 0, length), qk.select(1, 0).reshape(B * nh, hs, 1))  # (B nh, L, 1)
+            y = torch.bmm(scores.softmax(1).transpose(1, 2), v3.narrow(1, 0, length))  # (B nh, 1, hs)
+            x = torch.addmm(x, y.view(B, C), proj_w)  # x + y W
+            h = torch.mm(torch.layer_norm(x, (C,), norm2), fc_w)
+            h = torch.relu(h).square() if relu2 else F.gelu(h, approximate="tanh")
+            x = torch.addmm(x, h, out_w)
+        cache.pos = length
+        return torch.mm(torch.layer_norm(x, (C,), w.norm), w.head)
 
     def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
         cache = self.new_cache(len(ids))
         return self(ids, cache)[0, -1], cache
 
     def step(self, token: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
-        return self(torch.tensor([[token]], device=self.wte.weight.device), cache)[0, -1], cache
+        return self.decode(torch.tensor([token], device=self.wte.weight.device), cache)[0], cache
 
     def optimizers(self, train) -> list[torch.optim.Optimizer]:
         """Muon for the blocks' matrices, AdamW (decoupled weight decay) for embeddings, head and gains;
