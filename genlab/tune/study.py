@@ -385,11 +385,13 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
     from genlab.persist import load
 
     cls = get_family(settings.family)
+    space = build_space(cls.Config, settings.space)
+    model_over, train_over = suggest(trial, space)
+    # The worker is named only once the trial's parameters are drawn: a trial that --resume retries
+    # for a dead worker always has parameters to retry with.
     trial.set_user_attr("worker", _worker())
     run = folder / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("run", f"trials/{trial.number:04d}")  # relative: the study folder may move
-    space = build_space(cls.Config, settings.space)
-    model_over, train_over = suggest(trial, space)
     options = {**cls.train_defaults, **settings.train, **train_over, "progress": False}
     budgets = [t for t in (parse_duration(options.get("max_time")), parse_duration(settings.trial_budget)) if t]
     seconds = min([b.total_seconds() for b in budgets] + ([deadline - time.time()] if deadline else []), default=None)
