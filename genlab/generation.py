@@ -34,10 +34,15 @@ from genlab.errors import ConfigError
 MAX_NEW_TOKENS = 100_000  # a hard bound, so that no request runs unbounded
 
 
+# Below this many FLOPs (~2 x parameters x tokens) a forward pass runs on one thread: its operations
+# are microseconds each, and waking and joining a second thread costs more than it saves (far more on
+# a busy machine, where a 32-token re-prefill at 2 threads took 10x its one-thread time).
+ONE_THREAD_FLOPS = 2e8
+
+
 @contextlib.contextmanager
 def threads(n: int):
-    """Run a block with n torch threads. A one-token step of a small model is microseconds of work per
-    operation: waking and joining a second thread costs more than it saves, and far more on a busy machine."""
+    """Run a block with n torch threads (see ONE_THREAD_FLOPS)."""
     before = torch.get_num_threads()
     if n != before:
         torch.set_num_threads(n)
@@ -146,7 +151,15 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
     def window() -> torch.Tensor:
         return torch.tensor([ids[start:]], device=device)
 
-    logits, state = model.prefill(window())
+    flops_per_token = 2 * model.num_parameters()
+    many = torch.get_num_threads()
+
+    def prefill() -> tuple[torch.Tensor, Any]:
+        with threads(1 if flops_per_token * (len(ids) - start) < ONE_THREAD_FLOPS else many):
+            return model.prefill(window())
+
+    step_threads = 1 if flops_per_token < ONE_THREAD_FLOPS else many
+    logits, state = prefill()
     for _ in range(max_new_tokens):
         logits = logits.index_fill(0, banned, float("-inf")) if len(banned) else logits
         token = next_token(logits, temperature, top_k, top_p, repetition_penalty, seen, generator)
@@ -156,12 +169,12 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
             seen[token] = True
         if context and len(ids) - start > context:
             start = len(ids) - keep  # slide the window: a fresh prefill over the last `keep` tokens
-            logits, state = model.prefill(window())
+            logits, state = prefill()
         elif use_cache:
-            with threads(1):
+            with threads(step_threads):
                 logits, state = model.step(token, state)
         else:
-            logits, state = model.prefill(window())
+            logits, state = prefill()
 
 
 def generate(model: Any, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0,
