@@ -74,7 +74,8 @@ def reference(data: str, retrain: bool = False) -> None:
 
 def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label: str | None = None,
            temperature: float = 1.0, nrow: int | None = None, prompt: str | None = None, guidance: float | None = None,
-           sampler: str | None = None, steps: int | None = None, eta: float | None = None) -> None:
+           sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+           prompt_prior: float | None = None) -> None:
     """Draw n samples from a trained image model and save them as one PNG grid.
 
     Args:
@@ -90,6 +91,8 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
         sampler: diffusion: ddpm, ddim or dpm++ (default ddim).
         steps: diffusion: network evaluations (default 50; 10-25 are enough for dpm++).
         eta: diffusion, ddim: 0 is deterministic, 1 as noisy as DDPM.
+        prompt_prior: diffusion with --prompt: temperature of the mapping of the prompt onto the
+            training captions (default the model's, 0.05; 0 conditions on the raw prompt embedding).
     """
     model, _ = _load_run(run)
     if model.data_kind == "text":
@@ -100,7 +103,7 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
     if not hasattr(model, "sample"):
         raise ConfigError(f"a {model.family} model does not sample images", "use genlab generate for language models")
     options = {k: v for k, v in {"prompt": prompt, "guidance": guidance, "sampler": sampler, "steps": steps,
-                                 "eta": eta}.items() if v is not None}
+                                 "eta": eta, "prompt_prior": prompt_prior}.items() if v is not None}
     if options and model.family != "diffusion":
         raise ConfigError(f"--{', --'.join(options)} apply to diffusion models, not {model.family}", "drop them")
     if model.family == "diffusion":

@@ -55,6 +55,10 @@ class DiffusionConfig:
     text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"  # frozen; its name is all the model folder keeps
     text_dim: int = 384  # the encoder's embedding size (checked against the encoder when it loads)
     text_noise: float = 0.005  # per-dimension std of noise on caption embeddings in training (norm ~0.1 for 384-d)
+    # Prompts are mapped onto the training captions before they condition the denoiser: each becomes the
+    # mean of the caption embeddings weighted by softmax(cosine / prompt_prior) (retrieval conditioning,
+    # as in kNN-Diffusion and RDM). Its temperature; 0 feeds the raw prompt embedding.
+    prompt_prior: float = 0.05
     sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"  # defaults of `sample`
     sample_steps: int = 50
     guidance: float = 3.0  # classifier-free guidance scale of conditional models (1: the conditional model alone)
@@ -105,6 +109,7 @@ class Diffusion(GenerativeModel):
             self.register_buffer("text_scale", torch.tensor(c.text_dim**0.5))
         self.global_step = 0
         self._captions: list[list[torch.Tensor]] | None = None  # text models: caption embeddings per class
+        self._text_fitted = False  # text models: caption statistics set for this training
         self._rng = random.Random(0)
 
     @classmethod
@@ -141,15 +146,31 @@ class Diffusion(GenerativeModel):
     # -- conditions --------------------------------------------------------------------------
 
     def _caption_table(self) -> list[list[torch.Tensor]]:
-        """Embeddings of every templated caption, per class (computed once, when training starts)."""
+        """Embeddings of every templated caption, per class (encoded once)."""
         if self._captions is None:
             from genlab.models.text_encoder import captions_for, encode
 
             self._captions = [list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names]
-            every = torch.stack([e for per_class in self._captions for e in per_class])
-            self.text_center.copy_(every.mean(0))
-            self.text_scale.fill_(1 / (every - self.text_center).pow(2).mean().sqrt())
         return self._captions
+
+    def _fit_text_statistics(self) -> None:
+        """The training captions' mean and scale that `_text_input` normalises by (set when training starts)."""
+        every = torch.stack([e for per_class in self._caption_table() for e in per_class])
+        self.text_center.copy_(every.mean(0))
+        self.text_scale.fill_(1 / (every - self.text_center).pow(2).mean().sqrt())
+        self._text_fitted = True
+
+    def _prompt_prior(self, emb: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Unit prompt embeddings (n, d) -> the softmax(cosine / temperature)-weighted mean of the training
+        captions' embeddings, renormalised; cosines are taken around the captions' mean, where classes
+        separate. A prompt the encoder places near one class's captions then conditions the denoiser
+        as those captions did in training, instead of at a point between classes the network never saw."""
+        if temperature <= 0:
+            return emb
+        bank = torch.stack([e for per_class in self._caption_table() for e in per_class]).to(emb)
+        center = self.text_center.to(emb)
+        weights = (F.normalize(emb - center, dim=1) @ F.normalize(bank - center, dim=1).T / temperature).softmax(1)
+        return F.normalize(weights @ bank, dim=1)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         from genlab.models.text_encoder import encode
@@ -171,6 +192,8 @@ class Diffusion(GenerativeModel):
         drop = torch.rand(len(labels), device=labels.device) < c.cond_drop
         if c.condition == "class":
             return self.class_embed(torch.where(drop, torch.full_like(labels, c.num_classes), labels.long()))
+        if not self._text_fitted:
+            self._fit_text_statistics()
         table = self._caption_table()
         emb = torch.stack([self._rng.choice(table[int(y)]) for y in labels]).to(labels.device)
         if c.text_noise > 0:
@@ -184,7 +207,8 @@ class Diffusion(GenerativeModel):
         network's output by 2% after an epoch."""
         return (emb - self.text_center) * self.text_scale
 
-    def _sampling_condition(self, n: int, labels: Any, prompt: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _sampling_condition(self, n: int, labels: Any, prompt: Any,
+                            prompt_prior: float | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(condition, null condition) vectors for sampling with the EMA weights; (None, None) when unconditional."""
         c = self.config
         if c.condition == "none":
@@ -209,7 +233,9 @@ class Diffusion(GenerativeModel):
             raise ConfigError(f"{len(prompts)} prompts for {n} images", "give one prompt, or one per image")
         if any(not p.strip() for p in prompts):
             raise ConfigError("an empty prompt", "write what the image should show, e.g. --prompt 'a pair of ankle boots'")
-        emb = self._text_input(self.encode_prompts(prompts).to(next(self.parameters()).device))
+        prior = c.prompt_prior if prompt_prior is None else prompt_prior
+        emb = self._prompt_prior(self.encode_prompts(prompts).to(next(self.parameters()).device), prior)
+        emb = self._text_input(emb)
         return emb, torch.zeros_like(emb)
 
     # -- training ----------------------------------------------------------------------------
@@ -271,17 +297,19 @@ class Diffusion(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels=None, generator: torch.Generator | None = None, temperature: float = 1.0,
                prompt: str | list[str] | None = None, guidance: float | None = None, steps: int | None = None,
-               sampler: str | None = None, eta: float = 0.0, progress: bool = False) -> torch.Tensor:
+               sampler: str | None = None, eta: float = 0.0, progress: bool = False,
+               prompt_prior: float | None = None) -> torch.Tensor:
         """n images in [0, 1], (n, C, H, W).
 
         labels: class names or indices (class models; None cycles through the classes; text models
         turn them into captions). prompt: a text or one per image (text models). guidance: the
         classifier-free guidance scale (1: the conditional model alone). sampler/steps: ddpm, ddim
         (with `eta`) or dpm++ and their number of network evaluations. temperature scales the
-        starting noise (below 1: smoother, less varied images).
+        starting noise (below 1: smoother, less varied images). prompt_prior: the temperature of the
+        mapping of prompts onto the training captions (config.prompt_prior by default; 0: off).
         """
         steps, sampler, guidance = self._options(steps, sampler, guidance)
-        cond, null = self._sampling_condition(n, labels, prompt)
+        cond, null = self._sampling_condition(n, labels, prompt, prompt_prior)
         device = next(self.parameters()).device
         x = torch.randn(n, self.config.channels, *self.config.image_size, generator=generator, device=device) * temperature
         timesteps = self.schedule.timesteps_for(steps)
