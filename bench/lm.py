@@ -13,24 +13,26 @@ records the command that measured it.
   with the issue's command-line parameters. Its training wall clock becomes the budget.
   Without this part the budget is the published figure (140 s, validation loss 1.886).
 - `gpt`, `rnn`: genlab's families with their default configs and train defaults through
-  `genlab.engine.train`, given the same wall-clock budget. Lightning's `max_time` is not a
-  hard cap and a cosine schedule decays over `max_steps`, so the step time is measured
-  first (a few timed steps in this process) and `max_steps` set to what fits the budget
-  after the measured setup cost; `max_time` stays as a backstop. The reported
-  `train_seconds` is the whole `train()` call (data, setup, validation, checkpoints, export).
+  `genlab.engine.train` (`--gpt-model`/`--gpt-train` override the GPT's, e.g. a BPE tokenizer),
+  given the same wall-clock budget: training stops at the budget less a start-up allowance and
+  the cosine schedule decays over that time (the engine's `max_time` schedule), so a step time
+  disturbed by other work cannot cut a run short. The reported `train_seconds` is the whole
+  `train()` call (data, setup, validation, checkpoints, export).
 - `generate`: tokens/s for 500 new tokens (temperature 0.8, top-k 200, as nanoGPT's
   sample.py) with genlab's KV cache at nanoGPT's size (4 layers, 4 heads, 128 wide,
   context 64), against the anchor's `generate` timed just before in this part (its own
   subprocess, `--generate-only`); best of 3 runs each.
 - `finetune`: the `gpt` model pre-trained above, fine-tuned on Debian's `fortunes`
   quotations (characters outside the Shakespeare alphabet dropped) for `--finetune-seconds`
-  each, full and LoRA, against the same architecture trained from scratch on that text for
-  the same time. Reports target-domain test loss and the base-domain loss given up.
+  of training each, full and LoRA, against the same architecture (and tokenizer kind) trained
+  from scratch on that text for the same time. Reports target-domain test loss in nats per
+  character and the base-domain loss given up.
 - `long`: a larger GPT (`--long-model`) for `--long-minutes` (default 20, wall clock on all cores).
 
-Validation loss for every model is the mean next-character loss over the whole of
-nanoGPT's validation split (the last 10% of the text), in non-overlapping windows of the
-model's context; the anchor's own 20-batch estimate is reported beside it.
+Validation loss for every model is the next-token loss summed over the whole of nanoGPT's
+validation split (the last 10% of the text), in non-overlapping windows of the model's context,
+divided by the characters it covers: nats per character for a BPE model too; the anchor's own
+20-batch estimate is reported beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import shlex
@@ -133,7 +136,9 @@ def train_for(family: str, data_spec: str, data, seconds: float, out: Path, mode
     wall = time.time() - started
     trained = genlab.load(out / "model")
     figures = trained.log_likelihood(data.test)
-    return {"val_loss": figures["nats_per_token"], "bits_per_char": figures["bits_per_char"], "train_seconds": wall,
+    # nats per character whatever the tokenizer (the anchor's unit): a BPE token holds several characters
+    return {"val_loss": figures["bits_per_char"] * math.log(2), "nats_per_token": figures["nats_per_token"],
+            "bits_per_char": figures["bits_per_char"], "train_seconds": wall,
             "max_steps": max_steps, "steps": last_step(out / "metrics.jsonl"), "measured_step_seconds": per_step,
             "parameters": trained.num_parameters(),
             "config": {k: v for k, v in trained.config.__dict__.items() if k not in ("chars", "tokenizer_hash")},
@@ -178,7 +183,8 @@ def fortunes_text(folder: str = "/usr/share/games/fortunes") -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | None = None) -> dict:
+def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | None = None,
+                  scratch_model: dict | None = None) -> dict:
     from genlab.finetune import finetune
 
     base = genlab.load(gpt_run / "model")
@@ -190,17 +196,22 @@ def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | N
     target = load_data(str(target_path))
     results = {"target_data": f"Debian fortunes ({', '.join(FORTUNE_FILES)}), {len(cleaned):,} characters after "
                               f"dropping {len(text) - len(cleaned):,} outside the base alphabet ({''.join(sorted(unknown))!r})"}
+    # Equal wall clocks: each run stops at the same training budget, its cosine decaying over it; the
+    # losses are in nats per character, which compares models whose tokenizers differ (scratch trains
+    # its own on the target text).
+    budget = seconds - 6  # train_for's allowance for start-up
     for method in ("full", "lora"):
-        config = base.config if method == "full" else dataclasses.replace(base.config, lora_rank=8)
-        per_step = step_seconds("gpt", config, from_dict(TrainConfig, get_family("gpt").train_defaults), target)
-        steps = max(20, int((seconds - 8) / (per_step * 1.05)))
         started = time.time()
-        report = finetune(str(gpt_run), str(target_path), method=method, out=str(work / f"ft-{method}"), max_steps=steps,
-                          max_time=f"{seconds + 30}s", progress=False, lr=lr if method == "full" else None)
-        results[method] = {**report, "train_seconds": time.time() - started, "max_steps": steps}
-    scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch")
-    results["scratch"] = {"target_loss": scratch["val_loss"], "train_seconds": scratch["train_seconds"],
-                          "max_steps": scratch["max_steps"]}
+        report = finetune(str(gpt_run), str(target_path), method=method, out=str(work / f"ft-{method}"), max_steps=10**7,
+                          max_time=f"{budget:.0f}s", progress=False, lr=lr if method == "full" else None)
+        tuned = genlab.load(work / f"ft-{method}" / "model")
+        results[method] = {**report, "train_seconds": time.time() - started, "steps": last_step(work / f"ft-{method}" / "metrics.jsonl"),
+                           "target_loss_per_char_before": base.log_likelihood(target.test)["bits_per_char"] * math.log(2),
+                           "target_loss_per_char": tuned.log_likelihood(target.test)["bits_per_char"] * math.log(2),
+                           "base_loss_per_char_after": tuned.log_likelihood(data.test)["bits_per_char"] * math.log(2)}
+    scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch", model=scratch_model, by_time=True)
+    results["scratch"] = {"target_loss_per_char": scratch["val_loss"], "train_seconds": scratch["train_seconds"],
+                          "steps": scratch["steps"], "config": scratch["config"]}
     return results
 
 
@@ -249,12 +260,12 @@ def main() -> None:
         if "gpt" in parts or "finetune" in parts:
             print(f"genlab gpt for {budget:.0f} s ...", flush=True)
             gpt = train_for("gpt", "tiny-shakespeare", data, budget, work / "gpt", json.loads(args.gpt_model),
-                            json.loads(args.gpt_train))
+                            json.loads(args.gpt_train), by_time=True)
             result["genlab"]["gpt"] = gpt
             print(f"  val loss {gpt['val_loss']:.4f} in {gpt['train_seconds']:.1f} s ({gpt['max_steps']} steps)", flush=True)
         if "rnn" in parts:
             print(f"genlab rnn (LSTM) for {budget:.0f} s ...", flush=True)
-            rnn = train_for("rnn", "tiny-shakespeare", data, budget, work / "rnn")
+            rnn = train_for("rnn", "tiny-shakespeare", data, budget, work / "rnn", by_time=True)
             result["genlab"]["rnn"] = rnn
             print(f"  val loss {rnn['val_loss']:.4f} in {rnn['train_seconds']:.1f} s", flush=True)
         if "generate" in parts:
@@ -270,7 +281,7 @@ def main() -> None:
         if "finetune" in parts:
             print(f"fine-tuning on fortunes, {args.finetune_seconds:.0f} s each ...", flush=True)
             result["genlab"]["finetune"] = finetune_part(work / "gpt", data, args.finetune_seconds, work,
-                                                         args.finetune_lr)
+                                                         args.finetune_lr, json.loads(args.gpt_model))
         if "long" in parts:
             print(f"genlab gpt for {args.long_minutes:.0f} minutes ...", flush=True)
             result["genlab"]["gpt_long"] = train_for("gpt", "tiny-shakespeare", data, args.long_minutes * 60,
