@@ -243,16 +243,21 @@ def test_text_conditioning_follows_prompts_and_needs_its_encoder(tmp_path, monke
     assert not torch.allclose(model.net_ema(x, t, a), model.net_ema(x, t, b))  # unseen words steer the network
     assert model.sample(2, prompt="a handwritten seven", steps=2).shape == (2, 1, 8, 8)
 
-    # The prompt prior: a weighted mean of the training captions, from the nearest one (cold) to the mean
-    # of all (hot); at 0 the raw prompt embedding conditions the network.
+    # The prompt prior: a weighted mean of the training captions; cold, the caption nearest the prompt
+    # within the class whose centroid is nearest; hot, the mean of the class means; at 0 the raw prompt
+    # embedding conditions the network.
     raw = model.encode_prompts(["the digit zero, drawn by hand"])
     off, _ = model._sampling_condition(1, None, "the digit zero, drawn by hand", prompt_prior=0)
     assert torch.allclose(off, model._text_input(raw))
-    bank = torch.stack([e for per_class in model._caption_table() for e in per_class])
-    centred = torch.nn.functional.normalize(bank - model.text_center, dim=1)
-    nearest = bank[(torch.nn.functional.normalize(raw - model.text_center, dim=1) @ centred.T).argmax()]
+    normalize = torch.nn.functional.normalize
+    per_class = [torch.stack(captions) for captions in model._caption_table()]
+    prompt = normalize(raw - model.text_center, dim=1)[0]
+    centroids = normalize(torch.stack([c.mean(0) for c in per_class]) - model.text_center, dim=1)
+    k = int((centroids @ prompt).argmax())
+    nearest = per_class[k][(normalize(per_class[k] - model.text_center, dim=1) @ prompt).argmax()]
     assert torch.allclose(model._prompt_prior(raw, 1e-4)[0], nearest, atol=1e-5)
-    assert torch.allclose(model._prompt_prior(raw, 1e4)[0], torch.nn.functional.normalize(bank.mean(0), dim=0), atol=1e-4)
+    hot = normalize(torch.stack([c.mean(0) for c in per_class]).mean(0), dim=0)
+    assert torch.allclose(model._prompt_prior(raw, 1e4)[0], hot, atol=1e-4)
     on, _ = model._sampling_condition(1, None, "the digit zero, drawn by hand")
     assert torch.allclose(on, model._text_input(model._prompt_prior(raw, model.config.prompt_prior)))
     from genlab.models import text_encoder

@@ -55,10 +55,10 @@ class DiffusionConfig:
     text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"  # frozen; its name is all the model folder keeps
     text_dim: int = 384  # the encoder's embedding size (checked against the encoder when it loads)
     text_noise: float = 0.005  # per-dimension std of noise on caption embeddings in training (norm ~0.1 for 384-d)
-    # Prompts are mapped onto the training captions before they condition the denoiser: each becomes the
-    # mean of the caption embeddings weighted by softmax(cosine / prompt_prior) (retrieval conditioning,
-    # as in kNN-Diffusion and RDM). Its temperature; 0 feeds the raw prompt embedding.
-    prompt_prior: float = 0.05
+    # Prompts are mapped onto the training captions before they condition the denoiser (retrieval
+    # conditioning, as in kNN-Diffusion and RDM; `Diffusion._prompt_prior`). Its softmax temperature;
+    # 0 feeds the raw prompt embedding.
+    prompt_prior: float = 0.01
     sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"  # defaults of `sample`
     sample_steps: int = 50
     guidance: float = 3.0  # classifier-free guidance scale of conditional models (1: the conditional model alone)
@@ -161,16 +161,27 @@ class Diffusion(GenerativeModel):
         self._text_fitted = True
 
     def _prompt_prior(self, emb: torch.Tensor, temperature: float) -> torch.Tensor:
-        """Unit prompt embeddings (n, d) -> the softmax(cosine / temperature)-weighted mean of the training
-        captions' embeddings, renormalised; cosines are taken around the captions' mean, where classes
-        separate. A prompt the encoder places near one class's captions then conditions the denoiser
-        as those captions did in training, instead of at a point between classes the network never saw."""
+        """Unit prompt embeddings (n, d) -> a weighted mean of the training captions' embeddings, renormalised.
+
+        Each class k gets weight softmax_k(cos(prompt, class centroid k) / temperature), and within a
+        class each caption gets softmax(cos(prompt, caption) / temperature) of that; cosines are taken
+        around the captions' mean, where classes separate. A prompt then conditions the denoiser as the
+        training captions nearest it did, instead of at a point between classes that the network never
+        saw. Classes are weighed by their centroids rather than by single captions: a caption's
+        template words pull as hard as its noun ("comfortable running shoes" is nearest to "pair of
+        ankle boots", yet nearest to the sneaker centroid)."""
         if temperature <= 0:
             return emb
-        bank = torch.stack([e for per_class in self._caption_table() for e in per_class]).to(emb)
         center = self.text_center.to(emb)
-        weights = (F.normalize(emb - center, dim=1) @ F.normalize(bank - center, dim=1).T / temperature).softmax(1)
-        return F.normalize(weights @ bank, dim=1)
+        prompt = F.normalize(emb - center, dim=1)
+        per_class = [torch.stack(captions).to(emb) for captions in self._caption_table()]
+        centroids = F.normalize(torch.stack([captions.mean(0) for captions in per_class]) - center, dim=1)
+        class_weights = (prompt @ centroids.T / temperature).softmax(1)  # (n, classes)
+        out = torch.zeros_like(emb)
+        for k, captions in enumerate(per_class):
+            within = (prompt @ F.normalize(captions - center, dim=1).T / temperature).softmax(1)
+            out += class_weights[:, k : k + 1] * (within @ captions)
+        return F.normalize(out, dim=1)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         from genlab.models.text_encoder import encode
