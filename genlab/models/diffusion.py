@@ -4,7 +4,8 @@ Training adds noise at a random timestep and regresses the U-Net's output on the
 on v, weighted by min-SNR-gamma (Hang et al. 2023) so that the nearly clean timesteps, which
 are easy, do not dominate the gradient. Conditioning enters every residual block through the
 FiLM embedding: a learned class embedding, or the frozen sentence embedding of a caption
-(genlab.models.text_encoder). The condition is dropped for `cond_drop` of the examples, which
+(genlab.models.text_encoder); at sampling a prompt's embedding is first mapped onto the training
+captions' (`Diffusion._prompt_prior`). The condition is dropped for `cond_drop` of the examples, which
 trains the unconditional model that classifier-free guidance (Ho & Salimans 2021) extrapolates from.
 
 Sampling uses the EMA weights and any sampler of genlab.models.samplers (DDPM, DDIM, DPM-Solver++).
