@@ -119,28 +119,23 @@ def step_seconds(family: str, model_config, train_config: TrainConfig, data, ste
     return (time.perf_counter() - start) / steps
 
 
-def train_for(family: str, data_spec: str, data, seconds: float, out: Path, model: dict | None = None,
-              options: dict | None = None, setup_seconds: float = 6.0, by_time: bool = False) -> dict:
-    """Train a family for a wall-clock budget with a schedule that decays within it; returns its figures.
+# Seconds of a budget left to start-up (data, Lightning's set-up, export) rather than training.
+SETUP_SECONDS = 6.0
 
-    By default the budget becomes a step count from a step time measured first (what the headline
-    comparison used). `by_time`: the run stops at the budget and the cosine decays over it (the
-    engine's --max-time schedule); the measured step time only sizes the warm-up, so a measurement
-    disturbed by other work on the machine cannot cut the run short."""
+
+def train_for(family: str, data_spec: str, data, seconds: float, out: Path, model: dict | None = None,
+              options: dict | None = None) -> dict:
+    """Train a family for a wall-clock budget; returns its figures. The run stops at the budget less
+    SETUP_SECONDS and the cosine decays over that time (the engine's --max-time schedule), so a slow
+    moment on the machine cannot cut it short; a step time measured first only sizes the warm-up."""
     cls = get_family(family)
     model_config = from_dict(cls.Config, model or {})
     base = {**cls.train_defaults, "progress": False, **(options or {})}
     per_step = step_seconds(family, model_config, from_dict(TrainConfig, base), data)
-    # 5% for Lightning's own per-step work and the validation pass at the end
-    max_steps = max(20, int((seconds - setup_seconds) / (per_step * 1.05)))
-    warmup = min(base.get("warmup_steps", 100), max_steps // 10)
-    if by_time:
-        max_steps, max_time = 10**7, int(seconds - setup_seconds)
-    else:
-        max_time = int(seconds + 30)  # a backstop only
-    train_config = from_dict(TrainConfig, {**base, "max_steps": max_steps, "max_time": f"{max_time}s",
-                                           "val_every": max_steps, "ckpt_every": max_steps, "sample_every": 10**9,
-                                           "warmup_steps": warmup})
+    expected_steps = max(20, int((seconds - SETUP_SECONDS) / (per_step * 1.05)))  # 5%: Lightning's own per-step work
+    train_config = from_dict(TrainConfig, {**base, "max_steps": 10**7, "max_time": f"{int(seconds - SETUP_SECONDS)}s",
+                                           "val_every": 10**7, "ckpt_every": 10**7, "sample_every": 10**9,
+                                           "warmup_steps": min(base.get("warmup_steps", 100), expected_steps // 10)})
     started = time.time()
     train(family, data_spec, model_config, train_config, out)
     wall = time.time() - started
@@ -149,7 +144,7 @@ def train_for(family: str, data_spec: str, data, seconds: float, out: Path, mode
     # nats per character whatever the tokenizer (the anchor's unit): a BPE token holds several characters
     return {"val_loss": figures["bits_per_char"] * math.log(2), "nats_per_token": figures["nats_per_token"],
             "bits_per_char": figures["bits_per_char"], "train_seconds": wall,
-            "max_steps": max_steps, "steps": last_step(out / "metrics.jsonl"), "measured_step_seconds": per_step,
+            "steps": last_step(out / "metrics.jsonl"), "measured_step_seconds": per_step,
             "parameters": trained.num_parameters(),
             "config": {k: v for k, v in trained.config.__dict__.items() if k not in ("chars", "tokenizer_hash")},
             "train": {k: train_config.__dict__[k] for k in ("lr", "batch_size", "schedule", "warmup_steps", "weight_decay")}}
@@ -209,7 +204,7 @@ def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | N
     # Equal wall clocks: each run stops at the same training budget, its cosine decaying over it; the
     # losses are in nats per character, which compares models whose tokenizers differ (scratch trains
     # its own on the target text).
-    budget = seconds - 6  # train_for's allowance for start-up
+    budget = seconds - SETUP_SECONDS  # as train_for trains
     for method in ("full", "lora"):
         started = time.time()
         report = finetune(str(gpt_run), str(target_path), method=method, out=str(work / f"ft-{method}"), max_steps=10**7,
@@ -219,7 +214,7 @@ def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | N
                            "target_loss_per_char_before": base.log_likelihood(target.test)["bits_per_char"] * math.log(2),
                            "target_loss_per_char": tuned.log_likelihood(target.test)["bits_per_char"] * math.log(2),
                            "base_loss_per_char_after": tuned.log_likelihood(data.test)["bits_per_char"] * math.log(2)}
-    scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch", model=scratch_model, by_time=True)
+    scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch", model=scratch_model)
     results["scratch"] = {"target_loss_per_char": scratch["val_loss"], "train_seconds": scratch["train_seconds"],
                           "steps": scratch["steps"], "config": scratch["config"]}
     return results
@@ -273,17 +268,17 @@ def main() -> None:
         if "gpt" in parts or "finetune" in parts:
             print(f"genlab gpt for {budget:.0f} s ...", flush=True)
             gpt = train_for("gpt", "tiny-shakespeare", data, budget, work / "gpt", json.loads(args.gpt_model),
-                            json.loads(args.gpt_train), by_time=True)
+                            json.loads(args.gpt_train))
             result["genlab"]["gpt"] = gpt
-            print(f"  val loss {gpt['val_loss']:.4f} in {gpt['train_seconds']:.1f} s ({gpt['max_steps']} steps)", flush=True)
+            print(f"  val loss {gpt['val_loss']:.4f} in {gpt['train_seconds']:.1f} s ({gpt['steps']} steps)", flush=True)
         if "gpt_char" in parts:
             print(f"genlab gpt, char-level (the CLI default), for {budget:.0f} s ...", flush=True)
             result["genlab"]["gpt_char"] = train_for("gpt", "tiny-shakespeare", data, budget, work / "gpt-char", {},
-                                                     json.loads(args.gpt_train), by_time=True)
+                                                     json.loads(args.gpt_train))
             print(f"  val loss {result['genlab']['gpt_char']['val_loss']:.4f}", flush=True)
         if "rnn" in parts:
             print(f"genlab rnn (LSTM) for {budget:.0f} s ...", flush=True)
-            rnn = train_for("rnn", "tiny-shakespeare", data, budget, work / "rnn", by_time=True)
+            rnn = train_for("rnn", "tiny-shakespeare", data, budget, work / "rnn")
             result["genlab"]["rnn"] = rnn
             print(f"  val loss {rnn['val_loss']:.4f} in {rnn['train_seconds']:.1f} s", flush=True)
         if "generate" in parts:
@@ -303,8 +298,7 @@ def main() -> None:
         if "long" in parts:
             print(f"genlab gpt for {args.long_minutes:.0f} minutes ...", flush=True)
             result["genlab"]["gpt_long"] = train_for("gpt", "tiny-shakespeare", data, args.long_minutes * 60,
-                                                     work / "gpt-long", json.loads(args.long_model), json.loads(args.gpt_train),
-                                                     by_time=True)
+                                                     work / "gpt-long", json.loads(args.long_model), json.loads(args.gpt_train))
             result["genlab"]["gpt_long"]["command"] = command
             result["genlab"]["bar_val_loss_long"] = 1.55
 
