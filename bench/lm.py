@@ -1,7 +1,7 @@
 """Benchmark: genlab's GPT and LSTM against nanoGPT's CPU recipe on tiny-shakespeare, side by side in one run.
 
     python bench/lm.py                                   # the real run -> bench/results/lm.json (~20 minutes)
-    python bench/lm.py --parts anchor,gpt,rnn,generate,finetune,long   # adds the <= 20 CPU-minute run
+    python bench/lm.py --parts anchor,gpt,gpt_char,rnn,generate,finetune,long   # adds the <= 20 CPU-minute run
     python bench/lm.py --budget 20 --finetune-seconds 15 --anchor-iters 300 --out /tmp/lm_smoke.json  # smoke test
 
 Parts (`--parts`, comma separated). A run without all of anchor, gpt and rnn replaces the
