@@ -150,6 +150,11 @@ def train_for(family: str, data_spec: str, data, seconds: float, out: Path, mode
             "train": {k: train_config.__dict__[k] for k in ("lr", "batch_size", "schedule", "warmup_steps", "weight_decay")}}
 
 
+def nats_per_char(model, text: str) -> float:
+    """A language model's loss on a text in nats per character, whatever its tokenizer (the anchor's unit)."""
+    return model.log_likelihood(text)["bits_per_char"] * math.log(2)
+
+
 def last_step(metrics: Path) -> int | None:
     """The last optimiser step a run logged (its metrics.jsonl)."""
     steps = [json.loads(line).get("step") for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
@@ -205,15 +210,15 @@ def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | N
     # losses are in nats per character, which compares models whose tokenizers differ (scratch trains
     # its own on the target text).
     budget = seconds - SETUP_SECONDS  # as train_for trains
+    before = nats_per_char(base, target.test)
     for method in ("full", "lora"):
         started = time.time()
         report = finetune(str(gpt_run), str(target_path), method=method, out=str(work / f"ft-{method}"), max_steps=10**7,
                           max_time=f"{budget:.0f}s", progress=False, lr=lr if method == "full" else None)
         tuned = genlab.load(work / f"ft-{method}" / "model")
         results[method] = {**report, "train_seconds": time.time() - started, "steps": last_step(work / f"ft-{method}" / "metrics.jsonl"),
-                           "target_loss_per_char_before": base.log_likelihood(target.test)["bits_per_char"] * math.log(2),
-                           "target_loss_per_char": tuned.log_likelihood(target.test)["bits_per_char"] * math.log(2),
-                           "base_loss_per_char_after": tuned.log_likelihood(data.test)["bits_per_char"] * math.log(2)}
+                           "target_loss_per_char_before": before, "target_loss_per_char": nats_per_char(tuned, target.test),
+                           "base_loss_per_char_after": nats_per_char(tuned, data.test)}
     scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch", model=scratch_model)
     results["scratch"] = {"target_loss_per_char": scratch["val_loss"], "train_seconds": scratch["train_seconds"],
                           "steps": scratch["steps"], "config": scratch["config"]}
