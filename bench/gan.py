@@ -158,8 +158,10 @@ def train_genlab(family: str, data: str, run: Path, steps: int, batch_size: int,
                  progress=sys.stderr.isatty(), threads=threads)
     seconds = time.perf_counter() - start
     loaded = genlab.load(run / "model")
+    # the trained networks, as counted for the anchor: generator and discriminator (not the EMA copy)
+    trained = sum(p.numel() for m in (loaded.generator, loaded.discriminator) for p in m.parameters())
     return {"model": loaded, "steps": int(load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]),
-            "train_seconds": seconds, "parameters": loaded.num_parameters()}
+            "train_seconds": seconds, "parameters": trained}
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -170,8 +172,11 @@ def score(reference, test_x: torch.Tensor, fake: torch.Tensor, requested: torch.
     return {k: round(metrics[k], 5) for k in SAMPLE_KEYS if k in metrics}
 
 
-def timing(trained: dict[str, Any], batch_size: int) -> dict[str, Any]:
-    return {"steps": trained["steps"], "batch_size": batch_size, "train_seconds": round(trained["train_seconds"], 1),
+def timing(trained: dict[str, Any], batch_size: int, train_examples: int, command: str) -> dict[str, Any]:
+    """A section's training figures, with the command that measured it (parts may come from separate runs)."""
+    return {"command": command, "steps": trained["steps"], "batch_size": batch_size,
+            "epochs": round(trained["steps"] * batch_size / train_examples, 2),
+            "train_seconds": round(trained["train_seconds"], 1),
             "train_images_per_s": round(trained["steps"] * batch_size / trained["train_seconds"], 1),
             "parameters": trained["parameters"]}
 
@@ -191,6 +196,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default="fashion-mnist", help="image dataset (default fashion-mnist; digits for a smoke test)")
     p.add_argument("--epochs", type=float, default=5, help="training epochs for every model (default 5)")
     p.add_argument("--steps", type=int, default=None, help="training steps instead of --epochs (smoke tests)")
+    p.add_argument("--translation-epochs", type=float, default=None,
+                   help="epochs of the superres and sketch parts (default --epochs): their bar is against bicubic, not the anchor")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-samples", type=int, default=10000, help="generated images per evaluation (default 10000)")
     p.add_argument("--test-examples", type=int, default=10000, help="first N test images as the real set (default all)")
@@ -212,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = load_data(args.data)
     (train_x, _), _ = split_validation(data)  # the images genlab trains on; the anchor gets the same
     steps = args.steps or int(args.epochs * (len(train_x) // args.batch_size))
+    translation_steps = steps if args.steps or args.translation_epochs is None else \
+        int(args.translation_epochs * (len(train_x) // args.batch_size))
     n_test = min(args.test_examples, len(data.test_x))
     test_x = torch.from_numpy(data.test_x[:n_test].copy())
     runs = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="genlab-bench-gan-", dir="/tmp"))
@@ -221,22 +230,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reference = reference_classifier(data, progress=True)  # minutes the first time on a CPU, then cached
     out = Path(args.out)
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    command = shlex.join(["python", "bench/gan.py", *(argv if argv is not None else sys.argv[1:])])
     report |= {
         "machine": {"cores": usable_cores(), "cpu_model": cpu_model(), "torch_version": torch.__version__,
                     "threads": threads},
         "budget": {"data": args.data, "train_examples": len(train_x), "epochs": round(steps * args.batch_size / len(train_x), 2),
                    "steps": steps, "batch_size": args.batch_size, "eval_samples": args.eval_samples,
-                   "test_examples": n_test, "reference_accuracy": reference.accuracy},
-        "command": shlex.join(["python", "bench/gan.py", *(argv if argv is not None else sys.argv[1:])]),
+                   "translation_steps": translation_steps, "test_examples": n_test, "reference_accuracy": reference.accuracy},
+        "command": command,  # the latest invocation; each section names its own
     }
 
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
 
-    def ours(name: str, family: str, seed: int, model: dict[str, Any] | None = None) -> dict[str, Any]:
-        print(f"[{name}] training genlab {family} for {steps} steps into {runs / name}", flush=True)
-        return train_genlab(family, args.data, runs / name, steps, args.batch_size, seed, threads, model)
+    def ours(name: str, family: str, seed: int, model: dict[str, Any] | None = None, n_steps: int = steps) -> dict[str, Any]:
+        print(f"[{name}] training genlab {family} for {n_steps} steps into {runs / name}", flush=True)
+        return train_genlab(family, args.data, runs / name, n_steps, args.batch_size, seed, threads, model)
 
     if "anchor" in args.parts:
         print(f"[anchor] training {ANCHOR_NAME} for {steps} steps", flush=True)
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         modes = {mode: score(reference, test_x, anchor_samples(trained["generator"], args.eval_samples, 0, mode == "train"))
                  for mode in ("train", "eval")}
         best = min(modes, key=lambda m: modes[m]["fd_genlab"])
-        report["anchor"] = {"name": ANCHOR_NAME, **modes[best], **timing(trained, args.batch_size),
+        report["anchor"] = {"name": ANCHOR_NAME, **modes[best], **timing(trained, args.batch_size, len(train_x), command),
                             "batch_norm_mode_scored": best, "fd_genlab_other_mode": modes["eval" if best == "train" else "train"]["fd_genlab"],
                             "final_d_loss": trained["final_d_loss"], "final_g_loss": trained["final_g_loss"]}
         save_grid(anchor_samples(trained["generator"], 64, 1, best == "train"), docs / "samples_dcgan_anchor.png", 8, scale=2)
@@ -260,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             trained = ours(f"gan-seed{seed}", "gan", seed)
             generator = torch.Generator().manual_seed(0)
             section = {**score(reference, test_x, trained["model"].sample(args.eval_samples, generator=generator)),
-                       **timing(trained, args.batch_size), "seed": seed, "run_folder": str(runs / f"gan-seed{seed}")}
+                       **timing(trained, args.batch_size, len(train_x), command), "seed": seed, "run_folder": str(runs / f"gan-seed{seed}")}
             fds[seed] = section["fd_genlab"]
             if seed == args.seeds[0]:
                 report["genlab"] = section
@@ -279,7 +289,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trained = ours("cgan", "gan", args.seeds[0], {"condition": "class"})
         labels = torch.arange(args.eval_samples) % len(data.classes)
         fake = trained["model"].sample(args.eval_samples, labels=labels, generator=torch.Generator().manual_seed(0))
-        report["conditional"] = {**score(reference, test_x, fake, labels), **timing(trained, args.batch_size),
+        report["conditional"] = {**score(reference, test_x, fake, labels), **timing(trained, args.batch_size, len(train_x), command),
                                  "run_folder": str(runs / "cgan")}
         rows = torch.arange(len(data.classes)).repeat_interleave(10)
         save_grid(trained["model"].sample(len(rows), labels=rows, generator=torch.Generator().manual_seed(1)),
@@ -290,11 +300,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if task not in args.parts:
             continue
         options = {"task": task, "scale": 4} if task == "superres" else {"task": task}
-        trained = ours(task, "pix2pix", args.seeds[0], options)
+        trained = ours(task, "pix2pix", args.seeds[0], options, translation_steps)
         model = trained["model"]
         start = time.perf_counter()
         metrics = model.eval_metrics(data, n_test, seed=0, progress=False)
-        report[task] = {**{k: round(v, 5) for k, v in metrics.items()}, **timing(trained, args.batch_size),
+        report[task] = {**{k: round(v, 5) for k, v in metrics.items()}, **timing(trained, args.batch_size, len(train_x), command),
                         "eval_seconds": round(time.perf_counter() - start, 1), "run_folder": str(runs / task)}
         from genlab.models.pix2pix import translation_grid
 

@@ -21,6 +21,7 @@ from genlab.models.gan import (
     discriminator_loss,
     generator_loss,
     gradient_penalty,
+    minibatch_stddev,
 )
 from genlab.models.pix2pix import Pix2Pix, Pix2PixConfig, psnr, ssim
 
@@ -133,6 +134,22 @@ def test_train_step_moves_both_players_and_the_ema():
     assert torch.allclose(e1, 0.5 * e0 + 0.5 * g1, atol=1e-6)
     assert {"loss", "d_loss", "g_loss", "d_real", "d_fake"} <= set(out) and all(torch.isfinite(v) for v in out.values())
     assert not any(p.requires_grad for p in model.generator_ema.parameters())
+
+
+def test_minibatch_stddev_measures_each_group_alone():
+    """A group of identical samples gets a zero deviation channel, a varied one a positive one, and groups
+    of consecutive samples keep a batch of reals and a batch of fakes apart."""
+    same = torch.randn(1, 3, 4, 4).expand(4, 3, 4, 4)
+    varied = torch.randn(4, 3, 4, 4)
+    out = minibatch_stddev(torch.cat([same, varied]), 4)
+    assert out.shape == (8, 4, 4, 4)
+    assert torch.equal(out[:, :3], torch.cat([same, varied]))
+    assert out[:4, 3].abs().max() < 1e-3  # sqrt(1e-8) = 1e-4 for a group with no deviation
+    expected = varied.var(dim=0, unbiased=False).add(1e-8).sqrt().mean()
+    torch.testing.assert_close(out[4:, 3], expected.expand(4, 4, 4))
+    assert minibatch_stddev(torch.randn(6, 2, 3, 3), 4).shape == (6, 3, 3, 3)  # 6 = 3 groups of 2
+    d = Discriminator(GANConfig(**TINY_GAN, minibatch_std=2))
+    assert d(torch.randn(4, 1, 8, 8)).shape == (4,)
 
 
 def test_the_generator_starts_unsaturated():

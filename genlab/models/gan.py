@@ -150,6 +150,19 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
 # -- networks ---------------------------------------------------------------------------------
 
 
+def minibatch_stddev(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x (B, C, H, W) with one more channel: the standard deviation of the features across a group of
+    `group` consecutive samples, averaged over features and positions (ProGAN, Karras et al. 2018,
+    sec. 3). The discriminator then sees how varied a batch is, so a generator that covers few modes
+    is told apart. Groups are consecutive samples, so a batch of reals followed by fakes never mixes
+    them when the half-batch divides by the group; a batch the group does not divide falls back to the
+    largest group size that does."""
+    b, c, h, w = x.shape
+    g = next(size for size in range(min(group, b), 0, -1) if b % size == 0)
+    std = x.view(b // g, g, c, h, w).var(dim=1, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))  # (B / g,)
+    return torch.cat([x, std.repeat_interleave(g).view(b, 1, 1, 1).expand(b, 1, h, w)], dim=1)
+
+
 class ConditionalBatchNorm2d(nn.Module):
     """Batch norm with a learned scale and shift, per class when `num_classes` > 0 (de Vries et al. 2017)."""
 
@@ -205,19 +218,28 @@ class Discriminator(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         channels, (h, w) = c.channels, c.image_size
-        for i, width in enumerate(c.d_widths):
-            if i < len(c.d_widths) - 1:  # stride-2 stages, then one 3x3 convolution at the lowest resolution
-                layers += [spectral(nn.Conv2d(channels, width, 4, stride=2, padding=1), c.spectral_norm)]
-                h, w = h // 2, w // 2
-            else:
-                layers += [spectral(nn.Conv2d(channels, width, 3, padding=1), c.spectral_norm)]
+        for i, width in enumerate(c.d_widths[:-1]):  # stride-2 stages
+            layers.append(spectral(nn.Conv2d(channels, width, 4, stride=2, padding=1), c.spectral_norm))
+            if c.d_batch_norm and i > 0:  # DCGAN: batch norm after every convolution but the first
+                layers.append(nn.BatchNorm2d(width))
             layers.append(nn.LeakyReLU(0.2))
-            channels = width
-        self.features = nn.Sequential(*layers, nn.Flatten())
+            channels, h, w = width, h // 2, w // 2
+        self.downsample = nn.Sequential(*layers)
+        self.minibatch_std = c.minibatch_std
+        # then one 3x3 convolution at the lowest resolution (seeing the minibatch deviation, if on)
+        self.top = nn.Sequential(spectral(nn.Conv2d(channels + (c.minibatch_std > 0), c.d_widths[-1], 3, padding=1),
+                                          c.spectral_norm),
+                                 *([nn.BatchNorm2d(c.d_widths[-1])] if c.d_batch_norm else []), nn.LeakyReLU(0.2),
+                                 nn.Flatten())
+        channels = c.d_widths[-1]
         dim = channels * h * w
         self.head = spectral(nn.Linear(dim, 1), c.spectral_norm)
         k = c.num_classes if c.condition == "class" else 0
         self.embed = spectral(nn.Embedding(k, dim), c.spectral_norm) if k else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.downsample(x)
+        return self.top(minibatch_stddev(h, self.minibatch_std) if self.minibatch_std else h)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         phi = self.features(x)  # (B, D)
@@ -239,6 +261,8 @@ class GANConfig:
     d_widths: tuple[int, ...] = (64, 128, 256)  # discriminator: stride-2 stages, then a 3x3 convolution
     loss: LossKind = "hinge"
     spectral_norm: bool = True  # on every discriminator weight
+    minibatch_std: int = 0  # > 0: the discriminator sees the feature deviation across groups of this many samples
+    d_batch_norm: bool = False  # batch norm in the discriminator (DCGAN); reals and fakes then go through it apart
     gp_weight: float = 10.0  # WGAN-GP's lambda
     d_steps: int = 1  # discriminator updates per generator update
     d_lr_ratio: float = 2.0  # the discriminator's learning rate is this x --lr (TTUR)
@@ -330,8 +354,11 @@ class GAN(GenerativeModel):
                     d_fake_input = self.generator(torch.randn_like(z), y)
             else:
                 d_fake_input = fake.detach()
-            both_y = torch.cat([y, y]) if y is not None else None
-            d_real, d_fake = self._critic(torch.cat([real, d_fake_input]), both_y).chunk(2)  # one forward for both
+            if c.d_batch_norm:  # each batch normalised by its own statistics, as DCGAN trains
+                d_real, d_fake = self._critic(real, y), self._critic(d_fake_input, y)
+            else:
+                both_y = torch.cat([y, y]) if y is not None else None
+                d_real, d_fake = self._critic(torch.cat([real, d_fake_input]), both_y).chunk(2)  # one forward for both
             d_loss = discriminator_loss(c.loss, d_real, d_fake)
             out = {"d_loss": d_loss.detach(), "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
             if c.loss == "wgan-gp":
