@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             section = {**score(reference, test_x, trained["model"].sample(args.eval_samples, generator=generator)),
                        **timing(trained, args.batch_size, len(train_x), command), "seed": seed, "run_folder": str(runs / f"gan-seed{seed}")}
             fds[seed] = section["fd_genlab"]
+            report.setdefault("seed_runs", {})[str(seed)] = section
             if seed == args.seeds[0]:
                 report["genlab"] = section
                 save_grid(trained["model"].sample(64, generator=torch.Generator().manual_seed(1)),

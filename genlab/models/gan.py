@@ -238,7 +238,13 @@ class Discriminator(nn.Module):
         dim = channels * h * w
         self.head = spectral(nn.Linear(dim, 1), c.spectral_norm)
         k = c.num_classes if c.condition == "class" else 0
-        self.embed = spectral(nn.Embedding(k, dim), c.spectral_norm) if k else None
+        self.embed = nn.Embedding(k, dim) if k else None
+        if self.embed is not None:
+            # the head's scale (nn.Linear's default bound, 1 / sqrt(dim)) rather than nn.Embedding's N(0, 1): over
+            # 12,544 features that would make the projection term ~100x the head's, which swamps the real/fake score
+            # from the first step when no spectral norm rescales it (class accuracy 29% at 1,000 steps)
+            nn.init.uniform_(self.embed.weight, -dim**-0.5, dim**-0.5)
+            self.embed = spectral(self.embed, c.spectral_norm)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = self.downsample(x)
