@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command,  # the latest invocation; each section names its own
     }
 
+    def section_timing(trained: dict[str, Any]) -> dict[str, Any]:
+        return timing(trained, args.batch_size, len(train_x), command)
+
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
@@ -254,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         modes = {mode: score(reference, test_x, anchor_samples(trained["generator"], args.eval_samples, 0, mode == "train"))
                  for mode in ("train", "eval")}
         best = min(modes, key=lambda m: modes[m]["fd_genlab"])
-        report["anchor"] = {"name": ANCHOR_NAME, **modes[best], **timing(trained, args.batch_size, len(train_x), command),
+        report["anchor"] = {"name": ANCHOR_NAME, **modes[best], **section_timing(trained),
                             "batch_norm_mode_scored": best, "fd_genlab_other_mode": modes["eval" if best == "train" else "train"]["fd_genlab"],
                             "final_d_loss": trained["final_d_loss"], "final_g_loss": trained["final_g_loss"]}
         save_grid(anchor_samples(trained["generator"], 64, 1, best == "train"), docs / "samples_dcgan_anchor.png", 8, scale=2)
@@ -270,13 +273,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             trained = ours(f"gan-seed{seed}", "gan", seed)
             generator = torch.Generator().manual_seed(0)
             section = {**score(reference, test_x, trained["model"].sample(args.eval_samples, generator=generator)),
-                       **timing(trained, args.batch_size, len(train_x), command), "seed": seed, "run_folder": str(runs / f"gan-seed{seed}")}
+                       **section_timing(trained), "seed": seed, "run_folder": str(runs / f"gan-seed{seed}")}
             fds[seed] = section["fd_genlab"]
-            report.setdefault("seed_runs", {})[str(seed)] = section
             if seed == args.seeds[0]:
                 report["genlab"] = section
                 save_grid(trained["model"].sample(64, generator=torch.Generator().manual_seed(1)),
                           docs / "samples_genlab_gan.png", 8, scale=2)
+            else:  # the first seed's section is the genlab part
+                report.setdefault("seed_runs", {})[str(seed)] = section
             print(f"[seed {seed}] fd_genlab {section['fd_genlab']:.3f} recall {section['recall']:.3f} in "
                   f"{section['train_seconds']:.0f} s", flush=True)
             save()
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trained = ours("cgan", "gan", args.seeds[0], {"condition": "class"})
         labels = torch.arange(args.eval_samples) % len(data.classes)
         fake = trained["model"].sample(args.eval_samples, labels=labels, generator=torch.Generator().manual_seed(0))
-        report["conditional"] = {**score(reference, test_x, fake, labels), **timing(trained, args.batch_size, len(train_x), command),
+        report["conditional"] = {**score(reference, test_x, fake, labels), **section_timing(trained),
                                  "run_folder": str(runs / "cgan")}
         rows = torch.arange(len(data.classes)).repeat_interleave(10)
         save_grid(trained["model"].sample(len(rows), labels=rows, generator=torch.Generator().manual_seed(1)),
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = trained["model"]
         start = time.perf_counter()
         metrics = model.eval_metrics(data, n_test, seed=0, progress=False)
-        report[task] = {**{k: round(v, 5) for k, v in metrics.items()}, **timing(trained, args.batch_size, len(train_x), command),
+        report[task] = {**{k: round(v, 5) for k, v in metrics.items()}, **section_timing(trained),
                         "eval_seconds": round(time.perf_counter() - start, 1), "run_folder": str(runs / task)}
         from genlab.models.pix2pix import translation_grid
 
