@@ -16,6 +16,7 @@ from genlab.models.gan import (
     GAN,
     Discriminator,
     GANConfig,
+    class_stddev,
     collapse_warning,
     diff_augment,
     discriminator_loss,
@@ -150,6 +151,38 @@ def test_minibatch_stddev_measures_each_group_alone():
     assert minibatch_stddev(torch.randn(6, 2, 3, 3), 4).shape == (6, 3, 3, 3)  # 6 = 3 groups of 2
     d = Discriminator(GANConfig(**TINY_GAN, minibatch_std=2))
     assert d(torch.randn(4, 1, 8, 8)).shape == (4,)
+
+
+def test_class_stddev_measures_each_class_alone_wherever_its_samples_are():
+    """Samples of a class scattered through the batch share one deviation: ~0 for a class of identical
+    images however varied the other classes are, the population deviation for a varied class, 0 for a
+    class seen once; and a conditional discriminator reads it."""
+    same, varied = torch.randn(1, 3, 4, 4).expand(3, 3, 4, 4), torch.randn(3, 3, 4, 4)
+    x = torch.cat([same[:1], varied[:1], same[1:2], varied[1:], same[2:], torch.randn(1, 3, 4, 4)])
+    y = torch.tensor([0, 1, 0, 1, 1, 0, 2])
+    out = class_stddev(x, y, 3)
+    assert out.shape == (7, 4, 4, 4) and torch.equal(out[:, :3], x)
+    assert out[y == 0, 3].abs().max() < 1e-3  # sqrt(1e-8) for a class with no deviation
+    expected = varied.var(dim=0, unbiased=False).add(1e-8).sqrt().mean()
+    torch.testing.assert_close(out[y == 1, 3], expected.expand(3, 4, 4))
+    assert out[6, 3].abs().max() < 1e-3
+    d = Discriminator(GANConfig(**TINY_GAN, **CLASSES))
+    assert d.class_std == 3 and d(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])).shape == (4,)
+    assert Discriminator(GANConfig(**TINY_GAN, **CLASSES, class_std=False)).class_std == 0
+
+
+def test_the_auxiliary_classifier_learns_from_reals_and_guides_the_generator():
+    """aux_weight > 0: the discriminator's classifier trains on the real batch's labels and the generator's
+    step carries its cross-entropy on the fakes; off, neither exists."""
+    model = GAN(GANConfig(**TINY_GAN, **CLASSES, aux_weight=1.0))
+    before = model.discriminator.classifier.weight.detach().clone()
+    out = model.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])), _engine_step(model))
+    assert torch.isfinite(out["d_class_loss"]) and torch.isfinite(out["g_class_loss"])
+    assert not torch.equal(before, model.discriminator.classifier.weight)
+    plain = GAN(GANConfig(**TINY_GAN, **CLASSES))
+    assert plain.discriminator.classifier is None
+    assert "g_class_loss" not in plain.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])),
+                                                  _engine_step(plain))
 
 
 def test_the_generator_starts_unsaturated():
