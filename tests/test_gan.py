@@ -172,14 +172,14 @@ def test_class_stddev_measures_each_class_alone_wherever_its_samples_are():
 
 
 def test_the_auxiliary_classifier_learns_from_reals_and_guides_the_generator():
-    """aux_weight > 0: the discriminator's classifier trains on the real batch's labels and the generator's
+    """aux_weight > 0 (the default): the discriminator's classifier trains on the real batch's labels and the generator's
     step carries its cross-entropy on the fakes; off, neither exists."""
     model = GAN(GANConfig(**TINY_GAN, **CLASSES, aux_weight=1.0))
     before = model.discriminator.classifier.weight.detach().clone()
     out = model.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])), _engine_step(model))
     assert torch.isfinite(out["d_class_loss"]) and torch.isfinite(out["g_class_loss"])
     assert not torch.equal(before, model.discriminator.classifier.weight)
-    plain = GAN(GANConfig(**TINY_GAN, **CLASSES))
+    plain = GAN(GANConfig(**TINY_GAN, **CLASSES, aux_weight=0.0))
     assert plain.discriminator.classifier is None
     assert "g_class_loss" not in plain.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])),
                                                   _engine_step(plain))

