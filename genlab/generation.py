@@ -146,7 +146,9 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
         seen = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
         seen[torch.tensor(ids, device=device)] = True
 
-    banned = torch.tensor(model.never_generate(), dtype=torch.long, device=device)
+    banned = model.never_generate()
+    ban = torch.zeros(model.config.vocab_size, device=device)  # added to the logits: -inf at banned ids
+    ban[banned] = float("-inf")
 
     def window() -> torch.Tensor:
         return torch.tensor([ids[start:]], device=device)
@@ -161,7 +163,7 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
     step_threads = 1 if flops_per_token < ONE_THREAD_FLOPS else many
     logits, state = prefill()
     for _ in range(max_new_tokens):
-        logits = logits.index_fill(0, banned, float("-inf")) if len(banned) else logits
+        logits = logits + ban if banned else logits  # an add costs a tenth of index_fill's call
         token = next_token(logits, temperature, top_k, top_p, repetition_penalty, seen, generator)
         yield token
         ids.append(token)

@@ -120,11 +120,11 @@ def test_cached_generation_equals_recomputation_under_greedy(cls, tiny):
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("extra", [{}, {"positions": "learned", "qk_norm": False, "activation": "gelu"},
-                                   {"lora_rank": 4}])
+                                   {"lora_rank": 4}, {"logit_softcap": 2.0}])
 def test_one_token_decode_equals_the_full_forward(extra, batch):
     """GPT.decode (transposed weights, RoPE as a matrix, hand-written single-query attention) gives the
     logits of the whole-sequence forward at every position, for one sequence and a batch, for each
-    position and MLP variant and with an unmerged LoRA adapter."""
+    position and MLP variant, with an unmerged LoRA adapter and with capped logits."""
     model = _model(GPT, TINY_GPT, **extra)
     with torch.no_grad():
         for name, p in model.named_parameters():
