@@ -46,8 +46,10 @@ class LoRALinear(nn.Linear):
         return self.weight + self.scale * self.lora_B @ self.lora_A
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
-    """Replace every nn.Linear inside `model.blocks` with a LoRALinear; freeze everything but the adapters."""
+def add_lora(model: nn.Module, rank: int, alpha: float, embeddings: bool = False) -> nn.Module:
+    """Replace every nn.Linear inside `model.blocks` with a LoRALinear; freeze everything but the adapters
+    (and, with `embeddings`, the token embedding, the head and the norms' gains: LongLoRA's LoRA+, Chen et al.
+    2024, sec. 3.2, for a target whose token statistics differ from the base's)."""
     if rank < 1:
         raise ConfigError(f"LoRA rank {rank} must be >= 1", "e.g. --rank 8")
     blocks = getattr(model, "blocks", None)  # a GPT's transformer blocks; an LSTM has no such linear layers
@@ -58,7 +60,8 @@ def add_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
     for parent, name, child in targets:
         setattr(parent, name, LoRALinear(child, rank, alpha))
     for pname, p in model.named_parameters():
-        p.requires_grad_(pname.endswith(("lora_A", "lora_B")))
+        p.requires_grad_(pname.endswith(("lora_A", "lora_B"))
+                         or embeddings and (pname.startswith(("wte.", "head.")) or ".norm" in f".{pname}"))
     return model
 
 
@@ -68,7 +71,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     for name, module in model.named_modules():
         if isinstance(module, LoRALinear):
             state[f"{name}.weight"] = module.merged_weight().detach()
-    config = dataclasses.replace(model.config, lora_rank=0)
+    config = dataclasses.replace(model.config, lora_rank=0, lora_embeddings=False)
     merged = type(model)(config)
     base_state = {k: v for k, v in model.state_dict().items() if not k.endswith(("lora_A", "lora_B"))}
     merged.load_state_dict(base_state | state)
@@ -107,7 +110,7 @@ def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]
 
 
 def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] = "lora", rank: int = 8, alpha: float = 16.0,
-             out: str | None = None, max_steps: int = 500, max_time: str | None = None, lr: float | None = None,
+             embeddings: bool = False, out: str | None = None, max_steps: int = 500, max_time: str | None = None, lr: float | None = None,
              batch_size: int | None = None, warmup_steps: int = 20, unknown: Literal["error", "drop"] = "error",
              seed: int = 0, threads: int | None = None, progress: bool = True) -> dict[str, float]:
     """Fine-tune a trained language model on new text; the result is a new run folder with a merged model.
@@ -118,6 +121,7 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
         method: `full` trains every weight; `lora` trains rank-`rank` adapters and merges them for export (gpt only).
         rank: LoRA rank.
         alpha: LoRA scale numerator: the update is (alpha / rank) B A.
+        embeddings: with lora, also train the token embedding (tied to the head) and the norms' gains (LoRA+).
         out: the new run folder (default RUN-ft-METHOD).
         max_steps: optimiser steps (the cosine schedule decays over them).
         max_time: an optional wall-clock budget such as 3m.
@@ -157,7 +161,7 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
 
     config = base.config
     if method == "lora":
-        config = dataclasses.replace(config, lora_rank=rank, lora_alpha=alpha)
+        config = dataclasses.replace(config, lora_rank=rank, lora_alpha=alpha, lora_embeddings=embeddings)
     pretraining_lr = type(base).train_defaults.get("lr", 1e-3)
     options = {**type(base).train_defaults, "max_steps": max_steps, "max_time": max_time,
                "lr": lr or (3e-3 if method == "lora" else pretraining_lr), "warmup_steps": warmup_steps, "seed": seed,
@@ -178,7 +182,8 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     if method == "lora":
         tuned = merge_lora(tuned)
         tuned.save_pretrained(out_path / "model", card={"fine-tuned from": str(run), "data": data,
-                                                        "method": f"LoRA rank {rank}, alpha {alpha}, merged"})
+                                                        "method": f"LoRA rank {rank}, alpha {alpha}"
+                                                                  f"{' with embeddings and norms' if embeddings else ''}, merged"})
     after = {"target": tuned.log_likelihood(target.test)["nats_per_token"]}
     if base_text:
         after["base"] = tuned.log_likelihood(base_text)["nats_per_token"]

@@ -184,6 +184,12 @@ def test_lora_starts_at_the_base_and_merges_exactly():
     assert not torch.allclose(merged.logits(ids), base.logits(ids), atol=1e-3)
     with pytest.raises(ConfigError):
         add_lora(_model(RNN, TINY_RNN), 4, 8)
+    # LoRA+: the embedding (tied head) and the norms' gains train too, the blocks' base matrices stay frozen
+    plus = _model(GPT, TINY_GPT, lora_rank=4, lora_embeddings=True)
+    trainable = {n for n, p in plus.named_parameters() if p.requires_grad}
+    assert {"wte.weight", "norm.weight", "blocks.0.norm1.weight"} <= trainable
+    assert not any(n.endswith(".weight") and ("attn." in n or "mlp." in n) for n in trainable)
+    assert merge_lora(plus).config.lora_embeddings is False
 
 
 # -- persistence --------------------------------------------------------------------------------

@@ -159,6 +159,7 @@ class GPTConfig(TextConfig):
     muon_lr_ratio: float = 10.0  # Muon's LR as a multiple of --lr (its updates have unit spectral norm)
     lora_rank: int = 0  # > 0: LoRA adapters on every attention and MLP matrix, base weights frozen (fine-tuning)
     lora_alpha: float = 16.0
+    lora_embeddings: bool = False  # with lora_rank: the token embedding, head and norms' gains train too (LoRA+)
 
     def __post_init__(self):
         validate(self)
@@ -207,7 +208,7 @@ class GPT(LanguageModel):
         if c.lora_rank:
             from genlab.finetune import add_lora
 
-            add_lora(self, c.lora_rank, c.lora_alpha)
+            add_lora(self, c.lora_rank, c.lora_alpha, c.lora_embeddings)
 
     @staticmethod
     def _init(module: nn.Module) -> None:
