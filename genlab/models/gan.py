@@ -433,13 +433,12 @@ class GAN(GenerativeModel):
 
         self.discriminator.requires_grad_(False)  # the generator's step needs no weight gradients of D
         score, classes = self._critic(fake, y, True)
-        g_loss = generator_loss(c.loss, score)
+        g_loss = total = generator_loss(c.loss, score)
         if classes is not None:
             aux = F.cross_entropy(classes, y)
             out["g_class_loss"] = aux.detach()
-            step(g_loss + c.aux_weight * aux, 0)
-        else:
-            step(g_loss, 0)
+            total = g_loss + c.aux_weight * aux
+        step(total, 0)
         self.discriminator.requires_grad_(True)
         ema_update(self.generator_ema, self.generator, ema_decay(c.ema_decay, self.global_step))
         # "loss" (progress bar) is the discriminator's: for hinge 2 at chance, 0 when it separates perfectly.

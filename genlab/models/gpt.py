@@ -63,7 +63,7 @@ class KVCache:
         self.v3 = [v.view(batch * n_head, length, head_dim) for v in self.v]
         self.pos = 0  # tokens held
         self.weights: DecodeWeights | None = None  # the one-token path's weight snapshot (GPT.new_cache)
-        self.token: torch.Tensor | None = None  # GPT.step's (1,) id buffer
+        self.token = torch.zeros(1, dtype=torch.long, device=device)  # GPT.step's id, refilled at each token
 
 
 @dataclasses.dataclass
@@ -327,9 +327,7 @@ class GPT(LanguageModel):
         return self(ids, cache)[0, -1], cache
 
     def step(self, token: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
-        # the id as a (1,) view of the embedding's index: torch.tensor([token]) costs ~20 us a token
-        if cache.token is None:
-            cache.token = torch.zeros(1, dtype=torch.long, device=cache.weights.wte.device)
+        # the cache's (1,) id buffer, refilled: torch.tensor([token]) costs ~20 us a token
         return self.decode(cache.token.fill_(token), cache)[0], cache
 
     def optimizers(self, train) -> list[torch.optim.Optimizer]:
