@@ -22,7 +22,8 @@ records the command that measured it.
 - `generate`: tokens/s for 500 new tokens (temperature 0.8, top-k 200, as nanoGPT's
   sample.py) with genlab's KV cache at nanoGPT's size (4 layers, 4 heads, 128 wide,
   context 64), against the anchor's `generate` timed just before in this part (its own
-  subprocess, `--generate-only`); best of 3 runs each.
+  subprocess, `--generate-only`); best of 3 runs each. genlab's one-sequence decoding runs the C
+  kernel genlab/native/gpt_decode.c where a compiler is; the torch path is timed beside it.
 - `finetune`: the `gpt` model pre-trained above, fine-tuned on Debian's `fortunes`
   quotations (characters outside the Shakespeare alphabet dropped) for `--finetune-seconds`
   of training each, full and LoRA, against the same architecture (and tokenizer kind) trained
@@ -175,13 +176,27 @@ def generation_speed(tokens: int = 500) -> dict:
     tokenizer = CharTokenizer.fit(text)
     model = GPT(GPTConfig(chars=tokenizer.chars, vocab_size=tokenizer.vocab_size, block_size=64, n_layer=4, n_head=4,
                           n_embd=128)).eval()
-    rates = []
-    for seed in range(3):
-        start = time.perf_counter()
-        count = sum(1 for _ in model.generate("\n", max_new_tokens=tokens, temperature=0.8, top_k=200, seed=seed))
-        rates.append(tokens / (time.perf_counter() - start))
-        assert count > 0
-    return {"tokens_per_s": max(rates), "tokens_per_s_runs": rates, "parameters": model.num_parameters(),
+    from genlab import native
+
+    def rates() -> list[float]:
+        measured = []
+        for seed in range(3):
+            start = time.perf_counter()
+            count = sum(1 for _ in model.generate("\n", max_new_tokens=tokens, temperature=0.8, top_k=200, seed=seed))
+            measured.append(tokens / (time.perf_counter() - start))
+            assert count > 0
+        return measured
+
+    compiled = model.new_cache().native is not None
+    runs = rates()
+    native._loaded["gpt_decode"], kernel = None, native._loaded.get("gpt_decode")  # the torch path, for the record
+    try:
+        torch_runs = rates()
+    finally:
+        native._loaded["gpt_decode"] = kernel
+    return {"tokens_per_s": max(runs), "tokens_per_s_runs": runs, "parameters": model.num_parameters(),
+            "decoder": "C kernel (genlab/native/gpt_decode.c)" if compiled else "torch (no C compiler)",
+            "torch_decoder_tokens_per_s": max(torch_runs), "torch_decoder_tokens_per_s_runs": torch_runs,
             "note": "single-sequence generation of 500 new tokens from a newline, temperature 0.8, top-k 200"}
 
 
@@ -197,18 +212,22 @@ def fortunes_text(folder: str = "/usr/share/games/fortunes") -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | None = None,
-                  scratch_model: dict | None = None) -> dict:
+def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | None = None) -> dict:
     from genlab.finetune import finetune
 
     base = genlab.load(gpt_run / "model")
+    # the same architecture from scratch: the base's configuration less what its tokenizer fixed, and
+    # without dropout, which at a few minutes only slows learning (the strongest baseline we know)
+    scratch_model = {k: v for k, v in base.config.__dict__.items() if k not in ("chars", "tokenizer_hash")}
+    scratch_model["dropout"] = 0.0
     text = fortunes_text()
     unknown = set(base.tokenizer.unknown(text))
     cleaned = "".join(c for c in text if c not in unknown)
     target_path = work / "fortunes.txt"
     target_path.write_text(cleaned)
     target = load_data(str(target_path))
-    results = {"target_data": f"Debian fortunes ({', '.join(FORTUNE_FILES)}), {len(cleaned):,} characters after "
+    results = {"base_run": str(gpt_run), "base_val_loss": nats_per_char(base, data.test),
+               "target_data": f"Debian fortunes ({', '.join(FORTUNE_FILES)}), {len(cleaned):,} characters after "
                               f"dropping {len(text) - len(cleaned):,} outside the base alphabet ({''.join(sorted(unknown))!r})"}
     # Equal wall clocks: each run stops at the same training budget, its cosine decaying over it; the
     # losses are in nats per character, which compares models whose tokenizers differ (scratch trains
@@ -224,7 +243,7 @@ def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | N
         results[name] = {**report, "train_seconds": time.time() - started, "steps": last_step(work / f"ft-{name}" / "metrics.jsonl"),
                            "target_loss_per_char_before": before, "target_loss_per_char": nats_per_char(tuned, target.test),
                            "base_loss_per_char_after": nats_per_char(tuned, data.test)}
-    scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch", model=scratch_model)
+    scratch = train_for("gpt", str(target_path), target, seconds, work / "scratch", scratch_model, BENCH_GPT_TRAIN)
     results["scratch"] = {"target_loss_per_char": scratch["val_loss"], "train_seconds": scratch["train_seconds"],
                           "steps": scratch["steps"], "config": scratch["config"]}
     return results
@@ -237,11 +256,16 @@ def main() -> None:
     parser.add_argument("--anchor-iters", type=int, default=2000)
     parser.add_argument("--finetune-seconds", type=float, default=180)
     parser.add_argument("--finetune-lr", type=float, default=None, help="full fine-tuning's peak LR (default genlab's)")
+    parser.add_argument("--finetune-from", default="long",
+                        help="the pre-trained model: `long` (the 20-minute run), `gpt` (the budget run) or a run folder")
+    parser.add_argument("--work", default=None, help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--long-minutes", type=float, default=20)
     # BPE 1,024 with dropout: without it this model overfit in 20 minutes (1.898; with 0.2, 1.693; lm.json)
     parser.add_argument("--long-model", default=json.dumps({**BENCH_GPT, "n_layer": 6, "n_head": 6, "n_embd": 192,
                                                             "block_size": 256, "dropout": 0.2}),
                         help="JSON GPT config of the long run (dropout: without it the 20-minute model overfit, 1.898)")
+    parser.add_argument("--long-train", default=json.dumps({**BENCH_GPT_TRAIN, "weight_decay": 0.1}),
+                        help="JSON train options of the long run")
     parser.add_argument("--gpt-model", default=json.dumps(BENCH_GPT),
                         help="JSON overrides of the GPT config (default: byte-level BPE, 1,024 tokens)")
     parser.add_argument("--gpt-train", default=json.dumps(BENCH_GPT_TRAIN),
@@ -274,9 +298,11 @@ def main() -> None:
         result["budget"] = {"train_seconds": budget, "source": "--budget" if args.budget else result["anchor"]["name"],
                             "finetune_seconds": args.finetune_seconds, "command": command}
 
+    if "finetune" in parts and args.finetune_from in ("gpt", "long"):
+        parts.add(args.finetune_from)  # the base is trained in this run
     with tempfile.TemporaryDirectory(prefix="genlab-bench-lm-") as tmp:
-        work = Path(tmp)
-        if "gpt" in parts or "finetune" in parts:
+        work = Path(args.work or tmp)
+        if "gpt" in parts:
             print(f"genlab gpt for {budget:.0f} s ...", flush=True)
             gpt = train_for("gpt", "tiny-shakespeare", data, budget, work / "gpt", json.loads(args.gpt_model),
                             json.loads(args.gpt_train))
@@ -302,16 +328,18 @@ def main() -> None:
             result["genlab"]["generate"] = speed
             print(f"generate: anchor {speed['anchor_tokens_per_s']:.0f} tokens/s, genlab {speed['tokens_per_s']:.0f} "
                   f"({speed['speedup_vs_anchor']:.2f}x)", flush=True)
-        if "finetune" in parts:
-            print(f"fine-tuning on fortunes, {args.finetune_seconds:.0f} s each ...", flush=True)
-            result["genlab"]["finetune"] = finetune_part(work / "gpt", data, args.finetune_seconds, work,
-                                                         args.finetune_lr, json.loads(args.gpt_model))
         if "long" in parts:
             print(f"genlab gpt for {args.long_minutes:.0f} minutes ...", flush=True)
             result["genlab"]["gpt_long"] = train_for("gpt", "tiny-shakespeare", data, args.long_minutes * 60,
-                                                     work / "gpt-long", json.loads(args.long_model), json.loads(args.gpt_train))
+                                                     work / "gpt-long", json.loads(args.long_model), json.loads(args.long_train))
             result["genlab"]["gpt_long"]["command"] = command
             result["genlab"]["bar_val_loss_long"] = 1.55
+            print(f"  val loss {result['genlab']['gpt_long']['val_loss']:.4f}", flush=True)
+        if "finetune" in parts:
+            base = {"gpt": work / "gpt", "long": work / "gpt-long"}.get(args.finetune_from, Path(args.finetune_from))
+            print(f"fine-tuning {base} on fortunes, {args.finetune_seconds:.0f} s each ...", flush=True)
+            result["genlab"]["finetune"] = finetune_part(base, data, args.finetune_seconds, work, args.finetune_lr)
+            result["genlab"]["finetune"]["command"] = command
 
     if "gpt" in result["genlab"]:
         result["genlab"]["val_loss"] = result["genlab"]["gpt"]["val_loss"]

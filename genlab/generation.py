@@ -82,21 +82,43 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
     return logits
 
 
+class GumbelNoise:
+    """Gumbel(0, 1) noise rows over a vocabulary, drawn `rows` at a time from one generator.
+
+    The Gumbel-max trick: argmax_i (log p_i + G_i) with G_i = -log E_i, E_i ~ Exp(1) independent, is an
+    exact draw from p, and log p may be the filtered logits over the temperature (the normaliser does not
+    move the argmax): no softmax, and a token costs an add and an argmax. Drawing a block of rows in one
+    call spreads the random number generation's per-call cost over many tokens; the stream is still
+    fixed by the generator's seed. E is kept above 0, so G stays finite and a filtered token (-inf) never
+    wins."""
+
+    def __init__(self, vocab: int, generator: torch.Generator | None = None, device=None, rows: int = 64):
+        self.vocab, self.generator, self.device, self.rows = vocab, generator, device, rows
+        self.block, self.used = None, rows
+
+    def draw(self) -> torch.Tensor:
+        if self.used == self.rows:
+            with threads(1):  # a few thousand numbers: a second thread only adds its wake-up (ms on a busy machine)
+                block = torch.empty(self.rows, self.vocab, device=self.device).exponential_(generator=self.generator)
+                self.block, self.used = torch.log(block.clamp_min_(1e-30)).neg_(), 0
+        self.used += 1
+        return self.block[self.used - 1]
+
+
 def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                repetition_penalty: float = 1.0, seen: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> int:
-    """One token id from next-token logits (V,); `seen` marks the tokens the penalty applies to."""
+               generator: torch.Generator | None = None, noise: GumbelNoise | None = None) -> int:
+    """One token id from next-token logits (V,); `seen` marks the tokens the penalty applies to. Draws
+    come from `noise` (a generation's stream) or, without it, from a fresh row of `generator`'s."""
     logits = logits.float()
     if repetition_penalty != 1.0 and seen is not None:
         penalised = torch.where(logits > 0, logits / repetition_penalty, logits * repetition_penalty)
         logits = torch.where(seen, penalised, logits)
     if temperature == 0:
         return int(logits.argmax())
-    probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
-    # The exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) independent is an exact draw from p, at
-    # half torch.multinomial's per-call cost. E is kept above 0, so that a filtered token (p = 0) never wins.
-    race = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(1e-30)
-    return int(torch.argmax(probs / race))
+    scaled = filter_logits(logits / temperature, top_k, top_p)
+    gumbel = (noise or GumbelNoise(logits.shape[-1], generator, logits.device, rows=1)).draw()
+    return int(torch.argmax(scaled + gumbel))
 
 
 class StopMatcher:
@@ -161,10 +183,11 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
             return model.prefill(window())
 
     step_threads = 1 if flops_per_token < ONE_THREAD_FLOPS else many
+    noise = GumbelNoise(model.config.vocab_size, generator, device)
     logits, state = prefill()
     for _ in range(max_new_tokens):
         logits = logits + ban if banned else logits  # an add costs a tenth of index_fill's call
-        token = next_token(logits, temperature, top_k, top_p, repetition_penalty, seen, generator)
+        token = next_token(logits, temperature, top_k, top_p, repetition_penalty, seen, noise=noise)
         yield token
         ids.append(token)
         if seen is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -91,6 +93,21 @@ def test_top_k_and_top_p_never_emit_excluded_tokens():
         assert drawn == allowed, options
 
 
+def test_sampling_draws_from_the_tempered_distribution():
+    """The Gumbel-max draws, in blocks from one generator, follow softmax(logits / T): each token's
+    frequency over 20,000 draws within 4 standard errors of its probability (and a seed repeats them)."""
+    from genlab.generation import GumbelNoise
+
+    logits, temperature, n = torch.tensor([1.0, 0.5, 0.0, -0.5, -3.0]), 0.8, 20_000
+    noise = GumbelNoise(5, torch.Generator().manual_seed(0))
+    counts = torch.bincount(torch.tensor([next_token(logits, temperature, noise=noise) for _ in range(n)]), minlength=5)
+    p = (logits / temperature).softmax(-1)
+    assert ((counts / n - p).abs() <= 4 * (p * (1 - p) / n).sqrt()).all(), (counts / n, p)
+    first, again = (GumbelNoise(5, torch.Generator().manual_seed(1)) for _ in range(2))
+    assert [next_token(logits, temperature, noise=first) for _ in range(100)] == \
+        [next_token(logits, temperature, noise=again) for _ in range(100)]
+
+
 def test_repetition_penalty_and_greedy():
     logits = torch.tensor([2.0, 1.9, -1.0])
     seen = torch.tensor([True, False, False])
@@ -137,6 +154,48 @@ def test_one_token_decode_equals_the_full_forward(extra, batch):
             assert torch.allclose(model.decode(ids[:, t], cache), full[:, t], atol=1e-4)
         with pytest.raises(ValueError, match="exceed the context"):
             model.decode(ids[:, 0], cache)
+
+
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler here")
+
+
+@needs_compiler
+@pytest.mark.parametrize("extra", [{}, {"positions": "learned", "qk_norm": False, "activation": "gelu"},
+                                   {"lora_rank": 4}, {"logit_softcap": 2.0}, {"n_head": 4, "n_embd": 24}])
+def test_compiled_decode_equals_the_torch_decode(extra):
+    """The C kernel (genlab/native/gpt_decode.c) is what one-sequence decoding runs where a compiler is,
+    and gives the torch path's logits and cache contents at every position, for each variant."""
+    model = _model(GPT, {**TINY_GPT, **extra}) if "n_embd" in extra else _model(GPT, TINY_GPT, **extra)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.3) if name.endswith("lora_B") else None
+        ids = torch.randint(0, model.config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(2))
+        native, reference = model.new_cache(), model.new_cache()
+        assert native.native is not None
+        reference.native = None
+        model(ids[:, :3], native), model(ids[:, :3], reference)
+        for t in range(3, 16):
+            assert torch.allclose(model.decode(ids[:, t], native), model.decode_torch(ids[:, t], reference), atol=1e-5)
+        assert native.pos == reference.pos == 16
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(native.k + native.v, reference.k + reference.v))
+        with pytest.raises(ValueError, match="exceed the context"):
+            model.step(0, native)
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            model.step(model.config.vocab_size, model.new_cache())
+
+
+def test_generation_without_a_compiler_falls_back_to_torch(monkeypatch, tmp_path):
+    """A machine whose compiler fails loses the kernel, not the feature: the same greedy text."""
+    import genlab.native
+
+    model = _model(GPT, TINY_GPT)
+    expected = "".join(model.generate("First", max_new_tokens=30, temperature=0))
+    monkeypatch.setattr(genlab.native, "_loaded", {})
+    monkeypatch.setenv("GENLAB_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", "false")  # a compiler that always fails
+    assert model.new_cache().native is None
+    assert "".join(model.generate("First", max_new_tokens=30, temperature=0)) == expected
+    assert not list((tmp_path / "native").glob("*.so"))
 
 
 def test_decode_snapshot_follows_weight_updates():

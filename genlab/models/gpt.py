@@ -63,6 +63,7 @@ class KVCache:
         self.v3 = [v.view(batch * n_head, length, head_dim) for v in self.v]
         self.pos = 0  # tokens held
         self.weights: DecodeWeights | None = None  # the one-token path's weight snapshot (GPT.new_cache)
+        self.native: NativeDecoder | None = None  # the compiled one-token path, for one sequence (GPT.new_cache)
         self.token = torch.zeros(1, dtype=torch.long, device=device)  # GPT.step's id, refilled at each token
 
 
@@ -81,6 +82,78 @@ class DecodeWeights:
     masks: torch.Tensor
     wte: torch.Tensor  # the token embedding, and the learned positions' (or None): held here because module
     wpe: torch.Tensor | None  # attribute look-ups cost microseconds each at every token
+    rope_cos: torch.Tensor | None  # (block_size, hs) RoPE tables as apply_rope takes them, for the C kernel
+    rope_sin: torch.Tensor | None
+
+
+# The compiled decoder runs on one thread: it serves models small enough that torch, too, decodes
+# them on one (genlab.generation.ONE_THREAD_FLOPS: 2 x parameters below 2e8 multiply-adds a token).
+NATIVE_MAX_PARAMETERS = 100_000_000
+
+
+class NativeDecoder:
+    """`GPT.decode` for one sequence as a single call into genlab/native/gpt_decode.c (the same
+    arithmetic): at CPU sizes a torch step is ~80 calls of a few microseconds each, which is most of a
+    token's cost. Built by `GPT.new_cache` when the kernel compiled on this machine (genlab.native);
+    it reads the snapshot's weights and writes the cache's keys and values in place."""
+
+    def __init__(self, lib, config: GPTConfig, weights: DecodeWeights, cache: KVCache):
+        import ctypes
+
+        c = config
+        pointer = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else None)  # noqa: E731
+        matrices = [t for block in weights.blocks for t in block]
+        buffers = [t for pair in zip(cache.k, cache.v) for t in pair]
+        self.keep = (weights, cache.k, cache.v)  # the memory the pointers below address
+        self.vocab, hidden = c.vocab_size, c.mlp_ratio * c.n_embd
+        self.scratch = torch.empty(lib.gpt_decode_scratch(c.n_embd, hidden, c.block_size))
+        self.fn = lib.gpt_decode_step
+        self.args = (ctypes.c_int(c.n_layer), ctypes.c_int(c.n_embd), ctypes.c_int(c.n_head), ctypes.c_int(hidden),
+                     ctypes.c_int(c.block_size), ctypes.c_int(c.vocab_size), ctypes.c_int(int(c.qk_norm)),
+                     ctypes.c_int(0 if c.activation == "relu2" else 1), ctypes.c_float(1e-5),
+                     ctypes.c_float(c.logit_softcap), pointer(weights.wte), pointer(weights.wpe),
+                     pointer(weights.rope_cos), pointer(weights.rope_sin),
+                     (ctypes.c_void_p * len(matrices))(*[t.data_ptr() for t in matrices]),
+                     (ctypes.c_void_p * len(buffers))(*[t.data_ptr() for t in buffers]),
+                     pointer(weights.norm), pointer(weights.head), pointer(self.scratch))
+
+    @staticmethod
+    def usable(config: GPTConfig, weights: DecodeWeights, batch: int) -> bool:
+        tensors = [weights.wte, weights.norm, weights.head, *(t for block in weights.blocks for t in block)]
+        return batch == 1 and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
+                                  for t in tensors)
+
+    def __call__(self, token: int, cache: KVCache) -> torch.Tensor:
+        """(V,) next-token logits after `token` at the cache's position; advances the cache."""
+        if not 0 <= token < self.vocab:
+            raise ValueError(f"token id {token} is outside the vocabulary of {self.vocab}")
+        logits = torch.empty(self.vocab)  # a new tensor each token: callers may keep the last one
+        if self.fn(token, cache.pos, *self.args, ctypes_pointer(logits)):
+            raise ValueError(f"{cache.pos + 1} tokens exceed the context of {self.args[4].value}")
+        cache.pos += 1
+        return logits
+
+
+def ctypes_pointer(t: torch.Tensor):
+    import ctypes
+
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def native_library():
+    """genlab/native/gpt_decode.c, compiled and typed; None where it cannot be built (genlab.native)."""
+    import ctypes
+
+    from genlab import native
+
+    lib = native.library("gpt_decode")
+    if lib is not None and not getattr(lib, "genlab_typed", False):
+        i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+        lib.gpt_decode_scratch.argtypes, lib.gpt_decode_scratch.restype = [i, i, i], i
+        lib.gpt_decode_step.argtypes = [i] * 10 + [f, f] + [p] * 10
+        lib.gpt_decode_step.restype = i
+        lib.genlab_typed = True
+    return lib
 
 
 class Attention(nn.Module):
@@ -246,6 +319,10 @@ class GPT(LanguageModel):
         c, weight = self.config, self.wte.weight
         cache = KVCache(c.n_layer, batch, c.n_head, c.block_size, c.n_embd // c.n_head, weight.device, weight.dtype)
         cache.weights = self._decode_weights()
+        if self.num_parameters() <= NATIVE_MAX_PARAMETERS and NativeDecoder.usable(c, cache.weights, batch):
+            lib = native_library()
+            if lib is not None:
+                cache.native = NativeDecoder(lib, c, cache.weights, cache)
         return cache
 
     @torch.no_grad()
@@ -262,13 +339,17 @@ class GPT(LanguageModel):
             weight = linear.merged_weight() if hasattr(linear, "merged_weight") else linear.weight
             return weight.detach().t().contiguous()
 
-        blocks = [(b.norm1.weight, t(b.attn.qkv), t(b.attn.proj), b.norm2.weight, t(b.mlp.fc), t(b.mlp.proj))
+        blocks = [(b.norm1.weight.detach(), t(b.attn.qkv), t(b.attn.proj), b.norm2.weight.detach(), t(b.mlp.fc),
+                   t(b.mlp.proj))
                   for b in self.blocks]
         length = self.config.block_size
         masks = torch.full((length, length), float("-inf"), device=self.wte.weight.device).triu(1)
-        weights = DecodeWeights(blocks, self.norm.weight, t(self.head), self._position_maps(),
+        rope = self.wpe is None
+        weights = DecodeWeights(blocks, self.norm.weight.detach(), t(self.head), self._position_maps(),
                                 masks.view(length, 1, length, 1), self.wte.weight.detach(),
-                                self.wpe.weight.detach() if self.wpe is not None else None)
+                                None if rope else self.wpe.weight.detach(),
+                                self.cos[:, 0, 0].contiguous() if rope else None,
+                                self.sin[:, 0, 0].contiguous() if rope else None)
         self._decode_snapshot = (stamp, weights)
         return weights
 
@@ -293,7 +374,14 @@ class GPT(LanguageModel):
         product, single-query attention as two over the whole cache buffer (the positions not yet
         written masked to -inf in the first, a fused add: cheaper than slicing the buffer), and torch's
         built-ins and tensor methods rather than the functional wrappers, slice syntax and module
-        attribute look-ups (each a few microseconds of Python)."""
+        attribute look-ups (each a few microseconds of Python). For one sequence on a CPU, where the
+        kernel compiled, the whole step is instead one call into C (`NativeDecoder`)."""
+        if cache.native is not None and len(tokens) == 1:
+            return cache.native(int(tokens[0]), cache)[None]
+        return self.decode_torch(tokens, cache)
+
+    def decode_torch(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """`decode` in torch operations: any batch, device and dtype (the compiled path's reference)."""
         c, pos, w = self.config, cache.pos, cache.weights
         if pos >= c.block_size:
             raise ValueError(f"{pos + 1} tokens exceed the context of {c.block_size}")
@@ -327,8 +415,10 @@ class GPT(LanguageModel):
         return self(ids, cache)[0, -1], cache
 
     def step(self, token: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        if cache.native is not None:
+            return cache.native(token, cache), cache
         # the cache's (1,) id buffer, refilled: torch.tensor([token]) costs ~20 us a token
-        return self.decode(cache.token.fill_(token), cache)[0], cache
+        return self.decode_torch(cache.token.fill_(token), cache)[0], cache
 
     def optimizers(self, train) -> list[torch.optim.Optimizer]:
         """Muon for the blocks' matrices, AdamW (decoupled weight decay) for embeddings, head and gains;
