@@ -79,6 +79,24 @@ MORE_PARAPHRASES = [(0, "a basic cotton tee"), (1, "straight-leg denims"), (2, "
                     (4, "a padded anorak"), (5, "strappy flat shoes for the beach"), (6, "a long-sleeved oxford with buttons"),
                     (7, "athletic footwear for the gym"), (8, "a carry-all for groceries"), (9, "short leather boots with a zip")]
 
+# Written together, before the class lexicon of genlab.models.text_encoder was widened (2026-12-02):
+# DEV_PROMPTS to develop the lexicon on (text retrieval only), FRESH_PARAPHRASES a test set that no
+# choice was made on.
+DEV_PROMPTS = [(0, "a graphic tee"), (0, "a plain white top with short sleeves"), (0, "a v-neck t shirt"),
+               (1, "a pair of jeans"), (1, "corduroy trousers"), (1, "tailored pants for the office"),
+               (2, "a knit sweater"), (2, "a cardigan"), (2, "a cable-knit jumper"),
+               (3, "a maxi dress"), (3, "an evening gown"), (3, "a little black dress"),
+               (4, "a puffer jacket"), (4, "a leather jacket"), (4, "a long wool coat"),
+               (5, "strappy sandals"), (5, "a pair of flip flops"), (5, "open-toed shoes"),
+               (6, "a checked button-up shirt"), (6, "a linen shirt"), (6, "a collared business shirt"),
+               (7, "a pair of running shoes"), (7, "athletic sneakers"), (7, "canvas trainers"),
+               (8, "a leather purse"), (8, "a handbag"), (8, "a shopping tote"),
+               (9, "suede ankle boots"), (9, "a pair of booties with a heel"), (9, "short winter boots")]
+FRESH_PARAPHRASES = [(0, "a short sleeve cotton top"), (1, "slim-fit khaki pants"), (2, "a chunky knitted pullover"),
+                     (3, "a floral summer dress"), (4, "a heavy winter jacket"), (5, "leather sandals with buckles"),
+                     (6, "a crisp white dress shirt"), (7, "white leather sneakers"), (8, "a small crossbody bag"),
+                     (9, "black chelsea boots")]
+
 
 def anchor_unet(channels: int, size: int):
     from diffusers import UNet2DModel
