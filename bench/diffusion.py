@@ -294,13 +294,16 @@ def text_part(args, data, work: Path, n_train: int, threads: int) -> dict[str, A
         for guidance in args.guidance:
             scores = {"class_name_prompts": accuracy(list(enumerate(CLASS_PROMPTS)), guidance, prior),
                       "paraphrase_prompts": accuracy(list(enumerate(PARAPHRASES)), guidance, prior),
-                      "more_paraphrase_prompts": accuracy(MORE_PARAPHRASES, guidance, prior)}
+                      "more_paraphrase_prompts": accuracy(MORE_PARAPHRASES, guidance, prior),
+                      "fresh_paraphrase_prompts": accuracy(FRESH_PARAPHRASES, guidance, prior),
+                      "dev_prompts": accuracy(DEV_PROMPTS, guidance, prior)}
             section["by_prior"].setdefault(str(prior), {})[str(guidance)] = scores
             if prior == chosen:
                 section["by_guidance"][str(guidance)] = scores
             print(f"[text] prompt prior {prior}, guidance {guidance}: class names "
                   f"{scores['class_name_prompts']['accuracy']:.3f}, paraphrases {scores['paraphrase_prompts']['accuracy']:.3f}, "
-                  f"more paraphrases {scores['more_paraphrase_prompts']['accuracy']:.3f}",
+                  f"more paraphrases {scores['more_paraphrase_prompts']['accuracy']:.3f}, fresh paraphrases "
+                  f"{scores['fresh_paraphrase_prompts']['accuracy']:.3f}, dev prompts {scores['dev_prompts']['accuracy']:.3f}",
                   flush=True)
     return section
 

@@ -111,7 +111,8 @@ def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]
 
 def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] = "lora", rank: int = 8, alpha: float = 16.0,
              embeddings: bool = False, out: str | None = None, max_steps: int = 500, max_time: str | None = None, lr: float | None = None,
-             batch_size: int | None = None, warmup_steps: int = 20, unknown: Literal["error", "drop"] = "error",
+             batch_size: int | None = None, warmup_steps: int = 20, dropout: float | None = None,
+             unknown: Literal["error", "drop"] = "error",
              seed: int = 0, threads: int | None = None, progress: bool = True) -> dict[str, float]:
     """Fine-tune a trained language model on new text; the result is a new run folder with a merged model.
 
@@ -129,6 +130,8 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
             target in bench/results/lm_finetune.json; 3e-3 for lora).
         batch_size: windows per batch (default the family's).
         warmup_steps: linear warm-up steps.
+        dropout: dropout while fine-tuning (default the base model's). A few minutes on a new corpus is
+            short of overfitting, and dropout costs a third of the step rate on a CPU: 0 fits more steps.
         unknown: what to do with characters the base tokenizer cannot encode: `error`, or `drop` them.
         seed: seed of the data order and of every random number.
         threads: torch threads (default all cores).
@@ -160,6 +163,10 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     base.config_for_data(base.config, target)  # refuses text the base tokenizer cannot encode, with the characters
 
     config = base.config
+    if dropout is not None:
+        if not hasattr(config, "dropout") or not 0 <= dropout < 1:
+            raise ConfigError(f"dropout = {dropout} cannot be set on this {base.family} model", "use 0 <= dropout < 1")
+        config = dataclasses.replace(config, dropout=dropout)
     if method == "lora":
         config = dataclasses.replace(config, lora_rank=rank, lora_alpha=alpha, lora_embeddings=embeddings)
     pretraining_lr = type(base).train_defaults.get("lr", 1e-3)

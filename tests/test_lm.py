@@ -338,11 +338,13 @@ def test_finetune_lora_merged_and_refuses_unencodable_text(gpt_run, tmp_path, ca
     target.write_text("All:\nSpeak, speak. You are resolved.\n\n" * 60)
     out = tmp_path / "ft"
     assert main(["finetune", str(gpt_run), "--data", str(target), "--method", "lora", "--rank", "2", "--out", str(out),
-                 "--max-steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--progress", "false", "--threads", "1"]) == 0
+                 "--max-steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--dropout", "0.1", "--progress", "false",
+                 "--threads", "1"]) == 0
     report = json.loads((out / "finetune.json").read_text())
     assert report["target_loss_after"] < report["target_loss_before"] and "base_loss_given_up" in report
     tuned = genlab.load(out)
     assert tuned.config.lora_rank == 0 and "".join(tuned.generate("All", max_new_tokens=5, seed=0))
+    assert tuned.config.dropout == 0.1 != genlab.load(gpt_run).config.dropout  # the override trained
 
     bad = tmp_path / "bad.txt"
     bad.write_text("Zebras & 42 quokkas! " * 100)
