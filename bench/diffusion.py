@@ -256,7 +256,7 @@ def shared_words(prompts: list[str], class_names: list[str]) -> dict[str, list[s
     return {p: sorted(words(p) & seen) for p in prompts}
 
 
-def text_part(args, data, work: Path, n_train: int, threads: int) -> dict[str, Any]:
+def text_part(args, data, work: Path, n_train: int, threads: int, command: str) -> dict[str, Any]:
     """Train (or, with --reuse, reload) the text-conditioned model; accuracy of its prompted samples."""
     run = work / "dm-text"
     previous = work / "text.json"
@@ -266,7 +266,7 @@ def text_part(args, data, work: Path, n_train: int, threads: int) -> dict[str, A
     else:
         text_steps = args.steps or int(args.text_epochs * (n_train // args.batch_size))
         trained = train_genlab(args.data, run, text_steps, args.batch_size, 0, threads, {"condition": "text"})
-        model, section = trained["model"], timing(trained, args.batch_size)
+        model, section = trained["model"], timing(trained, args.batch_size, n_train, command)
     reference = reference_classifier(data)
 
     def accuracy(prompts: list[tuple[int, str]], guidance: float, prior: float) -> dict[str, Any]:
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         start = time.perf_counter()
         samples = anchor_samples(trained["unet"], trained["scheduler"], args.eval_samples, 50, 0)
         np.save(work / "anchor_ddim50.npy", samples)
-        write("anchor", {"name": ANCHOR_NAME, **timing(trained, args.batch_size), "final_loss": trained["final_loss"],
+        write("anchor", {"name": ANCHOR_NAME, **timing(trained, args.batch_size, len(train_x), command), "final_loss": trained["final_loss"],
                          "sample_seconds": round(time.perf_counter() - start, 1)})
 
     if "genlab" in args.parts:
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         else:
             print(f"[genlab] training genlab diffusion for {steps} steps at batch {args.batch_size}", flush=True)
             trained = train_genlab(args.data, work / "dm", steps, args.batch_size, 0, threads)
-            section = timing(trained, args.batch_size)
+            section = timing(trained, args.batch_size, len(train_x), command)
         start = time.perf_counter()
         np.save(work / "genlab_ddim50.npy", ours_samples(trained["model"], args.eval_samples, "ddim", 50, 0))
         write("genlab", {**section, "run_folder": str(work / "dm"), "sample_seconds": round(time.perf_counter() - start, 1)})
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         write("speed", speed_part(data, train_x.shape[1], train_x.shape[-1], args))
 
     if "text" in args.parts:
-        write("text", text_part(args, data, work, len(train_x), threads))
+        write("text", text_part(args, data, work, len(train_x), threads, command))
 
     if "score" in args.parts:
         return score(args, data, work, machine, command)

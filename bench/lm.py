@@ -218,7 +218,7 @@ FINETUNE = {"dropout": 0.0, "batch_size": 16}
 
 
 def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | None = None,
-                  lora_lr: float | None = None) -> dict:
+                  lora_lr: float | None = None, lora_rank: int = 8) -> dict:
     from genlab.finetune import finetune
 
     base = genlab.load(gpt_run / "model")
@@ -245,7 +245,7 @@ def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | N
         started = time.time()
         report = finetune(str(gpt_run), str(target_path), method=method, out=str(work / f"ft-{name}"), max_steps=10**7,
                           max_time=f"{budget:.0f}s", progress=False, lr=lr if method == "full" else lora_lr,
-                          embeddings=embeddings, **FINETUNE)
+                          embeddings=embeddings, rank=lora_rank, **FINETUNE)
         tuned = genlab.load(work / f"ft-{name}" / "model")
         results[name] = {**report, "train_seconds": time.time() - started, "steps": last_step(work / f"ft-{name}" / "metrics.jsonl"),
                            "target_loss_per_char_before": before, "target_loss_per_char": nats_per_char(tuned, target.test),
@@ -264,14 +264,15 @@ def main() -> None:
     parser.add_argument("--finetune-seconds", type=float, default=180)
     parser.add_argument("--finetune-lr", type=float, default=None, help="full fine-tuning's peak LR (default genlab's)")
     parser.add_argument("--lora-lr", type=float, default=None, help="LoRA's peak LR (default genlab's, 3e-3)")
+    parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--finetune-from", default="long",
                         help="the pre-trained model: `long` (the 20-minute run), `gpt` (the budget run) or a run folder")
     parser.add_argument("--work", default=None, help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--long-minutes", type=float, default=20)
-    # BPE 1,024 with dropout: without it this model overfit in 20 minutes (1.898; with 0.2, 1.693; lm.json)
-    parser.add_argument("--long-model", default=json.dumps({**BENCH_GPT, "n_layer": 6, "n_head": 6, "n_embd": 192,
-                                                            "block_size": 256, "dropout": 0.2}),
-                        help="JSON GPT config of the long run (dropout: without it the 20-minute model overfit, 1.898)")
+    # BPE 1,024, 4 x 192, dropout 0.1, weight decay 0.1: 1.661. 6 x 192 at context 256 overfit without
+    # dropout (1.898) and with 0.2 ran too few steps (939; 1.693): bench/results/lm.json
+    parser.add_argument("--long-model", default=json.dumps({**BENCH_GPT, "n_layer": 4, "n_embd": 192, "dropout": 0.1}),
+                        help="JSON GPT config of the long run")
     parser.add_argument("--long-train", default=json.dumps({**BENCH_GPT_TRAIN, "weight_decay": 0.1}),
                         help="JSON train options of the long run")
     parser.add_argument("--gpt-model", default=json.dumps(BENCH_GPT),
@@ -347,7 +348,7 @@ def main() -> None:
             base = {"gpt": work / "gpt", "long": work / "gpt-long"}.get(args.finetune_from, Path(args.finetune_from))
             print(f"fine-tuning {base} on fortunes, {args.finetune_seconds:.0f} s each ...", flush=True)
             result["genlab"]["finetune"] = finetune_part(base, data, args.finetune_seconds, work, args.finetune_lr,
-                                                         args.lora_lr)
+                                                         args.lora_lr, args.lora_rank)
             result["genlab"]["finetune"]["command"] = command
 
     if "gpt" in result["genlab"]:
