@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -179,8 +180,6 @@ def generation_speed(tokens: int = 500) -> dict:
     tokenizer = CharTokenizer.fit(text)
     model = GPT(GPTConfig(chars=tokenizer.chars, vocab_size=tokenizer.vocab_size, block_size=64, n_layer=4, n_head=4,
                           n_embd=128)).eval()
-    from genlab import native
-
     def rates() -> list[float]:
         measured = []
         for seed in range(3):
@@ -192,11 +191,8 @@ def generation_speed(tokens: int = 500) -> dict:
 
     compiled = model.new_cache().native is not None
     runs = rates()
-    native._loaded["gpt_decode"], kernel = None, native._loaded.get("gpt_decode")  # the torch path, for the record
-    try:
+    with mock.patch.dict(os.environ, {"GENLAB_NATIVE": "0"}):  # the torch path, for the record
         torch_runs = rates()
-    finally:
-        native._loaded["gpt_decode"] = kernel
     return {"tokens_per_s": max(runs), "tokens_per_s_runs": runs, "parameters": model.num_parameters(),
             "decoder": "C kernel (genlab/native/gpt_decode.c)" if compiled else "torch (no C compiler)",
             "torch_decoder_tokens_per_s": max(torch_runs), "torch_decoder_tokens_per_s_runs": torch_runs,
@@ -217,18 +213,18 @@ def fortunes_text(folder: str = "/usr/share/games/fortunes") -> str:
 
 # Fine-tuning options of every method: no dropout (a few minutes on the new corpus is short of
 # overfitting, and dropout costs a third of the step rate) and the benchmark's batches of 16.
-FINETUNE = {"dropout": 0.0, "batch_size": 16}
+FINETUNE = {"dropout": 0.0, **BENCH_GPT_TRAIN}
 
 
 def finetune_part(gpt_run: Path, data, seconds: float, work: Path, lr: float | None = None,
-                  lora_lr: float | None = None, lora_rank: int = 8) -> dict:
+                  lora_lr: float | None = None, lora_rank: int = 16) -> dict:
     from genlab.finetune import finetune
 
     base = genlab.load(gpt_run / "model")
     # the same architecture from scratch: the base's configuration less what its tokenizer fixed, and
     # without dropout, which at a few minutes only slows learning (the strongest baseline we know)
     scratch_model = {k: v for k, v in base.config.__dict__.items() if k not in ("chars", "tokenizer_hash")}
-    scratch_model["dropout"] = 0.0
+    scratch_model["dropout"] = FINETUNE["dropout"]
     text = fortunes_text()
     unknown = set(base.tokenizer.unknown(text))
     cleaned = "".join(c for c in text if c not in unknown)

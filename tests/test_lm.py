@@ -165,7 +165,7 @@ needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is 
 def test_compiled_decode_equals_the_torch_decode(extra):
     """The C kernel (genlab/native/gpt_decode.c) is what one-sequence decoding runs where a compiler is,
     and gives the torch path's logits and cache contents at every position, for each variant."""
-    model = _model(GPT, {**TINY_GPT, **extra}) if "n_embd" in extra else _model(GPT, TINY_GPT, **extra)
+    model = _model(GPT, {**TINY_GPT, **extra})
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.normal_(0, 0.3) if name.endswith("lora_B") else None

@@ -17,6 +17,7 @@ warm-up + cosine decay (`train_defaults`).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 from typing import Literal
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from genlab.config import validate
 from genlab.errors import ConfigError
+from genlab.generation import ONE_THREAD_FLOPS
 from genlab.models.lm import LanguageModel, TextConfig
 
 
@@ -87,8 +89,8 @@ class DecodeWeights:
 
 
 # The compiled decoder runs on one thread: it serves models small enough that torch, too, decodes
-# them on one (genlab.generation.ONE_THREAD_FLOPS: 2 x parameters below 2e8 multiply-adds a token).
-NATIVE_MAX_PARAMETERS = 100_000_000
+# them on one (a token costs about 2 x parameters FLOPs).
+NATIVE_MAX_PARAMETERS = ONE_THREAD_FLOPS / 2
 
 
 class NativeDecoder:
@@ -98,14 +100,11 @@ class NativeDecoder:
     it reads the snapshot's weights and writes the cache's keys and values in place."""
 
     def __init__(self, lib, config: GPTConfig, weights: DecodeWeights, cache: KVCache):
-        import ctypes
-
-        c = config
-        pointer = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else None)  # noqa: E731
+        c, pointer = config, ctypes_pointer
         matrices = [t for block in weights.blocks for t in block]
         buffers = [t for pair in zip(cache.k, cache.v) for t in pair]
         self.keep = (weights, cache.k, cache.v)  # the memory the pointers below address
-        self.vocab, hidden = c.vocab_size, c.mlp_ratio * c.n_embd
+        self.vocab, self.context, hidden = c.vocab_size, c.block_size, c.mlp_ratio * c.n_embd
         self.scratch = torch.empty(lib.gpt_decode_scratch(c.n_embd, hidden, c.block_size))
         self.fn = lib.gpt_decode_step
         self.args = (ctypes.c_int(c.n_layer), ctypes.c_int(c.n_embd), ctypes.c_int(c.n_head), ctypes.c_int(hidden),
@@ -118,7 +117,7 @@ class NativeDecoder:
                      pointer(weights.norm), pointer(weights.head), pointer(self.scratch))
 
     @staticmethod
-    def usable(config: GPTConfig, weights: DecodeWeights, batch: int) -> bool:
+    def usable(weights: DecodeWeights, batch: int) -> bool:
         tensors = [weights.wte, weights.norm, weights.head, *(t for block in weights.blocks for t in block)]
         return batch == 1 and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
                                   for t in tensors)
@@ -129,21 +128,18 @@ class NativeDecoder:
             raise ValueError(f"token id {token} is outside the vocabulary of {self.vocab}")
         logits = torch.empty(self.vocab)  # a new tensor each token: callers may keep the last one
         if self.fn(token, cache.pos, *self.args, ctypes_pointer(logits)):
-            raise ValueError(f"{cache.pos + 1} tokens exceed the context of {self.args[4].value}")
+            raise ValueError(f"{cache.pos + 1} tokens exceed the context of {self.context}")
         cache.pos += 1
         return logits
 
 
-def ctypes_pointer(t: torch.Tensor):
-    import ctypes
-
-    return ctypes.c_void_p(t.data_ptr())
+def ctypes_pointer(t: torch.Tensor | None) -> ctypes.c_void_p:
+    """A tensor's memory as a C pointer (NULL for None)."""
+    return ctypes.c_void_p(t.data_ptr() if t is not None else None)
 
 
 def native_library():
     """genlab/native/gpt_decode.c, compiled and typed; None where it cannot be built (genlab.native)."""
-    import ctypes
-
     from genlab import native
 
     lib = native.library("gpt_decode")
@@ -319,7 +315,7 @@ class GPT(LanguageModel):
         c, weight = self.config, self.wte.weight
         cache = KVCache(c.n_layer, batch, c.n_head, c.block_size, c.n_embd // c.n_head, weight.device, weight.dtype)
         cache.weights = self._decode_weights()
-        if self.num_parameters() <= NATIVE_MAX_PARAMETERS and NativeDecoder.usable(c, cache.weights, batch):
+        if self.num_parameters() <= NATIVE_MAX_PARAMETERS and NativeDecoder.usable(cache.weights, batch):
             lib = native_library()
             if lib is not None:
                 cache.native = NativeDecoder(lib, c, cache.weights, cache)

@@ -53,29 +53,29 @@ def _build(source: Path, target: Path, compiler: str) -> None:
 
 def library(name: str) -> ctypes.CDLL | None:
     """The compiled kernel library `name` (genlab/native/NAME.c), built if needed; None when the kernels
-    are off or cannot be built here (the reason is logged once)."""
+    are off (`GENLAB_NATIVE`, read at each call) or cannot be built here (the reason is logged once)."""
+    if not enabled():
+        return None
     if name in _loaded:
         return _loaded[name]
-    lib = None
-    if enabled():
-        from genlab.data.base import genlab_home
+    from genlab.data.base import genlab_home
 
-        source = Path(__file__).with_name(f"{name}.c")
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            log.info("no C compiler found: genlab's %s kernel is off, torch computes the same (set CC to enable it)", name)
-        else:
-            key = hashlib.sha256(b"\0".join([source.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
-                                             _cpu_signature().encode()])).hexdigest()[:16]
-            target = genlab_home() / "native" / f"{name}-{key}.so"
-            try:
-                if not target.exists():
-                    _build(source, target, compiler)
-                lib = ctypes.CDLL(str(target))
-            except (OSError, subprocess.SubprocessError) as error:
-                detail = getattr(error, "stderr", "") or error
-                log.warning("genlab's %s kernel did not build (%s): torch computes the same, more slowly", name,
-                            str(detail).strip()[:500])
-                lib = None
+    lib = None
+    source = Path(__file__).with_name(f"{name}.c")
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.info("no C compiler found: genlab's %s kernel is off, torch computes the same (set CC to enable it)", name)
+    else:
+        key = hashlib.sha256(b"\0".join([source.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
+                                         _cpu_signature().encode()])).hexdigest()[:16]
+        target = genlab_home() / "native" / f"{name}-{key}.so"
+        try:
+            if not target.exists():
+                _build(source, target, compiler)
+            lib = ctypes.CDLL(str(target))
+        except (OSError, subprocess.SubprocessError) as error:
+            detail = getattr(error, "stderr", "") or error
+            log.warning("genlab's %s kernel did not build (%s): torch computes the same, more slowly", name,
+                        str(detail).strip()[:500])
     _loaded[name] = lib
     return lib
