@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 DEMO_RUN ?= runs/demo-vae
 DEMO_TIME ?= 150s
 
-.PHONY: setup data browser postgres demo test test-all bench lint clean
+.PHONY: setup data browser postgres demo test test-all bench bench-data lint clean
 
 setup: $(STAMP) data
 
@@ -81,8 +81,19 @@ test: setup browser postgres
 test-all: setup browser postgres
 	$(PY) -m pytest -q -m ""
 
-bench: setup
+bench: setup bench-data
 	$(PY) bench/vae.py
+
+# Debian's fortunes: the English quotations bench/lm.py fine-tunes on
+bench-data:
+	@if [ ! -d /usr/share/games/fortunes ] && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    ($$SUDO apt-get install -y -qq fortunes >/dev/null 2>&1 \
+	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq fortunes >/dev/null 2>&1)) \
+	    || echo "note: apt could not install fortunes; bench/lm.py's finetune part needs it"; \
+	  fi; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check genlab tests bench

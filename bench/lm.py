@@ -64,6 +64,7 @@ import genlab  # noqa: E402
 from genlab.config import TrainConfig, from_dict  # noqa: E402
 from genlab.data import load_data  # noqa: E402
 from genlab.engine import train  # noqa: E402
+from genlab.hardware import training_precision  # noqa: E402
 from genlab.models import get_family  # noqa: E402
 
 PUBLISHED = {"name": "nanoGPT CPU recipe (published figure, not measured here)", "val_loss": 1.886, "train_seconds": 140.0}
@@ -105,25 +106,31 @@ def anchor_generation_speed(data_path: str, repeats: int = 3) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def step_seconds(family: str, model_config, train_config: TrainConfig, data, steps: int = 8) -> float:
-    """Seconds per optimiser step of a family's model on this data, timed in this process after 3 warm-up steps."""
+def step_seconds(family: str, model_config, train_config: TrainConfig, data, steps: int = 8) -> tuple[float, float]:
+    """Seconds per optimiser step of a family's model on this data, timed in this process after 3 warm-up
+    steps, and the seconds its `make_loaders` took (BPE-dropout draws its copies there, before the clock of
+    a --max-time run starts)."""
     cls = get_family(family)
     config = cls.config_for_data(model_config, data)
     torch.manual_seed(0)
     model = cls(config)
+    started = time.perf_counter()
     loader, _ = model.make_loaders(data, train_config, lambda: 0)
+    loader_seconds = time.perf_counter() - started
     optimizer = model.optimizers(train_config)[0] if type(model).optimizers is not genlab.models.GenerativeModel.optimizers \
         else torch.optim.AdamW(model.parameters(), lr=train_config.lr)
     batches = iter(loader)
+    bf16 = training_precision(train_config.precision, "cpu") == "bf16-mixed"
     for i in range(steps + 3):
         if i == 3:
             start = time.perf_counter()
-        loss = model.loss(next(batches))["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(next(batches))["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, loader_seconds
 
 
 # Seconds of a budget left to start-up (data, Lightning's set-up, export) rather than training: they
@@ -140,9 +147,10 @@ def train_for(family: str, data_spec: str, data, seconds: float, out: Path, mode
     cls = get_family(family)
     model_config = from_dict(cls.Config, model or {})
     base = {**cls.train_defaults, "progress": False, **(options or {})}
-    per_step = step_seconds(family, model_config, from_dict(TrainConfig, base), data)
-    expected_steps = max(20, int((seconds - SETUP_SECONDS) / (per_step * 1.05)))  # 5%: Lightning's own per-step work
-    train_config = from_dict(TrainConfig, {**base, "max_steps": 10**7, "max_time": f"{int(seconds - SETUP_SECONDS)}s",
+    per_step, loader_seconds = step_seconds(family, model_config, from_dict(TrainConfig, base), data)
+    budget = seconds - SETUP_SECONDS - loader_seconds  # the training clock starts after the loaders are made
+    expected_steps = max(20, int(budget / (per_step * 1.05)))  # 5%: Lightning's own per-step work
+    train_config = from_dict(TrainConfig, {**base, "max_steps": 10**7, "max_time": f"{int(budget)}s",
                                            "val_every": 10**7, "ckpt_every": 10**7, "sample_every": 10**9,
                                            "warmup_steps": min(base.get("warmup_steps", 100), expected_steps // 10)})
     started = time.time()
@@ -207,7 +215,7 @@ def fortunes_text(folder: str = "/usr/share/games/fortunes") -> str:
             quotes = path.read_text(errors="replace").split("\n%\n")
             parts += [q.strip("\n") for q in quotes if q.strip()]
     if not parts:
-        raise SystemExit(f"no fortunes under {folder}: sudo apt-get install fortunes (or skip the finetune part)")
+        raise SystemExit(f"no fortunes under {folder}: make bench-data (Debian's fortunes package), or skip the finetune part")
     return "\n\n".join(parts) + "\n"
 
 
@@ -268,9 +276,12 @@ def main() -> None:
                         help="the pre-trained model: `long` (the 20-minute run), `gpt` (the budget run) or a run folder")
     parser.add_argument("--work", default=None, help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--long-minutes", type=float, default=20)
-    # BPE 1,024, 4 x 192, dropout 0.1, weight decay 0.1: 1.661. 6 x 192 at context 256 overfit without
-    # dropout (1.898) and with 0.2 ran too few steps (939; 1.693): bench/results/lm.json
-    parser.add_argument("--long-model", default=json.dumps({**BENCH_GPT, "n_layer": 4, "n_embd": 192, "dropout": 0.1}),
+    # 6 x 256 with BPE-dropout 0.1 (16 copies), dropout 0.1, weight decay 0.1. In 6-minute probes
+    # (`long_probes_6_minutes` in bench/results/lm.json) BPE-dropout took 4 x 192 from 1.686 to 1.636, at 0.2
+    # it hurt (1.718), and 6 x 256 with it reached 1.654 in half the steps. Earlier, without bf16 and
+    # BPE-dropout, 4 x 192 reached 1.661 in 20 minutes and 6 x 192 overfit without dropout (1.898).
+    parser.add_argument("--long-model", default=json.dumps({**BENCH_GPT, "n_layer": 6, "n_embd": 256, "dropout": 0.1,
+                                                           "bpe_dropout": 0.1}),
                         help="JSON GPT config of the long run")
     parser.add_argument("--long-train", default=json.dumps({**BENCH_GPT_TRAIN, "weight_decay": 0.1}),
                         help="JSON train options of the long run")

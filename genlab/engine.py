@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.config import TrainConfig, parse_duration, to_dict
 from genlab.data import load_data
+from genlab.hardware import training_precision
 from genlab.errors import DataError, GenlabError, NonFiniteLossError
 from genlab.models.base import GenerativeModel, get_family
 from genlab.persist import load_checkpoint
@@ -303,7 +304,7 @@ def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback], manua
         devices=devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=t.precision,
+        precision=training_precision(t.precision, t.accelerator),
         gradient_clip_val=None if manual else t.grad_clip,  # manual families clip in their step
         val_check_interval=t.val_every,
         check_val_every_n_epoch=None,

@@ -167,7 +167,9 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     if dropout is not None:
         if not hasattr(config, "dropout") or not 0 <= dropout < 1:
             raise ConfigError(f"dropout = {dropout} cannot be set on this {base.family} model", "use 0 <= dropout < 1")
-        config = dataclasses.replace(config, dropout=dropout)
+        # no dropout means none on the attention weights either
+        no_attention = {"attn_dropout": 0.0} if dropout == 0 and hasattr(config, "attn_dropout") else {}
+        config = dataclasses.replace(config, dropout=dropout, **no_attention)
     if method == "lora":
         config = dataclasses.replace(config, lora_rank=rank, lora_alpha=alpha, lora_embeddings=embeddings)
     pretraining_lr = type(base).train_defaults.get("lr", 1e-3)

@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from genlab.errors import DataError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -116,8 +118,73 @@ class BPETokenizer:
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids))
 
+    def encode_with_dropout(self, text: str, dropout: float, copies: int, seed: int) -> list[np.ndarray]:
+        """`copies` encodings of `text` under BPE-dropout (Provilkov et al. 2020), seeded.
+
+        BPE applies its merges in rank order; BPE-dropout skips each merge that could apply with
+        probability `dropout` at every step, so a word comes out in smaller, varying pieces and a
+        model trained on many segmentations of a small corpus overfits its one segmentation less.
+        Each decodes to `text`. Hugging Face's own dropout draws from an unseeded generator, so it is
+        done here: `copies` segmentations are drawn for every distinct word, and each occurrence of
+        the word in each copy takes one of them at random (the same seed gives the same copies).
+        """
+        if not 0 <= dropout < 1:
+            raise ValueError(f"BPE-dropout must be in [0, 1), got {dropout}")
+        rng = np.random.default_rng(seed)
+        model = json.loads(self.json)["model"]
+        vocab = model["vocab"]
+        merges = {}
+        for rank, merge in enumerate(model["merges"]):
+            left, right = merge if isinstance(merge, list) else merge.split(" ")
+            merges[vocab[left], vocab[right]] = (rank, vocab[left + right])
+        pre = self.tokenizer.pre_tokenizer.pre_tokenize_str
+        kinds: dict[str, int] = {}
+        words = np.array([kinds.setdefault(w, len(kinds)) for line in text.splitlines(keepends=True) for w, _ in pre(line)],
+                         dtype=np.int64)
+        pieces, lengths = [], []
+        for word in kinds:  # insertion order: kind i is the i-th distinct word
+            symbols = [vocab[ch] for ch in word]
+            for _ in range(copies):
+                segmented = _bpe_with_dropout(symbols, merges, dropout, rng)
+                pieces.append(segmented)
+                lengths.append(len(segmented))
+        flat = np.fromiter((i for piece in pieces for i in piece), dtype=np.int64)
+        lengths = np.array(lengths, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        encodings = []
+        for _ in range(copies):
+            chosen = words * copies + rng.integers(copies, size=len(words))
+            n = lengths[chosen]
+            # the ids of the chosen segmentations, one after another: each run starts at its segmentation's start
+            offsets = np.repeat(starts[chosen] - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
+            encodings.append(flat[offsets + np.arange(n.sum())])
+        return encodings
+
     def save(self, folder: Path) -> None:
         (Path(folder) / TOKENIZER_FILE).write_text(self.json)
+
+
+def _bpe_with_dropout(symbols: list[int], merges: dict, dropout: float, rng: np.random.Generator) -> list[int]:
+    """One word's BPE with each applicable merge skipped with probability `dropout` at each step: the best
+    ranked merge not skipped joins its pair wherever it occurs, left to right; the word is done when
+    every applicable merge was skipped or none applies. With dropout 0 this is plain BPE."""
+    while len(symbols) > 1:
+        candidates = sorted({(*merges[pair], pair) for pair in zip(symbols, symbols[1:]) if pair in merges})
+        if dropout:
+            candidates = [c for c, u in zip(candidates, rng.random(len(candidates))) if u >= dropout]
+        if not candidates:
+            break
+        _, merged, (left, right) = candidates[0]
+        out, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and symbols[i] == left and symbols[i + 1] == right:
+                out.append(merged)
+                i += 2
+            else:
+                out.append(symbols[i])
+                i += 1
+        symbols = out
+    return symbols
 
 
 Tokenizer = CharTokenizer | BPETokenizer

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,40 @@ def test_bpe_round_trip_any_text_and_streaming(tmp_path):
     tok.save(tmp_path)
     loaded = load_tokenizer(tmp_path)
     assert loaded.hash == tok.hash and loaded.encode(unseen) == tok.encode(unseen)
+
+
+def test_bpe_dropout_segmentations_decode_to_the_text_and_follow_the_seed():
+    tok = BPETokenizer.fit(TEXT, vocab_size=320)
+    text = TEXT[:2000] + "naïve café 🙂\n"
+    plain = tok.encode_with_dropout(text, 0.0, copies=1, seed=0)[0]
+    assert plain.tolist() == tok.encode(text)  # dropout 0 is Hugging Face's BPE exactly
+    copies = tok.encode_with_dropout(text, 0.2, copies=3, seed=5)
+    assert all(tok.decode(c.tolist()) == text for c in copies)
+    assert all(len(c) > len(plain) for c in copies)  # skipped merges leave smaller pieces
+    assert len({tuple(c.tolist()) for c in copies}) == 3
+    again = tok.encode_with_dropout(text, 0.2, copies=3, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(copies, again))
+    with pytest.raises(ValueError, match="BPE-dropout"):
+        tok.encode_with_dropout(text, 1.0, copies=1, seed=0)
+
+
+def test_bpe_dropout_trains_on_the_copies_and_validates_on_the_plain_encoding():
+    from types import SimpleNamespace
+
+    from genlab.config import TrainConfig
+
+    tok = BPETokenizer.fit(TEXT, vocab_size=320)
+    model = _model(GPT, TINY_GPT, tokenizer=tok, bpe_dropout=0.1, bpe_copies=4)
+    data = SimpleNamespace(train=TEXT, test="")
+    train, val = model.make_loaders(data, TrainConfig(batch_size=4), lambda: 0)
+    plain = len(tok.encode(TEXT))
+    assert len(train.tensors[0]) > 4 * 0.9 * plain  # four copies, each longer than the plain encoding's 95%
+    held = torch.cat(list(val.tensors[0])).tolist()
+    start = TEXT.rfind(tok.decode(held))
+    assert start > 0.9 * len(TEXT)  # the held-out tail, encoded the one way
+    assert tok.encode(TEXT[start:])[: len(held)] == held
+    with pytest.raises(ConfigError, match="needs a BPE tokenizer"):
+        _model(GPT, TINY_GPT, bpe_dropout=0.1).make_loaders(data, TrainConfig(batch_size=4), lambda: 0)
 
 
 # -- sampling -----------------------------------------------------------------------------------
@@ -312,7 +347,8 @@ def test_cli_bpe_tokenizer_option(tmp_path, text_file):
     assert "".join(model.generate("naïve 🙂", max_new_tokens=5, seed=0))
 
 
-def test_resume_equals_uninterrupted(tmp_path, text_file):
+@pytest.mark.parametrize("dropout", [0.0, 0.2])  # with dropout the restored RNG state must decide the masks
+def test_resume_equals_uninterrupted(tmp_path, text_file, dropout):
     import lightning.pytorch as pl
 
     from genlab.config import TrainConfig, from_dict
@@ -324,7 +360,7 @@ def test_resume_equals_uninterrupted(tmp_path, text_file):
 
     options = {"max_steps": 6, "batch_size": 8, "val_every": 5, "val_batches": 2, "ckpt_every": 3, "warmup_steps": 2,
                "progress": False, "threads": 1, **{k: v for k, v in GPT.train_defaults.items() if k in ("lr", "schedule")}}
-    config, train_config = GPTConfig(**TINY_GPT), from_dict(TrainConfig, options)
+    config, train_config = GPTConfig(**TINY_GPT, dropout=dropout), from_dict(TrainConfig, options)
     train("gpt", str(text_file), config, train_config, tmp_path / "whole")
     train("gpt", str(text_file), config, train_config, tmp_path / "part", callbacks=[StopAt()])
     train("gpt", str(text_file), config, train_config, tmp_path / "part", resume=True)
@@ -368,3 +404,65 @@ def test_rope_rotates_half_split_pairs_and_keeps_only_relative_positions():
     q, k = torch.randn(head), torch.randn(head)
     score = lambda i, j: float(apply_rope(q, cos[i], sin[i]) @ apply_rope(k, cos[j], sin[j]))  # noqa: E731
     assert abs(score(5, 2) - score(9, 6)) < 1e-4 and abs(score(5, 2) - score(5, 3)) > 1e-3
+
+
+# -- training speed: what may change numbers, checked against the plain computation ----------------
+
+def test_byte_dropout_rate_scale_and_seed():
+    from genlab.models.gpt import byte_dropout
+
+    x = torch.ones(200_000)
+    torch.manual_seed(3)
+    y = byte_dropout(x, 0.1)
+    cut = round(256 * 0.1)  # the rate is p to the nearest 1/256
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - cut / 256) < 4 * (cut / 256 * (1 - cut / 256) / len(x)) ** 0.5
+    assert y.unique().tolist() == pytest.approx([0.0, 256 / (256 - cut)])  # kept ones are scaled: the mean is kept
+    torch.manual_seed(3)
+    assert torch.equal(byte_dropout(x, 0.1), y)  # torch's seed decides the mask
+    assert not torch.equal(byte_dropout(x, 0.1), y)
+    assert byte_dropout(x.bfloat16(), 0.5).dtype == torch.bfloat16
+    model = GPT(GPTConfig(chars=list("ab"), vocab_size=2, **TINY_GPT, dropout=0.3)).train()
+    ids = torch.zeros(2, 8, dtype=torch.long)
+    assert not torch.equal(model(ids), model(ids))
+    assert torch.equal(model.eval()(ids), model(ids))  # evaluation drops nothing
+
+
+def test_muon_orthogonalises_a_stack_as_one_matrix_at_a_time():
+    from genlab.optim import orthogonalize
+
+    torch.manual_seed(0)
+    g = torch.randn(3, 24, 40)
+    stacked = orthogonalize(g)
+    for i in range(3):
+        torch.testing.assert_close(stacked[i], orthogonalize(g[i]))
+        singular = torch.linalg.svdvals(stacked[i])
+        assert singular.min() > 0.6 and singular.max() < 1.3  # roughly U V^T: every direction at unit scale
+    tall = orthogonalize(g.mT)
+    torch.testing.assert_close(tall, stacked.mT)
+    low = orthogonalize(g, dtype=torch.bfloat16).float()  # the reference's precision: close to fp32's
+    assert (low - stacked).norm() / stacked.norm() < 0.05
+
+
+def test_precision_auto_follows_the_measured_bf16_speed(monkeypatch):
+    from genlab import hardware
+    from genlab.optim import newton_schulz_dtype
+
+    for forced, precision, dtype in (("1", "bf16-mixed", torch.bfloat16), ("0", "32-true", torch.float32)):
+        monkeypatch.setenv("GENLAB_BF16", forced)
+        hardware.bf16_is_fast.cache_clear()
+        assert hardware.training_precision("auto", "cpu") == precision
+        assert newton_schulz_dtype(torch.device("cpu")) == dtype
+        assert hardware.training_precision("32-true", "cpu") == "32-true"  # an explicit choice stands
+    hardware.bf16_is_fast.cache_clear()
+
+
+def test_attention_under_bf16_autocast_runs_in_float32():
+    model = GPT(GPTConfig(chars=list("abcd"), vocab_size=4, **TINY_GPT))
+    ids = torch.randint(0, 4, (2, 16))
+    seen = []
+    model.blocks[0].attn.proj.register_forward_hook(lambda m, args, out: seen.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids)
+    assert seen == [torch.float32] and logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), model(ids), atol=0.05, rtol=0.05)

@@ -75,23 +75,32 @@ def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int])
             BatchLoader(val, batch_size, shuffle=False, drop_last=False))
 
 
+VAL_FRACTION = 0.05  # of a token stream, held out whole for validation
+
+
 def text_loaders(ids: torch.Tensor, block_size: int, batch_size: int, seed: int, position: Callable[[], int],
-                 val_fraction: float = 0.05) -> tuple[BatchLoader, BatchLoader]:
+                 val_fraction: float = VAL_FRACTION) -> tuple[BatchLoader, BatchLoader]:
     """Windows of `block_size + 1` token ids (inputs and their next-token targets) from one token stream.
 
     The last `val_fraction` of the stream is held out whole for validation (contiguous, so no
-    training window overlaps it) and cut into non-overlapping windows. Training windows start at
-    every offset: an epoch is a permutation of all of them, which is sampling random windows
-    without replacement (nanoGPT samples with replacement) and is resumable like any BatchLoader.
+    training window overlaps it); `window_loaders` makes the windows.
     """
-    from genlab.errors import DataError
-
     ids = ids.long()
     n_val = max(block_size + 1, int(len(ids) * val_fraction))
-    if len(ids) - n_val < 2 * (block_size + 1):
-        raise DataError(f"the training text is {len(ids)} tokens: too few for windows of {block_size} tokens "
-                        "plus a validation hold-out", "use more text, or a smaller --model.block-size")
-    train, val = ids[:-n_val], ids[-n_val:]
+    return window_loaders(ids[:-n_val], ids[-n_val:], block_size, batch_size, seed, position)
+
+
+def window_loaders(train: torch.Tensor, val: torch.Tensor, block_size: int, batch_size: int, seed: int,
+                   position: Callable[[], int]) -> tuple[BatchLoader, BatchLoader]:
+    """Training windows start at every offset of `train`: an epoch is a permutation of all of them, which is
+    sampling random windows without replacement (nanoGPT samples with replacement) and is resumable like
+    any BatchLoader. `val` is cut into non-overlapping windows, in order."""
+    from genlab.errors import DataError
+
+    train, val = train.long(), val.long()
+    if len(train) < 2 * (block_size + 1) or len(val) < block_size + 1:
+        raise DataError(f"the training text is {len(train) + len(val)} tokens: too few for windows of {block_size} "
+                        "tokens plus a validation hold-out", "use more text, or a smaller --model.block-size")
     train_windows = train.unfold(0, block_size + 1, 1)  # (N - block_size, block_size + 1), a view
     val_windows = val[: len(val) // (block_size + 1) * (block_size + 1)].view(-1, block_size + 1)
     return (BatchLoader((train_windows,), batch_size, seed=seed, position=position),

@@ -12,6 +12,7 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +38,11 @@ class TextConfig:
     chars: str = ""  # char: the alphabet (id 0 is reserved for unknown characters)
     tokenizer_hash: str = ""  # bpe: which tokenizer.json the weights belong to
     block_size: int = 256  # tokens per training window (a GPT's context length)
+    # bpe: train on `bpe_copies` segmentations of the text drawn with BPE-dropout at this rate (validation and
+    # evaluation keep the one deterministic encoding). A regulariser for many passes over a small corpus:
+    # 0.1 took the 6-minute 4 x 192 tiny-shakespeare model from 1.686 to 1.636 nats/char
+    bpe_dropout: float = 0.0
+    bpe_copies: int = 16
 
 
 def tokenizer_of(config: TextConfig) -> Tokenizer | None:
@@ -89,9 +95,23 @@ class LanguageModel(GenerativeModel):
 
     def make_loaders(self, data: Any, train: Any, position):
         """Windows of block_size + 1 tokens: random ones for training, the held-out tail for validation."""
-        from genlab.data.loader import text_loaders
+        from genlab.data.loader import VAL_FRACTION, text_loaders, window_loaders
 
-        return text_loaders(self.encode(data.train), self.config.block_size, train.batch_size, train.seed, position)
+        c = self.config
+        if not 0 <= c.bpe_dropout < 1 or c.bpe_copies < 1:
+            raise ConfigError(f"bpe_dropout = {c.bpe_dropout} and bpe_copies = {c.bpe_copies}: the rate must be in [0, 1) "
+                              "and the copies at least 1", "e.g. --model.bpe-dropout 0.1 --model.bpe-copies 16")
+        if c.bpe_dropout and c.tokenizer != "bpe":
+            raise ConfigError(f"bpe_dropout = {c.bpe_dropout} needs a BPE tokenizer; this model's is {c.tokenizer!r}",
+                              "add --tokenizer bpe, or leave --model.bpe-dropout at 0")
+        if not c.bpe_dropout:
+            return text_loaders(self.encode(data.train), c.block_size, train.batch_size, train.seed, position)
+        # the held-out tail is cut at a line in the text (the copies differ in length), encoded the one way
+        text = data.train
+        cut = text.rfind("\n", 0, int(len(text) * (1 - VAL_FRACTION))) + 1 or int(len(text) * (1 - VAL_FRACTION))
+        copies = self._tokenizer().encode_with_dropout(text[:cut], c.bpe_dropout, c.bpe_copies, seed=train.seed)
+        return window_loaders(torch.from_numpy(np.concatenate(copies)), self.encode(text[cut:]), c.block_size,
+                              train.batch_size, train.seed, position)
 
     def _tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
