@@ -28,8 +28,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.config import TrainConfig, parse_duration, to_dict
 from genlab.data import load_data
-from genlab.hardware import training_precision
 from genlab.errors import DataError, GenlabError, NonFiniteLossError
+from genlab.hardware import training_precision
 from genlab.models.base import GenerativeModel, get_family
 from genlab.persist import load_checkpoint
 
