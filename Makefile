@@ -13,6 +13,19 @@ DEMO_TIME ?= 150s
 
 setup: $(STAMP) data
 
+# $(call apt_install,PACKAGE,TEST,NOTE): apt-get install PACKAGE (as root, or through passwordless
+# sudo; after an apt-get update if the first try fails) unless TEST succeeds; NOTE says what is lost without it
+define apt_install
+	@if ! $(2) && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    ($$SUDO apt-get install -y -qq $(1) >/dev/null 2>&1 \
+	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq $(1) >/dev/null 2>&1)) \
+	    || echo "note: apt could not install $(1); $(3)"; \
+	  fi; \
+	fi
+endef
+
 # The virtual env. A torch the user already has is kept (the env sees system packages when the
 # system Python has torch); otherwise the pinned CPU build is installed first, so that no
 # dependency can pull a multi-GB CUDA build by accident.
@@ -31,38 +44,17 @@ $(STAMP): pyproject.toml
 # Fashion-MNIST from Debian's package when apt is usable; otherwise genlab downloads the
 # official files on first use (genlab data list shows where each dataset resolves).
 data:
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ]; then \
-	    ($$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
-	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) \
-	    || echo "note: apt could not install dataset-fashion-mnist; genlab will download Fashion-MNIST instead"; \
-	  fi; \
-	fi
+	$(call apt_install,dataset-fashion-mnist,[ -d /usr/share/datasets/fashion-mnist ],genlab will download Fashion-MNIST instead)
 
 # Debian's Chromium for the tests that open report.html and the web page in a real browser
 # (driven by Playwright, which uses this binary instead of downloading its own).
 browser:
-	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ]; then \
-	    ($$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
-	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1)) \
-	    || echo "note: apt could not install chromium; the browser tests will be skipped"; \
-	  fi; \
-	fi
+	$(call apt_install,chromium,command -v chromium >/dev/null,the browser tests will be skipped)
 
 # Debian's PostgreSQL server for the test in which two `genlab tune` workers share one study
 # (the test starts its own server on loopback as the postgres user, in a temporary folder).
 postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v apt-get >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ]; then \
-	    ($$SUDO apt-get install -y -qq postgresql >/dev/null 2>&1 \
-	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq postgresql >/dev/null 2>&1)) \
-	    || echo "note: apt could not install postgresql; the shared-study test will be skipped"; \
-	  fi; \
-	fi
+	$(call apt_install,postgresql,ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1,the shared-study test will be skipped)
 
 # Trains a VAE on Fashion-MNIST on the CPU, then samples, reconstructs, interpolates and evaluates it.
 demo: setup
@@ -86,14 +78,7 @@ bench: setup bench-data
 
 # Debian's fortunes: the English quotations bench/lm.py fine-tunes on
 bench-data:
-	@if [ ! -d /usr/share/games/fortunes ] && command -v apt-get >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ]; then \
-	    ($$SUDO apt-get install -y -qq fortunes >/dev/null 2>&1 \
-	     || ($$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq fortunes >/dev/null 2>&1)) \
-	    || echo "note: apt could not install fortunes; bench/lm.py's finetune part needs it"; \
-	  fi; \
-	fi
+	$(call apt_install,fortunes,[ -d /usr/share/games/fortunes ],bench/lm.py's finetune part needs it)
 
 lint: setup
 	$(VENV)/bin/ruff check genlab tests bench

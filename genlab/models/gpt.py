@@ -62,7 +62,7 @@ def byte_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     `bernoulli_` spends a Mersenne-Twister draw and a float compare per element (6 ns); here NumPy's SFC64
     fills the bytes 8 at a time (0.3 ns a byte), seeded by one draw from torch's generator, so
     torch.manual_seed and a resumed run's restored RNG state decide the masks as they do any dropout's.
-    With dropout in every block of the 4 x 192 benchmark model this is 10x cheaper than nn.Dropout."""
+    For 1.6 M elements it took 2.1 ms against nn.Dropout's 12.7."""
     cut = round(256 * p)
     if cut >= 256:
         return torch.zeros_like(x)
@@ -206,8 +206,8 @@ class Attention(nn.Module):
             k, v = cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
         dropout_p = self.dropout if self.training else 0.0
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # CPU flash attention's bf16 backward is 4x slower than its fp32 one (14.8 against 3.6 ms a layer
-            # at 16 x 128 tokens, 4 heads of 48): under bf16 autocast the attention alone runs in fp32
+            # CPU flash attention is 2x slower in bf16 than in fp32, forward and backward (14.8 against 7.4 ms a
+            # layer at 16 x 128 tokens, 4 heads of 48): under bf16 autocast the attention alone runs in fp32
             with torch.autocast("cpu", enabled=False):
                 y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal, dropout_p=dropout_p)
         else:
@@ -256,7 +256,7 @@ class GPTConfig(TextConfig):
     logit_softcap: float = 0.0
     dropout: float = 0.0  # on the embedding and on each block's two residual branches
     # on the attention weights too (nanoGPT's recipe): on a CPU it costs the fused attention kernel (the
-    # weights must be materialised), 40% of a training step of the 4 x 192 benchmark model
+    # weights must be materialised): 0.161 against 0.137 s a step of the 4 x 192 benchmark model in bf16
     attn_dropout: float = 0.0
     optimizer: Literal["muon", "adamw"] = "muon"  # muon: Muon for hidden matrices, AdamW for the rest
     muon_lr_ratio: float = 10.0  # Muon's LR as a multiple of --lr (its updates have unit spectral norm)
