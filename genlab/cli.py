@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if original[:1] == ["tune"]:
         original = join_repeated(original, "--objective")
     argv = expand_shortcuts(normalise_argv(original))
-    warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|does not have many workers).*")
+    # Lightning's notes that do not concern a genlab user (--holdout 0 means no validation loader, on purpose)
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|does not have many workers|no `val_dataloader`).*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     parser = build_parser()
     cfg = parser.parse_args(argv)

@@ -110,6 +110,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
     grad_clip: float | None = 1.0
     seed: int = 0
+    # the fraction of the training split held out for validation (text: the tail of the token stream, whole;
+    # images: a random 5%, at most 5,000); 0 trains on all of it and skips validation, as nanoGPT's recipe does
+    holdout: float = 0.05
     val_every: int = 500  # steps between validation passes
     val_batches: int = 20  # batches of the validation split per pass
     log_every: int = 50
@@ -131,4 +134,6 @@ class TrainConfig:
             raise ConfigError(f"batch_size = {self.batch_size} must be positive", "pass --batch-size 64 or similar")
         if self.lr <= 0:
             raise ConfigError(f"lr = {self.lr} must be positive", "pass --lr 1e-3 or similar")
+        if not 0 <= self.holdout < 1:
+            raise ConfigError(f"holdout = {self.holdout} must be in [0, 1)", "e.g. --holdout 0.05, or 0 for no validation")
         parse_duration(self.max_time)

@@ -112,7 +112,7 @@ def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]
 def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] = "lora", rank: int = 8, alpha: float = 16.0,
              embeddings: bool = False, out: str | None = None, max_steps: int = 500, max_time: str | None = None, lr: float | None = None,
              batch_size: int | None = None, warmup_steps: int = 20, dropout: float | None = None,
-             unknown: Literal["error", "drop"] = "error",
+             holdout: float = 0.05, unknown: Literal["error", "drop"] = "error",
              seed: int = 0, threads: int | None = None, progress: bool = True) -> dict[str, float]:
     """Fine-tune a trained language model on new text; the result is a new run folder with a merged model.
 
@@ -133,6 +133,7 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
         warmup_steps: linear warm-up steps.
         dropout: dropout while fine-tuning (default the base model's). A few minutes on a new corpus is
             short of overfitting, and dropout costs a third of the step rate on a CPU: 0 fits more steps.
+        holdout: the fraction of the target's training text held out for validation (0: train on all of it).
         unknown: what to do with characters the base tokenizer cannot encode: `error`, or `drop` them.
         seed: seed of the data order and of every random number.
         threads: torch threads (default all cores).
@@ -175,7 +176,7 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     pretraining_lr = type(base).train_defaults.get("lr", 1e-3)
     options = {**type(base).train_defaults, "max_steps": max_steps, "max_time": max_time,
                "lr": lr or (1e-2 if method == "lora" else pretraining_lr), "warmup_steps": warmup_steps, "seed": seed,
-               "threads": threads, "progress": progress, "val_every": max(1, min(max_steps, 250)),
+               "threads": threads, "progress": progress, "val_every": max(1, min(max_steps, 250)), "holdout": holdout,
                "sample_every": 10**9}
     if batch_size:
         options["batch_size"] = batch_size

@@ -129,6 +129,16 @@ def test_batch_loader_resumes_at_any_position():
     assert len(BatchLoader((x,), 8)) == 12 and len(BatchLoader((x,), 8, drop_last=False)) == 13
 
 
+def test_holdout_zero_trains_on_the_whole_image_split():
+    from genlab.data.loader import image_loaders
+
+    data = load_data("digits")
+    train, val = image_loaders(data, 64, 0, lambda: 0)
+    assert len(train.tensors[0]) + len(val.tensors[0]) == len(data.train_x) and len(val.tensors[0]) == 71
+    whole, none = image_loaders(data, 64, 0, lambda: 0, holdout=0.0)
+    assert none is None and len(whole.tensors[0]) == len(data.train_x)
+
+
 def _epochs(loader, start=0):
     """Iterate epoch after epoch the way the engine does, moving the position along."""
     seen = start

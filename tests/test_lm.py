@@ -113,6 +113,28 @@ def test_bpe_dropout_trains_on_the_copies_and_validates_on_the_plain_encoding():
         _model(GPT, TINY_GPT, bpe_dropout=0.1).make_loaders(data, TrainConfig(batch_size=4), lambda: 0)
 
 
+@pytest.mark.parametrize("bpe_dropout", [0.0, 0.1])
+def test_holdout_zero_trains_on_the_whole_training_text(bpe_dropout):
+    from types import SimpleNamespace
+
+    from genlab.config import TrainConfig
+
+    tok = BPETokenizer.fit(TEXT, vocab_size=320)
+    model = _model(GPT, TINY_GPT, tokenizer=tok, bpe_dropout=bpe_dropout, bpe_copies=1)
+    data = SimpleNamespace(train=TEXT, test="")
+
+    def text_of(loader):  # windows start at every offset: the first window and each next one's last token
+        windows = loader.tensors[0]
+        return tok.decode(torch.cat([windows[0], windows[1:, -1]]).tolist())
+
+    held, val = model.make_loaders(data, TrainConfig(batch_size=4), lambda: 0)
+    assert val is not None and TEXT.startswith(text_of(held)) and len(text_of(held)) < 0.96 * len(TEXT)
+    whole, none = model.make_loaders(data, TrainConfig(batch_size=4, holdout=0.0), lambda: 0)
+    assert none is None and text_of(whole) == TEXT
+    with pytest.raises(ConfigError, match="holdout"):
+        TrainConfig(holdout=1.0)
+
+
 # -- sampling -----------------------------------------------------------------------------------
 
 def test_top_k_and_top_p_never_emit_excluded_tokens():
@@ -340,8 +362,8 @@ def _text_data():
 
 def test_cli_bpe_tokenizer_option(tmp_path, text_file):
     out = tmp_path / "bpe"
-    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "2", "--tokenizer", "bpe",
-                 "--vocab-size", "300", *_flags(TINY_GPT), *TINY_TRAIN]) == 0
+    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "6", "--tokenizer", "bpe",
+                 "--vocab-size", "300", "--holdout", "0", *_flags(TINY_GPT), *TINY_TRAIN]) == 0  # no validation split
     model = genlab.load(out)
     assert model.config.tokenizer == "bpe" and (out / "model" / "tokenizer.json").exists()
     assert "".join(model.generate("naïve 🙂", max_new_tokens=5, seed=0))

@@ -56,9 +56,10 @@ class BatchLoader:
 
 
 def split_validation(data, fraction: float = 0.05, cap: int = 5000) -> tuple[tuple, tuple]:
-    """Hold out a fixed slice of the training split for validation; the test split stays for evaluation."""
+    """Hold out a fixed slice of the training split for validation; the test split stays for evaluation.
+    A fraction of 0 holds out nothing."""
     n = len(data.train_x)
-    n_val = min(cap, max(1, int(n * fraction))) if n >= 20 else 0
+    n_val = min(cap, max(1, int(n * fraction))) if n >= 20 and fraction > 0 else 0
     order = np.random.default_rng(1).permutation(n)
     val, train = order[:n_val], order[n_val:]
 
@@ -68,40 +69,48 @@ def split_validation(data, fraction: float = 0.05, cap: int = 5000) -> tuple[tup
     return (as_tensor(data.train_x[train]), as_tensor(data.train_y[train])), (as_tensor(data.train_x[val]), as_tensor(data.train_y[val]))
 
 
-def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int]) -> tuple[BatchLoader, BatchLoader]:
-    """(images uint8, labels) batches: shuffled and resumable for training, in order for validation."""
-    train, val = split_validation(data)
+def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int],
+                  holdout: float = 0.05) -> tuple[BatchLoader, BatchLoader | None]:
+    """(images uint8, labels) batches: shuffled and resumable for training, in order for validation
+    (None when `holdout` is 0: the model trains on the whole training split)."""
+    train, val = split_validation(data, holdout)
     return (BatchLoader(train, batch_size, seed=seed, position=position),
-            BatchLoader(val, batch_size, shuffle=False, drop_last=False))
+            BatchLoader(val, batch_size, shuffle=False, drop_last=False) if holdout > 0 else None)
 
 
-VAL_FRACTION = 0.05  # of a token stream, held out whole for validation
+VAL_FRACTION = 0.05  # of a token stream, held out whole for validation (TrainConfig.holdout's default)
 
 
 def text_loaders(ids: torch.Tensor, block_size: int, batch_size: int, seed: int, position: Callable[[], int],
-                 val_fraction: float = VAL_FRACTION) -> tuple[BatchLoader, BatchLoader]:
+                 val_fraction: float = VAL_FRACTION) -> tuple[BatchLoader, BatchLoader | None]:
     """Windows of `block_size + 1` token ids (inputs and their next-token targets) from one token stream.
 
     The last `val_fraction` of the stream is held out whole for validation (contiguous, so no
-    training window overlaps it); `window_loaders` makes the windows.
+    training window overlaps it); 0 holds out nothing. `window_loaders` makes the windows.
     """
     ids = ids.long()
+    if val_fraction <= 0:
+        return window_loaders(ids, None, block_size, batch_size, seed, position)
     n_val = max(block_size + 1, int(len(ids) * val_fraction))
     return window_loaders(ids[:-n_val], ids[-n_val:], block_size, batch_size, seed, position)
 
 
-def window_loaders(train: torch.Tensor, val: torch.Tensor, block_size: int, batch_size: int, seed: int,
-                   position: Callable[[], int]) -> tuple[BatchLoader, BatchLoader]:
+def window_loaders(train: torch.Tensor, val: torch.Tensor | None, block_size: int, batch_size: int, seed: int,
+                   position: Callable[[], int]) -> tuple[BatchLoader, BatchLoader | None]:
     """Training windows start at every offset of `train`: an epoch is a permutation of all of them, which is
     sampling random windows without replacement (nanoGPT samples with replacement) and is resumable like
-    any BatchLoader. `val` is cut into non-overlapping windows, in order."""
+    any BatchLoader. `val` (None: no validation) is cut into non-overlapping windows, in order."""
     from genlab.errors import DataError
 
-    train, val = train.long(), val.long()
-    if len(train) < 2 * (block_size + 1) or len(val) < block_size + 1:
-        raise DataError(f"the training text is {len(train) + len(val)} tokens: too few for windows of {block_size} "
-                        "tokens plus a validation hold-out", "use more text, or a smaller --model.block-size")
+    train = train.long()
+    if len(train) < 2 * (block_size + 1) or val is not None and len(val) < block_size + 1:
+        held = f" plus a validation hold-out of {len(val)}" if val is not None else ""
+        raise DataError(f"the training text is {len(train)} tokens{held}: too few for windows of {block_size} tokens",
+                        "use more text, or a smaller --model.block-size")
     train_windows = train.unfold(0, block_size + 1, 1)  # (N - block_size, block_size + 1), a view
+    train_loader = BatchLoader((train_windows,), batch_size, seed=seed, position=position)
+    if val is None:
+        return train_loader, None
+    val = val.long()
     val_windows = val[: len(val) // (block_size + 1) * (block_size + 1)].view(-1, block_size + 1)
-    return (BatchLoader((train_windows,), batch_size, seed=seed, position=position),
-            BatchLoader((val_windows,), batch_size, shuffle=False, drop_last=False))
+    return train_loader, BatchLoader((val_windows,), batch_size, shuffle=False, drop_last=False)

@@ -81,7 +81,7 @@ class GenerativeModel(nn.Module):
         consumed: the training loader must start there, so that a resumed run sees the same batches."""
         from genlab.data.loader import image_loaders
 
-        return image_loaders(data, train.batch_size, train.seed, position)
+        return image_loaders(data, train.batch_size, train.seed, position, train.holdout)
 
     def optimizers(self, train: Any) -> list[torch.optim.Optimizer]:
         """Optional: the family's own optimisers. Manual optimisation: one per player (generator,

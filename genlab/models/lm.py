@@ -96,7 +96,7 @@ class LanguageModel(GenerativeModel):
 
     def make_loaders(self, data: Any, train: Any, position):
         """Windows of block_size + 1 tokens: random ones for training, the held-out tail for validation."""
-        from genlab.data.loader import VAL_FRACTION, text_loaders, window_loaders
+        from genlab.data.loader import text_loaders, window_loaders
 
         c = self.config
         if not 0 <= c.bpe_dropout < 1 or c.bpe_copies < 1:
@@ -105,14 +105,17 @@ class LanguageModel(GenerativeModel):
         if c.bpe_dropout and c.tokenizer != "bpe":
             raise ConfigError(f"bpe_dropout = {c.bpe_dropout} needs a BPE tokenizer; this model's is {c.tokenizer!r}",
                               "add --tokenizer bpe, or leave --model.bpe-dropout at 0")
+        holdout = train.holdout
         if not c.bpe_dropout:
-            return text_loaders(self.encode(data.train), c.block_size, train.batch_size, train.seed, position)
+            return text_loaders(self.encode(data.train), c.block_size, train.batch_size, train.seed, position, holdout)
         # the held-out tail is cut at a line in the text (the copies differ in length), encoded the one way
         text = data.train
-        cut = text.rfind("\n", 0, int(len(text) * (1 - VAL_FRACTION))) + 1 or int(len(text) * (1 - VAL_FRACTION))
+        cut = len(text)
+        if holdout > 0:
+            cut = text.rfind("\n", 0, int(len(text) * (1 - holdout))) + 1 or int(len(text) * (1 - holdout))
         copies = self._tokenizer().encode_with_dropout(text[:cut], c.bpe_dropout, c.bpe_copies, seed=train.seed)
-        return window_loaders(torch.from_numpy(np.concatenate(copies)), self.encode(text[cut:]), c.block_size,
-                              train.batch_size, train.seed, position)
+        return window_loaders(torch.from_numpy(np.concatenate(copies)), self.encode(text[cut:]) if holdout > 0 else None,
+                              c.block_size, train.batch_size, train.seed, position)
 
     def _tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:

@@ -247,6 +247,9 @@ def validation_loss(model, dataset, train: TrainConfig, batches: int) -> float:
     """The mean validation loss over `batches` batches of EVAL_BATCH examples, with the engine's fixed seeds."""
     model.eval()
     _, val = model.make_loaders(dataset, dataclasses.replace(train, batch_size=EVAL_BATCH), lambda: 0)
+    if val is None:
+        raise ConfigError("--objective val-loss scores the validation hold-out, and --holdout 0 keeps none",
+                          "leave --holdout at its default (0.05), or tune another objective")
     total, count = 0.0, 0
     for i, batch in enumerate(val):
         if i >= batches:
