@@ -112,7 +112,7 @@ def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]
 def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] = "lora", rank: int = 8, alpha: float = 16.0,
              embeddings: bool = False, out: str | None = None, max_steps: int = 500, max_time: str | None = None, lr: float | None = None,
              batch_size: int | None = None, warmup_steps: int = 20, dropout: float | None = None,
-             holdout: float = 0.05, unknown: Literal["error", "drop"] = "error",
+             bpe_dropout: float | None = None, holdout: float = 0.05, unknown: Literal["error", "drop"] = "error",
              seed: int = 0, threads: int | None = None, progress: bool = True) -> dict[str, float]:
     """Fine-tune a trained language model on new text; the result is a new run folder with a merged model.
 
@@ -133,6 +133,8 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
         warmup_steps: linear warm-up steps.
         dropout: dropout while fine-tuning (default the base model's). A few minutes on a new corpus is
             short of overfitting, and dropout costs a third of the step rate on a CPU: 0 fits more steps.
+        bpe_dropout: BPE-dropout while fine-tuning (default the base model's; BPE models only). A regulariser
+            for many passes over a small text; a few minutes of fine-tuning make about one.
         holdout: the fraction of the target's training text held out for validation (0: train on all of it).
         unknown: what to do with characters the base tokenizer cannot encode: `error`, or `drop` them.
         seed: seed of the data order and of every random number.
@@ -171,6 +173,11 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
         # no dropout means none on the attention weights either
         no_attention = {"attn_dropout": 0.0} if dropout == 0 and hasattr(config, "attn_dropout") else {}
         config = dataclasses.replace(config, dropout=dropout, **no_attention)
+    if bpe_dropout is not None:
+        if not hasattr(config, "bpe_dropout") or not 0 <= bpe_dropout < 1:
+            raise ConfigError(f"bpe_dropout = {bpe_dropout} cannot be set on this {base.family} model",
+                              "use 0 <= bpe_dropout < 1 on a model with a BPE tokenizer")
+        config = dataclasses.replace(config, bpe_dropout=bpe_dropout)  # make_loaders refuses it on a char model
     if method == "lora":
         config = dataclasses.replace(config, lora_rank=rank, lora_alpha=alpha, lora_embeddings=embeddings)
     pretraining_lr = type(base).train_defaults.get("lr", 1e-3)

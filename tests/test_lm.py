@@ -411,6 +411,8 @@ def test_finetune_lora_merged_and_refuses_unencodable_text(gpt_run, tmp_path, ca
     err = capsys.readouterr().err
     assert "cannot encode" in err and "'Z'" in err and "--unknown drop" in err
     assert not (tmp_path / "no" / "checkpoints").exists()
+    assert main(["finetune", str(gpt_run), "--data", str(target), "--bpe-dropout", "0.1", "--out", str(tmp_path / "no")]) == 2
+    assert "needs a BPE tokenizer" in capsys.readouterr().err  # a char model has no merges to drop
 
 
 def test_rope_rotates_half_split_pairs_and_keeps_only_relative_positions():
