@@ -296,6 +296,7 @@ def main() -> None:
                         help="JSON train options of the long run")
     parser.add_argument("--gpt-model", default=json.dumps(BENCH_GPT),
                         help="JSON overrides of the GPT config (default: byte-level BPE, 1,024 tokens)")
+    parser.add_argument("--rnn-model", default="{}", help="JSON overrides of the LSTM config (default: the CLI's)")
     parser.add_argument("--gpt-train", default=json.dumps(BENCH_GPT_TRAIN),
                         help="JSON overrides of the GPT train options (default: batches of 16)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "lm.json"))
@@ -344,7 +345,7 @@ def main() -> None:
             print(f"  val loss {result['genlab']['gpt_char']['val_loss']:.4f}", flush=True)
         if "rnn" in parts:
             print(f"genlab rnn (LSTM) for {budget:.0f} s ...", flush=True)
-            rnn = train_for("rnn", "tiny-shakespeare", data, budget, work / "rnn")
+            rnn = train_for("rnn", "tiny-shakespeare", data, budget, work / "rnn", json.loads(args.rnn_model))
             result["genlab"]["rnn"] = rnn
             print(f"  val loss {rnn['val_loss']:.4f} in {rnn['train_seconds']:.1f} s", flush=True)
         if "generate" in parts:
