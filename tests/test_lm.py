@@ -290,6 +290,7 @@ def test_lora_starts_at_the_base_and_merges_exactly():
     assert torch.allclose(adapted.logits(ids), base.logits(ids), atol=1e-6)  # B = 0: exactly the base model
     trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
     assert trainable and all(n.endswith(("lora_A", "lora_B")) for n in trainable)
+    assert "head.lora_B" in trainable  # the head tied to the embedding: one adapter for both, merged as one
     with torch.no_grad():
         for name, p in adapted.named_parameters():
             if name.endswith("lora_B"):

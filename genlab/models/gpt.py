@@ -260,9 +260,11 @@ class GPTConfig(TextConfig):
     attn_dropout: float = 0.0
     optimizer: Literal["muon", "adamw"] = "muon"  # muon: Muon for hidden matrices, AdamW for the rest
     muon_lr_ratio: float = 10.0  # Muon's LR as a multiple of --lr (its updates have unit spectral norm)
-    lora_rank: int = 0  # > 0: LoRA adapters on every attention and MLP matrix, base weights frozen (fine-tuning)
+    # > 0: LoRA adapters on every attention and MLP matrix and on the head tied to the token embedding (which
+    # then takes the same low-rank update), base weights frozen (fine-tuning)
+    lora_rank: int = 0
     lora_alpha: float = 16.0
-    lora_embeddings: bool = False  # with lora_rank: the token embedding, head and norms' gains train too (LoRA+)
+    lora_embeddings: bool = False  # with lora_rank: the token embedding, head and norms' gains train whole (LoRA+)
 
     def __post_init__(self):
         validate(self)
@@ -326,7 +328,7 @@ class GPT(LanguageModel):
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} tokens exceed the context of {self.config.block_size}")
-        x = self.wte(idx)
+        x = self.embed(idx)
         if self.wpe is not None:
             x = x + self.wpe.weight[start : start + T]
             cos = sin = None
@@ -339,6 +341,15 @@ class GPT(LanguageModel):
             cache.pos += T
             x = x[:, -1:]  # generation needs only the last position's logits
         return self._cap(self.head(self.norm(x)))
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token embeddings. With a LoRA adapter on the head tied to the embedding (plain LoRA fine-tuning),
+        the embedding takes the same low-rank update: E + s B A is one matrix, read at both ends."""
+        x = self.wte(idx)
+        head = self.head
+        if hasattr(head, "lora_B") and head.weight is self.wte.weight:
+            x = x + F.embedding(idx, head.lora_B) @ head.lora_A * head.scale
+        return x
 
     def _cap(self, logits: torch.Tensor) -> torch.Tensor:
         cap = self.config.logit_softcap
@@ -378,12 +389,17 @@ class GPT(LanguageModel):
         masks = torch.full((length, length), float("-inf"), device=self.wte.weight.device).triu(1)
         rope = self.wpe is None
         weights = DecodeWeights(blocks, self.norm.weight.detach(), t(self.head), self._position_maps(),
-                                masks.view(length, 1, length, 1), self.wte.weight.detach(),
+                                masks.view(length, 1, length, 1), self.embedding_weight().detach(),
                                 None if rope else self.wpe.weight.detach(),
                                 self.cos[:, 0, 0].contiguous() if rope else None,
                                 self.sin[:, 0, 0].contiguous() if rope else None)
         self._decode_snapshot = (stamp, weights)
         return weights
+
+    def embedding_weight(self) -> torch.Tensor:
+        """The token embedding as `embed` reads it: with a LoRA adapter on the tied head, merged."""
+        head = self.head
+        return head.merged_weight() if hasattr(head, "merged_weight") and head.weight is self.wte.weight else self.wte.weight
 
     def _position_maps(self) -> torch.Tensor:
         """RoPE at each position as one (hs, hs) matrix, R[j, j] = cos_j and R[(j + hs/2) % hs, j] =
