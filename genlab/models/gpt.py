@@ -346,10 +346,15 @@ class GPT(LanguageModel):
         """Token embeddings. With a LoRA adapter on the head tied to the embedding (plain LoRA fine-tuning),
         the embedding takes the same low-rank update: E + s B A is one matrix, read at both ends."""
         x = self.wte(idx)
-        head = self.head
-        if hasattr(head, "lora_B") and head.weight is self.wte.weight:
-            x = x + F.embedding(idx, head.lora_B) @ head.lora_A * head.scale
+        adapter = self._tied_adapter()
+        if adapter is not None:
+            x = x + F.embedding(idx, adapter.lora_B) @ adapter.lora_A * adapter.scale
         return x
+
+    def _tied_adapter(self) -> nn.Module | None:
+        """The head when it is a LoRA adapter (genlab.finetune.LoRALinear) over the token embedding's weight."""
+        head = self.head
+        return head if hasattr(head, "lora_B") and head.weight is self.wte.weight else None
 
     def _cap(self, logits: torch.Tensor) -> torch.Tensor:
         cap = self.config.logit_softcap
@@ -398,8 +403,8 @@ class GPT(LanguageModel):
 
     def embedding_weight(self) -> torch.Tensor:
         """The token embedding as `embed` reads it: with a LoRA adapter on the tied head, merged."""
-        head = self.head
-        return head.merged_weight() if hasattr(head, "merged_weight") and head.weight is self.wte.weight else self.wte.weight
+        adapter = self._tied_adapter()
+        return adapter.merged_weight() if adapter is not None else self.wte.weight
 
     def _position_maps(self) -> torch.Tensor:
         """RoPE at each position as one (hs, hs) matrix, R[j, j] = cos_j and R[(j + hs/2) % hs, j] =
