@@ -1,13 +1,23 @@
-"""What this machine computes fast, measured rather than guessed from CPU flags.
+"""What this machine computes fast, measured rather than guessed from CPU flags, and the CPU's float mode.
 
-bf16 matrix products run several times faster than fp32 on CPUs with AVX512-BF16 or AMX
-(an AMD EPYC of this project's machines: 800 against 165 GFLOP/s) and several times slower
-on CPUs without them (bf16 is then emulated). Training precision `auto` and Muon's
-Newton-Schulz iteration ask `bf16_is_fast` which one this CPU is.
+bf16 matrix products run several times faster than fp32 on CPUs with AVX512-BF16 or AMX and
+several times slower on CPUs without them (bf16 is then emulated; docs/architecture.md has the
+figures). Training precision `auto` and Muon's Newton-Schulz iteration ask `bf16_is_fast` which
+one this CPU is.
+
+`flush_denormals` sets the CPU to treat subnormal floats as zero. An undertrained network's
+activations decay into the subnormal range, where x86 arithmetic takes a slow microcode path
+(bench/results/denormal.json measures what flushing changes for every family). The flag is per
+thread and OpenMP's worker threads copy it when they are created, which is at torch's first
+parallel operation. The CLI sets it before anything computes, the server for each worker thread,
+and `genlab.train` for the duration of a run, each giving the calling thread back its IEEE mode at
+the end; in a program of your own, call `flush_denormals()` before your first torch operation to
+have it for everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -34,6 +44,33 @@ def _seconds(dtype: torch.dtype, n: int = 384, repeats: int = 5) -> float:
     for _ in range(repeats):
         a @ b
     return time.perf_counter() - start
+
+
+_process_wide = False  # whether flush_denormals() set the mode for the whole process (the CLI does)
+
+
+def flush_denormals() -> bool:
+    """Flush subnormal floats to zero on this thread and on the torch threads it starts from now on, for good: for
+    a process genlab owns (the CLI, a server worker). False where the CPU cannot, or GENLAB_FLUSH_DENORMAL=0."""
+    global _process_wide
+    if os.environ.get("GENLAB_FLUSH_DENORMAL") == "0":
+        return False
+    _process_wide = torch.set_flush_denormal(True)
+    return _process_wide
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Flush subnormals within a block, then give the calling thread back its IEEE mode (unless the whole process
+    flushes): for work genlab does in a process that may go on to do other things."""
+    if os.environ.get("GENLAB_FLUSH_DENORMAL") == "0":
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(_process_wide)
 
 
 def training_precision(precision: str, accelerator: str) -> str:

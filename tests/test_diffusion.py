@@ -13,7 +13,9 @@ import genlab
 from genlab.cli import main
 from genlab.errors import ConfigError
 from genlab.models.diffusion import Diffusion, DiffusionConfig
-from genlab.models.samplers import SAMPLERS, NoiseSchedule, sample_loop
+from genlab.models.diffusion import DiffusionEditOptions as EditOpts
+from genlab.models.diffusion import DiffusionSampleOptions as Opts
+from genlab.models.diffusion.schedule import SAMPLERS, NoiseSchedule, sample_loop
 
 TINY = {"widths": (8, 16), "blocks": (1, 1), "attention": (False, True)}
 
@@ -117,8 +119,8 @@ def test_dpm_solver_is_more_accurate_than_ddim_at_few_steps():
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_each_sampler_runs_two_steps_on_a_tiny_network_reproducibly(sampler):
     model = tiny_model()
-    a = model.sample(3, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(5))
-    b = model.sample(3, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(5))
+    a = model.sample(3, options=Opts(sampler=sampler, steps=2), generator=torch.Generator().manual_seed(5))
+    b = model.sample(3, options=Opts(sampler=sampler, steps=2), generator=torch.Generator().manual_seed(5))
     assert a.shape == (3, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     torch.testing.assert_close(a, b)
 
@@ -148,9 +150,9 @@ def test_conditions_are_checked():
     with pytest.raises(ConfigError, match="unknown class"):
         tiny_model("class").sample(2, labels="zebra")
     with pytest.raises(ConfigError, match="sampler"):
-        tiny_model().sample(2, sampler="euler")
+        tiny_model().sample(2, options=Opts(sampler="euler"))
     with pytest.raises(ConfigError, match="steps"):
-        tiny_model().sample(2, steps=0)
+        tiny_model().sample(2, options=Opts(steps=0))
 
 
 def test_classifier_free_training_drops_the_condition():
@@ -169,22 +171,22 @@ def test_inpainting_keeps_the_unmasked_pixels_and_fills_the_masked_ones():
     image = torch.rand(2, 1, 8, 8)
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., 2:6, 2:6] = 1
-    out = model.edit(image, mask=mask, steps=4, sampler="ddpm", resample=2, generator=torch.Generator().manual_seed(0))
+    out = model.edit(image, mask=mask, options=EditOpts(steps=4, sampler="ddpm", resample=2), generator=torch.Generator().manual_seed(0))
     keep = mask.expand_as(image) == 0
     assert (out - image)[keep].abs().max().item() < 1e-5
     assert (out - image)[~keep].abs().mean().item() > 0.05
     with pytest.raises(ConfigError, match="multistep"):
-        model.edit(image, mask=mask, sampler="dpm++")
+        model.edit(image, mask=mask, options=EditOpts(sampler="dpm++"))
 
 
 def test_image_to_image_strength_controls_how_far_the_result_moves():
     model = tiny_model()
     image = torch.rand(4, 1, 8, 8) * 0.5 + 0.25
-    change = {s: (model.edit(image, strength=s, steps=10, generator=torch.Generator().manual_seed(0)) - image).abs().mean().item()
+    change = {s: (model.edit(image, options=EditOpts(strength=s, steps=10), generator=torch.Generator().manual_seed(0)) - image).abs().mean().item()
               for s in (0.05, 1.0)}
     assert change[0.05] < 0.5 * change[1.0], change
     with pytest.raises(ConfigError, match="strength"):
-        model.edit(image, strength=0)
+        model.edit(image, options=EditOpts(strength=0))
 
 
 # -- training, persistence, CLI -------------------------------------------------------------------
@@ -199,14 +201,14 @@ def trained(tmp_path_factory):
 
 
 def test_training_lowers_the_loss_and_save_load_gives_identical_samples(trained, tmp_path):
-    from genlab.engine import read_metrics
+    from genlab.engine.runs import read_metrics
 
     history = [r for r in read_metrics(trained) if "val/loss" in r]
     assert history[-1]["val/loss"] < history[0]["val/loss"]
     model = genlab.load(trained / "model")
-    a = model.sample(4, sampler="dpm++", steps=5, generator=torch.Generator().manual_seed(3))
+    a = model.sample(4, options=Opts(sampler="dpm++", steps=5), generator=torch.Generator().manual_seed(3))
     model.save_pretrained(tmp_path / "copy")
-    b = genlab.load(tmp_path / "copy").sample(4, sampler="dpm++", steps=5, generator=torch.Generator().manual_seed(3))
+    b = genlab.load(tmp_path / "copy").sample(4, options=Opts(sampler="dpm++", steps=5), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -241,7 +243,7 @@ def test_text_conditioning_follows_prompts_and_needs_its_encoder(tmp_path, monke
     a, _ = model._sampling_condition(2, None, "a handwritten seven")
     b, _ = model._sampling_condition(2, None, "the digit zero, drawn by hand")
     assert not torch.allclose(model.net_ema(x, t, a), model.net_ema(x, t, b))  # unseen words steer the network
-    assert model.sample(2, prompt="a handwritten seven", steps=2).shape == (2, 1, 8, 8)
+    assert model.sample(2, prompt="a handwritten seven", options=Opts(steps=2)).shape == (2, 1, 8, 8)
 
     # The prompt prior: a weighted mean of the training captions; cold, the caption nearest the prompt
     # within the class whose centroid is nearest; hot, the mean of the class means; at 0 the raw prompt
@@ -260,11 +262,11 @@ def test_text_conditioning_follows_prompts_and_needs_its_encoder(tmp_path, monke
     assert torch.allclose(model._prompt_prior(raw, 1e4)[0], hot, atol=1e-4)
     on, _ = model._sampling_condition(1, None, "the digit zero, drawn by hand")
     assert torch.allclose(on, model._text_input(model._prompt_prior(raw, model.config.prompt_prior)))
-    from genlab.models import text_encoder
+    from genlab.models.diffusion import text as text_encoder
 
     text_encoder.load_encoder.cache_clear()
     monkeypatch.setitem(text_encoder.BUNDLED, model.config.text_encoder, "no_such_package_xyz")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="text encoder"):
-        model.sample(1, prompt="a dress", steps=1)
+        model.sample(1, prompt="a dress", options=Opts(steps=1))
     text_encoder.load_encoder.cache_clear()

@@ -15,10 +15,12 @@ import pytest
 import torch
 
 from genlab.config import TrainConfig, from_dict
-from genlab.engine import AtomicCheckpointIO, build_trainer, read_metrics, train
+from genlab.engine.runs import read_metrics
+from genlab.engine.trainer import AtomicCheckpointIO, build_trainer
+from genlab.engine.trainer import fit as train
 from genlab.errors import NonFiniteLossError
 from genlab.models.vae import VAE, VAEConfig
-from genlab.persist import load_checkpoint
+from genlab.files import load_torch_file as load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,9 +75,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, tiny_vae, tiny_train):
     original = VAE.loss
 
-    def poisoned(self, batch):
-        out = original(self, batch)
-        if self.global_step == 12:
+    def poisoned(self, batch, step=None):
+        out = original(self, batch, step)
+        if step == 12:
             out["loss"] = out["loss"] * float("nan")
         return out
 
@@ -95,7 +97,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     io.save_checkpoint({"step": torch.tensor(1)}, path)
 
     def crash(obj, f, *args, **kwargs):
-        f.write(b"half a checkpoint")
+        Path(f).write_bytes(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)

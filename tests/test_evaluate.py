@@ -13,9 +13,10 @@ import torch
 
 import genlab
 from genlab.cli import main
-from genlab.compare import compare, rank
+from genlab.evaluation.compare import compare, rank
 from genlab.errors import GenlabError, UnsafeFileError
-from genlab.evaluate import evaluate, train_seconds
+from genlab.evaluation.evaluate import evaluate
+from genlab.engine.runs import train_seconds
 from genlab.metrics import GLOSSARY
 from genlab.metrics.inception import load_inception_state
 

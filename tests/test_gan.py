@@ -12,19 +12,13 @@ from PIL import Image
 
 from genlab.config import TrainConfig
 from genlab.data.paired import downscale, sketch, upscale
-from genlab.models.gan import (
-    GAN,
-    Discriminator,
-    GANConfig,
-    class_stddev,
-    collapse_warning,
-    diff_augment,
-    discriminator_loss,
-    generator_loss,
-    gradient_penalty,
-    minibatch_stddev,
-)
-from genlab.models.pix2pix import Pix2Pix, Pix2PixConfig, psnr, ssim
+from genlab.engine.callbacks import collapse_warning
+from genlab.engine.recipes import recipe_for
+from genlab.metrics.images import psnr, ssim
+from genlab.models.adversarial import diff_augment, discriminator_loss, generator_loss, gradient_penalty
+from genlab.models.base import class_labels
+from genlab.models.gan import GAN, Discriminator, GANConfig, class_stddev, minibatch_stddev
+from genlab.models.pix2pix import Pix2Pix, Pix2PixConfig
 
 TINY_GAN = {"g_widths": (8, 4), "d_widths": (4, 8), "latent_dim": 4, "image_size": (8, 8)}
 CLASSES = {"condition": "class", "num_classes": 3, "class_names": ("cat", "dog", "owl")}
@@ -32,8 +26,8 @@ LOSSES = ["hinge", "non-saturating", "wgan-gp"]
 
 
 def _engine_step(model):
-    """What the engine's manual step does, minus clipping: zero, backward, step the optimiser `index`."""
-    optimizers = model.optimizers(TrainConfig(lr=1e-3))
+    """What the engine's update does, minus clipping: zero, backward, step the optimiser `index`."""
+    optimizers = recipe_for(model.family).optimizers(model, TrainConfig(lr=1e-3))
 
     def step(loss, index):
         optimizers[index].zero_grad(set_to_none=True)
@@ -103,7 +97,7 @@ def test_a_conditional_sample_of_label_k_is_routed_to_class_ks_embedding():
         return model.sample(6, labels=labels, generator=torch.Generator().manual_seed(3))
 
     before = draw()
-    assert torch.equal(model.resolve_labels(["dog", "dog", "cat", "owl", 1, "2"], 6), labels)
+    assert torch.equal(class_labels(model.config, ["dog", "dog", "cat", "owl", 1, "2"], 6), labels)
     with torch.no_grad():
         for m in model.generator_ema.modules():
             if isinstance(m, torch.nn.Embedding):
@@ -124,11 +118,10 @@ def test_a_conditional_sample_of_label_k_is_routed_to_class_ks_embedding():
 def test_train_step_moves_both_players_and_the_ema():
     torch.manual_seed(0)
     model = GAN(GANConfig(**TINY_GAN, ema_decay=0.5, diffaugment=("color", "translation", "cutout")))
-    model.global_step = 1000  # past the EMA warm-up: decay 0.5
     g0, d0, e0 = (torch.nn.utils.parameters_to_vector(m.parameters()).clone()
                   for m in (model.generator, model.discriminator, model.generator_ema))
     batch = (torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8), torch.zeros(16, dtype=torch.long))
-    out = model.train_step(batch, _engine_step(model))
+    out = model.train_step(batch, _engine_step(model), 1000)  # past the EMA warm-up: decay 0.5
     g1, d1, e1 = (torch.nn.utils.parameters_to_vector(m.parameters())
                   for m in (model.generator, model.discriminator, model.generator_ema))
     assert not torch.equal(g0, g1) and not torch.equal(d0, d1)
@@ -176,13 +169,13 @@ def test_the_auxiliary_classifier_learns_from_reals_and_guides_the_generator():
     step carries its cross-entropy on the fakes; off, neither exists."""
     model = GAN(GANConfig(**TINY_GAN, **CLASSES, aux_weight=1.0))
     before = model.discriminator.classifier.weight.detach().clone()
-    out = model.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])), _engine_step(model))
+    out = model.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])), _engine_step(model), 0)
     assert torch.isfinite(out["d_class_loss"]) and torch.isfinite(out["g_class_loss"])
     assert not torch.equal(before, model.discriminator.classifier.weight)
     plain = GAN(GANConfig(**TINY_GAN, **CLASSES, aux_weight=0.0))
     assert plain.discriminator.classifier is None
     assert "g_class_loss" not in plain.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])),
-                                                  _engine_step(plain))
+                                                  _engine_step(plain), 0)
 
 
 def test_the_generator_starts_unsaturated():
@@ -212,7 +205,7 @@ def test_pix2pix_shapes_for_each_task(task, channels, size, scale):
     out = model.translate(condition)
     assert out.shape == (5, channels, *size) and 0 <= out.min() and out.max() <= 1
     assert model.discriminator(model.lift(condition), out * 2 - 1).shape[:2] == (5, 1)
-    losses = model.train_step((images, torch.zeros(5)), _engine_step(model))
+    losses = model.train_step((images, torch.zeros(5)), _engine_step(model), 0)
     assert torch.isfinite(losses["loss"]) and losses["l1"] > 0
     with pytest.raises(Exception, match="takes inputs of shape"):
         model.translate(torch.rand(2, channels + 1, 3, 3))
@@ -254,7 +247,7 @@ def _records(run):
 
 def test_conditional_gan_trains_monitors_and_samples_by_label(tmp_path, capsys):
     from genlab.cli import main
-    from genlab.persist import load_checkpoint
+    from genlab.files import load_torch_file as load_checkpoint
 
     run = tmp_path / "cgan"
     assert main(["train", "gan", "--data", "digits", "--out", str(run), "--model.condition", "class",
@@ -276,12 +269,13 @@ def test_conditional_gan_trains_monitors_and_samples_by_label(tmp_path, capsys):
 
 
 def test_pix2pix_superres_trains_translates_and_evaluates(tmp_path, capsys):
+    from genlab import load
     from genlab.cli import main
     from genlab.data import load_data
-    from genlab.persist import load
+    from genlab.evaluation.evaluate import translation_metrics
 
     run = tmp_path / "sr"
-    assert main(["train", "pix2pix", "--data", "digits", "--out", str(run), "--task", "superres", "--scale", "2",
+    assert main(["train", "pix2pix", "--data", "digits", "--out", str(run), "--model.task", "superres", "--model.scale", "2",
                  "--model.widths", "[8,16]", "--model.d-widths", "[8,16]", *TINY_TRAIN]) == 0
     model = load(run)
     assert model.config.task == "superres" and model.config.scale == 2 and model.input_shape == (1, 4, 4)
@@ -291,7 +285,7 @@ def test_pix2pix_superres_trains_translates_and_evaluates(tmp_path, capsys):
     Image.fromarray(np.full((4, 4), 120, np.uint8)).save(tmp_path / "low.png")
     assert main(["translate", str(run / "model"), "--image", str(tmp_path / "low.png"), "--out", str(tmp_path / "f.png")]) == 0
     assert main(["sample", str(run)]) == 2 and "genlab translate" in capsys.readouterr().err
-    metrics = model.eval_metrics(load_data("digits"), n=60, seed=0, progress=False)
+    metrics = translation_metrics(model, load_data("digits"), n=60, seed=0, progress=False)
     assert {"psnr_db", "ssim", "bicubic_psnr_db", "psnr_gain_db", "fd_genlab", "recall", "class_accuracy"} <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values()) and 5 < metrics["bicubic_psnr_db"] < 40
 

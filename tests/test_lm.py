@@ -12,12 +12,15 @@ import torch
 
 import genlab
 from genlab.cli import main
+from genlab.engine.recipes import recipe_for
+from genlab.evaluation.evaluate import text_generation_metrics
+from genlab.models.lm.decode import decode_step, decode_torch
 from genlab.errors import ConfigError, DataError
-from genlab.finetune import add_lora, merge_lora
-from genlab.generation import StopMatcher, filter_logits, next_token
-from genlab.models.gpt import GPT, GPTConfig
-from genlab.models.rnn import RNN
-from genlab.tokenizers import UNKNOWN, BPETokenizer, CharTokenizer, StreamDecoder, load_tokenizer
+from genlab.models.lm.lora import add_lora, merge_lora
+from genlab.models.lm.generation import StopMatcher, filter_logits, generate, next_token
+from genlab.models.lm.gpt import GPT, GPTConfig
+from genlab.models.lm.rnn import RNN
+from genlab.models.lm.tokenizers import UNKNOWN, BPETokenizer, CharTokenizer, StreamDecoder, load_tokenizer
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n") * 40
@@ -102,7 +105,7 @@ def test_bpe_dropout_trains_on_the_copies_and_validates_on_the_plain_encoding():
     tok = BPETokenizer.fit(TEXT, vocab_size=320)
     model = _model(GPT, TINY_GPT, tokenizer=tok, bpe_dropout=0.1, bpe_copies=4)
     data = SimpleNamespace(train=TEXT, test="")
-    train, val = model.make_loaders(data, TrainConfig(batch_size=4), lambda: 0)
+    train, val = recipe_for("gpt").loaders(model, data, TrainConfig(batch_size=4), lambda: 0)
     plain = len(tok.encode(TEXT))
     assert len(train.tensors[0]) > 4 * 0.9 * plain  # four copies, each longer than the plain encoding's 95%
     held = torch.cat(list(val.tensors[0])).tolist()
@@ -110,7 +113,7 @@ def test_bpe_dropout_trains_on_the_copies_and_validates_on_the_plain_encoding():
     assert start > 0.9 * len(TEXT)  # the held-out tail, encoded the one way
     assert tok.encode(TEXT[start:])[: len(held)] == held
     with pytest.raises(ConfigError, match="needs a BPE tokenizer"):
-        _model(GPT, TINY_GPT, bpe_dropout=0.1).make_loaders(data, TrainConfig(batch_size=4), lambda: 0)
+        _model(GPT, TINY_GPT, bpe_dropout=0.1)  # the config refuses it before any data is read
 
 
 @pytest.mark.parametrize("bpe_dropout", [0.0, 0.1])
@@ -127,9 +130,9 @@ def test_holdout_zero_trains_on_the_whole_training_text(bpe_dropout):
         windows = loader.tensors[0]
         return tok.decode(torch.cat([windows[0], windows[1:, -1]]).tolist())
 
-    held, val = model.make_loaders(data, TrainConfig(batch_size=4), lambda: 0)
+    held, val = recipe_for("gpt").loaders(model, data, TrainConfig(batch_size=4), lambda: 0)
     assert val is not None and TEXT.startswith(text_of(held)) and len(text_of(held)) < 0.96 * len(TEXT)
-    whole, none = model.make_loaders(data, TrainConfig(batch_size=4, holdout=0.0), lambda: 0)
+    whole, none = recipe_for("gpt").loaders(model, data, TrainConfig(batch_size=4, holdout=0.0), lambda: 0)
     assert none is None and text_of(whole) == TEXT
     with pytest.raises(ConfigError, match="holdout"):
         TrainConfig(holdout=1.0)
@@ -153,7 +156,7 @@ def test_top_k_and_top_p_never_emit_excluded_tokens():
 def test_sampling_draws_from_the_tempered_distribution():
     """The Gumbel-max draws, in blocks from one generator, follow softmax(logits / T): each token's
     frequency over 20,000 draws within 4 standard errors of its probability (and a seed repeats them)."""
-    from genlab.generation import GumbelNoise
+    from genlab.models.lm.generation import GumbelNoise
 
     logits, temperature, n = torch.tensor([1.0, 0.5, 0.0, -0.5, -3.0]), 0.8, 20_000
     noise = GumbelNoise(5, torch.Generator().manual_seed(0))
@@ -188,7 +191,7 @@ def test_cached_generation_equals_recomputation_under_greedy(cls, tiny):
     model = _model(cls, tiny)
     # 60 new tokens: past the GPT's context of 16, so the sliding window is exercised too
     cached = list(model.generate("First", max_new_tokens=60, temperature=0))
-    recomputed = list(model.generate("First", max_new_tokens=60, temperature=0, use_cache=False))
+    recomputed = list(generate(model, "First", max_new_tokens=60, temperature=0, use_cache=False))
     assert cached == recomputed and len("".join(cached)) == 60
 
 
@@ -208,9 +211,9 @@ def test_one_token_decode_equals_the_full_forward(extra, batch):
         cache = model.new_cache(batch)
         model(ids[:, :5], cache)
         for t in range(5, 16):
-            assert torch.allclose(model.decode(ids[:, t], cache), full[:, t], atol=1e-4)
+            assert torch.allclose(decode_step(model, ids[:, t], cache), full[:, t], atol=1e-4)
         with pytest.raises(ValueError, match="exceed the context"):
-            model.decode(ids[:, 0], cache)
+            decode_step(model, ids[:, 0], cache)
 
 
 needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler here")
@@ -232,7 +235,7 @@ def test_compiled_decode_equals_the_torch_decode(extra):
         reference.native = None
         model(ids[:, :3], native), model(ids[:, :3], reference)
         for t in range(3, 16):
-            assert torch.allclose(model.decode(ids[:, t], native), model.decode_torch(ids[:, t], reference), atol=1e-5)
+            assert torch.allclose(decode_step(model, ids[:, t], native), decode_torch(model, ids[:, t], reference), atol=1e-5)
         assert native.pos == reference.pos == 16
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(native.k + native.v, reference.k + reference.v))
         with pytest.raises(ValueError, match="exceed the context"):
@@ -266,7 +269,7 @@ def test_decode_snapshot_follows_weight_updates():
         cache = model.new_cache()
         assert cache.weights is not first
         model(ids[:, :7], cache)
-        assert torch.allclose(model.decode(ids[:, 7], cache), model(ids)[:, -1], atol=1e-4)
+        assert torch.allclose(decode_step(model, ids[:, 7], cache), model(ids)[:, -1], atol=1e-4)
 
 
 def test_seed_reproduces_output_and_bounds_are_checked():
@@ -349,7 +352,8 @@ def test_cli_train_generate_and_eval_metrics(gpt_run, capsys):
     model = genlab.load(gpt_run / "model")
     pieces = model.generate("All:", max_new_tokens=10, seed=0)
     assert next(pieces) and not isinstance(pieces, str)  # an iterator of text pieces
-    metrics = model.eval_metrics(_text_data(), n=3, seed=0, progress=False)
+    data = _text_data()
+    metrics = model.log_likelihood(data.test) | text_generation_metrics(model, data, n=3, seed=0, progress=False)
     assert 0 < metrics["nats_per_token"] < 5 and metrics["perplexity"] > 1 and "distinct_2" in metrics
     assert metrics["bits_per_char"] == pytest.approx(metrics["nats_per_token"] / 0.693147, rel=1e-3)
 
@@ -363,8 +367,8 @@ def _text_data():
 
 def test_cli_bpe_tokenizer_option(tmp_path, text_file):
     out = tmp_path / "bpe"
-    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "6", "--tokenizer", "bpe",
-                 "--vocab-size", "300", "--holdout", "0", *_flags(TINY_GPT), *TINY_TRAIN]) == 0  # no validation split
+    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "6", "--model.tokenizer", "bpe",
+                 "--model.bpe-vocab-size", "300", "--holdout", "0", *_flags(TINY_GPT), *TINY_TRAIN]) == 0  # no validation split
     model = genlab.load(out)
     assert model.config.tokenizer == "bpe" and (out / "model" / "tokenizer.json").exists()
     assert "".join(model.generate("naïve 🙂", max_new_tokens=5, seed=0))
@@ -375,14 +379,14 @@ def test_resume_equals_uninterrupted(tmp_path, text_file, dropout):
     import lightning.pytorch as pl
 
     from genlab.config import TrainConfig, from_dict
-    from genlab.engine import train
+    from genlab.engine.trainer import fit as train
 
     class StopAt(pl.Callback):  # an interruption after step 3 of 6 (the cosine schedule still spans 6)
         def on_train_batch_end(self, trainer, *args):
             trainer.should_stop = trainer.global_step >= 3
 
     options = {"max_steps": 6, "batch_size": 8, "val_every": 5, "val_batches": 2, "ckpt_every": 3, "warmup_steps": 2,
-               "progress": False, "threads": 1, **{k: v for k, v in GPT.train_defaults.items() if k in ("lr", "schedule")}}
+               "progress": False, "threads": 1, **{k: v for k, v in recipe_for("gpt").defaults.items() if k in ("lr", "schedule")}}
     config, train_config = GPTConfig(**TINY_GPT, dropout=dropout), from_dict(TrainConfig, options)
     train("gpt", str(text_file), config, train_config, tmp_path / "whole")
     train("gpt", str(text_file), config, train_config, tmp_path / "part", callbacks=[StopAt()])
@@ -417,7 +421,7 @@ def test_finetune_lora_merged_and_refuses_unencodable_text(gpt_run, tmp_path, ca
 
 
 def test_rope_rotates_half_split_pairs_and_keeps_only_relative_positions():
-    from genlab.models.gpt import apply_rope, rope_tables
+    from genlab.models.lm.gpt import apply_rope, rope_tables
 
     length, head = 12, 8
     cos, sin = rope_tables(length, head)
@@ -434,7 +438,7 @@ def test_rope_rotates_half_split_pairs_and_keeps_only_relative_positions():
 # -- training speed: what may change numbers, checked against the plain computation ----------------
 
 def test_byte_dropout_rate_scale_and_seed():
-    from genlab.models.gpt import byte_dropout
+    from genlab.models.lm.gpt import byte_dropout
 
     x = torch.ones(200_000)
     torch.manual_seed(3)
@@ -454,7 +458,7 @@ def test_byte_dropout_rate_scale_and_seed():
 
 
 def test_muon_orthogonalises_a_stack_as_one_matrix_at_a_time():
-    from genlab.optim import orthogonalize
+    from genlab.engine.optim import orthogonalize
 
     torch.manual_seed(0)
     g = torch.randn(3, 24, 40)
@@ -471,7 +475,7 @@ def test_muon_orthogonalises_a_stack_as_one_matrix_at_a_time():
 
 def test_precision_auto_follows_the_measured_bf16_speed(monkeypatch):
     from genlab import hardware
-    from genlab.optim import newton_schulz_dtype
+    from genlab.engine.optim import newton_schulz_dtype
 
     for forced, precision, dtype in (("1", "bf16-mixed", torch.bfloat16), ("0", "32-true", torch.float32)):
         monkeypatch.setenv("GENLAB_BF16", forced)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genlab.errors import ConfigError
+from genlab.models.base import class_labels
 from genlab.models.vae import VAE, VAEConfig, discretized_logistic_log_prob, gaussian_kl
 
 
@@ -61,8 +62,10 @@ def test_iwae_bound_is_at_least_the_elbo_and_tightens_with_k():
 def test_class_names_are_checked():
     model = VAE(VAEConfig(image_size=(8, 8), widths=(4,), hidden_dim=8, latent_dim=2, condition="class",
                           num_classes=2, class_names=("cake", "pie")))
-    assert model.resolve_labels("pie", 3).tolist() == [1, 1, 1]
+    assert class_labels(model.config, "pie", 3).tolist() == [1, 1, 1]
     with pytest.raises(ConfigError, match="cake, pie"):
-        model.resolve_labels("bread", 1)
+        class_labels(model.config, "bread", 1)
+    with pytest.raises(ConfigError, match="cake, pie"):
+        model.sample(2, labels="bread")
     with pytest.raises(ConfigError, match="likelihood"):
         VAEConfig(likelihood="gaussian-ish")

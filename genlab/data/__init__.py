@@ -11,21 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.base import DataReport, ImageData, TableData, TextData, genlab_home
+from genlab.data.base import DataReport, ImageData, TextData
 from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
 from genlab.data.loader import BatchLoader
 from genlab.data.registry import DATASETS, load_registered
-from genlab.data.tables import load_table
 from genlab.data.text import load_text
 from genlab.errors import DataError
 
-__all__ = ["DATASETS", "BatchLoader", "DataReport", "ImageData", "TableData", "TextData", "genlab_home",
-           "list_datasets", "load_data", "load_image"]
+__all__ = ["DATASETS", "BatchLoader", "DataReport", "ImageData", "TextData", "list_datasets", "load_data", "load_image"]
 
 
 def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float = 0.05,
-              refresh: bool = False) -> ImageData | TextData | TableData:
-    """Load a registered dataset by name, or the images / text / CSV table at a path."""
+              refresh: bool = False) -> ImageData | TextData:
+    """Load a registered dataset by name, or the images or text at a path."""
     if spec in DATASETS:
         data = load_registered(spec, refresh=refresh)
     else:
@@ -34,9 +32,10 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             known = ", ".join(DATASETS)
             raise DataError(f"--data {spec!r} is neither a registered dataset nor an existing path",
                             f"use one of {known}, or a folder of images, a text file or a CSV file")
-        if path.is_file() and path.suffix.lower() == ".csv":
-            data = load_table(path, max_bad_fraction)
-        elif path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".parquet"):
+            raise DataError(f"{path} is a table, and genlab has no family for tables yet",
+                            "train on images (a folder, class subfolders as labels) or text (a .txt file or folder)")
+        if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
             data = load_image_folder(path, image_size, max_bad_fraction=max_bad_fraction, refresh=refresh)
         else:
             data = load_text(path, max_bad_fraction=max_bad_fraction)

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from genlab.errors import DataError
-
-
-def genlab_home() -> Path:
-    """`$GENLAB_HOME`, default `~/.cache/genlab`: datasets, parsed-array cache, reference classifiers."""
-    return Path(os.environ.get("GENLAB_HOME", Path.home() / ".cache" / "genlab")).expanduser()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old content or the new, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from genlab.files import atomic_write
 
 
 @dataclasses.dataclass
@@ -119,19 +98,6 @@ class TextData:
     kind = "text"
 
 
-@dataclasses.dataclass
-class TableData:
-    """A CSV table: column names, the rows as strings, and which columns look numeric."""
-
-    name: str
-    columns: list[str]
-    rows: list[list[str]]
-    numeric: list[bool]
-    report: DataReport
-
-    kind = "table"
-
-
 def save_arrays(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Cache parsed arrays as .npy (loaded later without pickle) plus meta.json, meta last."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,8 +106,8 @@ def save_arrays(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
 
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
-        atomic_write_bytes(folder / f"{key}.npy", buffer.getvalue())
-    atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1).encode())
+        atomic_write(folder / f"{key}.npy", buffer.getvalue())
+    atomic_write(folder / "meta.json", json.dumps(meta, indent=1).encode())
 
 
 def load_arrays(folder: Path, keys: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:

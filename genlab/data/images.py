@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from genlab.data.base import DataReport, ImageData, genlab_home, load_arrays, save_arrays
+from genlab.data.base import DataReport, ImageData, load_arrays, save_arrays
 from genlab.errors import DataError
+from genlab.files import genlab_home
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 ARRAY_KEYS = ["train_x", "train_y", "test_x", "test_y"]
@@ -77,7 +78,7 @@ def load_image(path: str | Path, channels: int | None = None, size: tuple[int, i
             array = np.asarray(image, dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist", "check the path") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise DataError(f"cannot read {path} as an image: {error}", "pass a PNG or JPEG file") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.base import DataReport, ImageData, TextData, atomic_write_bytes, genlab_home, load_arrays, save_arrays
+from genlab.data.base import DataReport, ImageData, TextData, load_arrays, save_arrays
 from genlab.data.images import ARRAY_KEYS, parse_cifar_binary, parse_idx_folder
 from genlab.data.text import load_text
 from genlab.errors import DataError
+from genlab.files import atomic_write, genlab_home
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
@@ -67,7 +68,7 @@ class Dataset:
             for url in self.urls:
                 name = url.rsplit("/", 1)[-1]
                 with urllib.request.urlopen(url, timeout=30) as response:
-                    atomic_write_bytes(target / name, response.read())
+                    atomic_write(target / name, response.read())
                 if name.endswith(".tar.gz"):
                     with tarfile.open(target / name) as archive:
                         archive.extractall(target, filter="data")  # the "data" filter refuses links and absolute paths

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 Features = np.ndarray | torch.Tensor
 
@@ -249,3 +250,34 @@ def sample_metrics(reference: Any, real_images: np.ndarray | torch.Tensor, fake_
                 "fake_examples": len(fake_features), "feature_seconds": feature_seconds,
                 "metric_seconds": time.time() - start - feature_seconds}
     return metrics
+
+
+# -- pixel fidelity (translation, super-resolution) --------------------------------------------
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image, 10 log10(1 / MSE), for images in [0, 1]; (B,)."""
+    mse = (x - y).pow(2).flatten(1).mean(dim=1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Structural similarity per image (Wang et al. 2004, eq. 13) for images in [0, 1]; (B,).
+
+    Gaussian window of `window` (shrunk to fit small images) and sigma 1.5, constants
+    C1 = (0.01)^2 and C2 = (0.03)^2, averaged over the valid positions and the channels.
+    """
+    window = min(window, *(s - (s + 1) % 2 for s in x.shape[-2:]))  # odd and no larger than the image
+    g = torch.exp(-((torch.arange(window, dtype=x.dtype, device=x.device) - window // 2) ** 2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(x.shape[1], 1, window, window)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel, groups=x.shape[1])
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.flatten(1).mean(dim=1)

@@ -35,8 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genlab.config import from_dict, to_dict
-from genlab.data.base import ImageData, atomic_write_bytes, genlab_home
+from genlab.data.base import ImageData
 from genlab.errors import ConfigError, DataError
+from genlab.files import atomic_write, genlab_home
 
 WEIGHTS_FILE, META_FILE = "model.safetensors", "meta.json"
 FORMAT_VERSION = 1
@@ -224,8 +225,8 @@ def reference_classifier(data: ImageData, config: ReferenceConfig | None = None,
             return cached
     net, meta = _train(data, config, progress)
     weights = {k: v.contiguous() for k, v in net.state_dict().items()}  # channels_last is not contiguous
-    atomic_write_bytes(folder / WEIGHTS_FILE, save_safetensors(weights, metadata={"format": str(FORMAT_VERSION)}))
-    atomic_write_bytes(folder / META_FILE, json.dumps(meta, indent=1).encode())  # last: marks the folder complete
+    atomic_write(folder / WEIGHTS_FILE, save_safetensors(weights, metadata={"format": str(FORMAT_VERSION)}))
+    atomic_write(folder / META_FILE, json.dumps(meta, indent=1))  # last: marks the folder complete
     reference = ReferenceClassifier(net, tuple(data.classes), meta, folder, trained=True)
     if progress:
         print(f"reference classifier for {data.name}: test accuracy {reference.accuracy:.2%}, "

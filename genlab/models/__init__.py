@@ -1,5 +1,43 @@
-"""Model families. Each lives in one module; `get_family(name)` imports it on demand."""
+"""Model families: networks, their math and their sampling. Each family lives in one module, imported on demand.
 
-from genlab.models.base import FAMILIES, GenerativeModel, get_family
+`FAMILIES` names every family with a one-line summary (read without importing torch, for the
+CLI's help); `get_family(name)` imports the class. The contract they implement is in `base.py`.
+"""
 
-__all__ = ["FAMILIES", "GenerativeModel", "get_family"]
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+
+class Family(NamedTuple):
+    path: str  # module:class
+    summary: str
+
+
+FAMILIES: dict[str, Family] = {
+    "vae": Family("genlab.models.vae:VAE", "variational autoencoder: samples, reconstructions, likelihood, anomaly scores"),
+    "gan": Family("genlab.models.gan:GAN", "GAN: sharp samples, class-conditional"),
+    "pix2pix": Family("genlab.models.pix2pix:Pix2Pix", "image-to-image translation: sketches to images, super-resolution"),
+    "diffusion": Family("genlab.models.diffusion:Diffusion", "denoising diffusion: samples, text-to-image, inpainting"),
+    "rnn": Family("genlab.models.lm.rnn:RNN", "LSTM language model: text from a prompt"),
+    "gpt": Family("genlab.models.lm.gpt:GPT", "transformer language model: text, pre-train then fine-tune"),
+}
+
+
+def get_family(name: str):
+    """The model class of a family by name; an unknown name lists the known ones."""
+    from genlab.errors import ConfigError
+
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown model family {name!r}", f"use one of {', '.join(FAMILIES)}")
+    module, cls = FAMILIES[name].path.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def families_with(capability: type) -> list[str]:
+    """The families whose models have `capability` (a class of genlab.models.base)."""
+    return [name for name in FAMILIES if issubclass(get_family(name), capability)]
+
+
+__all__ = ["FAMILIES", "Family", "families_with", "get_family"]

@@ -1,66 +1,44 @@
-"""The contract every family implements, and the registry that finds a family by name.
+"""The contract every family implements: a model class, its config, and the abilities it declares.
 
-A family is one module with a frozen `Config` dataclass and a `GenerativeModel`
-subclass. The engine only calls `loss(batch)`; persistence only needs `config`
-and the state dict; sampling verbs are `sample(...)` for image families and
-`generate(...)` for language models.
+A family is a `GenerativeModel` subclass with a frozen `Config` dataclass. Training only needs
+`loss(batch, step)` (or, for a two-player game, `TwoPlayerGame.train_step`); persistence only
+needs `config` and the state dict. What a trained model can be asked to do is declared by the
+capability classes it inherits, one method with one signature each:
+
+| capability        | method                                                                 |
+| ----------------- | ---------------------------------------------------------------------- |
+| `ImageSampler`    | `sample(n, labels=, prompt=, generator=, options=) -> images in [0, 1]` |
+| `TextGenerator`   | `generate(prompt, max_new_tokens, temperature, ..., seed) -> text pieces` |
+| `Reconstructor`   | `encode(images, labels)`, `reconstruct(images, labels)`, `interpolate(a, b, steps, labels)` |
+| `Translator`      | `translate(conditions) -> images`, `make_input(images) -> conditions`, `prepare_condition` |
+| `Editor`          | `edit(images, mask=, labels=, prompt=, generator=, options=) -> images` |
+| `ImageLikelihood` | `log_likelihood(images, labels, k=, generator=, data_generator=)`      |
+| `TextLikelihood`  | `log_likelihood(text) -> nats per token, bits per char`                |
+| `AnomalyScorer`   | `anomaly_score(examples, labels=) -> bits per dimension, (B,)`         |
+
+Callers (the CLI, `eval`, `compare`, `tune`, the server) dispatch with `isinstance` on these
+classes and `require(model, Capability)`, which names the families that can when one cannot.
+Images cross the contract as uint8 (B, C, H, W) going in and floats in [0, 1] coming out.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
+from genlab.config import validate
 from genlab.errors import ConfigError
-
-FAMILIES = {
-    "vae": "genlab.models.vae:VAE",
-    "gan": "genlab.models.gan:GAN",
-    "pix2pix": "genlab.models.pix2pix:Pix2Pix",
-    "diffusion": "genlab.models.diffusion:Diffusion",
-    "rnn": "genlab.models.rnn:RNN",
-    "gpt": "genlab.models.gpt:GPT",
-}
-
-
-def get_family(name: str) -> type[GenerativeModel]:
-    """The model class of a family by name; an unknown name lists the known ones."""
-    if name not in FAMILIES:
-        raise ConfigError(f"unknown model family {name!r}", f"use one of {', '.join(FAMILIES)}")
-    module, cls = FAMILIES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
 
 
 class GenerativeModel(nn.Module):
     family: ClassVar[str]
     Config: ClassVar[type]
-    # TrainConfig fields this family trains best with (the CLI and YAML still override them).
-    train_defaults: ClassVar[dict[str, Any]] = {}
-    # The key in metrics that validation and checkpoint selection watch.
-    monitor: ClassVar[str] = "val/loss"
-    # What `--data` must be: "image" or "text".
-    data_kind: ClassVar[str] = "image"
-    # Families with several optimisers (GANs) set this and implement `optimizers` and `train_step`.
-    manual_optimization: ClassVar[bool] = False
-    # Whether `sample(n, labels, generator)` makes images from nothing (not so for image translation).
-    samples_images: ClassVar[bool] = True
-    # What `genlab tune FAMILY` searches by default (a `--space my_space.yaml` is merged over it; see
-    # genlab/tune/space.py). Keys are `model.FIELD` (a field of `Config`) or `train.FIELD` (of TrainConfig);
-    # a value is a range, a list of choices, or a fixed value:
-    #   "train.lr":          {"low": 1e-4, "high": 1e-2, "log": True}   float, log-uniform
-    #   "model.latent_dim":  {"low": 8, "high": 64, "log": True}        int (both bounds ints)
-    #   "model.hidden_dim":  {"low": 64, "high": 512, "step": 64}       int on a grid
-    #   "model.widths":      {"choices": [[16, 32], [32, 64]]}          categorical (tuples as lists)
-    #   "train.batch_size":  64                                         fixed for every trial
-    # Search what changes the result at a fixed budget (learning rate, width, regularisation), not what
-    # the data fixes (image size, classes, vocabulary). Trial 0 of every study is the default config.
-    search_space: ClassVar[dict[str, Any]] = {}
+    data_kind: ClassVar[Literal["image", "text"]] = "image"  # what `--data` must be
 
     def __init__(self, config: Any):
         super().__init__()
@@ -68,85 +46,29 @@ class GenerativeModel(nn.Module):
 
     @classmethod
     def config_for_data(cls, config: Any, data: Any) -> Any:
-        """Fill the fields that come from the data (image shape, classes, vocabulary)."""
+        """The config with the fields the data decides filled in (`Config.FROM_DATA`: image shape, classes,
+        vocabulary); a `ConfigError` when the data cannot train this config."""
         return config
 
-    def loss(self, batch: Any) -> dict[str, torch.Tensor]:
-        """The training objective on one batch: a dict with `loss` and anything worth logging."""
-        raise NotImplementedError
-
-    @classmethod
-    def make_loaders(cls, data: Any, train: Any, position: Callable[[], int]) -> tuple[Iterable, Iterable]:
-        """Training and validation batches. `position()` is the number of training batches already
-        consumed: the training loader must start there, so that a resumed run sees the same batches."""
-        from genlab.data.loader import image_loaders
-
-        return image_loaders(data, train.batch_size, train.seed, position, train.holdout)
-
-    def optimizers(self, train: Any) -> list[torch.optim.Optimizer]:
-        """Optional: the family's own optimisers. Manual optimisation: one per player (generator,
-        discriminator). Automatic: a list of one (e.g. Muon for matrices + AdamW for the rest)."""
-        raise NotImplementedError
-
-    def train_step(self, batch: Any, step: Callable[[torch.Tensor, int], None]) -> dict[str, torch.Tensor]:
-        """Manual optimisation only: compute each loss and call `step(loss, optimizer_index)` to apply it.
-        The engine's `step` zeroes gradients, back-propagates, clips, steps, and refuses non-finite losses."""
+    def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
+        """The training objective on one batch: a dict with `loss` and anything worth logging. `step` is the
+        optimiser step, for objectives that change during training (a KL warm-up); None is the final objective."""
         raise NotImplementedError
 
     @torch.no_grad()
     def validation_metrics(self, batch: Any) -> dict[str, torch.Tensor]:
         return self.loss(batch)
 
-    def callbacks(self, data: Any, train: Any) -> list[Any]:
-        """Optional: Lightning callbacks the family adds to its training run (a GAN's collapse monitor,
-        translation previews); they may use the data, which the model itself never holds."""
-        return []
-
-    def preview(self, generator: torch.Generator) -> torch.Tensor | str | None:
-        """Something to look at during training (a uint8 image grid batch, or text); None for nothing."""
-        return None
-
-    def report_figures(self, data: Any, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
-        """Family-specific pictures for report.html: (images in [0, 1], images per row, caption) each."""
-        return []
-
-    def resolve_labels(self, labels: Any, n: int) -> torch.Tensor | None:
-        """Class indices from ints or class names (one for all n, or one each) for a model with
-        `config.condition` "class" (or "text", whose captions come from class names); None for an
-        unconditional model. No labels: cycle through the classes."""
-        config = self.config
-        if getattr(config, "condition", "none") not in ("class", "text"):
-            if labels is not None:
-                raise ConfigError(f"this {self.family} model is unconditional and takes no labels", "drop --label")
-            return None
-        if labels is None:
-            return torch.arange(n) % config.num_classes
-        if isinstance(labels, torch.Tensor):
-            labels = labels.tolist()
-        if isinstance(labels, (str, int)):
-            labels = [labels] * n
-        out = []
-        for label in labels:
-            if isinstance(label, str) and label in config.class_names:
-                out.append(config.class_names.index(label))
-            elif isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
-                out.append(int(label))
-            else:
-                raise ConfigError(f"unknown class {label!r}", f"use one of {', '.join(config.class_names)}")
-            if not 0 <= out[-1] < config.num_classes:
-                raise ConfigError(f"class index {out[-1]} is out of range", f"use 0 .. {config.num_classes - 1}")
-        return torch.tensor(out)
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def save_pretrained(self, folder: str | Path, card: dict[str, Any] | None = None) -> Path:
         """Write config.json, model.safetensors and a README.md model card into `folder`."""
-        from genlab.persist import save_pretrained
+        from genlab.models.persist import save_pretrained
 
         return save_pretrained(self, folder, card)
 
-    # Families with files besides the weights (tokenizers, text-encoder references) override these.
+    # Families with files besides the weights (tokenizers) override these.
     def save_assets(self, folder: Path) -> None:
         pass
 
@@ -156,3 +78,287 @@ class GenerativeModel(nn.Module):
     def extra_repr(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{self.family}: {fields}"
+
+
+class TwoPlayerGame:
+    """A model trained as a game between a generator and a discriminator (GANs), one optimiser each."""
+
+    def players(self) -> tuple[nn.Module, nn.Module]:
+        """(generator, discriminator): the modules the two optimisers train, in that order."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Any, update, step: int) -> dict[str, torch.Tensor]:
+        """Compute each player's loss and call `update(loss, player)` (0: generator, 1: discriminator) to apply
+        it: the engine zeroes gradients, back-propagates, clips, steps and refuses non-finite losses. `step` is
+        the optimiser step (an EMA warm-up reads it)."""
+        raise NotImplementedError
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageConfig:
+    """What every image family's config holds: the image shape, filled from the data."""
+
+    FROM_DATA: ClassVar[tuple[str, ...]] = ("channels", "image_size")
+
+    channels: int = 1
+    """image channels (from the data)"""
+    image_size: tuple[int, int] = (28, 28)
+    """(height, width) of the images (from the data)"""
+
+    def __post_init__(self):
+        validate(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionalImageConfig(ImageConfig):
+    """An image config whose generation may be steered by the class label: the classes come from the data."""
+
+    FROM_DATA: ClassVar[tuple[str, ...]] = ("channels", "image_size", "num_classes", "class_names")
+
+    condition: Literal["none", "class"] = "none"
+    """what steers generation: nothing, or the class label"""
+    num_classes: int = 0
+    """classes of the data (from the data)"""
+    class_names: tuple[str, ...] = ()
+    """class names of the data (from the data)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.condition != "none" and self.num_classes == 1:  # 0: not filled from the data yet
+            raise ConfigError(f"condition={self.condition!r} needs at least 2 classes", "or use --model.condition none")
+
+
+class ImageModel(GenerativeModel):
+    """A family over images: its config's image shape (and classes) are filled from the data."""
+
+    @classmethod
+    def config_for_data(cls, config: ImageConfig, data: Any) -> ImageConfig:
+        c, h, w = data.shape
+        if not isinstance(config, ConditionalImageConfig):
+            return dataclasses.replace(config, channels=c, image_size=(h, w))
+        if config.condition != "none" and len(data.classes) < 2:
+            raise ConfigError(f"condition={config.condition!r} needs labelled data with at least 2 classes; {data.name} "
+                              f"has {len(data.classes)}", "use data with labels (a folder with class subfolders) or "
+                              "--model.condition none")
+        return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
+                                   class_names=tuple(data.classes))
+
+    def check_images(self, images: torch.Tensor, what: str = "images") -> None:
+        """Refuse a batch that is not (B, C, H, W) of this model's channels and size."""
+        c = self.config
+        expected = (c.channels, *c.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ConfigError(f"{what} of shape {tuple(images.shape)}; this model takes (B, {', '.join(map(str, expected))})",
+                              f"give {c.image_size[0]}x{c.image_size[1]} images with {c.channels} channel(s) "
+                              "(genlab's verbs resize image files)")
+
+
+def class_labels(config: Any, labels: Any, n: int) -> torch.Tensor | None:
+    """Class indices (n,) from ints or class names (one for all n, or one each) for a model whose config has
+    `condition` "class" (or "text", whose captions come from class names); None for an unconditional model.
+    No labels: cycle through the classes."""
+    condition = getattr(config, "condition", "none")
+    if condition not in ("class", "text"):
+        if labels is not None:
+            raise ConfigError("this model is unconditional and takes no labels", "drop --label")
+        return None
+    if labels is None:
+        return torch.arange(n) % config.num_classes
+    if isinstance(labels, torch.Tensor):
+        labels = labels.tolist()
+    if isinstance(labels, (str, int)):
+        labels = [labels] * n
+    if len(labels) != n:
+        raise ConfigError(f"{len(labels)} labels for {n} images", "give one label, or one per image")
+    out = []
+    for label in labels:
+        if isinstance(label, str) and label in config.class_names:
+            out.append(config.class_names.index(label))
+        elif isinstance(label, int) or (isinstance(label, str) and label.lstrip("-").isdigit()):
+            out.append(int(label))
+        else:
+            raise ConfigError(f"unknown class {label!r}", f"use one of {', '.join(config.class_names)}")
+        if not 0 <= out[-1] < config.num_classes:
+            raise ConfigError(f"class index {out[-1]} is out of range", f"use 0 .. {config.num_classes - 1}")
+    return torch.tensor(out)
+
+
+def check_count(n: int, what: str = "images") -> None:
+    if not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n = {n}: at least one of the {what} must be asked for", "pass --n 1 or more")
+
+
+# -- capabilities -----------------------------------------------------------------------------
+
+
+class Capability:
+    """A declared ability; `ability` completes "a ... model cannot ..." in errors."""
+
+    ability: ClassVar[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleOptions:
+    """How to draw samples; a family extends this with its sampler's own options."""
+
+    temperature: float = 1.0
+    """scale of the starting noise: below 1 trades variety for cleaner images"""
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ConfigError(f"temperature = {self.temperature} must be >= 0", "e.g. --temperature 0.8")
+
+
+class ImageSampler(Capability):
+    """Makes images from noise, optionally steered by class labels or a prompt."""
+
+    ability = "sample images"
+    sample_options: ClassVar[type[SampleOptions]] = SampleOptions  # what `options` of `sample` may hold
+    eval_samples: ClassVar[int] = 10_000  # samples `genlab eval` scores by default
+
+    def sample(self, n: int, *, labels: Any = None, prompt: str | list[str] | None = None,
+               generator: torch.Generator | None = None, options: SampleOptions | None = None) -> torch.Tensor:
+        """n images in [0, 1], (n, C, H, W). `labels`: class names or indices, one for all or one each (None
+        cycles through the classes of a conditional model); `prompt`: text-conditioned models."""
+        raise NotImplementedError
+
+
+class TextGenerator(Capability):
+    """Continues a text prompt, one token at a time."""
+
+    ability = "generate text"
+
+    def generate(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, repetition_penalty: float = 1.0, stop: str | list[str] | None = None,
+                 seed: int | None = None) -> Iterator[str]:
+        """Text pieces continuing `prompt`, yielded as they are produced; `seed` makes them reproducible."""
+        raise NotImplementedError
+
+
+class Reconstructor(Capability):
+    """Maps images to a latent space and back."""
+
+    ability = "reconstruct or interpolate images"
+
+    def encode(self, images: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """uint8 images (B, C, H, W) -> latent codes (B, D): the posterior means."""
+        raise NotImplementedError
+
+    def reconstruct(self, images: torch.Tensor, labels: Any = None) -> torch.Tensor:
+        """uint8 images -> their reconstructions in [0, 1]."""
+        raise NotImplementedError
+
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int = 9, labels: Any = None) -> torch.Tensor:
+        """Images along the latent line between two uint8 images, both ends included; (steps, C, H, W)."""
+        raise NotImplementedError
+
+
+class Translator(Capability):
+    """Translates a condition image (a sketch, a low-resolution image) into an image."""
+
+    ability = "translate images"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what `translate` takes."""
+        raise NotImplementedError
+
+    def make_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Target images (uint8, or float in [0, 1]) -> the conditions the task makes of them, in [0, 1]."""
+        raise NotImplementedError
+
+    def prepare_condition(self, conditions: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+        """A user's images (B, *input_shape) in [0, 1] as the conditions the model learnt, and a note saying what
+        was changed (None: nothing)."""
+        return conditions, None
+
+    def translate(self, conditions: torch.Tensor) -> torch.Tensor:
+        """Conditions (B, *input_shape) in [0, 1] -> images (B, C, H, W) in [0, 1]."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class EditOptions:
+    """How to edit: image-to-image strength, or inpainting's passes, and the sampler."""
+
+    strength: float = 0.6
+    """image-to-image: how much to change, in (0, 1]: 0.3 keeps shapes, 0.8 keeps the layout only"""
+    guidance: float | None = None
+    """classifier-free guidance scale (default the model's)"""
+    steps: int | None = None
+    """network evaluations of a full denoising (image-to-image runs strength x steps of them)"""
+    sampler: str | None = None
+    """ddim or ddpm (inpainting's default: ddpm), or dpm++ for image-to-image"""
+    resample: int = 3
+    """inpainting: passes per step (RePaint's resampling; 1 is plain replacement)"""
+
+    def __post_init__(self):
+        if not 0 < self.strength <= 1:
+            raise ConfigError(f"strength = {self.strength} must be in (0, 1]", "e.g. --strength 0.6")
+        if self.resample < 1:
+            raise ConfigError(f"resample = {self.resample} must be at least 1", "e.g. --resample 3")
+
+
+class Editor(Capability):
+    """Edits given images: image-to-image, and inpainting under a mask."""
+
+    ability = "edit images"
+    edit_options: ClassVar[type[EditOptions]] = EditOptions
+
+    def edit(self, images: torch.Tensor, *, mask: torch.Tensor | None = None, labels: Any = None,
+             prompt: str | list[str] | None = None, generator: torch.Generator | None = None,
+             options: EditOptions | None = None) -> torch.Tensor:
+        """Images in [0, 1] (B, C, H, W) -> edited images in [0, 1]; `mask` (B or 1, 1, H, W) is 1 where pixels
+        are generated (inpainting) and 0 where the input stays; without a mask, image-to-image."""
+        raise NotImplementedError
+
+
+class ImageLikelihood(Capability):
+    """Scores the likelihood of images (a bound where exact likelihood is intractable)."""
+
+    ability = "score the likelihood of images"
+
+    def log_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None = None, *, k: int = 200,
+                       generator: torch.Generator | None = None,
+                       data_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-example log p(x) (nats; `log_likelihood`) and the ELBO (`elbo`) of uint8 images, each (B,)."""
+        raise NotImplementedError
+
+
+class TextLikelihood(Capability):
+    """Scores the likelihood of text."""
+
+    ability = "score the likelihood of text"
+
+    def log_likelihood(self, text: str) -> dict[str, float]:
+        """nats per token, bits per character and perplexity of `text`."""
+        raise NotImplementedError
+
+
+class AnomalyScorer(Capability):
+    """Scores how unlike the training data each example is: its negative log-likelihood per dimension."""
+
+    ability = "score anomalies"
+
+    def anomaly_score(self, examples: Any, labels: Any = None) -> torch.Tensor:
+        """Bits per dimension (pixel channel or character) of each example, (B,); higher is more anomalous.
+        Images are uint8 (B, C, H, W), texts a list of strings."""
+        raise NotImplementedError
+
+
+CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Reconstructor, Translator, Editor,
+                                              ImageLikelihood, TextLikelihood, AnomalyScorer)
+
+
+def require(model: GenerativeModel, capability: type[Capability]) -> None:
+    """A `ConfigError` naming the families that can, unless `model` has `capability`."""
+    if isinstance(model, capability):
+        return
+    from genlab.models import families_with
+
+    able = families_with(capability)
+    raise ConfigError(f"a {model.family} model cannot {capability.ability}",
+                      f"use a model of the {' or '.join(able)} family" if able else "no family can yet")

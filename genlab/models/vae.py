@@ -7,7 +7,7 @@ binarised by default, as in the IWAE paper) or a discretised logistic per pixel
 mass and bits/dim mean something. Training maximises the ELBO with an optional
 beta (beta-VAE) and a KL warm-up; `log_likelihood` is the importance-weighted
 bound of Burda et al. (2016) with k samples, which tightens towards log p(x) as k
-grows.
+grows; an example's anomaly score is that bound in bits per dimension.
 """
 
 from __future__ import annotations
@@ -20,9 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config import validate
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel
+from genlab.models.base import (
+    AnomalyScorer,
+    ConditionalImageConfig,
+    ImageLikelihood,
+    ImageModel,
+    ImageSampler,
+    Reconstructor,
+    SampleOptions,
+    check_count,
+    class_labels,
+)
 
 
 def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -65,25 +74,30 @@ class ResBlock(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig:
-    channels: int = 1
-    image_size: tuple[int, int] = (28, 28)  # (H, W); filled from the data
+class VAEConfig(ConditionalImageConfig):
     latent_dim: int = 32
-    widths: tuple[int, ...] = (32, 64)  # channels of each stride-2 stage
-    res_blocks: int = 0  # residual blocks per stage
-    hidden_dim: int = 256  # fully connected layer between the convolutions and z (0: none)
+    """size of the latent code z"""
+    widths: tuple[int, ...] = (32, 64)
+    """channels of each stride-2 convolution stage"""
+    res_blocks: int = 0
+    """residual blocks per stage"""
+    hidden_dim: int = 256
+    """fully connected layer between the convolutions and z (0: none)"""
     likelihood: Literal["bernoulli", "logistic"] = "bernoulli"
-    binarize: Literal["dynamic", "threshold"] = "dynamic"  # how 8-bit pixels become {0,1} for bernoulli
-    beta: float = 1.0  # weight of the KL term (beta-VAE when > 1)
-    kl_warmup_steps: int = 0  # beta ramps linearly from 0 over these steps
-    condition: Literal["none", "class"] = "none"
-    num_classes: int = 0
-    class_names: tuple[str, ...] = ()
+    """p(x|z): Bernoulli over binarised pixels, or a discretised logistic over 8-bit values"""
+    binarize: Literal["dynamic", "threshold"] = "dynamic"
+    """bernoulli: how 8-bit pixels become {0, 1} (dynamic: drawn with the pixel's intensity, as in IWAE)"""
+    beta: float = 1.0
+    """weight of the KL term (beta-VAE when > 1)"""
+    kl_warmup_steps: int = 0
+    """beta ramps linearly from 0 over these steps"""
 
     def __post_init__(self):
-        validate(self)
+        super().__post_init__()
         if self.latent_dim < 1 or not self.widths:
             raise ConfigError("latent_dim must be >= 1 and widths non-empty", "e.g. --model.latent-dim 32 --model.widths [32,64]")
+        if self.beta < 0 or self.kl_warmup_steps < 0:
+            raise ConfigError("beta and kl_warmup_steps must be >= 0", "e.g. --model.beta 1 --model.kl-warmup-steps 0")
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -92,16 +106,12 @@ class VAEConfig:
         return tuple(-(-s // m) * m for s in self.image_size)
 
 
-class VAE(GenerativeModel):
+class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScorer):
+    """A convolutional VAE: Bernoulli or discretised-logistic likelihood, beta and KL warm-up, class-conditional
+    with --model.condition class; IWAE likelihood bounds and anomaly scores."""
+
     family = "vae"
     Config = VAEConfig
-    train_defaults = {"lr": 1e-3, "batch_size": 128, "max_steps": 3000}
-    search_space = {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
-                    "train.batch_size": {"choices": [32, 64, 128]},
-                    "model.latent_dim": {"low": 4, "high": 64, "log": True},
-                    "model.hidden_dim": {"choices": [0, 128, 256, 512]},
-                    "model.widths": {"choices": [[16, 32], [32, 64], [64, 128]]},
-                    "model.res_blocks": {"low": 0, "high": 2}}
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -138,17 +148,6 @@ class VAE(GenerativeModel):
             if i < len(widths) - 1:
                 layers.append(nn.SiLU())
         self.decoder_conv = nn.Sequential(*layers)
-        self.global_step = 0  # set by the engine; drives the KL warm-up
-
-    @classmethod
-    def config_for_data(cls, config: VAEConfig, data) -> VAEConfig:
-        c, h, w = data.shape
-        if config.condition == "class" and len(data.classes) < 2:
-            raise ConfigError(f"condition='class' needs labelled data with at least 2 classes; {data.name} has "
-                              f"{len(data.classes)}", "use data with labels (a folder with class subfolders) "
-                              "or --model.condition none")
-        return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
-                                   class_names=tuple(data.classes))
 
     # -- data domain -------------------------------------------------------------------------
 
@@ -161,17 +160,19 @@ class VAE(GenerativeModel):
             return (x > 0.5).float()
         return torch.bernoulli(x, generator=generator)
 
-    def _one_hot(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    def _one_hot(self, labels, n: int) -> torch.Tensor | None:
+        """Class labels (names, indices or a tensor) as one-hot rows (n, K); None for an unconditional model."""
         if self.config.condition != "class":
             return None
         if labels is None:
-            raise ValueError("this VAE is class-conditional: pass labels")
-        return F.one_hot(labels.long().view(-1), self.config.num_classes).float().expand(n, -1)
+            raise ConfigError("this VAE is class-conditional: give the images' labels", "pass labels (--label CLASS)")
+        indices = class_labels(self.config, labels, n)
+        return F.one_hot(indices.to(self.encoder_fc[0].weight.device), self.config.num_classes).float()
 
     # -- networks ----------------------------------------------------------------------------
 
-    def encode(self, x: torch.Tensor, onehot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, H, W) in the data domain -> mu, logvar, each (B, latent_dim)."""
+    def posterior(self, x: torch.Tensor, onehot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x): (B, C, H, W) in the data domain -> mu, logvar, each (B, latent_dim)."""
         ph, pw = self.config.padded_size
         h, w = x.shape[-2:]
         x = F.pad(x, (0, pw - w, 0, ph - h))
@@ -182,7 +183,7 @@ class VAE(GenerativeModel):
         return mu, logvar.clamp(-12, 8)
 
     def decode(self, z: torch.Tensor, onehot: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, latent_dim) -> likelihood parameters (B, C or 2C, H, W)."""
+        """p(x|z): (B, latent_dim) -> likelihood parameters (B, C or 2C, H, W)."""
         if onehot is not None:
             z = torch.cat([z, onehot], 1)
         out = self.decoder_conv(self.decoder_fc(z).view(-1, *self.bottom))
@@ -204,62 +205,51 @@ class VAE(GenerativeModel):
 
     # -- training ----------------------------------------------------------------------------
 
-    def loss(self, batch) -> dict[str, torch.Tensor]:
+    def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
+        """The negative ELBO, with beta x KL (ramped from 0 over kl_warmup_steps when `step` is given)."""
         images, labels = batch
         x = self.prepare(images)
         onehot = self._one_hot(labels, len(x))
-        mu, logvar = self.encode(x, onehot)
+        mu, logvar = self.posterior(x, onehot)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
         rec = -self.log_px(x, self.decode(z, onehot))
         kl = gaussian_kl(mu, logvar)
-        warm = min(1.0, (self.global_step + 1) / self.config.kl_warmup_steps) if self.config.kl_warmup_steps else 1.0
+        warmup = self.config.kl_warmup_steps
+        warm = min(1.0, (step + 1) / warmup) if warmup and step is not None else 1.0
         elbo = -(rec + kl)
         loss = (rec + self.config.beta * warm * kl).mean()
         dims = x[0].numel()
         return {"loss": loss, "elbo_nats": elbo.mean(), "rec_nats": rec.mean(), "kl_nats": kl.mean(),
                 "bits_per_dim": -elbo.mean() / (dims * math.log(2))}
 
-    def preview(self, generator: torch.Generator) -> torch.Tensor:
-        labels = torch.arange(64) % self.config.num_classes if self.config.condition == "class" else None
-        return self.sample(64, labels=labels, generator=generator)
-
-    def report_figures(self, data, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
-        """Test images over their reconstructions, and latent walks between classes."""
-        labels = torch.from_numpy(data.test_y) if self.config.condition == "class" else None
-        x = torch.from_numpy(data.test_x[:16])
-        figures = [(torch.cat([x.float() / 255, self.reconstruct(x, None if labels is None else labels[:16])]), 16,
-                    "test images (top) and their reconstructions (bottom)")]
-        preferred = [("Sneaker", "Ankle boot"), ("T-shirt/top", "Dress"), ("Sandal", "Bag")]
-        pairs = [p for p in preferred if set(p) <= set(data.classes)]
-        if not pairs and len(data.classes) >= 2:
-            pairs = [tuple(data.classes[:2])]
-        test_y = torch.from_numpy(data.test_y)
-        for a, b in pairs:
-            ia, ib = (int((test_y == data.classes.index(c)).nonzero()[0]) for c in (a, b))
-            pair_labels = [int(test_y[ia]), int(test_y[ib])] if labels is not None else None
-            line = self.interpolate(torch.from_numpy(data.test_x[ia]), torch.from_numpy(data.test_x[ib]), 9, pair_labels)
-            figures.append((line, 9, f"{a} to {b}: the middle image is the latent midpoint"))
-        return figures
-
     # -- using the model ---------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, n: int, labels=None, generator: torch.Generator | None = None,
-               temperature: float = 1.0) -> torch.Tensor:
+    def sample(self, n: int, *, labels=None, prompt=None, generator: torch.Generator | None = None,
+               options: SampleOptions | None = None) -> torch.Tensor:
         """n images in [0, 1], (n, C, H, W): decoder means at z ~ N(0, temperature^2 I)."""
+        check_count(n)
+        if prompt is not None:
+            raise ConfigError("a VAE takes no prompt", "drop --prompt; a class-conditional VAE takes --label")
+        options = options or SampleOptions()
         device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device) * temperature
-        labels = self.resolve_labels(labels, n)
-        onehot = self._one_hot(labels.to(device), n) if labels is not None else None
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device) * options.temperature
+        indices = class_labels(self.config, labels, n)  # None for an unconditional model, which refuses labels
+        onehot = self._one_hot(indices, n) if indices is not None else None
         return self.mean_image(self.decode(z, onehot))
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 images -> their reconstructions in [0, 1] through the posterior mean."""
+    def encode(self, images: torch.Tensor, labels=None) -> torch.Tensor:
+        """uint8 images -> their posterior means (B, latent_dim)."""
+        self.check_images(images)
         x = self.prepare(images, generator=torch.Generator().manual_seed(0))
-        onehot = self._one_hot(labels, len(x))
-        mu, _ = self.encode(x, onehot)
-        return self.mean_image(self.decode(mu, onehot))
+        return self.posterior(x, self._one_hot(labels, len(x)))[0]
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, labels=None) -> torch.Tensor:
+        """uint8 images -> their reconstructions in [0, 1] through the posterior mean."""
+        onehot = self._one_hot(labels, len(images))
+        return self.mean_image(self.decode(self.encode(images, labels), onehot))
 
     @torch.no_grad()
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int = 9, labels=None) -> torch.Tensor:
@@ -267,11 +257,11 @@ class VAE(GenerativeModel):
 
         With an odd `steps`, the middle image is the latent midpoint of the two.
         """
-        x = self.prepare(torch.stack([a, b]), generator=torch.Generator().manual_seed(0))
-        onehot = None
-        if self.config.condition == "class":
-            onehot = self._one_hot(self.resolve_labels(labels, 2), 2)
-        mu, _ = self.encode(x, onehot)
+        if steps < 2:
+            raise ConfigError(f"steps = {steps}: a line needs both ends", "pass --steps 2 or more (9 is usual)")
+        pair = torch.stack([a, b])
+        onehot = self._one_hot(labels, 2)
+        mu = self.encode(pair, labels)
         t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
         z = (1 - t) * mu[0] + t * mu[1]
         if onehot is not None:
@@ -279,17 +269,19 @@ class VAE(GenerativeModel):
         return self.mean_image(self.decode(z, onehot))
 
     @torch.no_grad()
-    def log_likelihood(self, images: torch.Tensor, labels: torch.Tensor | None = None, k: int = 200,
-                       generator: torch.Generator | None = None, chunk: int = 8192,
-                       data_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def log_likelihood(self, images: torch.Tensor, labels=None, *, k: int = 200, generator: torch.Generator | None = None,
+                       data_generator: torch.Generator | None = None, chunk: int = 8192) -> dict[str, torch.Tensor]:
         """Per-example IWAE bound log p(x) >= log mean_k p(x, z_k) / q(z_k|x), and the ELBO (k=1 term), in nats.
 
         `images` are uint8. Binarisation draws from `data_generator` (default `generator`), posterior
         samples from `generator`: with separate generators every model sees the same binary test set.
         """
+        self.check_images(images)
+        if k < 1:
+            raise ConfigError(f"k = {k} importance samples", "pass --k 1 or more (200 is the protocol's default)")
         x = self.prepare(images, generator=data_generator or generator)
         onehot = self._one_hot(labels, len(x))
-        mu, logvar = self.encode(x, onehot)
+        mu, logvar = self.posterior(x, onehot)
         b, d = mu.shape
         per_chunk = max(1, chunk // b)
         log_w, log_px_first = [], None
@@ -309,3 +301,10 @@ class VAE(GenerativeModel):
         iwae = torch.logsumexp(log_w, 0) - math.log(k)
         elbo = log_px_first - gaussian_kl(mu, logvar)
         return {"log_likelihood": iwae, "elbo": elbo}
+
+    @torch.no_grad()
+    def anomaly_score(self, examples: torch.Tensor, labels=None, k: int = 64) -> torch.Tensor:
+        """-log p(x) in bits per pixel channel (the IWAE bound with k samples, fixed random numbers), (B,)."""
+        out = self.log_likelihood(examples, labels, k=k, generator=torch.Generator().manual_seed(0),
+                                  data_generator=torch.Generator().manual_seed(1))
+        return -out["log_likelihood"] / (examples[0].numel() * math.log(2))

@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -43,12 +42,11 @@ def _cpu_signature() -> str:
 
 
 def _build(source: Path, target: Path, compiler: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        partial = Path(tmp) / target.name
+    from genlab.files import atomic_path
+
+    with atomic_path(target) as partial:
         subprocess.run([compiler, *FLAGS, str(source), "-o", str(partial), "-lm"], check=True, capture_output=True,
                        text=True, timeout=120)
-        os.replace(partial, target)
 
 
 def library(name: str) -> ctypes.CDLL | None:
@@ -58,7 +56,7 @@ def library(name: str) -> ctypes.CDLL | None:
         return None
     if name in _loaded:
         return _loaded[name]
-    from genlab.data.base import genlab_home
+    from genlab.files import genlab_home
 
     lib = None
     source = Path(__file__).with_name(f"{name}.c")

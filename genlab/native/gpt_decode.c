@@ -1,7 +1,7 @@
 /* One-token GPT decoding on the CPU, in C: the whole step (embedding, every block, the head)
  * in one call, for a single sequence in float32.
  *
- * The same computation as genlab.models.gpt.GPT.decode. At the sizes genlab trains on a
+ * The same computation as genlab.models.lm.decode.decode_torch. At the sizes genlab trains on a
  * CPU a token costs well under a million multiply-adds, so a step written with torch
  * operations is bound by their per-call cost (Python, dispatch, allocation: ~80 calls a
  * token at 4 layers); here it is bound by reading the weights once. Built at first use by
@@ -57,7 +57,7 @@ static void layer_norm(const float *x, const float *g, int n, float eps, float *
     for (int i = 0; i < n; i++) y[i] = (x[i] - mean) * inv * (g ? g[i] : 1.0f);
 }
 
-/* RoPE as genlab.models.gpt.apply_rope: out_j = x_j cos_j + x_{(j + hs/2) mod hs} sin_j, with sin
+/* RoPE as genlab.models.lm.gpt.apply_rope: out_j = x_j cos_j + x_{(j + hs/2) mod hs} sin_j, with sin
  * signed (-sin on the first half, +sin on the second), times scale. In place over hs values. */
 static void rope(float *restrict x, const float *restrict cos, const float *restrict sin, int hs, float scale,
                  float *restrict tmp) {
@@ -66,22 +66,39 @@ static void rope(float *restrict x, const float *restrict cos, const float *rest
     for (int j = 0; j < hs; j++) x[j] = tmp[j] * scale;
 }
 
-/* Scratch floats gpt_decode_step needs: x, its norm, q k v, the MLP's hidden units, the scores, a head,
- * and gemv's row list (hidden ints, the widest input). */
-int gpt_decode_scratch(int n_embd, int hidden, int context) { return 6 * n_embd + 2 * hidden + context; }
-
-/* One token through the model; writes next-token logits (vocab) and the token's keys and
- * values at position pos of each layer's cache.
+/* A model as gpt_decode_step reads it: sizes, options and the addresses of its weights and cache. The
+ * same layout as genlab.models.lm.decode.NativeModel (ctypes), field for field.
  *
  * blocks: per layer 6 pointers: norm1 gain (C), qkv (C, 3C), attention proj (C, C), norm2 gain (C),
  *   fc (C, hidden), MLP proj (hidden, C). caches: per layer 2 pointers, keys and values (nh, context, hs).
  * wpe: learned positions (context, C), or NULL; rope_cos/rope_sin: (context, hs) tables, or NULL.
  * activation: 0 ReLU^2, 1 GELU (tanh approximation). softcap > 0: logits = cap tanh(logits / cap).
- * Returns 0, or -1 when pos is outside the context. */
-int gpt_decode_step(int token, int pos, int n_layer, int n_embd, int n_head, int hidden, int context, int vocab,
-                    int qk_norm, int activation, float eps, float softcap, const float *wte, const float *wpe,
-                    const float *rope_cos, const float *rope_sin, const float *const *blocks, float *const *caches,
-                    const float *norm_f, const float *head, float *scratch, float *logits) {
+ * scratch: gpt_decode_scratch(n_embd, hidden, context) floats. */
+typedef struct {
+    int n_layer, n_embd, n_head, hidden, context, vocab, qk_norm, activation;
+    float eps, softcap;
+    const float *wte, *wpe, *rope_cos, *rope_sin;
+    const float *const *blocks;
+    float *const *caches;
+    const float *norm_f, *head;
+    float *scratch;
+} gpt_model;
+
+/* Scratch floats gpt_decode_step needs: x, its norm, q k v, the MLP's hidden units, the scores, a head,
+ * and gemv's row list (hidden ints, the widest input). */
+int gpt_decode_scratch(int n_embd, int hidden, int context) { return 6 * n_embd + 2 * hidden + context; }
+
+/* One token through the model; writes next-token logits (vocab) and the token's keys and values at
+ * position pos of each layer's cache. Returns 0, or -1 when pos is outside the context. */
+int gpt_decode_step(const gpt_model *m, int token, int pos, float *logits) {
+    const int n_layer = m->n_layer, n_embd = m->n_embd, n_head = m->n_head, hidden = m->hidden;
+    const int context = m->context, vocab = m->vocab, qk_norm = m->qk_norm, activation = m->activation;
+    const float eps = m->eps, softcap = m->softcap;
+    const float *wte = m->wte, *wpe = m->wpe, *rope_cos = m->rope_cos, *rope_sin = m->rope_sin;
+    const float *const *blocks = m->blocks;
+    float *const *caches = m->caches;
+    const float *norm_f = m->norm_f, *head = m->head;
+    float *scratch = m->scratch;
     if (pos < 0 || pos >= context) return -1;
     const int C = n_embd, hs = n_embd / n_head;
     float *x = scratch, *xn = x + C, *qkv = xn + C, *h = qkv + 3 * C, *scores = h + hidden, *tmp = scores + context;

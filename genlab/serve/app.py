@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException
 
 from genlab import __version__
 from genlab.errors import GenlabError
+from genlab.models.base import EditOptions, class_labels
 from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
 from genlab.serve.registry import RequestError, Served, complete, edit_images, load_models, read_upload, sample_images
 from genlab.serve.schemas import (
@@ -215,7 +216,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                                        f"use one of {', '.join(model.config.class_names)} as prompt or label",
                                        param="prompt")
                 label = names[prompt.strip().lower()]
-            return model.resolve_labels(label, n)
+            return class_labels(model.config, label, n)
         if label is not None:
             raise RequestError(f"model {served.name!r} is not class-conditional and takes no label", "drop label",
                                param="label")
@@ -352,13 +353,12 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         check_size(served, body.size)
         takes = served.sample_options
         refuse_unsupported(served, {"steps": body.steps, "guidance": body.guidance, "sampler": body.sampler,
-                                    "temperature": None if body.temperature == 1 else body.temperature}, takes)
+                                    "temperature": body.temperature}, takes)
         labels = labels_for(served, body.label, body.prompt, body.n)
         sample = {k: getattr(body, k) for k in ("steps", "guidance", "sampler", "temperature") if k in takes}
-        if served.conditioning == "text":
-            sample["prompt"] = [body.prompt] * body.n if body.prompt else None
+        prompt = [body.prompt] * body.n if body.prompt and served.conditioning == "text" else None
         seed = seed_of(body.seed)
-        options = {"n": body.n, "labels": labels, "seed": seed, "sample": sample}
+        options = {"n": body.n, "labels": labels, "prompt": prompt, "seed": seed, "sample": sample}
         try:
             pngs = await wait(*workers.submit(sample_images, served, options), request)
         except ClientGone:
@@ -374,7 +374,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         mask: Annotated[UploadFile | None, File(description="inpainting: white (or transparent) = regenerate")] = None,
         prompt: Annotated[str, Form(max_length=HARD_PROMPT_CHARS)] = "",
         n: Annotated[int, Form(ge=1, le=HARD_MAX_N)] = 1,
-        strength: Annotated[float, Form(gt=0, le=1, description="image-to-image: how much to change")] = 0.6,
+        strength: Annotated[float | None, Form(gt=0, le=1, description="image-to-image: how much to change "
+                                                f"(default {EditOptions.strength})")] = None,
         steps: Annotated[int | None, Form(ge=1, le=HARD_MAX_STEPS)] = None,
         guidance: Annotated[float | None, Form(ge=0, le=100)] = None,
         label: Annotated[str | None, Form(max_length=200, description="class name or index")] = None,
@@ -388,8 +389,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         cap(steps or 0, config.max_steps, "steps", "ask for fewer sampling steps")
         check_size(served, size)
         translation = "translation" in served.edit_modes
-        given = {"mask": mask, "steps": steps, "guidance": guidance, "prompt": prompt or None,
-                 "strength": None if strength == 0.6 else strength, "n": None if n == 1 else n}
+        given = {"mask": mask, "steps": steps, "guidance": guidance, "prompt": prompt or None, "strength": strength,
+                 "n": n if n > 1 else None}  # a translation makes one image
         takes = set() if translation else {"mask", "steps", "guidance", "strength", "n"} | (
             {"prompt"} if served.conditioning == "text" else set())
         refuse_unsupported(served, {k: v for k, v in given.items() if k != "prompt" or served.conditioning != "class"},
@@ -403,8 +404,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             options = {"n": n, "labels": labels, "seed": seed,
                        "image": read_upload(image_bytes, "image", config.max_image_pixels),
                        "mask": read_upload(mask_bytes, "mask", config.max_image_pixels) if mask_bytes is not None else None,
-                       "edit": {"strength": strength, "steps": steps, "guidance": guidance,
-                                "prompt": [prompt] * n if prompt and served.conditioning == "text" else None}}
+                       "prompt": [prompt] * n if prompt and served.conditioning == "text" else None,
+                       "edit": {"strength": strength, "steps": steps, "guidance": guidance}}
             return edit_images(job, served, options)
 
         try:

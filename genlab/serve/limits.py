@@ -118,6 +118,14 @@ class Busy(Exception):
     """No room for another job: the server answers 429."""
 
 
+def _start_worker(threads: int) -> None:
+    """A worker thread's set-up: its torch threads, and subnormal floats flushed (the flag is per thread)."""
+    from genlab.hardware import flush_denormals
+
+    torch.set_num_threads(threads)
+    flush_denormals()
+
+
 class Workers:
     """A fixed pool of generation threads with a bounded queue in front of it."""
 
@@ -125,7 +133,7 @@ class Workers:
         self.config = config
         self.capacity = config.workers + config.queue
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="genlab-serve",
-                                       initializer=torch.set_num_threads, initargs=(config.torch_threads,))
+                                       initializer=_start_worker, initargs=(config.torch_threads,))
         self.admitted = 0  # running + waiting; changed on the event loop only
         self.running = 0  # changed by the worker threads, under the lock
         self.counts: Counter[str] = Counter()  # finished jobs by outcome; changed on the event loop only

@@ -1,15 +1,14 @@
 """The served models: loaded once at start-up, what each can do, and the work a request runs on a worker thread.
 
-A model's capabilities are read from what it offers, never from a list of families:
-`data_kind == "text"` generates text; `samples_images` and `sample` make images, with
-whatever options `sample` takes (prompt, steps, guidance, sampler, temperature);
-`translate` (pix2pix) and `edit` (diffusion: image-to-image and inpainting) edit images.
+A model's capabilities are the ones its family declares (genlab.models.base), never a list of
+families: a `TextGenerator` serves completions; an `ImageSampler` makes images, with the options its
+`sample_options` declare (steps, guidance, sampler, temperature); a `Translator` (pix2pix) or an
+`Editor` (diffusion: image-to-image and inpainting) edits images.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import io
 import re
 from collections.abc import Callable
@@ -21,10 +20,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from genlab.errors import ConfigError, GenlabError
+from genlab.models.base import Editor, ImageSampler, TextGenerator, Translator
 from genlab.serve.limits import Job
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SAMPLE_OPTIONS = ("temperature", "prompt", "steps", "guidance", "sampler")
+SAMPLE_OPTIONS = ("temperature", "steps", "guidance", "sampler")  # the sampling options the API exposes
 
 
 class RequestError(GenlabError):
@@ -48,23 +48,25 @@ class Served:
 
     @property
     def kind(self) -> str:
-        return "text" if self.model.data_kind == "text" else "image"
+        return "text" if isinstance(self.model, TextGenerator) else "image"
 
     @property
     def conditioning(self) -> str:
-        return getattr(self.model.config, "condition", "none") if self.kind == "image" else "none"
+        """none, class or text: what steers an image model's samples and edits."""
+        return self.model.config.condition if isinstance(self.model, (ImageSampler, Editor)) else "none"
 
     @property
     def sample_options(self) -> set[str]:
-        if not (self.kind == "image" and self.model.samples_images and hasattr(self.model, "sample")):
+        if not isinstance(self.model, ImageSampler):
             return set()
-        return set(inspect.signature(self.model.sample).parameters) & set(SAMPLE_OPTIONS)
+        declared = {f.name for f in dataclasses.fields(self.model.sample_options)} & set(SAMPLE_OPTIONS)
+        return declared | ({"prompt"} if self.conditioning == "text" else set())
 
     @property
     def edit_modes(self) -> list[str]:
-        if hasattr(self.model, "translate"):
+        if isinstance(self.model, Translator):
             return ["translation"]
-        if hasattr(self.model, "edit"):
+        if isinstance(self.model, Editor):
             return ["image-to-image", "inpainting"]
         return []
 
@@ -72,7 +74,7 @@ class Served:
     def capabilities(self) -> list[str]:
         if self.kind == "text":
             return ["completions"]
-        can = ["images.generations"] if self.model.samples_images and hasattr(self.model, "sample") else []
+        can = ["images.generations"] if isinstance(self.model, ImageSampler) else []
         return can + (["images.edits"] if self.edit_modes else [])
 
     def card(self) -> dict[str, Any]:
@@ -83,7 +85,7 @@ class Served:
             options = sorted(set(options) | {"strength", "mask"})
         return {"id": self.name, "created": self.created, "family": self.family, "kind": self.kind,
                 "capabilities": self.capabilities, "edit_modes": self.edit_modes, "conditioning": self.conditioning,
-                "classes": list(getattr(config, "class_names", ()) if self.conditioning == "class" else ()),
+                "classes": list(config.class_names) if self.conditioning == "class" else [],
                 "options": options, "image_size": list(config.image_size) if self.kind == "image" else None,
                 "channels": config.channels if self.kind == "image" else None,
                 "parameters": self.model.num_parameters()}
@@ -105,7 +107,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def load_models(specs: list[str]) -> dict[str, Served]:
     """Load every model once; two models of one name are an error naming the fix."""
-    from genlab.persist import load
+    from genlab import load
 
     if not specs:
         raise ConfigError("genlab serve needs at least one model", "genlab serve runs/NAME [NAME=runs/OTHER ...]")
@@ -128,11 +130,11 @@ def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str,
     """Run on a worker: `n` completions of one prompt, token by token, with `job.check()` between tokens.
 
     Calls emit("text", index, piece) as text is decided and emit("finish", index, reason) at the end of each;
-    returns the token counts. Built from genlab.generation's parts (not `model.generate`) so that it can count
+    returns the token counts. Built from the generation loop's parts (not `model.generate`) so that it can count
     tokens, tell a stop string from the token limit, and stop at once when the client leaves.
     """
-    from genlab.generation import StopMatcher, check_options, generate_ids
-    from genlab.tokenizers import StreamDecoder
+    from genlab.models.lm.generation import StopMatcher, check_options, generate_ids
+    from genlab.models.lm.tokenizers import StreamDecoder
 
     o = options
     top_p = None if o["top_p"] >= 1 else o["top_p"]
@@ -225,9 +227,10 @@ def _mask_from(values: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:
     """Run on a worker: `n` images from the model's `sample`, as PNG bytes."""
     job.check()
+    model = served.model
     kwargs = {k: v for k, v in options["sample"].items() if v is not None}
-    images = served.model.sample(options["n"], labels=options["labels"],
-                                 generator=torch.Generator().manual_seed(options["seed"]), **kwargs)
+    images = model.sample(options["n"], labels=options["labels"], prompt=options["prompt"],
+                          generator=torch.Generator().manual_seed(options["seed"]), options=model.sample_options(**kwargs))
     job.check()
     return [to_png(image) for image in images]
 
@@ -239,8 +242,7 @@ def edit_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes
     if "translation" in served.edit_modes:
         c, h, w = model.input_shape
         condition = image_tensor(image, c, (h, w))
-        if getattr(model.config, "task", "") == "sketch" and condition.median() < 0.5:
-            condition = 1 - condition  # sketches are dark strokes on light paper; this one is inverted
+        condition, _ = model.prepare_condition(condition)
         out = model.translate(condition)
     else:
         config, n = model.config, options["n"]
@@ -248,7 +250,7 @@ def edit_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes
         mask = options["mask"]
         mask = mask_tensor(mask, tuple(config.image_size)).expand(n, -1, -1, -1).contiguous() if mask else None
         kwargs = {k: v for k, v in options["edit"].items() if v is not None}
-        out = model.edit(x, mask=mask, labels=options["labels"],
-                         generator=torch.Generator().manual_seed(options["seed"]), **kwargs)
+        out = model.edit(x, mask=mask, labels=options["labels"], prompt=options["prompt"],
+                         generator=torch.Generator().manual_seed(options["seed"]), options=model.edit_options(**kwargs))
     job.check()
     return [to_png(image) for image in out]

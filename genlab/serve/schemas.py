@@ -130,8 +130,8 @@ class ImageRequest(Strict):
     label: str | int | None = Field(None, description="class-conditional models: a class name or index "
                                     "(default: cycle through the classes)")
     seed: int | None = SEED_FIELD
-    temperature: float = Field(1.0, gt=0, le=10, description="scale of the latent noise; below 1 trades variety "
-                               "for cleaner images")
+    temperature: float | None = Field(None, gt=0, le=10, description="scale of the latent noise (default 1); below 1 "
+                                      "trades variety for cleaner images")
     steps: int | None = Field(None, ge=1, le=HARD_MAX_STEPS, description="diffusion models: sampling steps")
     guidance: float | None = Field(None, ge=0, le=100, description="diffusion models: classifier-free guidance scale")
     sampler: str | None = Field(None, max_length=40, description="diffusion models: the sampler (e.g. ddim, ddpm)")

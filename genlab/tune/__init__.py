@@ -3,7 +3,7 @@ and `genlab train FAMILY --from-study` (see study.py for the study folder, space
 
 from genlab.tune.report import write_report
 from genlab.tune.space import Param, build_space
-from genlab.tune.study import OBJECTIVES, StudySettings, best_trial, resume, settings_from_study, tune
+from genlab.tune.study import OBJECTIVES, StudySettings, best_trial, read_settings, resume, settings_from_study, tune
 
-__all__ = ["OBJECTIVES", "Param", "StudySettings", "best_trial", "build_space", "resume", "settings_from_study", "tune",
-           "write_report"]
+__all__ = ["OBJECTIVES", "Param", "StudySettings", "best_trial", "build_space", "read_settings", "resume",
+           "settings_from_study", "tune", "write_report"]

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from genlab.report import _png, _pyplot, figure_html, format_value, png_data_uri, table_html, write_page
+from genlab.evaluation.report import _png, _pyplot, figure_html, format_value, png_data_uri, table_html, write_page
 from genlab.tune.space import decode
 from genlab.tune.study import OBJECTIVES, counts, load_study, read_settings, safe_url, storage_url
 
@@ -147,7 +147,7 @@ def importances(study, index: int = 0) -> dict[str, float]:
 def explain_win(study, objectives: tuple[str, ...], weights: dict[str, float], folder: Path) -> str:
     """Why the best trial beats the default config: the objective gain, the parameters that differ
     (ordered by importance) and both validation curves."""
-    from genlab.engine import read_metrics
+    from genlab.engine.runs import read_metrics
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and _finite(t.values)]
     baseline = next((t for t in trials if t.user_attrs.get("baseline")), None)
@@ -198,7 +198,7 @@ def explain_win(study, objectives: tuple[str, ...], weights: dict[str, float], f
 
 def write_report(folder: str | Path) -> Path:
     """Write report.html and figures/*.png for a study folder; returns the page."""
-    from genlab.report import bar_chart
+    from genlab.evaluation.report import bar_chart
 
     folder = Path(folder)
     settings = read_settings(folder)

@@ -17,20 +17,21 @@ and `--resume` does so at once for the trials of workers it can see are gone (sa
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 import yaml
 
 from genlab.config import TrainConfig, from_dict, parse_duration, to_dict
+from genlab.engine.recipes import recipe_for
 from genlab.errors import ConfigError, GenlabError, NonFiniteLossError
+from genlab.files import atomic_write
+from genlab.models.base import ImageSampler, TextGenerator, class_labels
 from genlab.tune.space import build_space, default_point, read_space_file, suggest
 
 STUDY_FILE = "study.yaml"
@@ -178,32 +179,6 @@ def open_storage(url: str, heartbeat: int):
 # -- pruning -------------------------------------------------------------------------------------
 
 
-class TrialPruning(pl.Callback):
-    """Reports the watched validation metric to the Optuna trial at every validation pass and stops
-    training when the pruner says so (or the metric is no longer finite). Written here rather than taken
-    from optuna-integration, whose callback reports by epoch: genlab validates every `val_every` steps."""
-
-    def __init__(self, trial, metric: str):
-        self.trial, self.metric = trial, metric
-        self.pruned_at: int | None = None
-        self.reason = ""
-
-    def on_validation_end(self, trainer, pl_module):
-        value = trainer.callback_metrics.get(self.metric)
-        if trainer.sanity_checking or value is None or self.pruned_at is not None:
-            return
-        value, step = float(value), trainer.global_step
-        if not math.isfinite(value):
-            self.pruned_at, self.reason = step, f"{self.metric} is {value} at step {step}"
-        else:
-            self.trial.report(value, step)
-            if self.trial.should_prune():
-                self.pruned_at = step
-                self.reason = f"{self.metric} = {value:.4g} at step {step} is worse than the pruner's threshold"
-        if self.pruned_at is not None:
-            trainer.should_stop = True
-
-
 def make_pruner(settings: StudySettings):
     import optuna
 
@@ -217,28 +192,32 @@ def make_pruner(settings: StudySettings):
 # -- objectives ----------------------------------------------------------------------------------
 
 
-def default_objectives(cls) -> tuple[str, ...]:
+def default_objectives(family: str) -> tuple[str, ...]:
     """The objective a family is tuned for unless told otherwise: the one its training watches (a GAN's
     FD-genlab), else the validation loss."""
-    watched = [o.name for o in OBJECTIVES.values() if o.intermediate == cls.monitor]
+    monitor = recipe_for(family).monitor
+    watched = [o.name for o in OBJECTIVES.values() if o.intermediate == monitor]
     return (watched[0],) if watched else ("val-loss",)
 
 
-def check_objectives(cls, settings: StudySettings, dataset) -> None:
+def check_objectives(family: str, settings: StudySettings, dataset) -> None:
     """Refuse objectives the family or data cannot measure, before any trial runs."""
+    from genlab.models import families_with, get_family
+
+    cls, monitor = get_family(family), recipe_for(family).monitor
     for name in settings.objectives:
-        if name == "val-loss" and not cls.monitor.startswith("val/"):
-            raise ConfigError(f"the {cls.family} family's validation loss does not measure what it makes "
-                              f"(it watches {cls.monitor})", f"use --objective {default_objectives(cls)[0]}")
+        if name == "val-loss" and not monitor.startswith("val/"):
+            raise ConfigError(f"the {family} family's validation loss does not measure what it makes "
+                              f"(it watches {monitor})", f"use --objective {default_objectives(family)[0]}")
         if name in ("fd-genlab", "recall"):
-            if cls.data_kind != "image" or not cls.samples_images:
-                raise ConfigError(f"the {cls.family} family does not sample images, so it has no {name}",
-                                  "use --objective val-loss (or samples-per-s)")
+            if not issubclass(cls, ImageSampler):
+                raise ConfigError(f"the {family} family does not sample images, so it has no {name}",
+                                  f"use --objective val-loss, or tune a {' or '.join(families_with(ImageSampler))}")
             if not dataset.classes:
                 raise ConfigError(f"--objective {name} needs labelled images (the reference classifier learns the "
                                   f"labels), and {settings.data} has none", "use --objective val-loss")
-        if name == "samples-per-s" and cls.data_kind == "image" and not cls.samples_images:
-            raise ConfigError(f"the {cls.family} family translates images rather than sampling them",
+        if name == "samples-per-s" and not issubclass(cls, (ImageSampler, TextGenerator)):
+            raise ConfigError(f"the {family} family samples nothing from noise, so it has no samples-per-s",
                               "use --objective val-loss")
 
 
@@ -246,7 +225,8 @@ def check_objectives(cls, settings: StudySettings, dataset) -> None:
 def validation_loss(model, dataset, train: TrainConfig, batches: int) -> float:
     """The mean validation loss over `batches` batches of EVAL_BATCH examples, with the engine's fixed seeds."""
     model.eval()
-    _, val = model.make_loaders(dataset, dataclasses.replace(train, batch_size=EVAL_BATCH), lambda: 0)
+    _, val = recipe_for(model.family).loaders(model, dataset, dataclasses.replace(train, batch_size=EVAL_BATCH),
+                                              lambda: 0)
     if val is None:
         raise ConfigError("--objective val-loss scores the validation hold-out, and --holdout 0 keeps none",
                           "leave --holdout at its default (0.05), or tune another objective")
@@ -268,15 +248,15 @@ def measure(model, dataset, train: TrainConfig, settings: StudySettings) -> dict
         values["val-loss"] = validation_loss(model, dataset, train, settings.eval_batches)
     wanted = set(settings.objectives) - {"val-loss"}
     if wanted & {"fd-genlab", "recall"}:  # the evaluation layer's protocol, on eval_samples samples
-        from genlab.evaluate import image_quality
+        from genlab.evaluation.evaluate import image_quality
 
         metrics = image_quality(model, dataset, settings.eval_samples, settings.seed, progress=False)[0]
         values |= {"fd-genlab": metrics.get("fd_genlab"), "recall": metrics.get("recall"),
                    "samples-per-s": metrics["samples_per_s"]}
-    elif "samples-per-s" in wanted and dataset.kind == "image":
-        from genlab.evaluate import generate_images
+    elif "samples-per-s" in wanted and isinstance(model, ImageSampler):
+        from genlab.evaluation.evaluate import generate_images
 
-        labels = model.resolve_labels(None, settings.eval_samples)
+        labels = class_labels(model.config, None, settings.eval_samples)
         seconds = generate_images(model, settings.eval_samples, settings.seed, labels, progress=False)[1]
         values["samples-per-s"] = settings.eval_samples / seconds
     elif "samples-per-s" in wanted:
@@ -294,10 +274,8 @@ def measure(model, dataset, train: TrainConfig, settings: StudySettings) -> dict
 
 
 def write_settings(folder: Path, settings: StudySettings) -> None:
-    from genlab.data.base import atomic_write_bytes
-
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / STUDY_FILE, yaml.safe_dump(to_dict(settings), sort_keys=False).encode())
+    atomic_write(folder / STUDY_FILE, yaml.safe_dump(to_dict(settings), sort_keys=False))
 
 
 def read_settings(folder: str | Path) -> StudySettings:
@@ -339,7 +317,7 @@ def load_study(folder: str | Path, settings: StudySettings | None = None, create
         study.set_user_attr("baseline_enqueued", True)
         cls = get_family(settings.family)
         model_defaults = to_dict(from_dict(cls.Config, settings.model))
-        train_defaults = to_dict(from_dict(TrainConfig, {**cls.train_defaults, **settings.train}))
+        train_defaults = to_dict(from_dict(TrainConfig, {**recipe_for(settings.family).defaults, **settings.train}))
         space = build_space(cls.Config, settings.space)
         study.enqueue_trial(default_point(space, model_defaults, train_defaults), user_attrs={"baseline": True})
     return study
@@ -383,9 +361,10 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
     """One trial: draw its config, train it into trials/NNNN (pruned if it falls behind), measure the objectives."""
     import optuna
 
-    from genlab.engine import train
+    from genlab import load
+    from genlab.engine.callbacks import TrialPruning
+    from genlab.engine.trainer import fit
     from genlab.models import get_family
-    from genlab.persist import load
 
     cls = get_family(settings.family)
     space = build_space(cls.Config, settings.space)
@@ -395,7 +374,8 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
     trial.set_user_attr("worker", _worker())
     run = folder / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("run", f"trials/{trial.number:04d}")  # relative: the study folder may move
-    options = {**cls.train_defaults, **settings.train, **train_over, "progress": False}
+    recipe = recipe_for(settings.family)
+    options = {**recipe.defaults, **settings.train, **train_over, "progress": False}
     budgets = [t for t in (parse_duration(options.get("max_time")), parse_duration(settings.trial_budget)) if t]
     seconds = min([b.total_seconds() for b in budgets] + ([deadline - time.time()] if deadline else []), default=None)
     if seconds is not None:
@@ -408,14 +388,15 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
         raise
     objective = OBJECTIVES[settings.objectives[0]]
     prune = len(settings.objectives) == 1 and objective.intermediate is not None and settings.pruner != "none"
-    metric = cls.monitor if settings.objectives[0] == "val-loss" and cls.monitor.startswith("val/") else objective.intermediate
+    metric = recipe.monitor if settings.objectives[0] == "val-loss" and recipe.monitor.startswith("val/") \
+        else objective.intermediate
     pruning = TrialPruning(trial, metric) if prune else None
     command = f"genlab tune {settings.family} --out {folder} (trial {trial.number}); " \
               f"retrain with: genlab train {settings.family} --from-study {folder} --trial {trial.number}"
     started = time.time()
     try:
-        train(settings.family, settings.data, model_config, train_config, run,
-              callbacks=[pruning] if pruning else [], command=command)
+        fit(settings.family, settings.data, model_config, train_config, run,
+            callbacks=[pruning] if pruning else [], command=command)
     except NonFiniteLossError as error:
         trial.set_user_attr("pruned", f"diverged: {error.problem}")
         raise optuna.TrialPruned(error.problem) from None
@@ -451,7 +432,7 @@ def prepare(settings: StudySettings):
     if dataset.kind != cls.data_kind:
         raise ConfigError(f"the {settings.family} family trains on {cls.data_kind} data, but {settings.data} is {dataset.kind}",
                           f"pass {cls.data_kind} data")
-    check_objectives(cls, settings, dataset)
+    check_objectives(settings.family, settings, dataset)
     return dataset
 
 
@@ -502,24 +483,48 @@ def optimise(folder: Path, settings: StudySettings, study, budget: str | None = 
     return counts(study)
 
 
-def tune(family: str, data: str, out: str | Path, objectives: tuple[str, ...] | None = None, trials: int = 20,
-         budget: str | None = None, trial_budget: str | None = None, space: str | dict | None = None,
+def tune(family: str, data: str | None = None, out: str | Path | None = None, objectives: tuple[str, ...] | None = None,
+         trials: int = 20, budget: str | None = None, trial_budget: str | None = None, space: str | None = None,
          model: dict[str, Any] | None = None, train: dict[str, Any] | None = None, storage: str | None = None,
-         study: str | None = None, pruner: str = "median", startup_trials: int = 3, eval_samples: int = 1000,
-         eval_batches: int = 20, seed: int = 0, heartbeat: int = 10) -> Path:
-    """Run (or join) a study; returns its folder. The same call on many machines with one --storage and
-    --study name makes parallel workers."""
+         study: str | None = None, pruner: Literal["median", "halving", "none"] = "median", startup_trials: int = 3,
+         eval_samples: int = 1000, eval_batches: int = 20, seed: int = 0, heartbeat: int = 10) -> Path:
+    """Run (or join) a study; returns its folder. The same call on many machines with one storage and study
+    name makes parallel workers.
+
+    Args:
+        family: the model family to tune.
+        data: a registered dataset name or a path.
+        out: the study folder (default studies/FAMILY-DATA).
+        objectives: what to optimise; several make a Pareto front (default: fd-genlab for a GAN, else val-loss).
+        trials: finished trials to reach, over all workers.
+        budget: wall-clock of this worker, e.g. 15m.
+        trial_budget: wall-clock of one trial's training, e.g. 90s.
+        space: a YAML search space merged over the family's (or the dict itself).
+        model: Config fields fixed for every trial.
+        train: TrainConfig fields fixed for every trial.
+        storage: an SQLAlchemy URL (postgresql://user@host/db) shared by workers; default SQLite in the folder.
+        study: the study name in the storage (default: the folder's name).
+        pruner: stop trials whose validation metric falls behind (single objective only).
+        startup_trials: trials that finish before the median pruner acts.
+        eval_samples: samples for fd-genlab, recall and samples-per-s.
+        eval_batches: validation batches of 64 for val-loss.
+        seed: seed of the sampler (single worker).
+        heartbeat: seconds between a running trial's heartbeats.
+    """
     from genlab.models import get_family
 
-    folder = Path(out)
+    if not data:
+        raise ConfigError(f"genlab tune {family} needs --data", "pass a dataset name (genlab data list) or a path")
+    folder = Path(out or f"studies/{family}-{Path(data).name}")
     cls = get_family(family)
     override = read_space_file(space) if isinstance(space, (str, Path)) else (space or {})
-    merged = {**cls.search_space, **override}
+    recipe = recipe_for(family)
+    merged = {**recipe.search_space, **override}
     merged = {k: v for k, v in merged.items() if v is not None}
     build_space(cls.Config, merged)  # unknown fields and bad ranges fail here, before anything is written
     from_dict(cls.Config, model or {})
-    from_dict(TrainConfig, {**cls.train_defaults, **(train or {})})
-    settings = StudySettings(family=family, data=data, objectives=tuple(objectives or default_objectives(cls)),
+    from_dict(TrainConfig, {**recipe.defaults, **(train or {})})
+    settings = StudySettings(family=family, data=data, objectives=tuple(objectives or default_objectives(family)),
                              trials=trials, budget=budget,
                              trial_budget=trial_budget, space=merged, model=dict(model or {}), train=dict(train or {}),
                              storage=storage, study=study or folder.name or "genlab", pruner=pruner,
@@ -574,7 +579,7 @@ def best_trial(folder: str | Path, number: int | None = None):
 def settings_from_study(folder: str | Path, number: int | None = None) -> tuple[str, str, dict[str, Any], dict[str, Any], int]:
     """(family, data, model fields, train fields, trial number) of a study's best (or given) trial,
     read from the trial's run folder, which records the fully resolved config it trained with."""
-    from genlab.engine import read_run_config
+    from genlab.engine.runs import read_run_config
 
     trial = best_trial(folder, number)
     record = read_run_config(Path(folder) / trial.user_attrs["run"])

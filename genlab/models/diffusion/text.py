@@ -13,7 +13,6 @@ missing encoder is a clear error naming the package to install.
 from __future__ import annotations
 
 import functools
-import random
 from pathlib import Path
 
 import torch
@@ -115,7 +114,3 @@ def class_prompt(class_name: str) -> str:
     """The plain caption of a class: "a sneaker", "an ankle boot"."""
     noun = nouns_for(class_name)[0]
     return f"{_article(noun)} {noun}"
-
-
-def random_caption(class_name: str, rng: random.Random) -> str:
-    return rng.choice(captions_for(class_name))

@@ -122,14 +122,9 @@ def _progress(items: Iterable, enabled: bool, desc: str):
 @torch.no_grad()
 def sample_loop(schedule: NoiseSchedule, denoiser: Denoiser, x: torch.Tensor, timesteps: list[int],
                 sampler: str = "ddim", eta: float = 0.0, generator: torch.Generator | None = None,
-                progress: bool = False, after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-                t_end: int = -1) -> torch.Tensor:
+                progress: bool = False, t_end: int = -1) -> torch.Tensor:
     """Run `sampler` from x at timesteps[0] through `timesteps` (decreasing) to a clean sample, or to
-    the noisier state at `t_end` when it is >= 0 (one step at a time, for inpainting's resampling).
-
-    `after_step(x, t_next)` may change the state after each step (inpainting pastes the known
-    pixels, noised to the level of t_next; t_next = -1 means clean).
-    """
+    the noisier state at `t_end` when it is >= 0 (one step at a time, for inpainting's resampling)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
     ab_all = schedule.alpha_bar
@@ -165,6 +160,4 @@ def sample_loop(schedule: NoiseSchedule, denoiser: Denoiser, x: torch.Tensor, ti
                 x = math.sqrt((1 - ab_next) / (1 - ab)) * x - math.sqrt(ab_next) * math.expm1(-h) * d
                 previous_h = h
             previous_x0 = x0
-        if after_step is not None:
-            x = after_step(x, t_next)
     return x

@@ -1,37 +1,93 @@
-"""The verbs behind the CLI. Each is a typed function; its docstring is its --help text."""
+"""The verbs that use a trained model or a dataset. Each is a typed function; its docstring is its --help text.
+
+Every verb asks the model's declared capabilities (genlab.models.base) whether it can do what it is
+asked, so a model of a family that cannot answers with the families that can.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from genlab.data import ImageData, list_datasets, load_data, load_image
 from genlab.errors import ConfigError, GenlabError
-from genlab.report import save_grid
+from genlab.models.base import Editor, ImageSampler, Reconstructor, TextGenerator, Translator, require
+
+VERB_OF = {ImageSampler: "sample", TextGenerator: "generate", Reconstructor: "reconstruct", Translator: "translate",
+           Editor: "edit"}  # the verb that uses each capability
 
 
-def _load_run(run: str):
-    """The model of a run folder (or a model folder), and the run's config when there is one."""
-    from genlab.engine import read_run_config
-    from genlab.persist import load
+def need(model, capability: type, run: str) -> None:
+    """`require`, with the verbs this model can do named in the fix."""
+    try:
+        require(model, capability)
+    except ConfigError as error:
+        can = [f"genlab {verb} {run}" for cap, verb in VERB_OF.items() if isinstance(model, cap)]
+        raise ConfigError(error.problem, f"{error.fix}; this model works with {' or '.join(can)}" if can
+                          else error.fix) from None
+
+
+def _load_run(run: str, record: bool = True):
+    """The model of a run folder (or a model folder), and (with `record`) the run's config when there is one."""
+    import genlab
 
     path = Path(run)
-    model = load(path)
-    record = read_run_config(path) if (path / "config.yaml").exists() else None
-    return model, record
+    if not path.exists():
+        raise GenlabError(f"{run} does not exist", "pass a run folder (runs/NAME) or a model folder (runs/NAME/model)")
+    model = genlab.load(path)
+    if not record or not (path / "config.yaml").exists():
+        return model, None
+    from genlab.engine.runs import read_run_config
+
+    return model, read_run_config(path)
 
 
-def _run_data(record: dict | None, what: str) -> ImageData:
+def _run_data(record: dict | None, what: str):
+    from genlab.data import load_data
+
     if record is None:
         raise GenlabError(f"{what} needs the run's data, but a bare model folder has no config.yaml",
                           "pass the run folder (runs/NAME) or give image files with --image")
     return load_data(record["data"])
 
 
+def _save_grid(images: torch.Tensor, out: str, nrow: int | None = None) -> Path:
+    from genlab.evaluation.report import save_grid
+
+    if nrow is not None and nrow < 1:
+        raise ConfigError(f"nrow = {nrow}: a grid needs at least one image per row", "pass --nrow 1 or more")
+    return save_grid(images, out, nrow)
+
+
+def _options(model: Any, given: dict[str, Any], editing: bool = False) -> Any:
+    """The family's sampling (or editing) options from those given (None: not given); an option the family does
+    not take is an error naming the families that take it."""
+    from genlab.models import families_with, get_family
+
+    capability, attribute = (Editor, "edit_options") if editing else (ImageSampler, "sample_options")
+    declared = getattr(model, attribute)
+    fields = {f.name for f in dataclasses.fields(declared)}
+    for name, value in given.items():
+        if value is not None and name not in fields:
+            others = [family for family in families_with(capability)
+                      if name in {f.name for f in dataclasses.fields(getattr(get_family(family), attribute))}]
+            raise ConfigError(f"--{name.replace('_', '-')} is not an option of {model.family} "
+                              f"{'editing' if editing else 'sampling'}",
+                              f"drop it{'; it applies to ' + ' and '.join(others) + ' models' if others else ''}")
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if "progress" in fields:
+        chosen["progress"] = True
+    return declared(**chosen)
+
+
 def data_list() -> None:
     """List the registered datasets, where each resolves on this machine, and whether it is present."""
+    from genlab.data import list_datasets
+
     rows = list_datasets()
     width = max(len(r["name"]) for r in rows)
     for r in rows:
@@ -45,10 +101,12 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False)
     """Load a dataset or path and report counts, shapes, classes and bad files.
 
     Args:
-        data: a registered name (see `genlab data list`) or a path to images, text or a CSV file.
+        data: a registered name (see `genlab data list`) or a path to images or text.
         max_bad_fraction: stop with an error when more than this fraction of files is unreadable.
         as_json: print the report as JSON.
     """
+    from genlab.data import load_data
+
     dataset = load_data(data, max_bad_fraction=max_bad_fraction)
     print(json.dumps(dataset.report.to_dict(), indent=1) if as_json else dataset.report.summary())
 
@@ -60,6 +118,7 @@ def reference(data: str, retrain: bool = False) -> None:
         data: a registered image dataset or a folder of images with class subfolders.
         retrain: train again even when a cached classifier matches the data.
     """
+    from genlab.data import load_data
     from genlab.metrics.reference import reference_classifier
 
     dataset = load_data(data)
@@ -73,9 +132,9 @@ def reference(data: str, retrain: bool = False) -> None:
 
 
 def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label: str | None = None,
-           temperature: float = 1.0, nrow: int | None = None, prompt: str | None = None, guidance: float | None = None,
-           sampler: str | None = None, steps: int | None = None, eta: float | None = None,
-           prompt_prior: float | None = None) -> None:
+           prompt: str | None = None, nrow: int | None = None, temperature: float | None = None,
+           sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+           eta: float | None = None, prompt_prior: float | None = None) -> None:
     """Draw n samples from a trained image model and save them as one PNG grid.
 
     Args:
@@ -84,37 +143,28 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
         out: the PNG file to write.
         seed: the seed of the random numbers; the same seed gives the same images.
         label: for class-conditional models, a class name or index (default: cycle through classes).
-        temperature: scale of the latent noise (VAE); below 1 trades variety for cleaner images.
+        prompt: text-conditioned models (diffusion --model.condition text): what to draw, in any words.
         nrow: images per row of the grid.
-        prompt: diffusion models trained with --model.condition text: what to draw, in any words.
+        temperature: scale of the starting noise; below 1 trades variety for cleaner images (default 1).
+        sampler: diffusion: ddpm, ddim or dpm++ (default the model's, ddim).
+        steps: diffusion: network evaluations (default the model's, 50; 10-25 are enough for dpm++).
         guidance: diffusion: classifier-free guidance scale (1: none; default the model's, 3).
-        sampler: diffusion: ddpm, ddim or dpm++ (default ddim).
-        steps: diffusion: network evaluations (default 50; 10-25 are enough for dpm++).
         eta: diffusion, ddim: 0 is deterministic, 1 as noisy as DDPM.
-        prompt_prior: diffusion with --prompt: temperature of the mapping of the prompt onto the
-            training captions (default the model's, 0.05; 0 conditions on the raw prompt embedding).
+        prompt_prior: diffusion with --prompt: temperature of the mapping of the prompt onto the training
+            captions (default the model's; 0 conditions on the raw prompt embedding).
     """
-    model, _ = _load_run(run)
-    if model.data_kind == "text":
-        raise ConfigError(f"a {model.family} model generates text, not images", f"use genlab generate {run} --prompt TEXT")
-    if not model.samples_images:
-        raise ConfigError(f"a {model.family} model translates images rather than sampling them",
-                          f"use genlab translate {run} --image FILE")
-    if not hasattr(model, "sample"):
-        raise ConfigError(f"a {model.family} model does not sample images", "use genlab generate for language models")
-    options = {k: v for k, v in {"prompt": prompt, "guidance": guidance, "sampler": sampler, "steps": steps,
-                                 "eta": eta, "prompt_prior": prompt_prior}.items() if v is not None}
-    if options and model.family != "diffusion":
-        raise ConfigError(f"--{', --'.join(options)} apply to diffusion models, not {model.family}", "drop them")
-    if model.family == "diffusion":
-        options["progress"] = True
-    images = model.sample(n, labels=label, generator=torch.Generator().manual_seed(seed), temperature=temperature, **options)
-    print(f"wrote {n} samples to {save_grid(images, out, nrow)}")
+    model, _ = _load_run(run, record=False)
+    need(model, ImageSampler, run)
+    options = _options(model, {"temperature": temperature, "sampler": sampler, "steps": steps, "guidance": guidance,
+                               "eta": eta, "prompt_prior": prompt_prior})
+    images = model.sample(n, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed), options=options)
+    print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
 
 
-def edit(run: str, image: str | None = None, out: str = "edited.png", strength: float = 0.6, mask: str | None = None,
-         prompt: str | None = None, label: str | None = None, guidance: float | None = None, sampler: str | None = None,
-         steps: int | None = None, resample: int = 3, n: int = 4, seed: int = 0) -> None:
+def edit(run: str, image: str | None = None, out: str = "edited.png", mask: str | None = None,
+         prompt: str | None = None, label: str | None = None, strength: float | None = None,
+         guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
+         resample: int | None = None, n: int = 4, seed: int = 0) -> None:
     """Edit an image with a diffusion model: image-to-image (SDEdit) or, with --mask, inpainting (RePaint).
 
     Writes one grid: the input (with the masked area greyed when there is a mask), then n variations.
@@ -123,52 +173,61 @@ def edit(run: str, image: str | None = None, out: str = "edited.png", strength: 
         run: a diffusion run folder or model folder.
         image: an image file (resized to the model's size), test:INDEX or a class name (a test image).
         out: the PNG file to write.
-        strength: image-to-image: how much to change, in (0, 1]: 0.3 keeps shapes, 0.8 keeps the layout only.
         mask: an image file, white where new pixels are to be generated and black where the input stays.
         prompt: for text-conditioned models: what the result should show.
         label: for class-conditional models: the class of the result.
+        strength: image-to-image: how much to change, in (0, 1]: 0.3 keeps shapes, 0.8 keeps the layout only
+            (default 0.6).
         guidance: classifier-free guidance scale (default the model's).
         sampler: ddim or ddpm (inpainting's default: ddpm), or dpm++ for image-to-image.
         steps: network evaluations of a full denoising (image-to-image runs strength x steps of them).
-        resample: inpainting: passes per step (RePaint's resampling; 1 is plain replacement).
+        resample: inpainting: passes per step (RePaint's resampling; 1 is plain replacement; default 3).
         n: how many variations, each from its own noise.
         seed: the seed of the random numbers.
     """
+    from genlab.data import load_image
+    from genlab.models.base import check_count
+
     if not image:
         raise ConfigError("genlab edit needs --image", "give an image file, test:INDEX or a class name")
     model, record = _load_run(run)
-    if not hasattr(model, "edit"):
-        raise ConfigError(f"a {model.family} model cannot edit images", "train a diffusion model: genlab train diffusion")
+    need(model, Editor, run)
+    check_count(n, "variations")
+    options = _options(model, {"strength": strength, "guidance": guidance, "sampler": sampler, "steps": steps,
+                               "resample": resample}, editing=True)
     x, test_label = _image_spec(image, model, record)
     source = (x.float() / 255)[None].expand(n, -1, -1, -1)
     m = None
     if mask:
-        c = model.config
-        m = torch.from_numpy(load_image(mask, 1, tuple(c.image_size))).float()[None] / 255
+        m = torch.from_numpy(load_image(mask, 1, tuple(model.config.image_size))).float()[None] / 255
         m = (m > 0.5).float()
         if m.sum() == 0:
             raise ConfigError(f"the mask {mask} is all black: nothing to inpaint", "paint white where new pixels should go")
-        sampler = sampler or "ddpm"
     if label is None and test_label is not None and model.config.condition == "class":
         label = test_label
-    result = model.edit(source, strength=strength, mask=m, prompt=prompt, labels=label, guidance=guidance, steps=steps,
-                        sampler=sampler, resample=resample, generator=torch.Generator().manual_seed(seed), progress=True)
+    result = model.edit(source, mask=m, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed),
+                        options=options)
     shown = source[:1] if m is None else source[:1] * (1 - m) + 0.5 * m
-    what = "inpainted" if m is not None else f"image-to-image at strength {strength}"
-    print(f"wrote the input and {n} results ({what}) to {save_grid(torch.cat([shown, result]), out, nrow=n + 1)}")
+    what = "inpainted" if m is not None else f"image-to-image at strength {options.strength}"
+    print(f"wrote the input and {n} results ({what}) to {_save_grid(torch.cat([shown, result]), out, nrow=n + 1)}")
 
 
-def _image_spec(spec: str, model, record: dict | None) -> tuple[torch.Tensor, int | None]:
-    """An image from a file path, `test:INDEX`, or a class name (the first test image of that class)."""
-    config = model.config
+def _image_spec(spec: str, model, record: dict | None, shape: tuple[int, int, int] | None = None):
+    """An image (uint8 (C, H, W)) and its test label (or None) from a file path, `test:INDEX`, or a class name (the
+    first test image of that class). Files are converted and resized to `shape` (default the model's images)."""
+    from genlab.data import load_image
+
+    c, h, w = shape or (model.config.channels, *model.config.image_size)
     if Path(spec).is_file():
-        array = load_image(spec, config.channels, tuple(config.image_size))
-        return torch.from_numpy(array), None
-    data = _run_data(record, f"--a/--b/--image {spec!r}")
+        return torch.from_numpy(load_image(spec, c, (h, w))), None
+    if not spec.startswith("test:") and Path(spec).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"):
+        raise ConfigError(f"image file {spec} does not exist", "check the path")
+    data = _run_data(record, f"--image {spec!r}")
     if spec.startswith("test:"):
-        index = int(spec.split(":", 1)[1])
-        if not 0 <= index < len(data.test_x):
+        index = spec.split(":", 1)[1]
+        if not index.isdigit() or not 0 <= int(index) < len(data.test_x):
             raise ConfigError(f"{spec}: the test split has {len(data.test_x)} images", "use test:0 .. test:N-1")
+        index = int(index)
     elif spec in data.classes:
         index = int((torch.from_numpy(data.test_y) == data.classes.index(spec)).nonzero()[0])
     else:
@@ -186,18 +245,25 @@ def reconstruct(run: str, image: str | None = None, n: int = 16, out: str = "rec
         n: how many test images when --image is not given.
         out: the PNG file to write.
     """
+    from genlab.models.base import check_count
+
     model, record = _load_run(run)
+    need(model, Reconstructor, run)
     if image:
         pairs = [_image_spec(s.strip(), model, record) for s in image.split(",")]
         x = torch.stack([p[0] for p in pairs])
         labels = [p[1] for p in pairs]
     else:
+        check_count(n)
         data = _run_data(record, "reconstruct")
         x, labels = torch.from_numpy(data.test_x[:n]), data.test_y[:n].tolist()
-    labels = model.resolve_labels(labels, len(x)) if model.config.condition == "class" else None
-    recon = model.reconstruct(x, labels)
+    conditional = model.config.condition == "class"
+    if conditional and any(label is None for label in labels):
+        raise ConfigError("a class-conditional model needs the images' classes; an image file has none",
+                          "use test:INDEX or class names with --image")
+    recon = model.reconstruct(x, labels if conditional else None)
     grid = torch.cat([x.float() / 255, recon])
-    print(f"wrote inputs and reconstructions to {save_grid(grid, out, nrow=len(x))}")
+    print(f"wrote inputs and reconstructions to {_save_grid(grid, out, nrow=len(x))}")
 
 
 def interpolate(run: str, a: str = "test:0", b: str = "test:1", steps: int = 9, out: str = "interpolation.png") -> None:
@@ -211,9 +277,13 @@ def interpolate(run: str, a: str = "test:0", b: str = "test:1", steps: int = 9, 
         out: the PNG file to write.
     """
     model, record = _load_run(run)
+    need(model, Reconstructor, run)
     (xa, la), (xb, lb) = _image_spec(a, model, record), _image_spec(b, model, record)
     labels = [la, lb] if model.config.condition == "class" else None
-    path = save_grid(model.interpolate(xa, xb, steps, labels), out, nrow=steps)
+    if labels is not None and None in labels:
+        raise ConfigError("a class-conditional model needs both images' classes; an image file has none",
+                          "use test:INDEX or class names for --a and --b")
+    path = _save_grid(model.interpolate(xa, xb, steps, labels), out, nrow=steps)
     print(f"wrote {steps} images from {a} to {b} to {path} (the middle one is the latent midpoint)")
 
 
@@ -232,11 +302,13 @@ def translate(run: str, image: str | None = None, n: int = 8, out: str = "transl
         out: the PNG file to write.
     """
     from genlab.data.paired import upscale
-    from genlab.models.pix2pix import translation_grid
+    from genlab.evaluation.report import translation_grid
+    from genlab.models.base import check_count
 
     model, record = _load_run(run)
-    if not hasattr(model, "translate"):
-        raise ConfigError(f"a {model.family} model does not translate images", "train one with genlab train pix2pix")
+    need(model, Translator, run)
+    if not image:
+        check_count(n)
     specs = [s.strip() for s in image.split(",")] if image else [f"test:{i}" for i in range(n)]
     files = [s for s in specs if Path(s).is_file()]
     if files and len(files) < len(specs):
@@ -249,42 +321,42 @@ def translate(run: str, image: str | None = None, n: int = 8, out: str = "transl
                 raise ConfigError(f"--image {spec!r} is neither an image file nor a test image",
                                   f"give a path to an image, or test:0 .. test:{len(data.test_x) - 1}")
         grid, nrow = translation_grid(model, data.test_x[index])
-        print(f"wrote inputs, translations and test images to {save_grid(grid, out, nrow=nrow)}")
+        print(f"wrote inputs, translations and test images to {_save_grid(grid, out, nrow=nrow)}")
         return
     c, h, w = model.input_shape
-    condition = torch.stack([torch.tensor(load_image(f, c, (h, w))) for f in files]).float() / 255
-    if model.config.task == "sketch" and condition.median() < 0.5:
-        condition = 1 - condition  # the model learnt dark strokes on light paper; these look inverted
-        print("note: the sketches look light-on-dark; inverted them to dark strokes on white")
+    condition = torch.stack([_image_spec(f, model, record, (c, h, w))[0] for f in files]).float() / 255
+    condition, note = model.prepare_condition(condition)
+    if note:
+        print(f"note: {note}")
     result = model.translate(condition)
-    shown = upscale(condition, model.config.image_size) if model.config.task == "superres" else condition
+    shown = upscale(condition, tuple(result.shape[-2:])) if condition.shape[-2:] != result.shape[-2:] else condition
     grid = torch.cat([shown.expand(-1, result.shape[1], -1, -1), result])
-    print(f"wrote inputs (top) and translations (bottom) to {save_grid(grid, out, nrow=len(files))}")
+    print(f"wrote inputs (top) and translations (bottom) to {_save_grid(grid, out, nrow=len(files))}")
 
 
 def generate(run: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
-             top_p: float | None = None, repetition_penalty: float = 1.0, stop: str | list[str] | None = None,
+             top_p: float | None = None, repetition_penalty: float = 1.0, stop: list[str] | str | None = None,
              seed: int | None = None, interactive: bool = False) -> None:
     """Continue a prompt with a trained language model, printing the text as it is generated.
 
     Args:
-        run: a run folder (runs/NAME) or a model folder of a gpt or rnn model.
+        run: a run folder (runs/NAME) or a model folder of a language model.
         prompt: the text to continue (default: start from a newline).
         max_new_tokens: at most this many new tokens.
         temperature: 0 is greedy; lower is more conservative, higher more varied.
         top_k: sample among the k most likely tokens only.
         top_p: sample among the most likely tokens holding this much probability (nucleus sampling).
         repetition_penalty: > 1 discourages repeating tokens already in the text (1.1-1.3 is usual).
-        stop: a string or a list of strings that end the generation (not printed); `\\n` and `\\t`
-            stand for a newline and a tab, e.g. --stop '\\n\\n' stops at the first blank line.
+        stop: strings that end the generation (not printed), as a list: --stop '[".", "\\n\\n"]', or one:
+            --stop '\\n\\n'; `\\n` and `\\t` stand for a newline and a tab.
         seed: makes the output reproducible (default: different every time).
         interactive: a prompt loop: type a prompt, see it continued; an empty line or Ctrl-D ends it.
     """
-    import sys
+    from genlab.models.lm.generation import check_options
 
-    model, _ = _load_run(run)
-    if model.data_kind != "text":
-        raise ConfigError(f"a {model.family} model does not generate text", f"use genlab sample {run} for images")
+    check_options(max_new_tokens, temperature, top_k, top_p, repetition_penalty)  # before the model loads
+    model, _ = _load_run(run, record=False)
+    need(model, TextGenerator, run)
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     stop = [s.replace("\\n", "\n").replace("\\t", "\t") for s in stops]
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,

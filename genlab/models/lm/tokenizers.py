@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 
 from genlab.errors import DataError
+from genlab.files import atomic_write
 
 TOKENIZER_FILE = "tokenizer.json"
 UNKNOWN = "\ufffd"  # what the char tokenizer's unknown id decodes to
@@ -68,7 +69,7 @@ class CharTokenizer:
         return "".join(itos[i] if 0 <= i < len(itos) else UNKNOWN for i in ids)
 
     def save(self, folder: Path) -> None:
-        (Path(folder) / TOKENIZER_FILE).write_text(json.dumps({"kind": "char", "chars": self.chars}))
+        atomic_write(Path(folder) / TOKENIZER_FILE, json.dumps({"kind": "char", "chars": self.chars}))
 
 
 class BPETokenizer:
@@ -161,7 +162,7 @@ class BPETokenizer:
         return encodings
 
     def save(self, folder: Path) -> None:
-        (Path(folder) / TOKENIZER_FILE).write_text(self.json)
+        atomic_write(Path(folder) / TOKENIZER_FILE, self.json)
 
 
 def _bpe_with_dropout(symbols: list[int], merges: dict, dropout: float, rng: np.random.Generator) -> list[int]:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genlab.files import atomic_path, atomic_write
+
 
 def grid_image(images: torch.Tensor, nrow: int | None = None, pad: int = 2, scale: int = 1) -> Image.Image:
     """(N, C, H, W) floats in [0, 1] or uint8 -> one PIL image, `nrow` images per row."""
@@ -36,9 +38,24 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     path = Path(path)
     if scale is None:
         scale = max(1, round(84 / max(images.shape[-2:])))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_image(images, nrow, scale=scale).save(path)
+    with atomic_path(path) as tmp:
+        grid_image(images, nrow, scale=scale).save(tmp, format="PNG")
     return path
+
+
+def translation_grid(model, images) -> tuple[torch.Tensor, int]:
+    """uint8 target images -> (rows of the conditions shown at full size, their translations, the targets;
+    images per row) for a `Translator`."""
+    from genlab.data.paired import upscale
+
+    target = torch.as_tensor(images).float() / 255
+    condition = model.make_input(target)
+    shown = condition
+    if shown.shape[-2:] != target.shape[-2:]:
+        shown = upscale(condition, tuple(target.shape[-2:]))  # a low-resolution input, at the targets' size
+    if shown.shape[1] != target.shape[1]:
+        shown = shown.expand(-1, target.shape[1], -1, -1)  # a one-channel sketch beside colour images
+    return torch.cat([shown, model.translate(condition).cpu(), target]), len(target)
 
 
 def png_data_uri(source: Image.Image | str | Path | bytes) -> str:
@@ -172,6 +189,4 @@ def figure_html(uri: str, caption: str, width: int | None = None) -> str:
 def write_page(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Path:
     """A self-contained page: every image inline, no script, no network."""
     body = "\n".join(f"<h2>{html.escape(heading)}</h2>\n{content}" for heading, content in sections)
-    path = Path(path)
-    path.write_text(PAGE.format(title=html.escape(title), body=body))
-    return path
+    return atomic_write(path, PAGE.format(title=html.escape(title), body=body))

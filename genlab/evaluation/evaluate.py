@@ -1,14 +1,16 @@
 """`genlab eval RUN`: every metric that applies to a run's family, metrics.json, and a report a person reads.
 
-What applies is read off the model, not a list of families:
+What applies is read off the capabilities the model declares (genlab.models.base), not a list of families:
 
-- a model with `log_likelihood` (VAE) gets the importance-weighted test NLL, ELBO and bits/dim;
-- an image model that samples from nothing gets n samples, timed (samples/s), scored against
-  the test split in the reference classifier's feature space (FD-genlab, KID-genlab,
-  precision/recall/density/coverage, classifier score, class histogram; class accuracy for
-  class-conditional samples), and, given an Inception weights file, standard FID/KID/IS;
-- a family's own `eval_metrics` adds what only it can measure (text likelihood and text
-  metrics for language models, PSNR/SSIM for image translation).
+- `ImageLikelihood` (VAE): the importance-weighted test NLL, ELBO and bits/dim;
+- `ImageSampler`: n samples, timed (samples/s), scored against the test split in the reference
+  classifier's feature space (FD-genlab, KID-genlab, precision/recall/density/coverage, classifier
+  score, class histogram; class accuracy for conditional samples), and, given an Inception
+  weights file, standard FID/KID/IS;
+- `Translator` (pix2pix): PSNR and SSIM of the translated test images (against bicubic upscaling,
+  the floor, for super-resolution) and the sample metrics of the translations;
+- `TextLikelihood` and `TextGenerator` (language models): the test split's likelihood, and the
+  diversity and memorisation of n generated texts.
 
 The protocol is fixed by its defaults (n=10,000 samples, seed 0, all test images, k=200),
 so two runs evaluated with defaults compare; metrics.json records every setting used.
@@ -16,6 +18,7 @@ so two runs evaluated with defaults compare; metrics.json records every setting 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -26,27 +29,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from genlab.engine.runs import read_metrics, read_run_config, train_seconds
 from genlab.errors import GenlabError
+from genlab.models.base import (
+    ImageLikelihood,
+    ImageSampler,
+    Reconstructor,
+    TextGenerator,
+    TextLikelihood,
+    Translator,
+    class_labels,
+)
 
 REFERENCE_NOTE = ("FD-genlab and KID-genlab use the formulas of FID and KID on the features of genlab's "
                   "reference classifier for this dataset, not Inception-v3: compare them between genlab runs "
                   "on the same data, never with published FID/KID values.")
-
-
-def train_seconds(history: list[dict[str, float]]) -> float | None:
-    """Training wall-clock over all sessions of a run, from metrics.jsonl's per-session clock.
-
-    Each session's logger restarts its clock at 0, so a drop in `time` starts a new session.
-    """
-    total, last = 0.0, None
-    for record in history:
-        t = record.get("time")
-        if t is None:
-            continue
-        if last is not None and t < last:
-            total += last
-        last = t
-    return None if last is None else round(total + last, 1)
 
 
 def generate_images(model, n: int, seed: int, labels: torch.Tensor | None = None, batch_size: int = 500,
@@ -76,8 +73,7 @@ def image_quality(model, data, n: int, seed: int, progress: bool = True,
     from genlab.metrics.images import sample_metrics
     from genlab.metrics.reference import reference_classifier
 
-    conditional = getattr(model.config, "condition", "none") in ("class", "text")  # text: class captions
-    requested = torch.arange(n) % model.config.num_classes if conditional else None
+    requested = class_labels(model.config, None, n)  # conditional models: the classes in turn (text: their captions)
     samples, seconds = generate_images(model, n, seed, requested, progress=progress)
     metrics: dict[str, Any] = {"samples_per_s": n / seconds, "sample_seconds": round(seconds, 2)}
     real_x, real_y, split = _real_split(data)
@@ -95,13 +91,55 @@ def image_quality(model, data, n: int, seed: int, progress: bool = True,
     return metrics, samples, requested
 
 
+def translation_metrics(model, data, n: int, seed: int, progress: bool) -> dict[str, float]:
+    """On the first n test images: PSNR (dB) and SSIM of the translations (and, for super-resolution, of bicubic
+    upscaling, the floor), and FD-genlab, precision/recall and class accuracy of the translations."""
+    from genlab.data.paired import upscale
+    from genlab.errors import DataError
+    from genlab.metrics.images import psnr, sample_metrics, ssim
+    from genlab.metrics.reference import reference_classifier
+
+    target = torch.from_numpy(data.test_x[:n]).float() / 255
+    condition = model.make_input(target)
+    out = model.translate(condition).cpu()
+    metrics = {"psnr_db": psnr(out, target).mean().item(), "ssim": ssim(out, target).mean().item()}
+    superres = tuple(condition.shape[-2:]) != tuple(target.shape[-2:])
+    if superres:
+        bicubic = upscale(condition, tuple(target.shape[-2:]))
+        metrics |= {"bicubic_psnr_db": psnr(bicubic, target).mean().item(),
+                    "bicubic_ssim": ssim(bicubic, target).mean().item()}
+        metrics["psnr_gain_db"] = metrics["psnr_db"] - metrics["bicubic_psnr_db"]
+    try:
+        reference = reference_classifier(data, progress=progress)
+    except DataError:
+        return metrics  # unlabelled data: no feature space for FD-genlab
+    labels = torch.from_numpy(data.test_y[:n])
+    keep = ["fd_genlab", "kid_genlab", "precision", "recall", "density", "coverage", "class_accuracy"]
+    measured = sample_metrics(reference, data.test_x[:n], out, requested=labels if (labels >= 0).all() else None,
+                              seed=seed)
+    metrics |= {k: measured[k] for k in keep if k in measured}
+    if superres:
+        metrics["bicubic_fd_genlab"] = sample_metrics(reference, data.test_x[:n], bicubic, seed=seed)["fd_genlab"]
+    return metrics
+
+
+def text_generation_metrics(model, data, n: int, seed: int, progress: bool) -> dict[str, float]:
+    """The diversity, repetition and memorisation (against the training text) of n generated texts."""
+    from genlab.metrics.text import text_metrics
+
+    texts = ["".join(model.generate(max_new_tokens=model.eval_text_tokens, seed=seed + i))
+             for i in tqdm(range(n), desc="generating", disable=not progress)]
+    return text_metrics(texts, data.train)
+
+
 def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_examples: int | None = None,
              inception_weights: str | None = None, batch_size: int = 100, progress: bool = True) -> dict:
     """Evaluate a run: every metric that applies to its family; writes metrics.json and report.html into it.
 
     Args:
         run: the run folder (runs/NAME).
-        n: samples to generate and score (default 10,000; a family that samples slowly may use fewer).
+        n: samples (or texts) to generate and score (default 10,000 images; families that sample slowly use
+            fewer; 64 texts for language models).
         seed: seed of every random number drawn, so the figures are reproducible.
         k: importance samples per test image for likelihood bounds (more is tighter and slower).
         max_examples: use only the first N test examples for likelihoods (default: the whole test split).
@@ -109,18 +147,23 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         batch_size: test examples per batch for likelihoods.
         progress: show progress bars.
     """
+    from genlab import load
     from genlab.data import load_data
-    from genlab.engine import read_metrics, read_run_config
+    from genlab.files import atomic_write
     from genlab.metrics import image_log_likelihood
-    from genlab.persist import load
 
     run_path = Path(run)
     record = read_run_config(run_path)
-    model = load(run_path / "model").eval()
+    model = load(run_path).eval()
     data = load_data(record["data"])
-    n = n or getattr(model, "eval_samples", 10_000)
-    if n < 10:
+    if n is None:
+        n = model.eval_samples if isinstance(model, ImageSampler) else \
+            model.eval_texts if isinstance(model, TextGenerator) else 10_000
+    if n < 10 and not isinstance(model, TextGenerator):
         raise GenlabError(f"--n {n} is too few samples to measure anything", "use --n 1000 or more (default 10000)")
+    if n < 1 or k < 1 or batch_size < 1 or (max_examples is not None and max_examples < 1):
+        raise GenlabError(f"n = {n}, k = {k}, batch_size = {batch_size}, max_examples = {max_examples}: each must be "
+                          "at least 1", "e.g. genlab eval RUN --n 1000 --k 200")
     torch.manual_seed(seed)
     history = read_metrics(run_path)
     metrics: dict[str, Any] = {"run": run_path.name, "family": model.family, "data": record["data"],
@@ -129,25 +172,28 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     if history:
         metrics["train_steps"] = int(max(r.get("step") or 0 for r in history)) + 1
 
-    conditional = getattr(model.config, "condition", "none") == "class"
-    if hasattr(model, "log_likelihood") and data.kind == "image":
+    if isinstance(model, ImageLikelihood):
         images = torch.from_numpy(data.test_x[:max_examples])
-        labels = torch.from_numpy(data.test_y[:max_examples]) if conditional else None
+        labels = torch.from_numpy(data.test_y[:max_examples]) if model.config.condition == "class" else None
         metrics |= image_log_likelihood(model, images, labels, k=k, seed=seed, batch_size=batch_size,
                                         progress=progress)
     samples = requested = None
-    if data.kind == "image" and getattr(model, "samples_images", True):
+    if isinstance(model, ImageSampler):
         quality, samples, requested = image_quality(model, data, n, seed, progress, inception_weights)
         metrics |= quality
-    if hasattr(model, "eval_metrics"):
-        metrics |= model.eval_metrics(data, n=n, seed=seed, progress=progress)
+    if isinstance(model, Translator):
+        metrics |= translation_metrics(model, data, n, seed, progress)
+    if isinstance(model, TextLikelihood):
+        metrics |= model.log_likelihood(data.test)
+    if isinstance(model, TextGenerator):
+        metrics |= text_generation_metrics(model, data, n, seed, progress)
     metrics = {key: _plain(value) for key, value in metrics.items()}
 
-    from genlab.report import save_grid
+    from genlab.evaluation.report import save_grid
 
     if samples is not None:
         save_grid(samples[:64], run_path / "eval_samples.png", nrow=8, scale=2)
-    (run_path / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    atomic_write(run_path / "metrics.json", json.dumps(metrics, indent=1))
     page = write_report(run_path, model, record, data, metrics, samples, requested, history, seed)
     metrics["report"] = str(page)
     return metrics
@@ -181,7 +227,7 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_report(run_path: Path, model, record: dict, data, metrics: dict[str, Any], samples: torch.Tensor | None,
                  requested: torch.Tensor | None, history: list[dict[str, float]], seed: int) -> Path:
-    from genlab.report import curve_figures, figure_html, grid_image, png_data_uri, table_html, write_page
+    from genlab.evaluation.report import curve_figures, figure_html, grid_image, png_data_uri, table_html, write_page
 
     sections = [("Metrics", table_html(metric_rows(metrics)) + _protocol_note(metrics))]
     figures = []
@@ -191,15 +237,14 @@ def write_report(run_path: Path, model, record: dict, data, metrics: dict[str, A
                                    + (" (class i mod K)" if requested is not None else "")))
         histogram = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("class_fraction/")}
         if histogram:
-            from genlab.report import bar_chart
+            from genlab.evaluation.report import bar_chart
 
             figures.append(figure_html(png_data_uri(bar_chart(histogram, "reference classifier's class mix of samples")),
                                        "predicted classes of the samples: a collapsed model piles into a few"))
-    generator = torch.Generator().manual_seed(seed)
-    for images, nrow, caption in model.report_figures(data, generator):
+    for images, nrow, caption in model_figures(model, data, seed):
         figures.append(figure_html(png_data_uri(grid_image(images, nrow=nrow, scale=3)), caption))
-    texts = [model.preview(torch.Generator().manual_seed(seed + i)) for i in range(3)] if data.kind == "text" else []
-    texts = [t for t in texts if isinstance(t, str)]
+    texts = ["".join(model.generate(max_new_tokens=300, temperature=0.8, seed=seed + i)) for i in range(3)] \
+        if isinstance(model, TextGenerator) else []
     if figures:
         sections.append(("Samples", "".join(figures)))
     if texts:
@@ -212,6 +257,46 @@ def write_report(run_path: Path, model, record: dict, data, metrics: dict[str, A
                                      f"<p class='note'>command: <code>{record.get('command', '')}</code></p>"))
     title = f"genlab {model.family} on {record['data']}: {run_path.name}"
     return write_page(run_path / "report.html", title, sections)
+
+
+def model_figures(model, data, seed: int) -> list[tuple[torch.Tensor, int, str]]:
+    """Pictures of what the model can do, for report.html: (images in [0, 1], images per row, caption) each."""
+    from genlab.evaluation.report import translation_grid
+
+    figures = []
+    test_y = torch.from_numpy(data.test_y) if data.kind == "image" else None
+    if isinstance(model, Reconstructor):
+        labels = test_y[:16] if model.config.condition == "class" else None
+        x = torch.from_numpy(data.test_x[:16])
+        figures.append((torch.cat([x.float() / 255, model.reconstruct(x, labels)]), 16,
+                        "test images (top) and their reconstructions (bottom)"))
+        preferred = [("Sneaker", "Ankle boot"), ("T-shirt/top", "Dress"), ("Sandal", "Bag")]
+        pairs = [p for p in preferred if set(p) <= set(data.classes)]
+        if not pairs and len(data.classes) >= 2:
+            pairs = [tuple(data.classes[:2])]
+        for a, b in pairs:
+            ia, ib = (int((test_y == data.classes.index(c)).nonzero()[0]) for c in (a, b))
+            pair_labels = [int(test_y[ia]), int(test_y[ib])] if labels is not None else None
+            line = model.interpolate(torch.from_numpy(data.test_x[ia]), torch.from_numpy(data.test_x[ib]), 9, pair_labels)
+            figures.append((line, 9, f"{a} to {b}: the middle image is the latent midpoint"))
+    if isinstance(model, ImageSampler) and model.config.condition != "none":
+        c = model.config
+        labels = torch.arange(c.num_classes).repeat_interleave(10)
+        caption = "one row per class: " + ", ".join(c.class_names)
+        if c.condition == "text":
+            from genlab.models.diffusion.text import class_prompt
+
+            caption = "one row per prompt: " + ", ".join(repr(class_prompt(name)) for name in c.class_names)
+        # a fast sampler where the family has a choice (diffusion: DPM-Solver++, 20 steps)
+        fast = {k: v for k, v in {"sampler": "dpm++", "steps": 20}.items()
+                if k in {f.name for f in dataclasses.fields(model.sample_options)}}
+        images = model.sample(len(labels), labels=labels, generator=torch.Generator().manual_seed(seed),
+                              options=model.sample_options(**fast))
+        figures.append((images, 10, caption))
+    if isinstance(model, Translator):
+        grid, n = translation_grid(model, data.test_x[:16])
+        figures.append((grid, n, "inputs (top), translations (middle), test images (bottom)"))
+    return figures
 
 
 def _protocol_note(metrics: dict[str, Any]) -> str:

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from genlab.errors import GenlabError
+from genlab.evaluation.report import format_value
+from genlab.files import atomic_write
 from genlab.metrics import GLOSSARY
-from genlab.report import format_value
 
 GOALS = {
     "quality": "sample quality (samples that look like the data)",
@@ -33,7 +34,7 @@ def load_metrics(run: Path, evaluate_missing: bool, progress: bool) -> dict[str,
     if not path.exists():
         if not evaluate_missing:
             raise GenlabError(f"{run} has no metrics.json", f"run genlab eval {run} first, or drop --no-evaluate")
-        from genlab.evaluate import evaluate
+        from genlab.evaluation.evaluate import evaluate
 
         print(f"{run} has no metrics.json: evaluating it with the default protocol")
         evaluate(str(run), progress=progress)
@@ -90,8 +91,8 @@ def compare(runs: list[str], out: str = "compare.html", evaluate_missing: bool =
         evaluate_missing: evaluate runs that have no metrics.json yet, with the default protocol.
         progress: show progress bars.
     """
-    from genlab.engine import read_metrics
-    from genlab.report import figure_html, plot_curves, png_data_uri, table_html, write_page
+    from genlab.engine.runs import read_metrics
+    from genlab.evaluation.report import figure_html, plot_curves, png_data_uri, table_html, write_page
 
     if len(runs) < 2:
         raise GenlabError("compare needs at least two runs", "genlab compare runs/A runs/B")
@@ -134,7 +135,7 @@ def compare(runs: list[str], out: str = "compare.html", evaluate_missing: bool =
         sections.append(("Training curves", "".join(curves)))
     page = write_page(Path(out), f"genlab compare: {', '.join(labels)}", sections)
     result["table"] = rows
-    Path(out).with_suffix(".json").write_text(json.dumps(result, indent=1))
+    atomic_write(Path(out).with_suffix(".json"), json.dumps(result, indent=1))
     result["page"] = str(page)
     return result
 

@@ -4,11 +4,11 @@ Training adds noise at a random timestep and regresses the U-Net's output on the
 on v, weighted by min-SNR-gamma (Hang et al. 2023) so that the nearly clean timesteps, which
 are easy, do not dominate the gradient. Conditioning enters every residual block through the
 FiLM embedding: a learned class embedding, or the frozen sentence embedding of a caption
-(genlab.models.text_encoder); at sampling a prompt's embedding is first mapped onto the training
+(genlab.models.diffusion.text); at sampling a prompt's embedding is first mapped onto the training
 captions' (`Diffusion._prompt_prior`). The condition is dropped for `cond_drop` of the examples, which
 trains the unconditional model that classifier-free guidance (Ho & Salimans 2021) extrapolates from.
 
-Sampling uses the EMA weights and any sampler of genlab.models.samplers (DDPM, DDIM, DPM-Solver++).
+Sampling uses the EMA weights and any sampler of genlab.models.diffusion.schedule (DDPM, DDIM, DPM-Solver++).
 Editing: image-to-image is SDEdit (Meng et al. 2022): noise the input to `strength` x T and denoise
 from there. Inpainting is RePaint (Lugmayr et al. 2022): after every step the known pixels are
 replaced by the input noised to the same level, and each step is redone `resample` times
@@ -21,51 +21,73 @@ from __future__ import annotations
 import copy
 import dataclasses
 import random
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config import validate
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel
-from genlab.models.gan import ema_decay, ema_update
-from genlab.models.samplers import SAMPLERS, NoiseSchedule, sample_loop
-from genlab.models.unet import UNet
+from genlab.models.base import (
+    ConditionalImageConfig,
+    EditOptions,
+    Editor,
+    ImageModel,
+    ImageSampler,
+    SampleOptions,
+    check_count,
+    class_labels,
+)
+from genlab.models.diffusion.schedule import SAMPLERS, NoiseSchedule, sample_loop
+from genlab.models.diffusion.unet import UNet
+from genlab.models.ema import ema_decay, ema_update
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionConfig:
-    channels: int = 1
-    image_size: tuple[int, int] = (28, 28)  # (H, W); filled from the data
-    widths: tuple[int, ...] = (16, 32, 48, 64)  # U-Net channels per resolution, fine to coarse
-    blocks: tuple[int, ...] = (1, 1, 1, 1)  # residual blocks per level on the way down (one more on the way up)
-    attention: tuple[bool, ...] = (False, False, True, True)  # self-attention at these levels
+class DiffusionConfig(ConditionalImageConfig):
+    FROM_DATA: ClassVar[tuple[str, ...]] = (*ConditionalImageConfig.FROM_DATA, "text_dim")
+
+    widths: tuple[int, ...] = (16, 32, 48, 64)
+    """U-Net channels per resolution, fine to coarse"""
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    """residual blocks per level on the way down (one more on the way up)"""
+    attention: tuple[bool, ...] = (False, False, True, True)
+    """self-attention at these levels"""
     dropout: float = 0.0
+    """dropout in the residual blocks"""
     schedule: Literal["linear", "cosine"] = "linear"
+    """noise schedule: linear betas (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)"""
     timesteps: int = 1000
+    """diffusion steps T of training"""
     prediction: Literal["eps", "v"] = "eps"
-    min_snr_gamma: float = 5.0  # loss weight min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v); 0: plain MSE
-    ema_decay: float = 0.999  # samples come from this moving average of the weights (0: the raw weights)
+    """what the network predicts: the noise, or v (Salimans & Ho 2022)"""
+    min_snr_gamma: float = 5.0
+    """loss weight min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v), Hang et al. 2023; 0: plain MSE"""
+    ema_decay: float = 0.999
+    """samples come from this moving average of the weights (0: the raw weights)"""
     condition: Literal["none", "class", "text"] = "none"
-    cond_drop: float = 0.1  # fraction of training examples without their condition (classifier-free guidance)
-    num_classes: int = 0
-    class_names: tuple[str, ...] = ()
-    text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"  # frozen; its name is all the model folder keeps
-    text_dim: int = 384  # the encoder's embedding size (checked against the encoder when it loads)
-    text_noise: float = 0.005  # per-dimension std of noise on caption embeddings in training (norm ~0.1 for 384-d)
-    # Prompts are mapped onto the training captions before they condition the denoiser (retrieval
-    # conditioning, as in kNN-Diffusion and RDM; `Diffusion._prompt_prior`). Its softmax temperature;
-    # 0 feeds the raw prompt embedding.
-    prompt_prior: float = 0.05  # chosen on the benchmark's selection prompts (bench/diffusion.py)
-    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"  # defaults of `sample`
+    """what steers generation: nothing, the class label, or a prompt (captions made from class names)"""
+    cond_drop: float = 0.1
+    """fraction of training examples without their condition (for classifier-free guidance)"""
+    text_encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    """the frozen sentence encoder of text-conditioned models; its name is all the model folder keeps"""
+    text_dim: int = 384
+    """the encoder's embedding size (from the encoder)"""
+    text_noise: float = 0.005
+    """per-dimension std of the noise on caption embeddings in training"""
+    prompt_prior: float = 0.05
+    """temperature of the mapping of a prompt onto the training captions before it conditions the denoiser
+    (retrieval conditioning, as in kNN-Diffusion and RDM; `Diffusion._prompt_prior`); 0 feeds the raw prompt
+    embedding. docs/diffusion.md tells how it was chosen"""
+    sampler: Literal["ddpm", "ddim", "dpm++"] = "ddim"
+    """the sampler `sample` uses by default"""
     sample_steps: int = 50
-    guidance: float = 3.0  # classifier-free guidance scale of conditional models (1: the conditional model alone)
+    """network evaluations `sample` uses by default"""
+    guidance: float = 3.0
+    """classifier-free guidance scale of conditional models by default (1: the conditional model alone)"""
 
     def __post_init__(self):
-        validate(self)
+        super().__post_init__()
         if not self.widths or not len(self.widths) == len(self.blocks) == len(self.attention):
             raise ConfigError("widths, blocks and attention need one entry per U-Net level",
                               "e.g. --model.widths [16,32,48,64] --model.blocks [1,1,1,1] --model.attention [false,false,true,true]")
@@ -74,26 +96,48 @@ class DiffusionConfig:
         if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
                               "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
-        if self.condition == "class" and self.num_classes == 1:  # 0: not filled from the data yet
-            raise ConfigError("condition='class' needs at least 2 classes", "or use --model.condition none")
 
 
-class Diffusion(GenerativeModel):
+@dataclasses.dataclass(frozen=True)
+class DiffusionSampleOptions(SampleOptions):
+    """How to sample from a diffusion model; unset fields take the model's defaults (its config)."""
+
+    sampler: Literal["ddpm", "ddim", "dpm++"] | None = None
+    """ddpm, ddim or dpm++ (default the model's, ddim)"""
+    steps: int | None = None
+    """network evaluations (default the model's, 50; 10-25 are enough for dpm++)"""
+    guidance: float | None = None
+    """classifier-free guidance scale (1: none; default the model's, 3)"""
+    eta: float = 0.0
+    """ddim: 0 is deterministic, 1 as noisy as DDPM"""
+    prompt_prior: float | None = None
+    """with a prompt: the temperature of its mapping onto the training captions (default the model's; 0: off)"""
+    progress: bool = False
+    """show a progress bar over the steps"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.eta < 0:
+            raise ConfigError(f"eta = {self.eta} must be >= 0", "0 is deterministic DDIM, 1 as noisy as DDPM")
+        if self.prompt_prior is not None and self.prompt_prior < 0:
+            raise ConfigError(f"prompt_prior = {self.prompt_prior} must be >= 0", "0 turns the prompt prior off")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionEditOptions(EditOptions):
+    progress: bool = False
+    """show a progress bar over the steps"""
+
+
+class Diffusion(ImageModel, ImageSampler, Editor):
     """A denoising diffusion model: U-Net, linear/cosine schedule, eps/v prediction, DDPM/DDIM/DPM-Solver++
     sampling, classifier-free guidance (--model.condition class|text), SDEdit and RePaint editing."""
 
     family = "diffusion"
     Config = DiffusionConfig
-    eval_samples = 2000  # `genlab eval` default: 2,000 DDIM-50 samples (10,000 take ~20 min on 2 cores)
-    train_defaults = {"lr": 5e-4, "batch_size": 128, "max_steps": 4000, "warmup_steps": 100, "schedule": "cosine",
-                      "grad_clip": 1.0, "val_every": 500, "val_batches": 8, "sample_every": 500}
-    cli_shortcuts = {"condition": "model.condition", "prediction": "model.prediction"}
-    search_space = {"train.lr": {"low": 1e-4, "high": 2e-3, "log": True},
-                    "model.widths": {"choices": [[16, 32, 48, 64], [16, 32, 64, 96], [32, 48, 64, 96]]},
-                    "model.prediction": {"choices": ["eps", "v"]},
-                    "model.schedule": {"choices": ["linear", "cosine"]},
-                    "model.min_snr_gamma": {"choices": [0.0, 1.0, 5.0]},
-                    "model.ema_decay": {"choices": [0.99, 0.999, 0.9995]}}
+    sample_options = DiffusionSampleOptions
+    edit_options = DiffusionEditOptions
+    eval_samples = 2000  # DDIM-50 sampling is slow on a CPU: `genlab eval` scores fewer samples by default
 
     def __init__(self, config: DiffusionConfig):
         super().__init__(config)
@@ -108,38 +152,31 @@ class Diffusion(GenerativeModel):
         if c.condition == "text":  # caption statistics that normalise the text input (set when training starts)
             self.register_buffer("text_center", torch.zeros(c.text_dim))
             self.register_buffer("text_scale", torch.tensor(c.text_dim**0.5))
-        self.global_step = 0
         self._captions: list[list[torch.Tensor]] | None = None  # text models: caption embeddings per class
         self._text_fitted = False  # text models: caption statistics set for this training
         self._rng = random.Random(0)
 
     @classmethod
     def config_for_data(cls, config: DiffusionConfig, data) -> DiffusionConfig:
-        if config.condition in ("class", "text") and len(data.classes) < 2:
-            raise ConfigError(f"condition={config.condition!r} needs labelled data with at least 2 classes "
-                              "(text captions are made from class names)",
-                              "use a dataset with labels (a folder with class subfolders) or --model.condition none")
-        c, h, w = data.shape
+        config = super().config_for_data(config, data)
+        h, w = config.image_size
         if min(h, w) < 2 ** (len(config.widths) - 1):
             raise ConfigError(f"{h}x{w} images are too small for a {len(config.widths)}-level U-Net",
                               "use fewer --model.widths levels")
-        text_dim = config.text_dim
         if config.condition == "text":
-            from genlab.models.text_encoder import encoder_dim
+            from genlab.models.diffusion.text import encoder_dim
 
-            text_dim = encoder_dim(config.text_encoder)  # also a clear error now if the encoder is missing
-        return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
-                                   class_names=tuple(data.classes), text_dim=text_dim)
+            # the encoder's size, and a clear error now if the encoder is missing
+            config = dataclasses.replace(config, text_dim=encoder_dim(config.text_encoder))
+        return config
 
     def num_parameters(self) -> int:
         """Parameters of the denoiser (the EMA copy and class table are not counted twice)."""
         return sum(p.numel() for p in self.net.parameters()) + (self.class_embed.weight.numel() if self.class_embed else 0)
 
-    def callbacks(self, data, train) -> list[pl.Callback]:
-        return [EMAUpdate()]
-
-    def update_ema(self) -> None:
-        decay = ema_decay(self.config.ema_decay, self.global_step)
+    def update_ema(self, step: int) -> None:
+        """Move the EMA weights towards the trained ones (after each optimiser step)."""
+        decay = ema_decay(self.config.ema_decay, step)
         ema_update(self.net_ema, self.net, decay)
         if self.class_embed is not None:
             ema_update(self.class_embed_ema, self.class_embed, decay)
@@ -149,7 +186,7 @@ class Diffusion(GenerativeModel):
     def _caption_table(self) -> list[list[torch.Tensor]]:
         """Embeddings of every templated caption, per class (encoded once)."""
         if self._captions is None:
-            from genlab.models.text_encoder import captions_for, encode
+            from genlab.models.diffusion.text import captions_for, encode
 
             self._captions = [list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names]
         return self._captions
@@ -185,7 +222,7 @@ class Diffusion(GenerativeModel):
         return F.normalize(out, dim=1)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        from genlab.models.text_encoder import encode
+        from genlab.models.diffusion.text import encode
 
         if self.config.condition != "text":
             raise ConfigError(f"this diffusion model is {self.config.condition}-conditioned and takes no prompt",
@@ -227,18 +264,18 @@ class Diffusion(GenerativeModel):
             if prompt is not None:
                 raise ConfigError("this diffusion model is unconditional and takes no prompt",
                                   "drop --prompt, or train one with --model.condition text")
-            self.resolve_labels(labels, n)  # refuses labels with a clear error
+            class_labels(c, labels, n)  # refuses labels with a clear error
             return None, None
         if c.condition == "class":
             if prompt is not None:
                 raise ConfigError("this diffusion model is class-conditioned and takes no prompt", "use --label CLASS")
             table = self.class_embed_ema.weight
-            labels = self.resolve_labels(labels, n)
+            labels = class_labels(c, labels, n)
             return table[labels.to(table.device)], table[c.num_classes].expand(n, -1)
         if prompt is None:  # no prompt: the class captions, cycled or as asked by labels
-            from genlab.models.text_encoder import class_prompt
+            from genlab.models.diffusion.text import class_prompt
 
-            labels = self.resolve_labels(labels, n)
+            labels = class_labels(c, labels, n)
             prompt = [class_prompt(c.class_names[int(i)]) for i in labels]
         prompts = [prompt] * n if isinstance(prompt, str) else list(prompt)
         if len(prompts) != n:
@@ -252,7 +289,7 @@ class Diffusion(GenerativeModel):
 
     # -- training ----------------------------------------------------------------------------
 
-    def loss(self, batch) -> dict[str, torch.Tensor]:
+    def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
         images, labels = batch
         x0 = images.float() / 127.5 - 1
         noise = torch.randn_like(x0)
@@ -272,9 +309,6 @@ class Diffusion(GenerativeModel):
     @torch.no_grad()
     def validation_metrics(self, batch) -> dict[str, torch.Tensor]:
         return self.loss(batch)
-
-    def preview(self, generator: torch.Generator) -> torch.Tensor:
-        return self.sample(64, generator=generator, steps=25)
 
     # -- sampling ----------------------------------------------------------------------------
 
@@ -307,33 +341,32 @@ class Diffusion(GenerativeModel):
         return steps, sampler, guidance
 
     @torch.no_grad()
-    def sample(self, n: int, labels=None, generator: torch.Generator | None = None, temperature: float = 1.0,
-               prompt: str | list[str] | None = None, guidance: float | None = None, steps: int | None = None,
-               sampler: str | None = None, eta: float = 0.0, progress: bool = False,
-               prompt_prior: float | None = None) -> torch.Tensor:
+    def sample(self, n: int, *, labels=None, prompt: str | list[str] | None = None,
+               generator: torch.Generator | None = None, options: DiffusionSampleOptions | None = None) -> torch.Tensor:
         """n images in [0, 1], (n, C, H, W).
 
         labels: class names or indices (class models; None cycles through the classes; text models
-        turn them into captions). prompt: a text or one per image (text models). guidance: the
-        classifier-free guidance scale (1: the conditional model alone). sampler/steps: ddpm, ddim
-        (with `eta`) or dpm++ and their number of network evaluations. temperature scales the
-        starting noise (below 1: smoother, less varied images). prompt_prior: the temperature of the
-        mapping of prompts onto the training captions (config.prompt_prior by default; 0: off).
+        turn them into captions). prompt: a text or one per image (text models). `options`: the
+        sampler, its steps, the guidance scale, the starting noise's temperature (below 1: smoother,
+        less varied images) and the prompt prior's temperature (`DiffusionSampleOptions`).
         """
-        steps, sampler, guidance = self._options(steps, sampler, guidance)
-        cond, null = self._sampling_condition(n, labels, prompt, prompt_prior)
+        check_count(n)
+        o = options if isinstance(options, DiffusionSampleOptions) else DiffusionSampleOptions(
+            **dataclasses.asdict(options or SampleOptions()))
+        steps, sampler, guidance = self._options(o.steps, o.sampler, o.guidance)
+        cond, null = self._sampling_condition(n, labels, prompt, o.prompt_prior)
         device = next(self.parameters()).device
-        x = torch.randn(n, self.config.channels, *self.config.image_size, generator=generator, device=device) * temperature
+        x = torch.randn(n, self.config.channels, *self.config.image_size, generator=generator, device=device)
+        x = x * o.temperature
         timesteps = self.schedule.timesteps_for(steps)
-        out = sample_loop(self.schedule, self._denoiser(cond, null, guidance), x, timesteps, sampler, eta=eta,
-                          generator=generator, progress=progress)
+        out = sample_loop(self.schedule, self._denoiser(cond, null, guidance), x, timesteps, sampler, eta=o.eta,
+                          generator=generator, progress=o.progress)
         return ((out + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
-    def edit(self, images: torch.Tensor, strength: float = 0.6, mask: torch.Tensor | None = None,
-             prompt: str | list[str] | None = None, labels=None, guidance: float | None = None, steps: int | None = None,
-             sampler: str | None = None, resample: int = 3, generator: torch.Generator | None = None,
-             progress: bool = False) -> torch.Tensor:
+    def edit(self, images: torch.Tensor, *, mask: torch.Tensor | None = None, labels=None,
+             prompt: str | list[str] | None = None, generator: torch.Generator | None = None,
+             options: EditOptions | None = None) -> torch.Tensor:
         """Edit images in [0, 1], (B, C, H, W); returns the results in [0, 1].
 
         Without a mask: image-to-image (SDEdit). `strength` in (0, 1] is how far into the noise the
@@ -343,10 +376,12 @@ class Diffusion(GenerativeModel):
         A prompt or labels steer conditional models, as in `sample`.
         """
         c = self.config
-        if images.dim() != 4 or tuple(images.shape[1:]) != (c.channels, *c.image_size):
-            raise ConfigError(f"images of shape {tuple(images.shape[1:])}; this model takes {(c.channels, *c.image_size)}",
-                              "resize the images to the model's size (genlab edit does it for files)")
-        steps, sampler, guidance = self._options(steps, sampler, guidance)
+        self.check_images(images)
+        o = options if isinstance(options, DiffusionEditOptions) else DiffusionEditOptions(
+            **dataclasses.asdict(options or EditOptions()))
+        strength, resample, progress = o.strength, o.resample, o.progress
+        sampler = o.sampler or ("ddpm" if mask is not None else None)
+        steps, sampler, guidance = self._options(o.steps, sampler, o.guidance)
         n = len(images)
         device = next(self.parameters()).device
         x0 = images.to(device).float() * 2 - 1
@@ -358,8 +393,6 @@ class Diffusion(GenerativeModel):
             return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
 
         if mask is None:
-            if not 0 < strength <= 1:
-                raise ConfigError(f"strength = {strength} must be in (0, 1]", "e.g. --strength 0.6")
             start = max(0, round(strength * (c.timesteps - 1)))
             timesteps = schedule.timesteps_for(max(1, min(start + 1, round(steps * strength))), start)
             x = schedule.add_noise(x0, noise_like(x0), torch.full((n,), start, device=device))
@@ -392,23 +425,3 @@ class Diffusion(GenerativeModel):
                 else:
                     x = step
         return ((x + 1) / 2).clamp(0, 1)
-
-    def report_figures(self, data, generator: torch.Generator) -> list[tuple[torch.Tensor, int, str]]:
-        """Conditional models: one row of samples per class (per class caption for text models)."""
-        c = self.config
-        if c.condition == "none":
-            return []
-        labels = torch.arange(c.num_classes).repeat_interleave(10)
-        caption = "one row per class: " + ", ".join(c.class_names)
-        if c.condition == "text":
-            from genlab.models.text_encoder import class_prompt
-
-            caption = "one row per prompt: " + ", ".join(repr(class_prompt(name)) for name in c.class_names)
-        return [(self.sample(len(labels), labels=labels, generator=generator, sampler="dpm++", steps=20), 10, caption)]
-
-
-class EMAUpdate(pl.Callback):
-    """After each optimiser step, move the EMA weights towards the trained ones."""
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        pl_module.model.update_ema()

@@ -1,6 +1,6 @@
 """Sampling text from a language model, one token at a time, as a stream of text pieces.
 
-The loop is family-agnostic. A model offers two calls:
+The loop is family-agnostic. A language model offers two calls:
 
 - `prefill(ids (1, T)) -> (logits (V,), state)`: run a window of tokens, return the
   next-token logits and whatever makes the next step cheap (a GPT's KV cache, an LSTM's
@@ -35,8 +35,8 @@ MAX_NEW_TOKENS = 100_000  # a hard bound, so that no request runs unbounded
 
 
 # Below this many FLOPs (~2 x parameters x tokens) a forward pass runs on one thread: its operations
-# are microseconds each, and waking and joining a second thread costs more than it saves (far more on
-# a busy machine, where a 32-token re-prefill at 2 threads took 10x its one-thread time).
+# are microseconds each, and waking and joining a second thread costs more than it saves, far more on
+# a busy machine (docs/lm.md).
 ONE_THREAD_FLOPS = 2e8
 
 
@@ -204,21 +204,20 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
 
 def generate(model: Any, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
-             stop: str | Sequence[str] | None = None, seed: int | None = None,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[str]:
+             stop: str | Sequence[str] | None = None, seed: int | None = None, use_cache: bool = True) -> Iterator[str]:
     """Text pieces continuing `prompt`, yielded as they are produced (see the module docstring).
 
-    `seed` makes the output reproducible (a `generator` may be passed instead); without
-    either, sampling draws from torch's global generator. An empty prompt starts from the
-    model's start token (a newline where the tokenizer has one).
+    `seed` makes the output reproducible; without it, sampling draws from torch's global generator.
+    An empty prompt starts from the model's start token (a newline where the tokenizer has one).
     """
-    from genlab.tokenizers import StreamDecoder
+    from genlab.models.lm.tokenizers import StreamDecoder
 
     check_options(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise ConfigError("this model has no tokenizer attached", "load it with genlab.load(folder), which reads it")
-    if generator is None and seed is not None:
+    generator = None
+    if seed is not None:
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     ids = tokenizer.encode(prompt) if prompt else model.start_ids()
     stops = [stop] if isinstance(stop, str) else list(stop or [])

@@ -20,28 +20,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config import validate
 from genlab.errors import ConfigError
-from genlab.models.lm import LanguageModel, TextConfig
+from genlab.models.lm.base import LanguageModel, TextConfig
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (n_layer, B, hidden)
 
 
 @dataclasses.dataclass(frozen=True)
 class RNNConfig(TextConfig):
-    block_size: int = 128  # tokens per training window
-    bptt: int = 64  # gradient truncation inside a window (the state still flows through it all)
+    block_size: int = 128
+    """tokens per training window"""
+    bptt: int = 64
+    """gradient truncation inside a window (the state still flows through it all)"""
     n_layer: int = 2
+    """LSTM layers"""
     n_embd: int = 256
+    """token embedding size"""
     hidden: int = 256
-    dropout: float = 0.0  # between LSTM layers and before the head
-    embed_dropout: float = 0.0  # drops whole embedding rows (AWD-LSTM)
+    """LSTM hidden units per layer"""
+    dropout: float = 0.0
+    """dropout between LSTM layers and before the head"""
+    embed_dropout: float = 0.0
+    """drops whole rows of the embedding matrix (AWD-LSTM)"""
     tie_weights: bool = True
+    """the output head shares the token embedding's matrix (through a projection when the sizes differ)"""
 
     def __post_init__(self):
-        validate(self)
-        if self.block_size < 2 or self.bptt < 1 or self.n_layer < 1 or self.hidden < 1:
-            raise ConfigError("block_size must be >= 2 and bptt, n_layer, hidden >= 1")
+        super().__post_init__()
+        if self.bptt < 1 or self.n_layer < 1 or self.hidden < 1 or self.n_embd < 1:
+            raise ConfigError("bptt, n_layer, n_embd and hidden must be >= 1", "e.g. --model.n-layer 2 --model.hidden 256")
+        if not 0 <= self.dropout < 1 or not 0 <= self.embed_dropout < 1:
+            raise ConfigError("dropout and embed_dropout must be in [0, 1)", "e.g. --model.dropout 0.1")
 
 
 class RNN(LanguageModel):
@@ -49,13 +58,6 @@ class RNN(LanguageModel):
 
     family = "rnn"
     Config = RNNConfig
-    train_defaults = {**LanguageModel.train_defaults, "lr": 4e-3, "warmup_steps": 50, "betas": (0.9, 0.99)}
-    search_space = {"train.lr": {"low": 1e-3, "high": 2e-2, "log": True},
-                    "train.batch_size": {"choices": [16, 32, 64]},
-                    "model.n_layer": {"low": 1, "high": 3},
-                    "model.hidden": {"choices": [128, 256, 512]},
-                    "model.dropout": {"low": 0.0, "high": 0.3},
-                    "model.embed_dropout": {"low": 0.0, "high": 0.2}}
 
     def __init__(self, config: RNNConfig):
         super().__init__(config)

@@ -1,0 +1,7 @@
+"""`python -m genlab`: the same as the `genlab` command."""
+
+import sys
+
+from genlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""How each family trains: its TrainConfig defaults, its tuning space, its batches, optimisers and callbacks.
+
+A model file holds a network and its math; what it takes to train one well lives here, beside the
+engine, and takes what it needs explicitly (the model, the data, the TrainConfig). `recipe_for(family)`
+is what the engine, `genlab train`, `genlab tune` and `genlab finetune` read. This module imports
+neither Lightning nor any family: a recipe's callbacks come from genlab.engine.callbacks when a run
+asks for them.
+
+A search space maps `model.FIELD` (a field of the family's Config) or `train.FIELD` (of TrainConfig)
+to a range, a list of choices or a fixed value (genlab/tune/space.py has the format). It searches what
+changes the result at a fixed budget (learning rate, width, regularisation), not what the data fixes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+IMAGE_TRAINING = {"lr": 1e-3, "batch_size": 128, "max_steps": 3000}
+ADVERSARIAL_TRAINING = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 128, "max_steps": 3000, "warmup_steps": 0,
+                        "grad_clip": 10.0, "val_every": 500, "val_batches": 4, "sample_every": 500}
+TEXT_TRAINING = {"batch_size": 32, "max_steps": 3000, "schedule": "cosine", "min_lr_ratio": 0.0, "weight_decay": 0.0,
+                 "grad_clip": 1.0, "val_every": 500, "val_batches": 20, "sample_every": 1000, "log_every": 50}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The training recipe of one family; the defaults below serve image families trained with AdamW."""
+
+    defaults: dict[str, Any]  # TrainConfig fields this family trains best with (the CLI and YAML override them)
+    search_space: dict[str, Any]  # what `genlab tune FAMILY` searches; trial 0 of a study is the default config
+    monitor: str = "val/loss"  # the logged metric best.ckpt keeps the lowest of
+    preview: dict[str, Any] = dataclasses.field(default_factory=dict)  # SampleOptions fields of the samples/ previews
+
+    def loaders(self, model: Any, data: Any, train: Any, position: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
+        """Training and validation batches (None: no validation). `position()` is the number of training batches
+        already consumed: the training loader starts there, so that a resumed run sees the same batches."""
+        from genlab.data.loader import image_loaders
+
+        return image_loaders(data, train.batch_size, train.seed, position, train.holdout)
+
+    def optimizers(self, model: Any, train: Any) -> list[torch.optim.Optimizer]:
+        """AdamW with decoupled weight decay on matrices only."""
+        return [adamw(model.parameters(), train)]
+
+    def callbacks(self, model: Any, data: Any, train: Any) -> list[Any]:
+        """Lightning callbacks this family adds to its run."""
+        return []
+
+
+def adamw(parameters: Iterable[torch.nn.Parameter], train: Any) -> torch.optim.Optimizer:
+    """AdamW over `parameters`, decaying matrices (ndim >= 2) only."""
+    params = list(parameters)
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": train.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr, betas=tuple(train.betas))
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoPlayerRecipe(Recipe):
+    """GANs: one AdamW per player; the discriminator's learning rate is `d_lr_ratio` x the generator's (TTUR)."""
+
+    def optimizers(self, model: Any, train: Any) -> list[torch.optim.Optimizer]:
+        generator, discriminator = model.players()
+
+        def player(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(module.parameters(), lr=lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+
+        return [player(generator, train.lr), player(discriminator, train.lr * model.config.d_lr_ratio)]
+
+
+@dataclasses.dataclass(frozen=True)
+class GANRecipe(TwoPlayerRecipe):
+    def callbacks(self, model: Any, data: Any, train: Any) -> list[Any]:
+        """The collapse monitor: recall, FD-genlab and the class mix of samples at every validation pass."""
+        from genlab.engine.callbacks import CollapseMonitor
+
+        c = model.config
+        return [CollapseMonitor(data, c.monitor_samples, c.collapse_recall, train.seed, train.progress)] \
+            if c.monitor_samples else []
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionRecipe(Recipe):
+    def callbacks(self, model: Any, data: Any, train: Any) -> list[Any]:
+        from genlab.engine.callbacks import EMAUpdate
+
+        return [EMAUpdate()]
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageRecipe(Recipe):
+    def loaders(self, model: Any, data: Any, train: Any, position: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
+        """Windows of block_size + 1 tokens: random ones for training, the held-out tail for validation. With
+        BPE-dropout the training text is `bpe_copies` segmentations of it, and the held-out tail is cut at a
+        line of the text (the copies differ in length) and encoded the one deterministic way."""
+        import numpy as np
+
+        from genlab.data.loader import text_loaders, window_loaders
+
+        c, holdout = model.config, train.holdout
+        if not c.bpe_dropout:
+            return text_loaders(model.encode(data.train), c.block_size, train.batch_size, train.seed, position, holdout)
+        text = data.train
+        cut = len(text)
+        if holdout > 0:
+            cut = text.rfind("\n", 0, int(len(text) * (1 - holdout))) + 1 or int(len(text) * (1 - holdout))
+        copies = model.require_tokenizer().encode_with_dropout(text[:cut], c.bpe_dropout, c.bpe_copies, seed=train.seed)
+        return window_loaders(torch.from_numpy(np.concatenate(copies)), model.encode(text[cut:]) if holdout > 0 else None,
+                              c.block_size, train.batch_size, train.seed, position)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTRecipe(LanguageRecipe):
+    def optimizers(self, model: Any, train: Any) -> list[torch.optim.Optimizer]:
+        """Muon for the blocks' matrices, AdamW for embeddings, head and gains; or AdamW for all (and for LoRA's
+        adapters), decaying matrices only. Frozen parameters (LoRA's base) are left out."""
+        from genlab.engine.optim import MuonAdamW
+
+        c = model.config
+        params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if c.optimizer != "muon" or c.lora_rank:
+            return [adamw([p for _, p in params], train)]
+        hidden = [p for n, p in params if n.startswith("blocks.") and p.ndim == 2]
+        other = [p for n, p in params if not (n.startswith("blocks.") and p.ndim == 2)]
+        groups = [{"params": hidden, "use_muon": True, "lr": train.lr * c.muon_lr_ratio, "weight_decay": train.weight_decay},
+                  {"params": other, "lr": train.lr, "betas": train.betas, "weight_decay": 0.0}]
+        return [MuonAdamW([g for g in groups if g["params"]])]
+
+
+RECIPES: dict[str, Recipe] = {
+    "vae": Recipe(
+        defaults=IMAGE_TRAINING,
+        search_space={"train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                      "train.batch_size": {"choices": [32, 64, 128]},
+                      "model.latent_dim": {"low": 4, "high": 64, "log": True},
+                      "model.hidden_dim": {"choices": [0, 128, 256, 512]},
+                      "model.widths": {"choices": [[16, 32], [32, 64], [64, 128]]},
+                      "model.res_blocks": {"low": 0, "high": 2}}),
+    "gan": GANRecipe(
+        defaults=ADVERSARIAL_TRAINING,
+        monitor="monitor/fd_genlab",  # best.ckpt: the lowest FD-genlab of the collapse monitor's samples
+        search_space={"train.lr": {"low": 5e-5, "high": 1e-3, "log": True},
+                      "train.batch_size": {"choices": [64, 128]},
+                      "model.d_lr_ratio": {"low": 0.5, "high": 4.0, "log": True},
+                      "model.latent_dim": {"choices": [64, 128]},
+                      "model.ema_decay": {"choices": [0.99, 0.999]},
+                      "model.loss": {"choices": ["hinge", "non-saturating"]}}),
+    "pix2pix": TwoPlayerRecipe(
+        defaults=ADVERSARIAL_TRAINING,
+        monitor="val/l1",
+        search_space={"train.lr": {"low": 5e-5, "high": 1e-3, "log": True},
+                      "model.l1_weight": {"low": 10.0, "high": 300.0, "log": True},
+                      "model.d_lr_ratio": {"low": 0.5, "high": 4.0, "log": True},
+                      "model.widths": {"choices": [[16, 32, 64], [32, 64, 128]]}}),
+    "diffusion": DiffusionRecipe(
+        defaults={"lr": 5e-4, "batch_size": 128, "max_steps": 4000, "warmup_steps": 100, "schedule": "cosine",
+                  "grad_clip": 1.0, "val_every": 500, "val_batches": 8, "sample_every": 500},
+        preview={"steps": 25},
+        search_space={"train.lr": {"low": 1e-4, "high": 2e-3, "log": True},
+                      "model.widths": {"choices": [[16, 32, 48, 64], [16, 32, 64, 96], [32, 48, 64, 96]]},
+                      "model.prediction": {"choices": ["eps", "v"]},
+                      "model.schedule": {"choices": ["linear", "cosine"]},
+                      "model.min_snr_gamma": {"choices": [0.0, 1.0, 5.0]},
+                      "model.ema_decay": {"choices": [0.99, 0.999, 0.9995]}}),
+    "rnn": LanguageRecipe(
+        defaults={**TEXT_TRAINING, "lr": 4e-3, "warmup_steps": 50, "betas": (0.9, 0.99)},
+        search_space={"train.lr": {"low": 1e-3, "high": 2e-2, "log": True},
+                      "train.batch_size": {"choices": [16, 32, 64]},
+                      "model.n_layer": {"low": 1, "high": 3},
+                      "model.hidden": {"choices": [128, 256, 512]},
+                      "model.dropout": {"low": 0.0, "high": 0.3},
+                      "model.embed_dropout": {"low": 0.0, "high": 0.2}}),
+    # precision auto: bf16 autocast where this CPU multiplies bf16 fast (genlab.hardware), fp32 elsewhere. At a
+    # fixed wall-clock the trade is size against steps: the space holds the learning rates, warm-up, batch, depth
+    # and width, centred on the defaults; dropout is left out (short budgets underfit; add it with --space).
+    "gpt": GPTRecipe(
+        defaults={**TEXT_TRAINING, "lr": 3e-3, "warmup_steps": 100, "betas": (0.9, 0.95), "precision": "auto"},
+        search_space={"train.lr": {"low": 1.5e-3, "high": 6e-3, "log": True},
+                      "train.batch_size": {"choices": [16, 32, 64]},
+                      "train.warmup_steps": {"low": 0, "high": 150, "step": 25},
+                      "model.n_layer": {"low": 3, "high": 5},
+                      "model.n_embd": {"choices": [96, 128, 192]},
+                      "model.muon_lr_ratio": {"low": 5.0, "high": 20.0, "log": True}}),
+}
+
+
+def recipe_for(family: str) -> Recipe:
+    from genlab.errors import ConfigError
+    from genlab.models import FAMILIES
+
+    if family not in RECIPES:
+        raise ConfigError(f"unknown model family {family!r}", f"use one of {', '.join(FAMILIES)}")
+    return RECIPES[family]
