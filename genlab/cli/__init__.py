@@ -339,6 +339,18 @@ def dispatch(argv: list[str]) -> None:
         _function(entry.show)(result)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever sys.stderr is when it writes (test runners and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -356,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     # Lightning's notes that do not concern a genlab user (--holdout 0 means no validation loader, on purpose)
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|does not have many workers|no `val_dataloader`).*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stderr)
+    log = logging.getLogger("genlab")  # genlab's own notes (a reference classifier trained, a kernel not built)
+    if not log.handlers:
+        log.addHandler(_Stderr())
+        log.setLevel(logging.INFO)
     try:
         if {"-h", "--help"} & set(argv):
             dispatch(argv)

@@ -354,9 +354,9 @@ def generate(run: str, prompt: str = "", max_new_tokens: int = 200, temperature:
     """
     from genlab.models.lm.generation import check_options
 
-    check_options(max_new_tokens, temperature, top_k, top_p, repetition_penalty)  # before the model loads
     model, _ = _load_run(run, record=False)
     need(model, TextGenerator, run)
+    check_options(max_new_tokens, temperature, top_k, top_p, repetition_penalty)  # before the first token
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     stop = [s.replace("\\n", "\n").replace("\\t", "\t") for s in stops]
     options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,

@@ -31,7 +31,7 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
         if not path.exists():
             known = ", ".join(DATASETS)
             raise DataError(f"--data {spec!r} is neither a registered dataset nor an existing path",
-                            f"use one of {known}, or a folder of images, a text file or a CSV file")
+                            f"use one of {known}, or a folder of images, a text file or a folder of text files")
         if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".parquet"):
             raise DataError(f"{path} is a table, and genlab has no family for tables yet",
                             "train on images (a folder, class subfolders as labels) or text (a .txt file or folder)")

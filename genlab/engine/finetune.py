@@ -53,7 +53,7 @@ def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]
     return str(out / "data.txt"), unknown
 
 
-def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] = "lora", rank: int = 8, alpha: float = 16.0,
+def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] | None = None, rank: int = 8, alpha: float = 16.0,
              embeddings: bool = False, out: str | None = None, max_steps: int = 500, max_time: str | None = None, lr: float | None = None,
              batch_size: int | None = None, warmup_steps: int = 20, dropout: float | None = None,
              bpe_dropout: float | None = None, holdout: float = 0.05, unknown: Literal["error", "drop"] = "error",
@@ -63,7 +63,8 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     Args:
         run: the pre-trained run folder (runs/NAME) or model folder.
         data: the target text: a file, a folder of text files, or a registered text dataset.
-        method: `full` trains every weight; `lora` trains rank-`rank` adapters and merges them for export (gpt only).
+        method: `full` trains every weight; `lora` trains rank-`rank` adapters and merges them for export
+            (default: lora where the family has adapter layers, else full).
         rank: LoRA rank.
         alpha: LoRA scale numerator: the update is (alpha / rank) B A.
         embeddings: with lora, also train the token embedding (tied to the head) and the norms' gains (LoRA+).
@@ -95,13 +96,14 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
 
     if not data:
         raise ConfigError("genlab finetune needs --data", "pass the target text: a file, a folder of text files or a dataset")
-    if method not in ("full", "lora"):
+    if method not in ("full", "lora", None):
         raise ConfigError(f"method {method!r} is not one of 'full', 'lora'", "use --method full or --method lora")
     base = load(run)
     if not isinstance(base, LanguageModel):
         raise ConfigError(f"{run} holds a {base.family} model; fine-tuning is for language models",
                           f"fine-tune a run of the {' or '.join(families_with(LanguageModel))} family")
     fields = {f.name for f in dataclasses.fields(base.config)}
+    method = method or ("lora" if "lora_rank" in fields else "full")
     if method == "lora" and "lora_rank" not in fields:  # the configs that declare adapters
         able = [name for name in families_with(LanguageModel)
                 if "lora_rank" in {f.name for f in dataclasses.fields(get_family(name).Config)}]

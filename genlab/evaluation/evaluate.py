@@ -114,7 +114,8 @@ def translation_metrics(model, data, n: int, seed: int, progress: bool) -> dict[
     except DataError:
         return metrics  # unlabelled data: no feature space for FD-genlab
     labels = torch.from_numpy(data.test_y[:n])
-    keep = ["fd_genlab", "kid_genlab", "precision", "recall", "density", "coverage", "class_accuracy"]
+    keep = ["fd_genlab", "kid_genlab", "precision", "recall", "density", "coverage", "class_accuracy", "fake_examples",
+            "real_examples", "reference_accuracy"]
     measured = sample_metrics(reference, data.test_x[:n], out, requested=labels if (labels >= 0).all() else None,
                               seed=seed)
     metrics |= {k: measured[k] for k in keep if k in measured}
@@ -159,11 +160,14 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     if n is None:
         n = model.eval_samples if isinstance(model, ImageSampler) else \
             model.eval_texts if isinstance(model, TextGenerator) else 10_000
-    if n < 10 and not isinstance(model, TextGenerator):
+    if isinstance(model, TextGenerator) and n < 1:
+        raise GenlabError(f"--n {n}: at least one text must be generated", "use --n 64 (the default) or more")
+    if not isinstance(model, TextGenerator) and n < 10:
         raise GenlabError(f"--n {n} is too few samples to measure anything", "use --n 1000 or more (default 10000)")
-    if n < 1 or k < 1 or batch_size < 1 or (max_examples is not None and max_examples < 1):
-        raise GenlabError(f"n = {n}, k = {k}, batch_size = {batch_size}, max_examples = {max_examples}: each must be "
-                          "at least 1", "e.g. genlab eval RUN --n 1000 --k 200")
+    for name, value in (("k", k), ("batch_size", batch_size), ("max_examples", max_examples)):
+        if value is not None and value < 1:
+            raise GenlabError(f"--{name.replace('_', '-')} {value} must be at least 1",
+                              f"pass --{name.replace('_', '-')} 1 or more" + (" (200 is the protocol's)" if name == "k" else ""))
     torch.manual_seed(seed)
     history = read_metrics(run_path)
     metrics: dict[str, Any] = {"run": run_path.name, "family": model.family, "data": record["data"],

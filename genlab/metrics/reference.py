@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import re
 import time
@@ -36,8 +37,10 @@ from tqdm.auto import tqdm
 
 from genlab.config import from_dict, to_dict
 from genlab.data.base import ImageData
-from genlab.errors import ConfigError, DataError
-from genlab.files import atomic_write, genlab_home
+from genlab.errors import ConfigError, DataError, GenlabError
+from genlab.files import atomic_write, genlab_home, refuse_pickle
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE, META_FILE = "model.safetensors", "meta.json"
 FORMAT_VERSION = 1
@@ -228,9 +231,8 @@ def reference_classifier(data: ImageData, config: ReferenceConfig | None = None,
     atomic_write(folder / WEIGHTS_FILE, save_safetensors(weights, metadata={"format": str(FORMAT_VERSION)}))
     atomic_write(folder / META_FILE, json.dumps(meta, indent=1))  # last: marks the folder complete
     reference = ReferenceClassifier(net, tuple(data.classes), meta, folder, trained=True)
-    if progress:
-        print(f"reference classifier for {data.name}: test accuracy {reference.accuracy:.2%}, "
-              f"trained in {meta['train_seconds']:.0f} s, cached in {folder}")
+    log.info("reference classifier for %s: test accuracy %.2f%%, trained in %.0f s, cached in %s", data.name,
+             100 * reference.accuracy, meta["train_seconds"], folder)
     return reference
 
 
@@ -246,13 +248,10 @@ def _load(folder: Path, data: ImageData, config: ReferenceConfig, progress: bool
             return None
         net = ReferenceNet(meta["shape"][0], tuple(meta["shape"][1:]), len(meta["classes"]),
                            from_dict(ReferenceConfig, meta["config"]))
-        weights = (folder / WEIGHTS_FILE).read_bytes()
-        if weights[:1] == b"\x80" or weights[:2] == b"PK":
-            raise ValueError("the weights file is a pickle, not safetensors")  # never handed to a pickle loader
-        net.load_state_dict(load_safetensors(weights), strict=True)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, ConfigError) as error:
-        if progress:
-            print(f"reference classifier cache {folder} is unreadable ({str(error)[:200]}); training it again")
+        refuse_pickle(folder / WEIGHTS_FILE)  # never handed to a pickle loader
+        net.load_state_dict(load_safetensors((folder / WEIGHTS_FILE).read_bytes()), strict=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError, GenlabError) as error:
+        log.warning("reference classifier cache %s is unreadable (%s); training it again", folder, str(error)[:200])
         return None
     return ReferenceClassifier(net, tuple(meta["classes"]), meta, folder, trained=False)
 
@@ -291,9 +290,8 @@ def _train(data: ImageData, config: ReferenceConfig, progress: bool) -> tuple[Re
         net = net.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=epochs * steps_per_epoch)
-        if progress:
-            print(f"training the reference classifier for {data.name}: {epochs} epochs over "
-                  f"{len(train_x):,} images of shape {tuple(train_x.shape[1:])}")
+        log.info("training the reference classifier for %s: %d epochs over %s images of shape %s", data.name, epochs,
+                 f"{len(train_x):,}", tuple(train_x.shape[1:]))
         bar = tqdm(total=epochs * steps_per_epoch, desc="reference classifier", disable=not progress)
         for _ in range(epochs):
             net.train()

@@ -195,7 +195,7 @@ def check_count(n: int, what: str = "images") -> None:
 
 
 class Capability:
-    """A declared ability; `ability` completes "a ... model cannot ..." in errors."""
+    """A declared ability; `ability` completes "this ... model cannot ..." in errors."""
 
     ability: ClassVar[str]
 
@@ -360,5 +360,6 @@ def require(model: GenerativeModel, capability: type[Capability]) -> None:
     from genlab.models import families_with
 
     able = families_with(capability)
-    raise ConfigError(f"a {model.family} model cannot {capability.ability}",
-                      f"use a model of the {' or '.join(able)} family" if able else "no family can yet")
+    listed = ", ".join(able[:-1]) + " or " + able[-1] if len(able) > 1 else "".join(able)
+    raise ConfigError(f"this {model.family} model cannot {capability.ability}",
+                      f"use a {listed} model" if able else "no family can yet")
