@@ -9,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 DEMO_RUN ?= runs/demo-vae
 DEMO_TIME ?= 150s
 
-.PHONY: setup data browser postgres demo test test-all bench bench-data lint clean
+.PHONY: setup data browser postgres demo test bench bench-data lint clean
 
 setup: $(STAMP) data
 
@@ -39,6 +39,7 @@ $(STAMP): pyproject.toml
 	  || $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
 	fi
 	$(PIP) install -q -e ".[dev]"
+	@$(PY) -m compileall -q genlab  # bytecode up front: a verb then starts without compiling genlab's modules
 	@touch $(STAMP)
 
 # Fashion-MNIST from Debian's package when apt is usable; otherwise genlab downloads the
@@ -68,10 +69,8 @@ demo: setup
 	@echo; echo "demo done: open $(DEMO_RUN)/report.html (grids: $(DEMO_RUN)/samples.png, reconstructions.png, interpolation.png)"
 
 test: setup browser postgres
+	$(VENV)/bin/ruff check genlab tests bench
 	$(PY) -m pytest -q
-
-test-all: setup browser postgres
-	$(PY) -m pytest -q -m ""
 
 bench: setup bench-data
 	$(PY) bench/vae.py

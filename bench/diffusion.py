@@ -51,6 +51,7 @@ from genlab.data import load_data
 from genlab.data.loader import BatchLoader, split_validation
 from genlab.metrics.images import sample_metrics
 from genlab.metrics.reference import reference_classifier
+from genlab.models.diffusion import DiffusionSampleOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gan import split_parts, timing  # noqa: E402  (shared with the GAN benchmark)
@@ -58,26 +59,57 @@ from vae import cpu_model, usable_cores  # noqa: E402  (the machine helpers of t
 
 PARTS = ["anchor", "genlab", "samplers", "speed", "text", "score"]
 ANCHOR_NAME = "diffusers UNet2DModel (16, 32, 64) x2 + DDPMScheduler"
-# The optimiser recipe both models train with (genlab's diffusion train_defaults).
-RECIPE = {"lr": 5e-4, "warmup_steps": 100, "min_lr_ratio": 0.1, "betas": (0.9, 0.999), "grad_clip": 1.0, "ema_decay": 0.999}
+# The optimiser recipe both models train with (genlab's diffusion recipe, genlab/engine/recipes.py).
+RECIPE = {
+    "lr": 5e-4,
+    "warmup_steps": 100,
+    "min_lr_ratio": 0.1,
+    "betas": (0.9, 0.999),
+    "grad_clip": 1.0,
+    "ema_decay": 0.999,
+}
 SCORE_KEYS = ["fd_genlab", "kid_genlab", "precision", "recall", "density", "coverage", "class_histogram_tv"]
 # Prompts for the text-to-image part: the class names as captions, and paraphrases that share no
 # template with training (genlab.models.captions holds the templates; none of these words is a class name).
 CLASS_PROMPTS = ["a t-shirt", "a pair of trousers", "a pullover", "a dress", "a coat", "a sandal", "a shirt",
                  "a sneaker", "a bag", "an ankle boot"]
-PARAPHRASES = ["a short-sleeved tee for summer", "denim jeans", "a warm knitted jumper", "an elegant gown for the evening",
-               "a winter overcoat", "open summer footwear with straps", "a button-down top with a collar",
-               "comfortable running shoes", "a leather handbag", "boots that cover the ankle"]
+PARAPHRASES = [
+    "a short-sleeved tee for summer", "denim jeans", "a warm knitted jumper",
+    "an elegant gown for the evening", "a winter overcoat", "open summer footwear with straps",
+    "a button-down top with a collar", "comfortable running shoes", "a leather handbag",
+    "boots that cover the ankle",
+]
 # A second set of unseen prompts (class index, prompt) on which the prompt prior's temperature is chosen,
 # so that the paraphrases above stay a test set.
-SELECTION_PROMPTS = [(2, "a cosy fleece hoodie"), (1, "blue jeans"), (3, "a long summer dress"), (4, "a waterproof rain jacket"),
-                     (5, "beach sandals"), (6, "a plaid flannel"), (7, "running trainers"), (8, "a backpack"),
-                     (9, "winter boots"), (6, "a polo shirt"), (3, "a wedding gown"), (1, "cargo pants"), (0, "a sleeveless vest top")]
+SELECTION_PROMPTS = [
+    (2, "a cosy fleece hoodie"),
+    (1, "blue jeans"),
+    (3, "a long summer dress"),
+    (4, "a waterproof rain jacket"),
+    (5, "beach sandals"),
+    (6, "a plaid flannel"),
+    (7, "running trainers"),
+    (8, "a backpack"),
+    (9, "winter boots"),
+    (6, "a polo shirt"),
+    (3, "a wedding gown"),
+    (1, "cargo pants"),
+    (0, "a sleeveless vest top"),
+]
 # A second test set of unseen prompts, written after the prompt prior's first form (single captions
 # weighed alone) had been scored on PARAPHRASES and before its present form was: reported beside them.
-MORE_PARAPHRASES = [(0, "a basic cotton tee"), (1, "straight-leg denims"), (2, "a thick woollen jersey"), (3, "a summer sundress"),
-                    (4, "a padded anorak"), (5, "strappy flat shoes for the beach"), (6, "a long-sleeved oxford with buttons"),
-                    (7, "athletic footwear for the gym"), (8, "a carry-all for groceries"), (9, "short leather boots with a zip")]
+MORE_PARAPHRASES = [
+    (0, "a basic cotton tee"),
+    (1, "straight-leg denims"),
+    (2, "a thick woollen jersey"),
+    (3, "a summer sundress"),
+    (4, "a padded anorak"),
+    (5, "strappy flat shoes for the beach"),
+    (6, "a long-sleeved oxford with buttons"),
+    (7, "athletic footwear for the gym"),
+    (8, "a carry-all for groceries"),
+    (9, "short leather boots with a zip"),
+]
 
 # Written together, before the class lexicon of genlab.models.text_encoder was widened (2026-12-02):
 # DEV_PROMPTS to develop the lexicon on (text retrieval only), FRESH_PARAPHRASES a test set that no
@@ -110,7 +142,7 @@ def anchor_unet(channels: int, size: int):
 def anchor_schedule(steps: int):
     """genlab's own learning-rate schedule (genlab.engine.lr_factor, cosine) for the anchor's loop."""
     from genlab.config import TrainConfig
-    from genlab.engine import lr_factor
+    from genlab.engine.trainer import lr_factor
 
     config = TrainConfig(max_steps=steps, lr=RECIPE["lr"], warmup_steps=RECIPE["warmup_steps"], schedule="cosine",
                          min_lr_ratio=RECIPE["min_lr_ratio"])
@@ -180,16 +212,26 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def ours_samples(model, n: int, sampler: str, steps: int, seed: int, chunk: int = 250, **options) -> np.ndarray:
     generator = torch.Generator().manual_seed(seed)
-    return np.concatenate([to_uint8(model.sample(min(chunk, n - i), generator=generator, sampler=sampler, steps=steps,
-                                                 **options)) for i in range(0, n, chunk)])
+    opts = DiffusionSampleOptions(sampler=sampler, steps=steps, **options)
+    return np.concatenate([to_uint8(model.sample(min(chunk, n - i), generator=generator, options=opts))
+                           for i in range(0, n, chunk)])
 
 
 def train_genlab(data: str, run: Path, steps: int, batch_size: int, seed: int, threads: int,
                  model: dict[str, Any] | None = None) -> dict[str, Any]:
     """genlab.train with the family's defaults; the clock includes its validation, previews and export."""
     start = time.perf_counter()
-    genlab.train("diffusion", data, str(run), model=model, max_steps=steps, batch_size=batch_size, seed=seed,
-                 progress=sys.stderr.isatty(), threads=threads, val_every=max(steps // 4, 1), sample_every=max(steps // 4, 1))
+    genlab.train(
+        "diffusion", data, str(run),
+        model=model,
+        max_steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        progress=sys.stderr.isatty(),
+        threads=threads,
+        val_every=max(steps // 4, 1),
+        sample_every=max(steps // 4, 1),
+    )
     seconds = time.perf_counter() - start
     loaded = genlab.load(run / "model")
     return {"model": loaded, "steps": steps, "train_seconds": seconds, "parameters": loaded.num_parameters()}
@@ -222,11 +264,16 @@ def speed_part(data, channels: int, size: int, args) -> dict[str, Any]:
 
     batch = torch.randn(args.batch_size, channels, size, size)
     result: dict[str, Any] = {"batch_size": args.batch_size, "sampling_images": args.speed_images, "sampling_steps": 50}
-    result["genlab_train_images_per_s"] = round(train_speed(lambda x, t: model.net(x, t), model.net.parameters(), batch, args.speed_repeats), 1)
-    result["anchor_train_images_per_s"] = round(train_speed(lambda x, t: anchor(x, t).sample, anchor.parameters(), batch, args.speed_repeats), 1)
+    result["genlab_train_images_per_s"] = round(
+        train_speed(lambda x, t: model.net(x, t), model.net.parameters(), batch, args.speed_repeats), 1
+    )
+    result["anchor_train_images_per_s"] = round(
+        train_speed(lambda x, t: anchor(x, t).sample, anchor.parameters(), batch, args.speed_repeats), 1
+    )
     model.eval()
     start = time.perf_counter()
-    model.sample(args.speed_images, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=50)
+    model.sample(args.speed_images, generator=torch.Generator().manual_seed(0),
+                 options=DiffusionSampleOptions(sampler="ddim", steps=50))
     result["genlab_sample_images_per_s"] = round(args.speed_images / (time.perf_counter() - start), 2)
     start = time.perf_counter()
     anchor_samples(anchor, DDPMScheduler(num_train_timesteps=1000), args.speed_images, 50, 0, chunk=args.speed_images)
@@ -247,10 +294,14 @@ def previous_timing(part_file: Path) -> dict[str, Any]:
 def shared_words(prompts: list[str], class_names: list[str]) -> dict[str, list[str]]:
     """Per paraphrase, the content words that some training caption also uses: the honesty check on
     "words never seen in training"."""
-    from genlab.models.text_encoder import captions_for
+    from genlab.models.diffusion.text import captions_for
 
     def words(text: str) -> set[str]:
-        return {w for w in text.lower().replace("-", " ").split() if w not in {"a", "an", "the", "of", "for", "with", "that"}}
+        return {
+            w
+            for w in text.lower().replace("-", " ").split()
+            if w not in {"a", "an", "the", "of", "for", "with", "that"}
+        }
 
     seen = set().union(*(words(c) for name in class_names for c in captions_for(name)))
     return {p: sorted(words(p) & seen) for p in prompts}
@@ -272,8 +323,9 @@ def text_part(args, data, work: Path, n_train: int, threads: int, command: str) 
     def accuracy(prompts: list[tuple[int, str]], guidance: float, prior: float) -> dict[str, Any]:
         correct, per_prompt = 0, {}
         for seed, (label, prompt) in enumerate(prompts):
-            images = model.sample(args.prompt_samples, prompt=prompt, guidance=guidance, sampler="dpm++", steps=20,
-                                  prompt_prior=prior, generator=torch.Generator().manual_seed(seed))
+            images = model.sample(args.prompt_samples, prompt=prompt, generator=torch.Generator().manual_seed(seed),
+                                  options=DiffusionSampleOptions(guidance=guidance, sampler="dpm++", steps=20,
+                                                                 prompt_prior=prior))
             _, probs = reference.embed(images)
             hits = int((torch.as_tensor(probs).argmax(1) == label).sum())
             per_prompt[prompt] = round(hits / len(images), 3)
@@ -300,11 +352,15 @@ def text_part(args, data, work: Path, n_train: int, threads: int, command: str) 
             section["by_prior"].setdefault(str(prior), {})[str(guidance)] = scores
             if prior == chosen:
                 section["by_guidance"][str(guidance)] = scores
-            print(f"[text] prompt prior {prior}, guidance {guidance}: class names "
-                  f"{scores['class_name_prompts']['accuracy']:.3f}, paraphrases {scores['paraphrase_prompts']['accuracy']:.3f}, "
-                  f"more paraphrases {scores['more_paraphrase_prompts']['accuracy']:.3f}, fresh paraphrases "
-                  f"{scores['fresh_paraphrase_prompts']['accuracy']:.3f}, dev prompts {scores['dev_prompts']['accuracy']:.3f}",
-                  flush=True)
+            print(
+                f"[text] prompt prior {prior}, guidance {guidance}: class names "
+                f"{scores['class_name_prompts']['accuracy']:.3f}, "
+                f"paraphrases {scores['paraphrase_prompts']['accuracy']:.3f}, "
+                f"more paraphrases {scores['more_paraphrase_prompts']['accuracy']:.3f}, fresh paraphrases "
+                f"{scores['fresh_paraphrase_prompts']['accuracy']:.3f}, "
+                f"dev prompts {scores['dev_prompts']['accuracy']:.3f}",
+                flush=True,
+            )
     return section
 
 
@@ -312,11 +368,18 @@ def text_part(args, data, work: Path, n_train: int, threads: int, command: str) 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--epochs", type=float, default=3, help="training epochs of both models (default 3)")
-    p.add_argument("--text-epochs", type=float, default=6, help="training epochs of the text-conditioned model (default 6)")
+    p.add_argument(
+        "--text-epochs",
+        type=float,
+        default=6,
+        help="training epochs of the text-conditioned model (default 6)",
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps instead of --epochs (smoke tests)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-samples", type=int, default=2000, help="DDIM-50 samples per model (default 2000)")
@@ -349,10 +412,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "bench/diffusion.py", *(argv if argv is not None else sys.argv[1:])])
-    machine = {"cores": usable_cores(), "cpu_model": cpu_model(), "torch_version": torch.__version__, "threads": threads}
+    machine = {
+        "cores": usable_cores(),
+        "cpu_model": cpu_model(),
+        "torch_version": torch.__version__,
+        "threads": threads,
+    }
 
     def write(part: str, section: dict[str, Any]) -> None:
-        (work / f"{part}.json").write_text(json.dumps({**section, "machine": machine, "command": command}, indent=2) + "\n")
+        (work / f"{part}.json").write_text(
+            json.dumps({**section, "machine": machine, "command": command}, indent=2) + "\n"
+        )
         print(f"[{part}] {json.dumps({k: v for k, v in section.items() if not isinstance(v, dict)})}", flush=True)
 
     if "anchor" in args.parts:
@@ -361,8 +431,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         start = time.perf_counter()
         samples = anchor_samples(trained["unet"], trained["scheduler"], args.eval_samples, 50, 0)
         np.save(work / "anchor_ddim50.npy", samples)
-        write("anchor", {"name": ANCHOR_NAME, **timing(trained, args.batch_size, len(train_x), command), "final_loss": trained["final_loss"],
-                         "sample_seconds": round(time.perf_counter() - start, 1)})
+        write(
+            "anchor",
+            {
+                "name": ANCHOR_NAME,
+                **timing(trained, args.batch_size, len(train_x), command),
+                "final_loss": trained["final_loss"],
+                "sample_seconds": round(time.perf_counter() - start, 1),
+            },
+        )
 
     if "genlab" in args.parts:
         previous = work / "genlab.json"
@@ -375,14 +452,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             section = timing(trained, args.batch_size, len(train_x), command)
         start = time.perf_counter()
         np.save(work / "genlab_ddim50.npy", ours_samples(trained["model"], args.eval_samples, "ddim", 50, 0))
-        write("genlab", {**section, "run_folder": str(work / "dm"), "sample_seconds": round(time.perf_counter() - start, 1)})
+        write(
+            "genlab",
+            {
+                **section,
+                "run_folder": str(work / "dm"),
+                "sample_seconds": round(time.perf_counter() - start, 1),
+            },
+        )
 
     if "samplers" in args.parts:
         model = genlab.load(work / "dm" / "model")
         section = {}
         for sampler, n_steps in (("dpm++", 20), ("ddim", 250)):
             start = time.perf_counter()
-            np.save(work / f"genlab_{sampler}{n_steps}.npy", ours_samples(model, args.sampler_samples, sampler, n_steps, 1))
+            np.save(
+                work / f"genlab_{sampler}{n_steps}.npy",
+                ours_samples(model, args.sampler_samples, sampler, n_steps, 1),
+            )
             section[f"{sampler}{n_steps}_seconds"] = round(time.perf_counter() - start, 1)
         write("samplers", section)
 
@@ -401,8 +488,11 @@ def score(args, data, work: Path, machine: dict[str, Any], command: str) -> dict
     reference = reference_classifier(data, progress=True)
     n_test = min(args.test_examples, len(data.test_x))
     test_x = data.test_x[:n_test]
-    report: dict[str, Any] = {"machine": machine, "command": command,
-                              "budget": {"data": args.data, "test_examples": n_test, "reference_accuracy": reference.accuracy}}
+    report: dict[str, Any] = {
+        "machine": machine,
+        "command": command,
+        "budget": {"data": args.data, "test_examples": n_test, "reference_accuracy": reference.accuracy},
+    }
     for part in ("anchor", "genlab", "samplers", "speed", "text"):
         path = work / f"{part}.json"
         if path.exists():
@@ -411,8 +501,9 @@ def score(args, data, work: Path, machine: dict[str, Any], command: str) -> dict
         path = work / f"{name}.npy"
         if path.exists():
             metrics = sample_metrics(reference, test_x, np.load(path))
-            report.setdefault("scores", {})[name] = {k: round(float(metrics[k]), 5) for k in SCORE_KEYS if k in metrics} | {
-                "samples": int(metrics["fake_examples"])}
+            report.setdefault("scores", {})[name] = {
+                k: round(float(metrics[k]), 5) for k in SCORE_KEYS if k in metrics
+            } | {"samples": int(metrics["fake_examples"])}
     report["bar"] = bar(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -436,13 +527,19 @@ def bar(report: dict[str, Any]) -> dict[str, bool | None]:
         "parameters_within_10%": abs(g["parameters"] / a["parameters"] - 1) <= 0.1 if g and a else None,
         "fd_genlab_below_anchor": ours["fd_genlab"] < theirs["fd_genlab"] if ours and theirs else None,
         "kid_genlab_below_anchor": ours["kid_genlab"] < theirs["kid_genlab"] if ours and theirs else None,
-        "dpm20_fd_within_10%_of_ddim250": within(fast["fd_genlab"], slow["fd_genlab"]) if fast and slow else None,
-        "dpm20_kid_within_10%_of_ddim250": within(fast["kid_genlab"], slow["kid_genlab"]) if fast and slow else None,
+        "dpm20_fd_within_10%_of_ddim250": within(fast["fd_genlab"], slow["fd_genlab"])
+        if fast and slow
+        else None,
+        "dpm20_kid_within_10%_of_ddim250": within(fast["kid_genlab"], slow["kid_genlab"])
+        if fast and slow
+        else None,
         "train_speed_at_least_1.5x": speed["train_ratio"] >= 1.5 if speed else None,
         "sample_speed_at_least_1.5x": speed["sample_ratio"] >= 1.5 if speed else None,
         "class_prompts_at_least_90%": max(accuracy["class_name_prompts"]) >= 0.9 if text else None,
         "paraphrases_at_least_75%": max(accuracy["paraphrase_prompts"]) >= 0.75 if text else None,
-        "both_text_bars_at_one_guidance": any(c >= 0.9 and p >= 0.75 for c, p in zip(*accuracy.values())) if text else None,
+        "both_text_bars_at_one_guidance": any(c >= 0.9 and p >= 0.75 for c, p in zip(*accuracy.values()))
+        if text
+        else None,
     }
 
 

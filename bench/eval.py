@@ -70,8 +70,13 @@ def main() -> None:
     # 3. the timed pass, on the cleanest comparison
     timed_start = time.time()
     clean = sample_metrics(reference, real, pool)
-    timed = {"total_seconds": round(time.time() - timed_start, 2), "feature_seconds": round(clean["feature_seconds"], 2),
-             "metric_seconds": round(clean["metric_seconds"], 2), "real_examples": len(real), "fake_examples": len(pool)}
+    timed = {
+        "total_seconds": round(time.time() - timed_start, 2),
+        "feature_seconds": round(clean["feature_seconds"], 2),
+        "metric_seconds": round(clean["metric_seconds"], 2),
+        "real_examples": len(real),
+        "fake_examples": len(pool),
+    }
     print(f"full metric pass over {len(real):,} + {len(pool):,} images: {timed['total_seconds']:.1f} s")
 
     # 2. the sanity table
@@ -89,22 +94,42 @@ def main() -> None:
     fd = {r["generator"]: r["fd_genlab"] for r in rows}
     checks = {
         "reference_accuracy_at_least_92": reference.accuracy >= 0.92,
-        "fd_monotone_in_blur": all(a < b for a, b in zip([fd["training images (real)"]] + [fd[f"blur sigma={s}"] for s in (0.5, 1.0, 1.5)],
-                                                        [fd[f"blur sigma={s}"] for s in (0.5, 1.0, 1.5, 2.0)])),
-        "fd_monotone_in_noise": all(a < b for a, b in zip([fd["training images (real)"]] + [fd[f"gaussian noise std={s}"] for s in (0.05, 0.1, 0.2)],
-                                                         [fd[f"gaussian noise std={s}"] for s in (0.05, 0.1, 0.2, 0.4)])),
+        "fd_monotone_in_blur": all(
+            a < b
+            for a, b in zip(
+                [fd["training images (real)"]] + [fd[f"blur sigma={s}"] for s in (0.5, 1.0, 1.5)],
+                [fd[f"blur sigma={s}"] for s in (0.5, 1.0, 1.5, 2.0)],
+            )
+        ),
+        "fd_monotone_in_noise": all(
+            a < b
+            for a, b in zip(
+                [fd["training images (real)"]] + [fd[f"gaussian noise std={s}"] for s in (0.05, 0.1, 0.2)],
+                [fd[f"gaussian noise std={s}"] for s in (0.05, 0.1, 0.2, 0.4)],
+            )
+        ),
         "noise_fd_over_100x_real": fd["uniform noise"] > 100 * fd["training images (real)"],
         "collapse_recall_below_half_of_real": rows[-1]["recall"] < 0.5 * rows[0]["recall"],
         "metric_pass_under_120_s": timed["total_seconds"] < 120,
     }
     result = {
-        "machine": {"cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "torch_version": torch.__version__},
+        "machine": {
+            "cores": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch_version": torch.__version__,
+        },
         "data": args.data,
-        "reference_classifier": {"test_accuracy": reference.accuracy, "test_examples": reference.meta["test_examples"],
-                                 "train_seconds": reference.meta["train_seconds"], "epochs": reference.meta["epochs"],
-                                 "feature_dim": reference.feature_dim, "trained_in_this_run": reference.trained,
-                                 "seconds_in_this_run": round(reference_seconds, 1), "config": reference.meta["config"]},
+        "reference_classifier": {
+            "test_accuracy": reference.accuracy,
+            "test_examples": reference.meta["test_examples"],
+            "train_seconds": reference.meta["train_seconds"],
+            "epochs": reference.meta["epochs"],
+            "feature_dim": reference.feature_dim,
+            "trained_in_this_run": reference.trained,
+            "seconds_in_this_run": round(reference_seconds, 1),
+            "config": reference.meta["config"],
+        },
         "timing_10k": timed,
         "sanity": rows,
         "checks": checks,

@@ -13,8 +13,8 @@ Parts (`--parts`, default all; a part re-run replaces its section of an existing
   genlab    genlab's GAN with its defaults (hinge, spectral norm, TTUR, EMA generator), seed 0.
   seeds     the same with seeds 1 and 2: stability = (max - min) / mean of FD-genlab over 3 seeds.
   cgan      --model.condition class: the reference classifier's accuracy on samples of each requested class.
-  superres  pix2pix --task superres --scale 4: PSNR/SSIM on the test split against bicubic upscaling.
-  sketch    pix2pix --task sketch: FD-genlab of translated test sketches; example grids go to --docs-dir.
+  superres  pix2pix --model.task superres --model.scale 4: PSNR/SSIM on the test split against bicubic upscaling.
+  sketch    pix2pix --model.task sketch: FD-genlab of translated test sketches; example grids go to --docs-dir.
 
     GENLAB_HOME=/tmp/genlab-home python bench/gan.py                      # the real run -> bench/results/gan.json
     python bench/gan.py --parts anchor,genlab                              # a part at a time
@@ -51,10 +51,11 @@ from torch import nn
 import genlab
 from genlab.data import load_data
 from genlab.data.loader import split_validation
+from genlab.evaluation.evaluate import translation_metrics
+from genlab.evaluation.report import save_grid, translation_grid
+from genlab.files import load_torch_file as load_checkpoint
 from genlab.metrics.images import sample_metrics
 from genlab.metrics.reference import reference_classifier
-from genlab.persist import load_checkpoint
-from genlab.report import save_grid
 
 sys.path.insert(0, str(Path(__file__).parent))
 from vae import cpu_model, usable_cores  # noqa: E402  (the machine helpers of the VAE benchmark)
@@ -167,7 +168,9 @@ def train_genlab(family: str, data: str, run: Path, steps: int, batch_size: int,
 # -- evaluation -------------------------------------------------------------------------------
 
 
-def score(reference, test_x: torch.Tensor, fake: torch.Tensor, requested: torch.Tensor | None = None) -> dict[str, float]:
+def score(
+    reference, test_x: torch.Tensor, fake: torch.Tensor, requested: torch.Tensor | None = None
+) -> dict[str, float]:
     metrics = sample_metrics(reference, test_x, fake, requested=requested)
     return {k: round(metrics[k], 5) for k in SAMPLE_KEYS if k in metrics}
 
@@ -191,13 +194,23 @@ def split_parts(parser: argparse.ArgumentParser, text: str, known: list[str]) ->
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    p.add_argument("--data", default="fashion-mnist", help="image dataset (default fashion-mnist; digits for a smoke test)")
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="image dataset (default fashion-mnist; digits for a smoke test)",
+    )
     p.add_argument("--epochs", type=float, default=5, help="training epochs for every model (default 5)")
     p.add_argument("--steps", type=int, default=None, help="training steps instead of --epochs (smoke tests)")
-    p.add_argument("--translation-epochs", type=float, default=None,
-                   help="epochs of the superres and sketch parts (default --epochs): their bar is against bicubic, not the anchor")
+    p.add_argument(
+        "--translation-epochs",
+        type=float,
+        default=None,
+        help="epochs of the superres and sketch parts (default --epochs): their bar is against bicubic, not the anchor",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--eval-samples", type=int, default=10000, help="generated images per evaluation (default 10000)")
     p.add_argument("--test-examples", type=int, default=10000, help="first N test images as the real set (default all)")
@@ -232,11 +245,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     command = shlex.join(["python", "bench/gan.py", *(argv if argv is not None else sys.argv[1:])])
     report |= {
-        "machine": {"cores": usable_cores(), "cpu_model": cpu_model(), "torch_version": torch.__version__,
-                    "threads": threads},
-        "budget": {"data": args.data, "train_examples": len(train_x), "epochs": round(steps * args.batch_size / len(train_x), 2),
-                   "steps": steps, "batch_size": args.batch_size, "eval_samples": args.eval_samples,
-                   "translation_steps": translation_steps, "test_examples": n_test, "reference_accuracy": reference.accuracy},
+        "machine": {
+            "cores": usable_cores(),
+            "cpu_model": cpu_model(),
+            "torch_version": torch.__version__,
+            "threads": threads,
+        },
+        "budget": {
+            "data": args.data,
+            "train_examples": len(train_x),
+            "epochs": round(steps * args.batch_size / len(train_x), 2),
+            "steps": steps,
+            "batch_size": args.batch_size,
+            "eval_samples": args.eval_samples,
+            "translation_steps": translation_steps,
+            "test_examples": n_test,
+            "reference_accuracy": reference.accuracy,
+        },
         "command": command,  # the latest invocation; each section names its own
     }
 
@@ -247,20 +272,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
 
-    def ours(name: str, family: str, seed: int, model: dict[str, Any] | None = None, n_steps: int = steps) -> dict[str, Any]:
+    def ours(
+        name: str, family: str, seed: int, model: dict[str, Any] | None = None, n_steps: int = steps
+    ) -> dict[str, Any]:
         print(f"[{name}] training genlab {family} for {n_steps} steps into {runs / name}", flush=True)
         return train_genlab(family, args.data, runs / name, n_steps, args.batch_size, seed, threads, model)
 
     if "anchor" in args.parts:
         print(f"[anchor] training {ANCHOR_NAME} for {steps} steps", flush=True)
         trained = train_anchor(train_x, steps, args.batch_size, args.seeds[0])
-        modes = {mode: score(reference, test_x, anchor_samples(trained["generator"], args.eval_samples, 0, mode == "train"))
-                 for mode in ("train", "eval")}
+        modes = {
+            mode: score(
+                reference, test_x, anchor_samples(trained["generator"], args.eval_samples, 0, mode == "train")
+            )
+            for mode in ("train", "eval")
+        }
         best = min(modes, key=lambda m: modes[m]["fd_genlab"])
-        report["anchor"] = {"name": ANCHOR_NAME, **modes[best], **section_timing(trained),
-                            "batch_norm_mode_scored": best, "fd_genlab_other_mode": modes["eval" if best == "train" else "train"]["fd_genlab"],
-                            "final_d_loss": trained["final_d_loss"], "final_g_loss": trained["final_g_loss"]}
-        save_grid(anchor_samples(trained["generator"], 64, 1, best == "train"), docs / "samples_dcgan_anchor.png", 8, scale=2)
+        report["anchor"] = {
+            "name": ANCHOR_NAME,
+            **modes[best],
+            **section_timing(trained),
+            "batch_norm_mode_scored": best,
+            "fd_genlab_other_mode": modes["eval" if best == "train" else "train"]["fd_genlab"],
+            "final_d_loss": trained["final_d_loss"],
+            "final_g_loss": trained["final_g_loss"],
+        }
+        save_grid(
+            anchor_samples(trained["generator"], 64, 1, best == "train"),
+            docs / "samples_dcgan_anchor.png",
+            8,
+            scale=2,
+        )
         save()
 
     fds: dict[int, float] = {}
@@ -308,11 +350,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trained = ours(task, "pix2pix", args.seeds[0], options, translation_steps)
         model = trained["model"]
         start = time.perf_counter()
-        metrics = model.eval_metrics(data, n_test, seed=0, progress=False)
+        metrics = translation_metrics(model, data, n_test, seed=0, progress=False)
         report[task] = {**{k: round(v, 5) for k, v in metrics.items()}, **section_timing(trained),
                         "eval_seconds": round(time.perf_counter() - start, 1), "run_folder": str(runs / task)}
-        from genlab.models.pix2pix import translation_grid
-
         grid, nrow = translation_grid(model, data.test_x[:16])
         save_grid(grid, docs / f"pix2pix_{task}_examples.png", nrow, scale=3)
         save()
@@ -331,15 +371,21 @@ def bar(report: dict[str, Any]) -> dict[str, bool | None]:
         "fd_genlab_below_anchor": g["fd_genlab"] < a["fd_genlab"] if g and a else None,
         "recall_at_least_0.5": g["recall"] >= 0.5 if g else None,
         "seed_spread_at_most_15%": report["stability"]["spread"] <= 0.15 if report.get("stability") else None,
-        "conditional_accuracy_at_least_90%": report["conditional"]["class_accuracy"] >= 0.9 if report.get("conditional") else None,
-        "superres_psnr_at_least_bicubic_plus_2db": report["superres"]["psnr_gain_db"] >= 2 if report.get("superres") else None,
+        "conditional_accuracy_at_least_90%": report["conditional"]["class_accuracy"] >= 0.9
+        if report.get("conditional")
+        else None,
+        "superres_psnr_at_least_bicubic_plus_2db": report["superres"]["psnr_gain_db"] >= 2
+        if report.get("superres")
+        else None,
     }
 
 
 def print_table(report: dict[str, Any]) -> None:
     budget = report["budget"]
-    print(f"\nGANs on {budget['data']}: {budget['steps']} steps at batch {budget['batch_size']} "
-          f"({budget['epochs']} epochs) each; {budget['eval_samples']} samples vs {budget['test_examples']} test images")
+    print(
+        f"\nGANs on {budget['data']}: {budget['steps']} steps at batch {budget['batch_size']} "
+        f"({budget['epochs']} epochs) each; {budget['eval_samples']} samples vs {budget['test_examples']} test images"
+    )
     keys = ["fd_genlab", "kid_genlab", "precision", "recall", "coverage", "class_accuracy", "psnr_db",
             "bicubic_psnr_db", "psnr_gain_db", "ssim", "train_seconds", "train_images_per_s", "parameters"]
     names = [n for n in ("anchor", "genlab", "conditional", "superres", "sketch") if report.get(n)]

@@ -237,15 +237,28 @@ def main():
         # each token predicted once, from the start of its window; full windows in batches, the last one alone
         n = (len(val) - 1) // cfg.block_size
         windows = val[: n * cfg.block_size + 1].unfold(0, cfg.block_size + 1, cfg.block_size)
-        parts = list(windows.split(64)) + ([val[n * cfg.block_size :][None]] if len(val) - 1 > n * cfg.block_size else [])
+        parts = list(windows.split(64)) + (
+            [val[n * cfg.block_size :][None]] if len(val) - 1 > n * cfg.block_size else []
+        )
         total = sum(float(model(w[:, :-1], w[:, 1:])[1]) * w[:, 1:].numel() for w in parts)
         count = len(val) - 1
     stamp = time.time()
     model.generate(torch.zeros((1, 1), dtype=torch.long), args.gen_tokens, temperature=0.8, top_k=200)
     gen_seconds = time.time() - stamp
-    print(json.dumps({"val_loss": history[-1]["val"], "val_loss_full_split": total / count, "best_val_loss": best_val, "train_seconds": train_seconds,
-                      "iters": cfg.max_iters, "parameters": sum(p.numel() for p in model.parameters()),
-                      "generate_tokens_per_s": args.gen_tokens / gen_seconds, "history": history}))
+    print(
+        json.dumps(
+            {
+                "val_loss": history[-1]["val"],
+                "val_loss_full_split": total / count,
+                "best_val_loss": best_val,
+                "train_seconds": train_seconds,
+                "iters": cfg.max_iters,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "generate_tokens_per_s": args.gen_tokens / gen_seconds,
+                "history": history,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def demo_gpt(folder: Path) -> Path:
-    from genlab.models.gpt import GPT, GPTConfig
-    from genlab.tokenizers import CharTokenizer
+    from genlab.models.lm.gpt import GPT, GPTConfig
+    from genlab.models.lm.tokenizers import CharTokenizer
 
     tokenizer = CharTokenizer.fit(string.printable)
     torch.manual_seed(0)
@@ -171,14 +171,21 @@ def main() -> None:
             server.wait(30)
         params = None
         if not args.model:
-            from genlab.persist import load as load_model
+            from genlab import load as load_model
 
             params = load_model(model).num_parameters()
 
-    genlab = {"first_token_ms_p50": round(statistics.median(ttft), 1), "first_token_ms_p95": round(percentile(ttft, 0.95), 1),
-              "first_token_ms_max": round(max(ttft), 1), "single_stream_tokens_per_s": round(stream_tokens_per_s, 1),
-              **result, "rss_mb_before": round(rss_before, 1), "rss_mb_after": round(rss_after, 1),
-              "rss_growth_mb": round(rss_after - rss_before, 1), "server_counts": health["counts"]}
+    genlab = {
+        "first_token_ms_p50": round(statistics.median(ttft), 1),
+        "first_token_ms_p95": round(percentile(ttft, 0.95), 1),
+        "first_token_ms_max": round(max(ttft), 1),
+        "single_stream_tokens_per_s": round(stream_tokens_per_s, 1),
+        **result,
+        "rss_mb_before": round(rss_before, 1),
+        "rss_mb_after": round(rss_after, 1),
+        "rss_growth_mb": round(rss_after - rss_before, 1),
+        "server_counts": health["counts"],
+    }
     bars = {"zero_5xx": result["server_errors_5xx"] == 0 and result["connection_errors"] == 0,
             "refusals_are_429_503_with_message": result["other_4xx"] == 0 and result["refusals_without_message"] == 0,
             "first_token_under_100_ms": genlab["first_token_ms_p50"] < 100,

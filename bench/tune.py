@@ -90,18 +90,40 @@ def gpt_part(args) -> dict:
     baseline = next(t for t in complete if t.user_attrs.get("baseline"))
     best = min(complete, key=lambda t: t.values[0])
     weights = importances(study)
-    changed = {k: {"default": decode(baseline.params.get(k)), "best": decode(v), "importance": round(weights.get(k, 0), 3)}
-               for k, v in best.params.items() if v != baseline.params.get(k)}
+    changed = {
+        k: {
+            "default": decode(baseline.params.get(k)),
+            "best": decode(v),
+            "importance": round(weights.get(k, 0), 3),
+        }
+        for k, v in best.params.items()
+        if v != baseline.params.get(k)
+    }
     return {
-        "genlab": {"val_loss": round(best.values[0], 4), "best_trial": best.number,
-                   "best_params": {k: decode(v) for k, v in best.params.items()}, "changed_params": changed,
-                   "trials": {s: sum(t.state.name.lower() == s for t in trials) for s in ("complete", "pruned", "fail")},
-                   "study_seconds": round(seconds, 1), "report": str(page.relative_to(ROOT))},
-        "anchor": {"name": "genlab GPT default config (trial 0 of the same study, same per-trial budget)",
-                   "val_loss": round(baseline.values[0], 4)},
-        "bar": {"best_beats_default": best.values[0] < baseline.values[0],
-                "val_loss_gain": round(baseline.values[0] - best.values[0], 4)},
-        "budget": {"study_minutes": args.study_minutes, "trial_seconds": args.trial_seconds, "threads": args.threads},
+        "genlab": {
+            "val_loss": round(best.values[0], 4),
+            "best_trial": best.number,
+            "best_params": {k: decode(v) for k, v in best.params.items()},
+            "changed_params": changed,
+            "trials": {
+                s: sum(t.state.name.lower() == s for t in trials) for s in ("complete", "pruned", "fail")
+            },
+            "study_seconds": round(seconds, 1),
+            "report": str(page.relative_to(ROOT)),
+        },
+        "anchor": {
+            "name": "genlab GPT default config (trial 0 of the same study, same per-trial budget)",
+            "val_loss": round(baseline.values[0], 4),
+        },
+        "bar": {
+            "best_beats_default": best.values[0] < baseline.values[0],
+            "val_loss_gain": round(baseline.values[0] - best.values[0], 4),
+        },
+        "budget": {
+            "study_minutes": args.study_minutes,
+            "trial_seconds": args.trial_seconds,
+            "threads": args.threads,
+        },
     }
 
 

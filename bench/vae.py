@@ -41,9 +41,9 @@ import genlab
 from genlab.config import parse_duration
 from genlab.data import load_data
 from genlab.data.loader import split_validation
-from genlab.engine import read_run_config
+from genlab.engine.runs import read_run_config
+from genlab.files import load_torch_file as load_checkpoint
 from genlab.metrics import image_log_likelihood
-from genlab.persist import load_checkpoint
 
 ANCHOR_NAME = "pythae VAE (default MLP)"
 LOG_2PI = math.log(2 * math.pi)
@@ -226,7 +226,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
     return image_log_likelihood(model, images, labels, k=k, seed=0, progress=sys.stderr.isatty())
 
 
-def section(result: dict[str, Any], steps: int, batch_size: int, train_seconds: float, parameters: int) -> dict[str, Any]:
+def section(
+    result: dict[str, Any], steps: int, batch_size: int, train_seconds: float, parameters: int
+) -> dict[str, Any]:
     return {
         "nll_nats": round(result["nll_nats"], 3),
         "elbo_nats": round(result["elbo_nats"], 3),
@@ -257,7 +259,9 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--budget", default="10m", help="training wall clock per model, like 10m, 60s (default 10m)")
     p.add_argument("--k", type=int, default=200, help="IWAE importance samples per test image (default 200)")
     p.add_argument("--test-examples", type=int, default=10000, help="first N test images to score (default all 10000)")
@@ -315,7 +319,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = ours["model"]
         if getattr(model.config, "likelihood", "bernoulli") != "bernoulli":
             # Any other likelihood is over 8-bit pixels, not over the binarised test set: not comparable.
-            raise SystemExit(f"genlab's VAE uses likelihood={model.config.likelihood!r}; this benchmark needs 'bernoulli'")
+            raise SystemExit(
+                f"genlab's VAE uses likelihood={model.config.likelihood!r}; this benchmark needs 'bernoulli'"
+            )
         conditional = getattr(model.config, "condition", "none") == "class"
         print(f"[genlab] {ours['steps']} steps in {ours['train_seconds']:.0f} s; scoring with k={args.k}", flush=True)
         scored = evaluate(model, test_x, test_y if conditional else None, args.k)

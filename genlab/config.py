@@ -102,7 +102,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def data_fields(cls: type) -> tuple[str, ...]:
     """The fields of a model config that the data fills (image shape, classes, vocabulary): never user options."""
-    return tuple(getattr(cls, "FROM_DATA", ()))
+    return tuple(cls.FROM_DATA)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -191,9 +191,13 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"lr = {self.lr} must be positive", "pass --lr 1e-3 or similar")
         if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads = {self.threads} must be at least 1", "pass --threads 1 or more, or leave it unset")
+            raise ConfigError(
+                f"threads = {self.threads} must be at least 1", "pass --threads 1 or more, or leave it unset"
+            )
         if self.grad_clip is not None and self.grad_clip < 0:
             raise ConfigError(f"grad_clip = {self.grad_clip} must be >= 0", "pass --grad-clip 1.0, or 0 for none")
         if not 0 <= self.holdout < 1:
-            raise ConfigError(f"holdout = {self.holdout} must be in [0, 1)", "e.g. --holdout 0.05, or 0 for no validation")
+            raise ConfigError(
+                f"holdout = {self.holdout} must be in [0, 1)", "e.g. --holdout 0.05, or 0 for no validation"
+            )
         parse_duration(self.max_time)

@@ -71,7 +71,9 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise GenlabError(f"{what} {path} does not exist", "check the path (a run keeps its checkpoints in checkpoints/)")
+        raise GenlabError(
+            f"{what} {path} does not exist", "check the path (a run keeps its checkpoints in checkpoints/)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure means the file is not one we trust

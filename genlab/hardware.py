@@ -27,7 +27,7 @@ import torch
 
 @functools.cache
 def bf16_is_fast() -> bool:
-    """Whether a bf16 matrix product beats fp32 by 1.5x or more on this CPU (timed once per process, ~20 ms).
+    """Whether a bf16 matrix product beats fp32 by 1.5x or more on this CPU (timed once per process, in milliseconds).
 
     GENLAB_BF16=1 or 0 decides instead of the measurement."""
     forced = os.environ.get("GENLAB_BF16")

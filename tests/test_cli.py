@@ -47,8 +47,10 @@ def test_sample_reconstruct_interpolate_eval(run, tmp_path, capsys):
     assert np.array_equal(first, np.asarray(Image.open(tmp_path / "s2.png"))), "same seed, same images"
     assert main(["reconstruct", str(run), "--n", "4", "--out", str(tmp_path / "r.png")]) == 0
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "in.png")
-    assert main(["reconstruct", str(run), "--image", f"{tmp_path / 'in.png'},test:5", "--out", str(tmp_path / "r2.png")]) == 0
-    assert main(["interpolate", str(run), "--a", "3", "--b", "8", "--steps", "5", "--out", str(tmp_path / "i.png")]) == 0
+    assert main(["reconstruct", str(run), "--image", f"{tmp_path / 'in.png'},test:5",
+                 "--out", str(tmp_path / "r2.png")]) == 0
+    assert main(["interpolate", str(run), "--a", "3", "--b", "8", "--steps", "5",
+                 "--out", str(tmp_path / "i.png")]) == 0
     assert Image.open(tmp_path / "i.png").size[0] > Image.open(tmp_path / "i.png").size[1] * 4
     assert main(["eval", str(run), "--k", "4", "--progress", "false"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())

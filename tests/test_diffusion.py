@@ -21,8 +21,14 @@ TINY = {"widths": (8, 16), "blocks": (1, 1), "attention": (False, True)}
 
 
 def tiny_model(condition: str = "none", **fields) -> Diffusion:
-    config = DiffusionConfig(channels=1, image_size=(8, 8), condition=condition, num_classes=3 if condition != "none" else 0,
-                             class_names=("a", "b", "c") if condition != "none" else (), **{**TINY, **fields})
+    config = DiffusionConfig(
+        channels=1,
+        image_size=(8, 8),
+        condition=condition,
+        num_classes=3 if condition != "none" else 0,
+        class_names=("a", "b", "c") if condition != "none" else (),
+        **{**TINY, **fields},
+    )
     torch.manual_seed(0)
     model = Diffusion(config)
     perturb(model)
@@ -138,7 +144,8 @@ def test_guidance_one_is_the_conditional_model_and_larger_scales_extrapolate():
     torch.testing.assert_close(x0_g1, x0_cond)
     out_c, out_u = model.net_ema(x, t, cond), model.net_ema(x, t, null)
     x0_g3, _ = model._denoiser(cond, null, 3.0)(x, t)
-    torch.testing.assert_close(x0_g3, model.schedule.denoise(x, t, out_u + 3 * (out_c - out_u))[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(x0_g3, model.schedule.denoise(x, t, out_u + 3 * (out_c - out_u))[0],
+                               atol=1e-4, rtol=1e-4)
     assert not torch.allclose(x0_g3, x0_g1)
     cond_b, _ = model._sampling_condition(3, "b", None)
     assert not torch.allclose(model.net_ema(x, t, cond), model.net_ema(x, t, cond_b))
@@ -171,7 +178,8 @@ def test_inpainting_keeps_the_unmasked_pixels_and_fills_the_masked_ones():
     image = torch.rand(2, 1, 8, 8)
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., 2:6, 2:6] = 1
-    out = model.edit(image, mask=mask, options=EditOpts(steps=4, sampler="ddpm", resample=2), generator=torch.Generator().manual_seed(0))
+    out = model.edit(image, mask=mask, options=EditOpts(steps=4, sampler="ddpm", resample=2),
+                     generator=torch.Generator().manual_seed(0))
     keep = mask.expand_as(image) == 0
     assert (out - image)[keep].abs().max().item() < 1e-5
     assert (out - image)[~keep].abs().mean().item() > 0.05
@@ -182,7 +190,8 @@ def test_inpainting_keeps_the_unmasked_pixels_and_fills_the_masked_ones():
 def test_image_to_image_strength_controls_how_far_the_result_moves():
     model = tiny_model()
     image = torch.rand(4, 1, 8, 8) * 0.5 + 0.25
-    change = {s: (model.edit(image, options=EditOpts(strength=s, steps=10), generator=torch.Generator().manual_seed(0)) - image).abs().mean().item()
+    change = {s: (model.edit(image, options=EditOpts(strength=s, steps=10),
+                             generator=torch.Generator().manual_seed(0)) - image).abs().mean().item()
               for s in (0.05, 1.0)}
     assert change[0.05] < 0.5 * change[1.0], change
     with pytest.raises(ConfigError, match="strength"):
@@ -208,7 +217,8 @@ def test_training_lowers_the_loss_and_save_load_gives_identical_samples(trained,
     model = genlab.load(trained / "model")
     a = model.sample(4, options=Opts(sampler="dpm++", steps=5), generator=torch.Generator().manual_seed(3))
     model.save_pretrained(tmp_path / "copy")
-    b = genlab.load(tmp_path / "copy").sample(4, options=Opts(sampler="dpm++", steps=5), generator=torch.Generator().manual_seed(3))
+    b = genlab.load(tmp_path / "copy").sample(4, options=Opts(sampler="dpm++", steps=5),
+                                              generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

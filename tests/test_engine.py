@@ -19,8 +19,8 @@ from genlab.engine.runs import read_metrics
 from genlab.engine.trainer import AtomicCheckpointIO, build_trainer
 from genlab.engine.trainer import fit as train
 from genlab.errors import NonFiniteLossError
-from genlab.models.vae import VAE, VAEConfig
 from genlab.files import load_torch_file as load_checkpoint
+from genlab.models.vae import VAE, VAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,8 +109,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_run_folder_and_resume_refusals(tmp_path, tiny_vae, tiny_train):
-    run = train("vae", "digits", from_dict(VAEConfig, tiny_vae), from_dict(TrainConfig, {**tiny_train, "max_steps": 12}),
-                tmp_path / "run")
+    run = train("vae", "digits", from_dict(VAEConfig, tiny_vae),
+                from_dict(TrainConfig, {**tiny_train, "max_steps": 12}), tmp_path / "run")
     for name in ["config.yaml", "data_report.json", "metrics.jsonl", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
                  "model/config.json", "model/model.safetensors", "model/README.md", "tb"]:
         assert (run / name).exists(), name
@@ -142,8 +142,9 @@ def test_cosine_schedule_anneals_within_max_time(tmp_path, tiny_vae, tiny_train)
             self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     record = RecordLR()
-    train_config = from_dict(TrainConfig, {**tiny_train, "max_steps": 10**6, "max_time": "4s", "lr": 1e-3, "schedule": "cosine",
-                                           "warmup_steps": 0, "ckpt_every": 10**6, "val_every": 10**6})
+    train_config = from_dict(TrainConfig, {**tiny_train, "max_steps": 10**6, "max_time": "4s", "lr": 1e-3,
+                                           "schedule": "cosine", "warmup_steps": 0, "ckpt_every": 10**6,
+                                           "val_every": 10**6})
     train("vae", "digits", from_dict(VAEConfig, tiny_vae), train_config, tmp_path / "run", callbacks=[record])
     assert 20 < len(record.lrs) < 10**6, "stopped by the time budget"
     assert record.lrs[0] > 0.95e-3 and record.lrs[len(record.lrs) // 2] < 0.9e-3

@@ -13,10 +13,10 @@ import torch
 
 import genlab
 from genlab.cli import main
-from genlab.evaluation.compare import compare, rank
-from genlab.errors import GenlabError, UnsafeFileError
-from genlab.evaluation.evaluate import evaluate
 from genlab.engine.runs import train_seconds
+from genlab.errors import GenlabError, UnsafeFileError
+from genlab.evaluation.compare import compare, rank
+from genlab.evaluation.evaluate import evaluate
 from genlab.metrics import GLOSSARY
 from genlab.metrics.inception import load_inception_state
 
@@ -41,8 +41,11 @@ def test_eval_writes_every_metric_that_applies(runs):
     plain, conditional, metrics = runs
     for run in (plain, conditional):
         saved = json.loads((run / "metrics.json").read_text())
-        for key in ("nll_nats", "bits_per_dim", "fd_genlab", "kid_genlab", "precision", "recall", "density",
-                    "coverage", "classifier_score", "samples_per_s", "parameters", "train_seconds", "reference_accuracy"):
+        for key in (
+            "nll_nats", "bits_per_dim", "fd_genlab", "kid_genlab", "precision", "recall", "density",
+            "coverage", "classifier_score", "samples_per_s", "parameters", "train_seconds",
+            "reference_accuracy",
+        ):
             assert saved[key] is not None and saved[key] == saved[key], key
         assert saved["fake_examples"] == 300 and saved["real_examples"] == 300 and saved["iwae_k"] == 4
         assert abs(sum(v for k, v in saved.items() if k.startswith("class_fraction/")) - 1) < 1e-9

@@ -165,8 +165,8 @@ def test_class_stddev_measures_each_class_alone_wherever_its_samples_are():
 
 
 def test_the_auxiliary_classifier_learns_from_reals_and_guides_the_generator():
-    """aux_weight > 0 (the default): the discriminator's classifier trains on the real batch's labels and the generator's
-    step carries its cross-entropy on the fakes; off, neither exists."""
+    """aux_weight > 0 (the default): the discriminator's classifier trains on the real batch's labels and the
+    generator's step carries its cross-entropy on the fakes; off, neither exists."""
     model = GAN(GANConfig(**TINY_GAN, **CLASSES, aux_weight=1.0))
     before = model.discriminator.classifier.weight.detach().clone()
     out = model.train_step((torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])), _engine_step(model), 0)
@@ -261,7 +261,8 @@ def test_conditional_gan_trains_monitors_and_samples_by_label(tmp_path, capsys):
     assert sum(r["monitor/class_fraction/3"] for r in monitored) >= 0 and "monitor/class_accuracy" in monitored[0]
     assert (run / "checkpoints" / "best.ckpt").exists()  # picked by the monitor's FD-genlab
     for folder, name in [(run, "a.png"), (run / "model", "b.png")]:
-        assert main(["sample", str(folder), "--label", "3", "--n", "8", "--seed", "5", "--out", str(tmp_path / name)]) == 0
+        assert main(["sample", str(folder), "--label", "3", "--n", "8", "--seed", "5", "--out", str(tmp_path / name),
+                    ]) == 0
     a, b = (np.asarray(Image.open(tmp_path / n)) for n in ("a.png", "b.png"))
     assert np.array_equal(a, b) and a.std() > 0
     assert main(["sample", str(run), "--label", "eleven"]) == 2
@@ -275,18 +276,21 @@ def test_pix2pix_superres_trains_translates_and_evaluates(tmp_path, capsys):
     from genlab.evaluation.evaluate import translation_metrics
 
     run = tmp_path / "sr"
-    assert main(["train", "pix2pix", "--data", "digits", "--out", str(run), "--model.task", "superres", "--model.scale", "2",
-                 "--model.widths", "[8,16]", "--model.d-widths", "[8,16]", *TINY_TRAIN]) == 0
+    assert main(["train", "pix2pix", "--data", "digits", "--out", str(run), "--model.task", "superres",
+                 "--model.scale", "2", "--model.widths", "[8,16]", "--model.d-widths", "[8,16]", *TINY_TRAIN]) == 0
     model = load(run)
     assert model.config.task == "superres" and model.config.scale == 2 and model.input_shape == (1, 4, 4)
     assert any("val/psnr_db" in r for r in _records(run)) and any((run / "samples").glob("step_*.png"))
     assert main(["translate", str(run), "--image", "test:0,test:7", "--out", str(tmp_path / "t.png")]) == 0
     assert Image.open(tmp_path / "t.png").size[1] > 3 * 8  # inputs, translations and targets: three rows
     Image.fromarray(np.full((4, 4), 120, np.uint8)).save(tmp_path / "low.png")
-    assert main(["translate", str(run / "model"), "--image", str(tmp_path / "low.png"), "--out", str(tmp_path / "f.png")]) == 0
+    assert main(["translate", str(run / "model"), "--image", str(tmp_path / "low.png"), "--out",
+                 str(tmp_path / "f.png")]) == 0
     assert main(["sample", str(run)]) == 2 and "genlab translate" in capsys.readouterr().err
     metrics = translation_metrics(model, load_data("digits"), n=60, seed=0, progress=False)
-    assert {"psnr_db", "ssim", "bicubic_psnr_db", "psnr_gain_db", "fd_genlab", "recall", "class_accuracy"} <= set(metrics)
+    assert {
+        "psnr_db", "ssim", "bicubic_psnr_db", "psnr_gain_db", "fd_genlab", "recall", "class_accuracy",
+    } <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values()) and 5 < metrics["bicubic_psnr_db"] < 40
 
 
@@ -296,8 +300,11 @@ def test_a_resumed_gan_run_equals_an_uninterrupted_one(tmp_path):
 
     from genlab.cli import main
 
-    tiny = ["--data", "digits", "--model.g-widths", "[16,8]", "--model.d-widths", "[8,16]", "--model.monitor-samples", "0",
-            *TINY_TRAIN[:-2]]
+    tiny = [
+        "--data", "digits", "--model.g-widths", "[16,8]", "--model.d-widths", "[8,16]",
+        "--model.monitor-samples", "0",
+        *TINY_TRAIN[:-2],
+    ]
     assert main(["train", "gan", *tiny, "--out", str(tmp_path / "whole"), "--max-steps", "10"]) == 0
     assert main(["train", "gan", *tiny, "--out", str(tmp_path / "split"), "--max-steps", "5"]) == 0
     assert main(["train", "gan", "--resume", str(tmp_path / "split"), "--max-steps", "10"]) == 0

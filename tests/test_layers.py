@@ -23,7 +23,9 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
     return found
 
@@ -55,8 +57,12 @@ def test_data_imports_no_model_and_no_run_layer():
 
 def test_metrics_import_no_model_no_run_layer_and_print_nothing():
     assert offenders(files("metrics"), ("genlab.models", *RUN_LAYER, "lightning")) == {}
-    printing = [f"{path.name}:{node.lineno}" for path in files("metrics") for node in ast.walk(ast.parse(path.read_text()))
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"]
+    printing = [
+        f"{path.name}:{node.lineno}"
+        for path in files("metrics")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print"
+    ]
     assert printing == [], "metrics report through logging; the caller decides what a person sees"
 
 
@@ -78,10 +84,12 @@ def test_a_model_verb_imports_no_lightning_optuna_or_fastapi(tmp_path):
     from genlab.models.vae import VAE, VAEConfig
 
     VAE(VAEConfig(image_size=(8, 8), widths=(4,), hidden_dim=8, latent_dim=2)).save_pretrained(tmp_path / "m")
-    code = (f"import sys; from genlab.cli import main; assert main(['sample', {str(tmp_path / 'm')!r}, '--n', '4', "
-            f"'--out', {str(tmp_path / 's.png')!r}]) == 0; "
-            "heavy = [m for m in ('lightning', 'optuna', 'fastapi', 'jsonargparse', 'matplotlib') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        f"import sys; from genlab.cli import main; assert main(['sample', {str(tmp_path / 'm')!r}, '--n', '4', "
+        f"'--out', {str(tmp_path / 's.png')!r}]) == 0; "
+        "heavy = [m for m in ('lightning', 'optuna', 'fastapi', 'jsonargparse', 'matplotlib') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     assert (tmp_path / "s.png").exists()
 

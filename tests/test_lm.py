@@ -13,12 +13,12 @@ import torch
 import genlab
 from genlab.cli import main
 from genlab.engine.recipes import recipe_for
+from genlab.errors import ConfigError, DataError
 from genlab.evaluation.evaluate import text_generation_metrics
 from genlab.models.lm.decode import decode_step, decode_torch
-from genlab.errors import ConfigError, DataError
-from genlab.models.lm.lora import add_lora, merge_lora
 from genlab.models.lm.generation import StopMatcher, filter_logits, generate, next_token
 from genlab.models.lm.gpt import GPT, GPTConfig
+from genlab.models.lm.lora import add_lora, merge_lora
 from genlab.models.lm.rnn import RNN
 from genlab.models.lm.tokenizers import UNKNOWN, BPETokenizer, CharTokenizer, StreamDecoder, load_tokenizer
 
@@ -33,7 +33,11 @@ TINY_TRAIN = ["--batch-size", "8", "--val-every", "5", "--val-batches", "2", "--
 def _model(cls, tiny, tokenizer=None, seed=0, **extra):
     tokenizer = tokenizer or CharTokenizer.fit(TEXT)
     torch.manual_seed(seed)
-    fields = {"chars": tokenizer.chars} if tokenizer.kind == "char" else {"tokenizer": "bpe", "tokenizer_hash": tokenizer.hash}
+    fields = (
+        {"chars": tokenizer.chars}
+        if tokenizer.kind == "char"
+        else {"tokenizer": "bpe", "tokenizer_hash": tokenizer.hash}
+    )
     model = cls(cls.Config(vocab_size=tokenizer.vocab_size, **fields, **tiny, **extra))
     model.tokenizer = tokenizer
     with torch.no_grad():  # random weights with some spread, so that greedy decoding is not one repeated token
@@ -142,13 +146,20 @@ def test_holdout_zero_trains_on_the_whole_training_text(bpe_dropout):
 
 def test_top_k_and_top_p_never_emit_excluded_tokens():
     logits = torch.tensor([3.0, 2.5, 2.0, 0.0, -1.0, -2.0])
-    assert torch.isinf(filter_logits(logits, top_k=2)[2:]).all() and torch.isfinite(filter_logits(logits, top_k=2)[:2]).all()
+    assert (
+        torch.isinf(filter_logits(logits, top_k=2)[2:]).all()
+        and torch.isfinite(filter_logits(logits, top_k=2)[:2]).all()
+    )
     probs = logits.softmax(-1)  # [0.48, 0.29, 0.18, ...]: the nucleus of 0.7 is the first two tokens
     assert probs[0] < 0.7 < probs[:2].sum()
     kept = torch.isfinite(filter_logits(logits, top_p=0.7))
     assert kept.tolist() == [True, True, False, False, False, False]
     generator = torch.Generator().manual_seed(0)
-    for options, allowed in [({"top_k": 2}, {0, 1}), ({"top_p": 0.7}, {0, 1}), ({"top_k": 3, "top_p": 0.99}, {0, 1, 2})]:
+    for options, allowed in [
+        ({"top_k": 2}, {0, 1}),
+        ({"top_p": 0.7}, {0, 1}),
+        ({"top_k": 3, "top_p": 0.99}, {0, 1, 2}),
+    ]:
         drawn = {next_token(logits, 1.0, generator=generator, **options) for _ in range(300)}
         assert drawn == allowed, options
 
@@ -235,7 +246,9 @@ def test_compiled_decode_equals_the_torch_decode(extra):
         reference.native = None
         model(ids[:, :3], native), model(ids[:, :3], reference)
         for t in range(3, 16):
-            assert torch.allclose(decode_step(model, ids[:, t], native), decode_torch(model, ids[:, t], reference), atol=1e-5)
+            assert torch.allclose(
+                decode_step(model, ids[:, t], native), decode_torch(model, ids[:, t], reference), atol=1e-5
+            )
         assert native.pos == reference.pos == 16
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(native.k + native.v, reference.k + reference.v))
         with pytest.raises(ValueError, match="exceed the context"):
@@ -320,7 +333,9 @@ def test_bpe_model_save_load_identical(tmp_path):
     loaded = genlab.load(tmp_path / "m")
     ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     assert torch.equal(model.logits(ids), loaded.logits(ids))
-    assert "".join(model.generate("All", max_new_tokens=20, seed=1)) == "".join(loaded.generate("All", max_new_tokens=20, seed=1))
+    assert "".join(model.generate("All", max_new_tokens=20, seed=1)) == "".join(
+        loaded.generate("All", max_new_tokens=20, seed=1)
+    )
     (tmp_path / "m" / "tokenizer.json").write_text(BPETokenizer.fit(TEXT[:2000], vocab_size=280).json)
     with pytest.raises(genlab.errors.UnsafeFileError, match="not the tokenizer"):
         genlab.load(tmp_path / "m")
@@ -367,8 +382,9 @@ def _text_data():
 
 def test_cli_bpe_tokenizer_option(tmp_path, text_file):
     out = tmp_path / "bpe"
-    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "6", "--model.tokenizer", "bpe",
-                 "--model.bpe-vocab-size", "300", "--holdout", "0", *_flags(TINY_GPT), *TINY_TRAIN]) == 0  # no validation split
+    # --holdout 0: no validation split
+    assert main(["train", "gpt", "--data", str(text_file), "--out", str(out), "--max-steps", "6", "--model.tokenizer",
+                 "bpe", "--model.bpe-vocab-size", "300", "--holdout", "0", *_flags(TINY_GPT), *TINY_TRAIN]) == 0
     model = genlab.load(out)
     assert model.config.tokenizer == "bpe" and (out / "model" / "tokenizer.json").exists()
     assert "".join(model.generate("naïve 🙂", max_new_tokens=5, seed=0))
@@ -385,8 +401,17 @@ def test_resume_equals_uninterrupted(tmp_path, text_file, dropout):
         def on_train_batch_end(self, trainer, *args):
             trainer.should_stop = trainer.global_step >= 3
 
-    options = {"max_steps": 6, "batch_size": 8, "val_every": 5, "val_batches": 2, "ckpt_every": 3, "warmup_steps": 2,
-               "progress": False, "threads": 1, **{k: v for k, v in recipe_for("gpt").defaults.items() if k in ("lr", "schedule")}}
+    options = {
+        "max_steps": 6,
+        "batch_size": 8,
+        "val_every": 5,
+        "val_batches": 2,
+        "ckpt_every": 3,
+        "warmup_steps": 2,
+        "progress": False,
+        "threads": 1,
+        **{k: v for k, v in recipe_for("gpt").defaults.items() if k in ("lr", "schedule")},
+    }
     config, train_config = GPTConfig(**TINY_GPT, dropout=dropout), from_dict(TrainConfig, options)
     train("gpt", str(text_file), config, train_config, tmp_path / "whole")
     train("gpt", str(text_file), config, train_config, tmp_path / "part", callbacks=[StopAt()])
@@ -400,9 +425,9 @@ def test_finetune_lora_merged_and_refuses_unencodable_text(gpt_run, tmp_path, ca
     target = tmp_path / "target.txt"
     target.write_text("All:\nSpeak, speak. You are resolved.\n\n" * 60)
     out = tmp_path / "ft"
-    assert main(["finetune", str(gpt_run), "--data", str(target), "--method", "lora", "--rank", "2", "--out", str(out),
-                 "--max-steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--dropout", "0.1", "--progress", "false",
-                 "--threads", "1"]) == 0
+    assert main(["finetune", str(gpt_run), "--data", str(target), "--method", "lora", "--rank", "2", "--out",
+                 str(out), "--max-steps", "4", "--batch-size", "8", "--warmup-steps", "1", "--dropout", "0.1",
+                 "--progress", "false", "--threads", "1"]) == 0
     report = json.loads((out / "finetune.json").read_text())
     assert report["target_loss_after"] < report["target_loss_before"] and "base_loss_given_up" in report
     tuned = genlab.load(out)
@@ -416,7 +441,8 @@ def test_finetune_lora_merged_and_refuses_unencodable_text(gpt_run, tmp_path, ca
     err = capsys.readouterr().err
     assert "cannot encode" in err and "'Z'" in err and "--unknown drop" in err
     assert not (tmp_path / "no" / "checkpoints").exists()
-    assert main(["finetune", str(gpt_run), "--data", str(target), "--bpe-dropout", "0.1", "--out", str(tmp_path / "no")]) == 2
+    assert main(["finetune", str(gpt_run), "--data", str(target), "--bpe-dropout", "0.1", "--out",
+                 str(tmp_path / "no")]) == 2
     assert "needs a BPE tokenizer" in capsys.readouterr().err  # a char model has no merges to drop
 
 

@@ -12,18 +12,35 @@ import torch
 import genlab
 from genlab.config import from_dict
 from genlab.errors import UnsafeFileError
+from genlab.files import load_torch_file as load_checkpoint
 from genlab.models import FAMILIES, get_family
 from genlab.models.base import ImageSampler, TextGenerator
-from genlab.files import load_torch_file as load_checkpoint
 
-TINY_CONFIGS = {"vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "image_size": [8, 8]},
-                "gan": {"g_widths": [8, 4], "d_widths": [4, 8], "latent_dim": 4, "image_size": [8, 8], "condition": "class",
-                        "num_classes": 3, "class_names": ["a", "b", "c"]},
-                "pix2pix": {"widths": [4, 8], "d_widths": [4, 8], "image_size": [8, 8], "task": "superres", "scale": 2},
-                "gpt": {"chars": "abc \n", "vocab_size": 6, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16},
-                "rnn": {"chars": "abc \n", "vocab_size": 6, "block_size": 8, "n_layer": 2, "n_embd": 8, "hidden": 16},
-                "diffusion": {"widths": [8, 16], "blocks": [1, 1], "attention": [False, True], "image_size": [8, 8],
-                              "condition": "class", "num_classes": 3, "class_names": ["a", "b", "c"], "sample_steps": 4}}
+TINY_CONFIGS = {
+    "vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "image_size": [8, 8]},
+    "gan": {
+        "g_widths": [8, 4],
+        "d_widths": [4, 8],
+        "latent_dim": 4,
+        "image_size": [8, 8],
+        "condition": "class",
+        "num_classes": 3,
+        "class_names": ["a", "b", "c"],
+    },
+    "pix2pix": {"widths": [4, 8], "d_widths": [4, 8], "image_size": [8, 8], "task": "superres", "scale": 2},
+    "gpt": {"chars": "abc \n", "vocab_size": 6, "block_size": 8, "n_layer": 2, "n_head": 2, "n_embd": 16},
+    "rnn": {"chars": "abc \n", "vocab_size": 6, "block_size": 8, "n_layer": 2, "n_embd": 8, "hidden": 16},
+    "diffusion": {
+        "widths": [8, 16],
+        "blocks": [1, 1],
+        "attention": [False, True],
+        "image_size": [8, 8],
+        "condition": "class",
+        "num_classes": 3,
+        "class_names": ["a", "b", "c"],
+        "sample_steps": 4,
+    },
+}
 
 
 class Payload:

@@ -29,12 +29,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from genlab.models.gan import GAN, GANConfig  # noqa: E402
 from genlab.models.lm.gpt import GPT, GPTConfig  # noqa: E402
-from genlab.models.pix2pix import Pix2Pix, Pix2PixConfig  # noqa: E402
 from genlab.models.lm.rnn import RNN, RNNConfig  # noqa: E402
+from genlab.models.lm.tokenizers import CharTokenizer  # noqa: E402
+from genlab.models.pix2pix import Pix2Pix, Pix2PixConfig  # noqa: E402
 from genlab.models.vae import VAE, VAEConfig  # noqa: E402
 from genlab.serve import ServeConfig, create_app  # noqa: E402
 from genlab.serve.registry import load_models, parse_spec  # noqa: E402
-from genlab.models.lm.tokenizers import CharTokenizer  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
@@ -233,8 +233,14 @@ def test_inpainting_keeps_the_unmasked_pixels(tmp_path):
     with TestClient(app) as c:
         card = c.get("/v1/models").json()["data"][0]
         assert card["edit_modes"] == ["image-to-image", "inpainting"] and "mask" in card["options"]
-        r = c.post("/v1/images/edits", data={"model": "dm", "n": "2", "steps": "4", "seed": "1"},
-                   files={"image": ("i.png", _upload(image), "image/png"), "mask": ("m.png", _upload(mask), "image/png")})
+        r = c.post(
+            "/v1/images/edits",
+            data={"model": "dm", "n": "2", "steps": "4", "seed": "1"},
+            files={
+                "image": ("i.png", _upload(image), "image/png"),
+                "mask": ("m.png", _upload(mask), "image/png"),
+            },
+        )
         assert r.status_code == 200, r.text
         assert len(r.json()["data"]) == 2
         out = _png(r.json()["data"][0]["b64_json"])
@@ -404,7 +410,10 @@ def test_page_streams_text_and_shows_an_image_grid_in_chromium(registry):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1200, "height": 800})
-        page.on("request", lambda r: None if r.url.startswith(url) or r.url.startswith("data:") else outside.append(r.url))
+        page.on(
+            "request",
+            lambda r: None if r.url.startswith(url) or r.url.startswith("data:") else outside.append(r.url),
+        )
         page.goto(url + "/")
         until(lambda: page.locator("#model option").count() == 5)
         page.select_option("#model", "gpt")

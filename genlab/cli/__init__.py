@@ -17,6 +17,7 @@ import difflib
 import importlib
 import inspect
 import logging
+import os
 import shlex
 import sys
 import types
@@ -64,9 +65,9 @@ def _function(path: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def _overview(title: str, table: dict[str, Any], usage: str) -> str:
-    width = max(len(name) for name in table)
-    rows = "\n".join(f"  {name:<{width}}  {getattr(entry, 'summary', entry)}" for name, entry in table.items())
+def _overview(title: str, summaries: dict[str, str], usage: str) -> str:
+    width = max(len(name) for name in summaries)
+    rows = "\n".join(f"  {name:<{width}}  {summary}" for name, summary in summaries.items())
     return f"usage: {usage}\n\n{title}\n\n{rows}\n"
 
 
@@ -191,8 +192,14 @@ def train_parser(family: str):
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of these options")
     add_option(parser, "data", str | None, None, "a registered dataset name (genlab data list) or a path")
     add_option(parser, "out", str | None, None, "the run folder (default runs/FAMILY-DATA)")
-    add_option(parser, "resume", str | None, None, "continue the run in this folder from its last checkpoint; the train "
-               "options given override its recorded ones")
+    add_option(
+        parser,
+        "resume",
+        str | None,
+        None,
+        "continue the run in this folder from its last checkpoint; the train "
+        "options given override its recorded ones",
+    )
     add_option(parser, "from_study", str | None, None, "train with the settings of a study's best trial (genlab tune); "
                "the options given win")
     add_option(parser, "trial", int | None, None, "with --from-study: this trial instead of the best")
@@ -211,8 +218,11 @@ def tune_parser(family: str):
     from genlab.tune import OBJECTIVES, tune
 
     cls = get_family(family)
-    parser = _typed_parser(f"genlab tune {family}", f"Tune a {family} model: an Optuna study whose trials are genlab runs. "
-                                              "Options of genlab train given here are fixed for every trial.")
+    parser = _typed_parser(
+        f"genlab tune {family}",
+        f"Tune a {family} model: an Optuna study whose trials are genlab runs. "
+        "Options of genlab train given here are fixed for every trial.",
+    )
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file with any of these options")
     add_option(parser, "data", str | None, None, "a registered dataset name (genlab data list) or a path")
     add_option(parser, "out", str | None, None, "the study folder (default studies/FAMILY-DATA)")
@@ -287,8 +297,15 @@ def run_tune(argv: list[str]) -> None:
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         study_options = {k: v for k, v in options.items() if k not in train_fields | {"model", "config", "objective"}}
         study_options["seed"] = study_options.pop("study_seed")
-        objectives = tuple(o.strip() for given_objective in options["objective"] or [] for o in given_objective.split(",")
-                           if o.strip()) or None
+        objectives = (
+            tuple(
+                o.strip()
+                for given_objective in options["objective"] or []
+                for o in given_objective.split(",")
+                if o.strip()
+            )
+            or None
+        )
         folder = tune(family, model=given.get("model", {}), train={k: v for k, v in given.items() if k in train_fields},
                       objectives=objectives, **study_options)
     else:
@@ -329,7 +346,7 @@ def dispatch(argv: list[str]) -> None:
         if not rest or rest[0] in ("-h", "--help") or rest[0] not in table:
             if rest and rest[0] not in ("-h", "--help"):
                 raise GenlabError(f"unknown action {rest[0]!r} of genlab data", f"use one of {', '.join(table)}")
-            print(_overview("actions:", table, "genlab data ACTION ..."))
+            print(_overview("actions:", {name: verb.summary for name, verb in table.items()}, "genlab data ACTION ..."))
             return
         verb, entry, rest = f"data {rest[0]}", table[rest[0]], rest[1:]
     function = _function(entry.target)
@@ -354,7 +371,8 @@ class _Stderr(logging.StreamHandler):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(_overview("Train, evaluate, sample and serve generative models. Verbs:", VERBS,
+        print(_overview("Train, evaluate, sample and serve generative models. Verbs:",
+                        {name: verb.summary for name, verb in VERBS.items()},
                         "genlab VERB [options]  (genlab VERB --help)"))
         return 0
     if argv[0] == "--version":
@@ -366,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
               f"the verbs are {', '.join(VERBS)} (genlab --help)", file=sys.stderr)
         return 2
     # Lightning's notes that do not concern a genlab user (--holdout 0 means no validation loader, on purpose)
-    warnings.filterwarnings("ignore", message=r".*(LeafSpec|litlogger|does not have many workers|no `val_dataloader`).*")
+    warnings.filterwarnings(
+        "ignore", message=r".*(LeafSpec|litlogger|does not have many workers|no `val_dataloader`).*"
+    )
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     log = logging.getLogger("genlab")  # genlab's own notes (a reference classifier trained, a kernel not built)
     if not log.handlers:
@@ -393,5 +413,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Verbs that only read files and write their own (atomically, closed before they return): the `genlab` command
+# ends them without the interpreter's teardown, which with torch loaded takes longer than a whole `genlab
+# generate` of 300 tokens (docs/architecture.md). Training, tuning and serving exit normally.
+QUICK_EXIT = {"sample", "generate", "reconstruct", "interpolate", "translate", "edit", "data", "eval", "compare",
+              "reference"}
+
+
+def run() -> None:
+    """The `genlab` command."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,7 +1,5 @@
 """`python -m genlab.cli`: the same as the `genlab` command."""
 
-import sys
+from genlab.cli import run
 
-from genlab.cli import main
-
-sys.exit(main())
+run()

@@ -68,20 +68,21 @@ def _options(model: Any, given: dict[str, Any], editing: bool = False) -> Any:
     not take is an error naming the families that take it."""
     from genlab.models import families_with, get_family
 
-    capability, attribute = (Editor, "edit_options") if editing else (ImageSampler, "sample_options")
-    declared = getattr(model, attribute)
-    fields = {f.name for f in dataclasses.fields(declared)}
+    def declared(cls) -> type:
+        return cls.edit_options if editing else cls.sample_options
+
+    fields = {f.name for f in dataclasses.fields(declared(model))}
     for name, value in given.items():
         if value is not None and name not in fields:
-            others = [family for family in families_with(capability)
-                      if name in {f.name for f in dataclasses.fields(getattr(get_family(family), attribute))}]
+            others = [family for family in families_with(Editor if editing else ImageSampler)
+                      if name in {f.name for f in dataclasses.fields(declared(get_family(family)))}]
             raise ConfigError(f"--{name.replace('_', '-')} is not an option of {model.family} "
                               f"{'editing' if editing else 'sampling'}",
                               f"drop it{'; it applies to ' + ' and '.join(others) + ' models' if others else ''}")
     chosen = {k: v for k, v in given.items() if v is not None}
     if "progress" in fields:
         chosen["progress"] = True
-    return declared(**chosen)
+    return declared(model)(**chosen)
 
 
 def data_list() -> None:
@@ -157,7 +158,9 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
     need(model, ImageSampler, run)
     options = _options(model, {"temperature": temperature, "sampler": sampler, "steps": steps, "guidance": guidance,
                                "eta": eta, "prompt_prior": prompt_prior})
-    images = model.sample(n, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed), options=options)
+    images = model.sample(
+        n, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed), options=options
+    )
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
 
 
@@ -202,7 +205,9 @@ def edit(run: str, image: str | None = None, out: str = "edited.png", mask: str 
         m = torch.from_numpy(load_image(mask, 1, tuple(model.config.image_size))).float()[None] / 255
         m = (m > 0.5).float()
         if m.sum() == 0:
-            raise ConfigError(f"the mask {mask} is all black: nothing to inpaint", "paint white where new pixels should go")
+            raise ConfigError(
+                f"the mask {mask} is all black: nothing to inpaint", "paint white where new pixels should go"
+            )
     if label is None and test_label is not None and model.config.condition == "class":
         label = test_label
     result = model.edit(source, mask=m, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed),

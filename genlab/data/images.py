@@ -113,7 +113,10 @@ def load_image_folder(
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     skipped = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
     if not files:
-        raise DataError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}", "point --data at a folder of images")
+        raise DataError(
+            f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}",
+            "point --data at a folder of images",
+        )
 
     listing = "\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
     key = hashlib.sha256(f"{listing}|{image_size}|{test_fraction}".encode()).hexdigest()[:16]

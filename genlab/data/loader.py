@@ -66,7 +66,10 @@ def split_validation(data, fraction: float = 0.05, cap: int = 5000) -> tuple[tup
     def as_tensor(a):
         return torch.from_numpy(np.ascontiguousarray(a))
 
-    return (as_tensor(data.train_x[train]), as_tensor(data.train_y[train])), (as_tensor(data.train_x[val]), as_tensor(data.train_y[val]))
+    return (as_tensor(data.train_x[train]), as_tensor(data.train_y[train])), (
+        as_tensor(data.train_x[val]),
+        as_tensor(data.train_y[val]),
+    )
 
 
 def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int],

@@ -41,7 +41,9 @@ def sketch(images: torch.Tensor, threshold: float = 0.25, min_contrast: float = 
 def low_resolution_size(size: tuple[int, int], scale: int) -> tuple[int, int]:
     h, w = size
     if scale < 1 or h // scale < 1 or w // scale < 1:
-        raise ConfigError(f"cannot reduce {h}x{w} images {scale} times", "use --model.scale between 1 and the image size")
+        raise ConfigError(
+            f"cannot reduce {h}x{w} images {scale} times", "use --model.scale between 1 and the image size"
+        )
     return h // scale, w // scale
 
 

@@ -25,10 +25,15 @@ from genlab.data.text import load_text
 from genlab.errors import DataError
 from genlab.files import atomic_write, genlab_home
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,34 +109,45 @@ DATASETS: dict[str, Dataset] = {
     for d in [
         Dataset(
             "fashion-mnist", "image", "Zalando's 70,000 28x28 grayscale clothing images, 10 classes",
-            IDX_FILES, ("/usr/share/datasets/fashion-mnist",),
+            IDX_FILES,
+            ("/usr/share/datasets/fashion-mnist",),
             tuple(f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{f}" for f in IDX_FILES),
             "sudo apt-get install dataset-fashion-mnist   (or allow network access for the download)",
             lambda folder: parse_idx_folder(folder, "fashion-mnist", FASHION_CLASSES),
         ),
         Dataset(
-            "mnist", "image", "70,000 28x28 handwritten digits, 10 classes",
-            IDX_FILES, ("/usr/share/datasets/mnist",),
+            "mnist", "image", "70,000 28x28 handwritten digits, 10 classes", IDX_FILES,
+            ("/usr/share/datasets/mnist",),
             tuple(f"https://ossci-datasets.s3.amazonaws.com/mnist/{f}" for f in IDX_FILES),
-            f"allow network access for the download, or copy the four IDX files to {genlab_home() / 'datasets' / 'mnist'}",
+            "allow network access for the download, "
+            f"or copy the four IDX files to {genlab_home() / 'datasets' / 'mnist'}",
             lambda folder: parse_idx_folder(folder, "mnist", DIGIT_CLASSES),
         ),
         Dataset(
             "digits", "image", "scikit-learn's bundled 1,797 8x8 digits (always available; for tests)",
-            (), (), (), "pip install scikit-learn", lambda folder: _digits(), bundled=_digits,
+            (),
+            (),
+            (),
+            "pip install scikit-learn",
+            lambda folder: _digits(),
+            bundled=_digits,
         ),
         Dataset(
             "tiny-shakespeare", "text", "1.1 MB of Shakespeare's plays, the char-LM benchmark",
-            ("tinyshakespeare.txt",), (),
+            ("tinyshakespeare.txt",),
+            (),
             ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
-            f"allow network access for the download, or copy tinyshakespeare.txt to {genlab_home() / 'datasets' / 'tiny-shakespeare'}",
+            "allow network access for the download, "
+            f"or copy tinyshakespeare.txt to {genlab_home() / 'datasets' / 'tiny-shakespeare'}",
             _shakespeare,
         ),
         Dataset(
             "cifar10", "image", "60,000 32x32 colour images in 10 classes (binary version)",
-            ("cifar-10-batches-bin/test_batch.bin",), (),
+            ("cifar-10-batches-bin/test_batch.bin",),
+            (),
             ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
-            f"allow network access for the download, or unpack cifar-10-binary.tar.gz into {genlab_home() / 'datasets' / 'cifar10'}",
+            "allow network access for the download, "
+            f"or unpack cifar-10-binary.tar.gz into {genlab_home() / 'datasets' / 'cifar10'}",
             lambda folder: parse_cifar_binary(folder, "cifar10", CIFAR_CLASSES),
         ),
     ]
@@ -140,7 +156,11 @@ DATASETS: dict[str, Dataset] = {
 
 def _fix_shakespeare_name(dataset: Dataset, folder: Path) -> None:
     """The download is called input.txt; keep the registered file name in the cache."""
-    if dataset.name == "tiny-shakespeare" and (folder / "input.txt").exists() and not (folder / "tinyshakespeare.txt").exists():
+    if (
+        dataset.name == "tiny-shakespeare"
+        and (folder / "input.txt").exists()
+        and not (folder / "tinyshakespeare.txt").exists()
+    ):
         shutil.move(folder / "input.txt", folder / "tinyshakespeare.txt")
 
 

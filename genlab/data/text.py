@@ -26,10 +26,16 @@ def _read_text(path: Path) -> tuple[str | None, str]:
         return None, f"not UTF-8 ({error.reason} at byte {error.start})"
 
 
-def load_text(path: Path, test_fraction: float = 0.1, max_bad_fraction: float = 0.05, name: str | None = None) -> TextData:
+def load_text(
+    path: Path, test_fraction: float = 0.1, max_bad_fraction: float = 0.05, name: str | None = None
+) -> TextData:
     """A text file or folder; the last `test_fraction` of the text is held out, as nanoGPT splits it."""
     path = Path(path).resolve()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    )
     if not files:
         raise DataError(f"no text files (.txt, .md) under {path}", "point --data at a text file or a folder of them")
     report = DataReport(name or path.stem, "text", str(path), "path")
@@ -42,7 +48,9 @@ def load_text(path: Path, test_fraction: float = 0.1, max_bad_fraction: float = 
             pieces.append(text)
     report.check_bad_fraction(len(files), max_bad_fraction)
     if not pieces:
-        raise DataError(f"none of the {len(files)} text files under {path} could be read", "check their encoding (UTF-8)")
+        raise DataError(
+            f"none of the {len(files)} text files under {path} could be read", "check their encoding (UTF-8)"
+        )
     text = "\n".join(pieces)
     return split_text(report.name, text, report, test_fraction)
 

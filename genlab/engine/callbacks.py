@@ -91,7 +91,7 @@ class Preview(pl.Callback):
     def __init__(self, folder: Path, every: int, seed: int, data: Any, options: dict[str, Any]):
         self.folder, self.every, self.seed, self.options = folder, every, seed, options
         self.images = None
-        if getattr(data, "kind", None) == "image":
+        if data.kind == "image":
             from genlab.data.loader import split_validation
 
             self.images = split_validation(data)[1][0][:16]
@@ -235,10 +235,13 @@ def collapse_warning(recall: float, fractions, real_fractions, names, recall_flo
 class CollapseMonitor(pl.Callback):
     """At each validation pass: samples from the EMA generator measured against the held-out validation images in
     the reference classifier's feature space (recall, precision, FD-genlab, class histogram), logged as monitor/...,
-    with a warning when they look collapsed. Draws its noise from its own generator: training randomness is untouched."""
+    with a warning when they look collapsed. Draws its noise from its own generator: training randomness is
+    untouched."""
 
     def __init__(self, data, samples: int, recall_floor: float, seed: int, progress: bool):
-        self.data, self.samples, self.recall_floor, self.seed, self.progress = data, samples, recall_floor, seed, progress
+        self.data, self.samples, self.recall_floor, self.seed, self.progress = (
+            data, samples, recall_floor, seed, progress,
+        )
         self.reference = None
         self.real: tuple[torch.Tensor, torch.Tensor] | None = None  # features and class probabilities
         self.warnings: list[str] = []
@@ -271,7 +274,10 @@ class CollapseMonitor(pl.Callback):
         metrics["monitor/fd_genlab"] = fd_genlab(real_features, features)
         fractions, real_fractions = class_histogram(probs), class_histogram(real_probs)
         metrics["monitor/class_histogram_tv"] = float(abs(fractions - real_fractions).sum() / 2)
-        metrics |= {f"monitor/class_fraction/{name}": float(f) for name, f in zip(self.reference.classes, fractions, strict=True)}
+        metrics |= {
+            f"monitor/class_fraction/{name}": float(f)
+            for name, f in zip(self.reference.classes, fractions, strict=True)
+        }
         if labels is not None:
             metrics["monitor/class_accuracy"] = class_accuracy(probs, labels)
         pl_module.log_dict(metrics)

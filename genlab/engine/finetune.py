@@ -34,7 +34,9 @@ class StartFrom(pl.Callback):
         missing, unexpected = pl_module.model.load_state_dict(self.state, strict=False)
         missing = [k for k in missing if not k.endswith(("lora_A", "lora_B"))]
         if missing or unexpected:
-            raise GenlabError(f"the base weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise GenlabError(
+                f"the base weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
 
 
 def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]:
@@ -53,11 +55,27 @@ def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]
     return str(out / "data.txt"), unknown
 
 
-def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] | None = None, rank: int = 8, alpha: float = 16.0,
-             embeddings: bool = False, out: str | None = None, max_steps: int = 500, max_time: str | None = None, lr: float | None = None,
-             batch_size: int | None = None, warmup_steps: int = 20, dropout: float | None = None,
-             bpe_dropout: float | None = None, holdout: float = 0.05, unknown: Literal["error", "drop"] = "error",
-             seed: int = 0, threads: int | None = None, progress: bool = True) -> dict[str, float]:
+def finetune(
+    run: str,
+    data: str | None = None,
+    method: Literal["full", "lora"] | None = None,
+    rank: int = 8,
+    alpha: float = 16.0,
+    embeddings: bool = False,
+    out: str | None = None,
+    max_steps: int = 500,
+    max_time: str | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    warmup_steps: int = 20,
+    dropout: float | None = None,
+    bpe_dropout: float | None = None,
+    holdout: float = 0.05,
+    unknown: Literal["error", "drop"] = "error",
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
     """Fine-tune a trained language model on new text; the result is a new run folder with a merged model.
 
     Args:
@@ -95,7 +113,10 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     from genlab.models.lm.lora import merge_lora
 
     if not data:
-        raise ConfigError("genlab finetune needs --data", "pass the target text: a file, a folder of text files or a dataset")
+        raise ConfigError(
+            "genlab finetune needs --data",
+            "pass the target text: a file, a folder of text files or a dataset",
+        )
     if method not in ("full", "lora", None):
         raise ConfigError(f"method {method!r} is not one of 'full', 'lora'", "use --method full or --method lora")
     base = load(run)
@@ -150,9 +171,15 @@ def finetune(run: str, data: str | None = None, method: Literal["full", "lora"] 
     tuned = load(out_path / "model")
     if method == "lora":
         tuned = merge_lora(tuned)
-        tuned.save_pretrained(out_path / "model", card={"fine-tuned from": str(run), "data": data,
-                                                        "method": f"LoRA rank {rank}, alpha {alpha}"
-                                                                  f"{' with embeddings and norms' if embeddings else ''}, merged"})
+        tuned.save_pretrained(
+            out_path / "model",
+            card={
+                "fine-tuned from": str(run),
+                "data": data,
+                "method": f"LoRA rank {rank}, alpha {alpha}"
+                f"{' with embeddings and norms' if embeddings else ''}, merged",
+            },
+        )
     after = {"target": tuned.log_likelihood(target.test)["nats_per_token"]}
     if base_text:
         after["base"] = tuned.log_likelihood(base_text)["nats_per_token"]

@@ -35,7 +35,9 @@ class Recipe:
     monitor: str = "val/loss"  # the logged metric best.ckpt keeps the lowest of
     preview: dict[str, Any] = dataclasses.field(default_factory=dict)  # SampleOptions fields of the samples/ previews
 
-    def loaders(self, model: Any, data: Any, train: Any, position: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
+    def loaders(
+        self, model: Any, data: Any, train: Any, position: Callable[[], int]
+    ) -> tuple[Iterable, Iterable | None]:
         """Training and validation batches (None: no validation). `position()` is the number of training batches
         already consumed: the training loader starts there, so that a resumed run sees the same batches."""
         from genlab.data.loader import image_loaders
@@ -67,7 +69,9 @@ class TwoPlayerRecipe(Recipe):
         generator, discriminator = model.players()
 
         def player(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-            return torch.optim.AdamW(module.parameters(), lr=lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+            return torch.optim.AdamW(
+                module.parameters(), lr=lr, betas=tuple(train.betas), weight_decay=train.weight_decay
+            )
 
         return [player(generator, train.lr), player(discriminator, train.lr * model.config.d_lr_ratio)]
 
@@ -93,7 +97,9 @@ class DiffusionRecipe(Recipe):
 
 @dataclasses.dataclass(frozen=True)
 class LanguageRecipe(Recipe):
-    def loaders(self, model: Any, data: Any, train: Any, position: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
+    def loaders(
+        self, model: Any, data: Any, train: Any, position: Callable[[], int]
+    ) -> tuple[Iterable, Iterable | None]:
         """Windows of block_size + 1 tokens: random ones for training, the held-out tail for validation. With
         BPE-dropout the training text is `bpe_copies` segmentations of it, and the held-out tail is cut at a
         line of the text (the copies differ in length) and encoded the one deterministic way."""
@@ -109,8 +115,11 @@ class LanguageRecipe(Recipe):
         if holdout > 0:
             cut = text.rfind("\n", 0, int(len(text) * (1 - holdout))) + 1 or int(len(text) * (1 - holdout))
         copies = model.require_tokenizer().encode_with_dropout(text[:cut], c.bpe_dropout, c.bpe_copies, seed=train.seed)
-        return window_loaders(torch.from_numpy(np.concatenate(copies)), model.encode(text[cut:]) if holdout > 0 else None,
-                              c.block_size, train.batch_size, train.seed, position)
+        return window_loaders(
+            torch.from_numpy(np.concatenate(copies)),
+            model.encode(text[cut:]) if holdout > 0 else None,
+            c.block_size, train.batch_size, train.seed, position,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +135,15 @@ class GPTRecipe(LanguageRecipe):
             return [adamw([p for _, p in params], train)]
         hidden = [p for n, p in params if n.startswith("blocks.") and p.ndim == 2]
         other = [p for n, p in params if not (n.startswith("blocks.") and p.ndim == 2)]
-        groups = [{"params": hidden, "use_muon": True, "lr": train.lr * c.muon_lr_ratio, "weight_decay": train.weight_decay},
-                  {"params": other, "lr": train.lr, "betas": train.betas, "weight_decay": 0.0}]
+        groups = [
+            {
+                "params": hidden,
+                "use_muon": True,
+                "lr": train.lr * c.muon_lr_ratio,
+                "weight_decay": train.weight_decay,
+            },
+            {"params": other, "lr": train.lr, "betas": train.betas, "weight_decay": 0.0},
+        ]
         return [MuonAdamW([g for g in groups if g["params"]])]
 
 

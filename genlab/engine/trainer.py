@@ -83,7 +83,9 @@ class GenlabModule(pl.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if self.train_config.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.train_config.grad_clip, gradient_clip_algorithm="norm")
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.train_config.grad_clip, gradient_clip_algorithm="norm"
+            )
         # Lightning counts every LightningOptimizer.step as a global step, so a GAN's two players would make
         # --max-steps, log_every and ckpt_every count half-batches. One counted step per batch; the others go
         # through the strategy (same precision plugin and hooks, no count).
@@ -196,7 +198,9 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
     cls, recipe = get_family(family), recipe_for(family)
     ckpt = run / "checkpoints" / "last.ckpt"
     if resume and not ckpt.exists():
-        raise GenlabError(f"cannot resume: {ckpt} does not exist", f"train first with genlab train {family} --out {run}")
+        raise GenlabError(
+            f"cannot resume: {ckpt} does not exist", f"train first with genlab train {family} --out {run}"
+        )
     if not resume and ckpt.exists():
         raise GenlabError(f"{run} already holds a run", f"resume it with --resume {run}, or choose another --out")
     if train_config.threads:
@@ -204,7 +208,11 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
 
     dataset = load_data(data, max_bad_fraction=max_bad_fraction)
     if dataset.kind != cls.data_kind:
-        example = "fashion-mnist or a folder of images" if cls.data_kind == "image" else "tiny-shakespeare or a text file"
+        example = (
+            "fashion-mnist or a folder of images"
+            if cls.data_kind == "image"
+            else "tiny-shakespeare or a text file"
+        )
         raise DataError(f"the {family} family trains on {cls.data_kind} data, but --data {data} is {dataset.kind}",
                         f"pass {cls.data_kind} data such as {example}")
     config = cls.config_for_data(model_config, dataset)

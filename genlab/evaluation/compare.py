@@ -52,7 +52,11 @@ def rank(values: list[float | None], better: str) -> list[int | None]:
 def compare_metrics(named: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Ranks per metric and the best run per goal, from each run's metrics.json content."""
     names = list(named)
-    metrics = [key for key, info in GLOSSARY.items() if info.better and any(named[n].get(key) is not None for n in names)]
+    metrics = [
+        key
+        for key, info in GLOSSARY.items()
+        if info.better and any(named[n].get(key) is not None for n in names)
+    ]
     ranks = {key: dict(zip(names, rank([named[n].get(key) for n in names], GLOSSARY[key].better))) for key in metrics}
     recommendations = {}
     for goal in GOALS:
@@ -72,7 +76,9 @@ def compare_metrics(named: dict[str, dict[str, Any]]) -> dict[str, Any]:
     seeds = sorted({str(m.get("seed")) for m in named.values()})
     warnings = []
     if len(datasets) > 1:
-        warnings.append(f"the runs were trained on different data ({', '.join(datasets)}): their metrics do not compare")
+        warnings.append(
+            f"the runs were trained on different data ({', '.join(datasets)}): their metrics do not compare"
+        )
     if len(seeds) > 1:
         warnings.append(f"the runs were evaluated with different seeds ({', '.join(seeds)})")
     samples = {m.get("fake_examples") for m in named.values() if m.get("fake_examples")}
@@ -110,8 +116,11 @@ def compare(runs: list[str], out: str = "compare.html", evaluate_missing: bool =
     sections = []
     if result["warnings"]:
         sections.append(("Read this first", "".join(f"<p><b>{html.escape(w)}</b></p>" for w in result["warnings"])))
-    recommend = "".join(f"<li><b>For {html.escape(GOALS[goal])}: {html.escape(r['run'])}</b> ({html.escape(str(r['family']))}); "
-                        f"{html.escape(r['evidence'])}</li>" for goal, r in result["recommendations"].items())
+    recommend = "".join(
+        f"<li><b>For {html.escape(GOALS[goal])}: {html.escape(r['run'])}</b> ({html.escape(str(r['family']))}); "
+        f"{html.escape(r['evidence'])}</li>"
+        for goal, r in result["recommendations"].items()
+    )
     sections.append(("Recommendation", f"<ul>{recommend}</ul><p class='note'>Each goal's winner has the best mean rank "
                                        "over that goal's metrics (1 = best).</p>" if recommend else
                      "<p class='note'>no metric is shared by two runs</p>"))

@@ -50,7 +50,9 @@ def generate_images(model, n: int, seed: int, labels: torch.Tensor | None = None
                     progress: bool = True) -> tuple[torch.Tensor, float]:
     """n samples as uint8 (n, C, H, W) and the seconds it took, from one generator seeded by `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    model.sample(2, labels=None if labels is None else labels[:2], generator=torch.Generator().manual_seed(seed))  # warm-up
+    model.sample(
+        2, labels=None if labels is None else labels[:2], generator=torch.Generator().manual_seed(seed)
+    )  # warm-up
     chunks = []
     start = time.perf_counter()
     for i in tqdm(range(0, n, batch_size), desc=f"sampling {n}", disable=not progress, leave=False):
@@ -166,8 +168,11 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         raise GenlabError(f"--n {n} is too few samples to measure anything", "use --n 1000 or more (default 10000)")
     for name, value in (("k", k), ("batch_size", batch_size), ("max_examples", max_examples)):
         if value is not None and value < 1:
-            raise GenlabError(f"--{name.replace('_', '-')} {value} must be at least 1",
-                              f"pass --{name.replace('_', '-')} 1 or more" + (" (200 is the protocol's)" if name == "k" else ""))
+            raise GenlabError(
+                f"--{name.replace('_', '-')} {value} must be at least 1",
+                f"pass --{name.replace('_', '-')} 1 or more"
+                + (" (200 is the protocol's)" if name == "k" else ""),
+            )
     torch.manual_seed(seed)
     history = read_metrics(run_path)
     metrics: dict[str, Any] = {"run": run_path.name, "family": model.family, "data": record["data"],
@@ -243,8 +248,12 @@ def write_report(run_path: Path, model, record: dict, data, metrics: dict[str, A
         if histogram:
             from genlab.evaluation.report import bar_chart
 
-            figures.append(figure_html(png_data_uri(bar_chart(histogram, "reference classifier's class mix of samples")),
-                                       "predicted classes of the samples: a collapsed model piles into a few"))
+            figures.append(
+                figure_html(
+                    png_data_uri(bar_chart(histogram, "reference classifier's class mix of samples")),
+                    "predicted classes of the samples: a collapsed model piles into a few",
+                )
+            )
     for images, nrow, caption in model_figures(model, data, seed):
         figures.append(figure_html(png_data_uri(grid_image(images, nrow=nrow, scale=3)), caption))
     texts = ["".join(model.generate(max_new_tokens=300, temperature=0.8, seed=seed + i)) for i in range(3)] \
@@ -281,7 +290,9 @@ def model_figures(model, data, seed: int) -> list[tuple[torch.Tensor, int, str]]
         for a, b in pairs:
             ia, ib = (int((test_y == data.classes.index(c)).nonzero()[0]) for c in (a, b))
             pair_labels = [int(test_y[ia]), int(test_y[ib])] if labels is not None else None
-            line = model.interpolate(torch.from_numpy(data.test_x[ia]), torch.from_numpy(data.test_x[ib]), 9, pair_labels)
+            line = model.interpolate(
+                torch.from_numpy(data.test_x[ia]), torch.from_numpy(data.test_x[ib]), 9, pair_labels
+            )
             figures.append((line, 9, f"{a} to {b}: the middle image is the latent midpoint"))
     if isinstance(model, ImageSampler) and model.config.condition != "none":
         c = model.config

@@ -26,7 +26,11 @@ def grid_image(images: torch.Tensor, nrow: int | None = None, pad: int = 2, scal
     canvas = np.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 255, dtype=np.uint8)
     for i, image in enumerate(images.numpy()):
         r, col = divmod(i, nrow)
-        canvas[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = image
+        canvas[
+            :,
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + col * (w + pad) : pad + col * (w + pad) + w,
+        ] = image
     picture = Image.fromarray(canvas[0] if c == 1 else canvas.transpose(1, 2, 0))
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
@@ -183,7 +187,8 @@ def table_html(rows: list[dict[str, object]], highlight: dict[str, int] | None =
 
 def figure_html(uri: str, caption: str, width: int | None = None) -> str:
     style = f" style='width:{width}px'" if width else ""
-    return f"<figure><img src='{uri}'{style} alt='{html.escape(caption)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+    caption = html.escape(caption)
+    return f"<figure><img src='{uri}'{style} alt='{caption}'><figcaption>{caption}</figcaption></figure>"
 
 
 def write_page(path: str | Path, title: str, sections: list[tuple[str, str]]) -> Path:

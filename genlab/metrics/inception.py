@@ -34,8 +34,10 @@ def load_inception_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The weights in a .pth or .safetensors file as tensors; anything else is refused, nothing is executed."""
     path = Path(path)
     if not path.is_file():
-        raise GenlabError(f"Inception weights file {path} does not exist",
-                          "pass the path of pt_inception-2015-12-05-6726825d.pth (the FID weights) with --inception-weights")
+        raise GenlabError(
+            f"Inception weights file {path} does not exist",
+            "pass the path of pt_inception-2015-12-05-6726825d.pth (the FID weights) with --inception-weights",
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -44,11 +46,14 @@ def load_inception_state(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UnsafeFileError(f"{path} holds more than tensors and was not loaded ({str(error).splitlines()[0]})",
-                              "use the original FID Inception weights file, or its tensors saved as .safetensors") from error
+        raise UnsafeFileError(
+            f"{path} holds more than tensors and was not loaded ({str(error).splitlines()[0]})",
+            "use the original FID Inception weights file, or its tensors saved as .safetensors",
+        ) from error
     except Exception as error:  # truncated zip, bad header, ...
-        raise UnsafeFileError(f"{path} is not a readable weights file ({error})",
-                              "download the FID Inception weights again") from error
+        raise UnsafeFileError(
+            f"{path} is not a readable weights file ({error})", "download the FID Inception weights again"
+        ) from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UnsafeFileError(f"{path} is not a state dict of tensors", "use the FID Inception weights file")
     return state
@@ -59,7 +64,9 @@ def inception_extractor(path: str | Path):
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError as error:
-        raise GenlabError(f"standard Inception metrics need torch-fidelity and torchvision ({error})", INSTALL_HINT) from error
+        raise GenlabError(
+            f"standard Inception metrics need torch-fidelity and torchvision ({error})", INSTALL_HINT
+        ) from error
     state = load_inception_state(path)
     with tempfile.TemporaryDirectory() as folder:
         safe_copy = Path(folder) / "inception.pth"

@@ -31,7 +31,9 @@ def image_log_likelihood(model, images: torch.Tensor, labels: torch.Tensor | Non
     start = time.time()
     for i in tqdm(range(0, n, batch_size), desc=f"IWAE k={k}", disable=not progress, leave=False):
         y = labels[i : i + batch_size] if labels is not None else None
-        out = model.log_likelihood(images[i : i + batch_size], y, k=k, generator=generator, data_generator=data_generator)
+        out = model.log_likelihood(
+            images[i : i + batch_size], y, k=k, generator=generator, data_generator=data_generator
+        )
         total_ll += out["log_likelihood"].double().sum().item()
         total_elbo += out["elbo"].double().sum().item()
     dims = images[0].numel()

@@ -102,9 +102,8 @@ class ReferenceConfig:
     lr: float = 3e-3  # peak of the one-cycle schedule
     weight_decay: float = 1e-4
     max_shift: int = 1  # random translation augmentation, in pixels
-    # "stride": each halving is a stride-2 conv, about 2.5x cheaper on a CPU than a full-resolution conv
-    # and a max-pool. Fashion-MNIST test accuracy (2 cores): stride, 8 epochs, shift 1 -> 92.8% (these
-    # defaults); 10 epochs -> 93.1% in 224 s; maxpool, 4 epochs, shift 2 -> 91.7% in 211 s.
+    # "stride": each halving is a stride-2 conv, cheaper on a CPU than a full-resolution conv and a
+    # max-pool, and as accurate (docs/evaluation.md compares the two)
     downsample: str = "stride"
     seed: int = 0
 
@@ -130,7 +129,11 @@ class ReferenceNet(nn.Module):
         for width in config.widths:
             halve = min(h, w) >= 4  # keep at least 2x2 positions, so 8x8 digits go 8 -> 4 -> 2 -> 2
             stride = 2 if halve and config.downsample == "stride" else 1
-            layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+            ]
             if halve and config.downsample == "maxpool":
                 layers.append(nn.MaxPool2d(2))
             if halve:
@@ -142,7 +145,7 @@ class ReferenceNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in [0, 1] -> (B, feature_dim) non-negative penultimate activations."""
-        # channels_last makes the CPU convolutions (oneDNN) about 1.5x faster here
+        # channels_last is the layout oneDNN's CPU convolutions are fastest with (docs/evaluation.md)
         return self.feature(self.conv((x * 2 - 1).contiguous(memory_format=torch.channels_last)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -272,7 +275,8 @@ def _accuracy(net: ReferenceNet, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 
 def _train(data: ImageData, config: ReferenceConfig, progress: bool) -> tuple[ReferenceNet, dict[str, Any]]:
-    """Train with AdamW and a one-cycle learning rate (Smith & Topin 2019), fp32, on torch's threads (default: cores)."""
+    """Train with AdamW and a one-cycle learning rate (Smith & Topin 2019), fp32, on torch's threads
+    (default: all cores)."""
     train_x, train_y = _labelled(data.train_x, data.train_y)
     test_x, test_y = _labelled(data.test_x, data.test_y)
     num_classes = len(data.classes)

@@ -16,10 +16,17 @@ class Family(NamedTuple):
 
 
 FAMILIES: dict[str, Family] = {
-    "vae": Family("genlab.models.vae:VAE", "variational autoencoder: samples, reconstructions, likelihood, anomaly scores"),
+    "vae": Family(
+        "genlab.models.vae:VAE",
+        "variational autoencoder: samples, reconstructions, likelihood, anomaly scores",
+    ),
     "gan": Family("genlab.models.gan:GAN", "GAN: sharp samples, class-conditional"),
-    "pix2pix": Family("genlab.models.pix2pix:Pix2Pix", "image-to-image translation: sketches to images, super-resolution"),
-    "diffusion": Family("genlab.models.diffusion:Diffusion", "denoising diffusion: samples, text-to-image, inpainting"),
+    "pix2pix": Family(
+        "genlab.models.pix2pix:Pix2Pix", "image-to-image translation: sketches to images, super-resolution"
+    ),
+    "diffusion": Family(
+        "genlab.models.diffusion:Diffusion", "denoising diffusion: samples, text-to-image, inpainting"
+    ),
     "rnn": Family("genlab.models.lm.rnn:RNN", "LSTM language model: text from a prompt"),
     "gpt": Family("genlab.models.lm.gpt:GPT", "transformer language model: text, pre-train then fine-tune"),
 }

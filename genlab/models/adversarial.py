@@ -45,7 +45,8 @@ def generator_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP's E[(|grad D(x_hat)|_2 - 1)^2] at x_hat on random lines between real and fake (Gulrajani et al. 2017, eq. 3)."""
+    """WGAN-GP's E[(|grad D(x_hat)|_2 - 1)^2] at x_hat on random lines between real and fake (Gulrajani et al. 2017,
+    eq. 3)."""
     eps = torch.rand(len(real), *([1] * (real.ndim - 1)), device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)

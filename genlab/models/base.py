@@ -140,9 +140,11 @@ class ImageModel(GenerativeModel):
         if not isinstance(config, ConditionalImageConfig):
             return dataclasses.replace(config, channels=c, image_size=(h, w))
         if config.condition != "none" and len(data.classes) < 2:
-            raise ConfigError(f"condition={config.condition!r} needs labelled data with at least 2 classes; {data.name} "
-                              f"has {len(data.classes)}", "use data with labels (a folder with class subfolders) or "
-                              "--model.condition none")
+            raise ConfigError(
+                f"condition={config.condition!r} needs labelled data with at least 2 classes; {data.name} "
+                f"has {len(data.classes)}",
+                "use data with labels (a folder with class subfolders) or --model.condition none",
+            )
         return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
                                    class_names=tuple(data.classes))
 
@@ -151,17 +153,18 @@ class ImageModel(GenerativeModel):
         c = self.config
         expected = (c.channels, *c.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ConfigError(f"{what} of shape {tuple(images.shape)}; this model takes (B, {', '.join(map(str, expected))})",
-                              f"give {c.image_size[0]}x{c.image_size[1]} images with {c.channels} channel(s) "
-                              "(genlab's verbs resize image files)")
+            raise ConfigError(
+                f"{what} of shape {tuple(images.shape)}; this model takes (B, {', '.join(map(str, expected))})",
+                f"give {c.image_size[0]}x{c.image_size[1]} images with {c.channels} channel(s) "
+                "(genlab's verbs resize image files)",
+            )
 
 
 def class_labels(config: Any, labels: Any, n: int) -> torch.Tensor | None:
     """Class indices (n,) from ints or class names (one for all n, or one each) for a model whose config has
     `condition` "class" (or "text", whose captions come from class names); None for an unconditional model.
     No labels: cycle through the classes."""
-    condition = getattr(config, "condition", "none")
-    if condition not in ("class", "text"):
+    if config.condition not in ("class", "text"):
         if labels is not None:
             raise ConfigError("this model is unconditional and takes no labels", "drop --label")
         return None

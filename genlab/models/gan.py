@@ -238,9 +238,14 @@ class GANConfig(ConditionalImageConfig):
                               "e.g. --model.g-widths [256,128] --model.d-widths [64,128,256]")
         unknown = sorted(set(self.diffaugment) - set(AUGMENTATIONS))
         if unknown:
-            raise ConfigError(f"unknown DiffAugment policy {', '.join(unknown)}", f"use any of {', '.join(AUGMENTATIONS)}")
+            raise ConfigError(
+                f"unknown DiffAugment policy {', '.join(unknown)}", f"use any of {', '.join(AUGMENTATIONS)}"
+            )
         if self.d_steps < 1 or not 0 <= self.ema_decay < 1:
-            raise ConfigError("d_steps must be >= 1 and ema_decay in [0, 1)", "e.g. --model.d-steps 1 --model.ema-decay 0.999")
+            raise ConfigError(
+                "d_steps must be >= 1 and ema_decay in [0, 1)",
+                "e.g. --model.d-steps 1 --model.ema-decay 0.999",
+            )
         if self.monitor_samples < 0:
             raise ConfigError(f"monitor_samples = {self.monitor_samples} must be >= 0", "0 turns the monitor off")
 

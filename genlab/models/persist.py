@@ -74,8 +74,11 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> GenerativeMo
                               "re-export the model with save_pretrained") from None
     written_by = meta.get("genlab_version", "an unknown version")
     if isinstance(meta.get("format"), int) and meta["format"] > FORMAT_VERSION:
-        raise UnsafeFileError(f"{folder} was written by genlab {written_by} in model format {meta['format']}; this "
-                              f"genlab reads format {FORMAT_VERSION} and older", f"upgrade genlab to {written_by} or later")
+        raise UnsafeFileError(
+            f"{folder} was written by genlab {written_by} in model format {meta['format']}; this "
+            f"genlab reads format {FORMAT_VERSION} and older",
+            f"upgrade genlab to {written_by} or later",
+        )
     try:
         cls = get_family(family)
         config = from_dict(cls.Config, config_dict)

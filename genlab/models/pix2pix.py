@@ -70,14 +70,19 @@ class UNet(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """(condition, image) pairs (B, in + C, H, W) -> a map of raw scores, one per overlapping patch (Isola et al., sec. 3.2.2)."""
+    """(condition, image) pairs (B, in + C, H, W) -> a map of raw scores, one per overlapping patch
+    (Isola et al. 2017, sec. 3.2.2)."""
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], spectral_norm: bool):
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for i, width in enumerate(widths):
-            conv = nn.Conv2d(channels, width, 4, stride=2, padding=1) if i < len(widths) - 1 else nn.Conv2d(channels, width, 3, padding=1)
+            conv = (
+                nn.Conv2d(channels, width, 4, stride=2, padding=1)
+                if i < len(widths) - 1
+                else nn.Conv2d(channels, width, 3, padding=1)
+            )
             layers += [spectral(conv, spectral_norm), nn.LeakyReLU(0.2)]
             channels = width
         layers.append(spectral(nn.Conv2d(channels, 1, 3, padding=1), spectral_norm))
@@ -123,7 +128,8 @@ class Pix2PixConfig(ImageConfig):
 
 
 class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
-    """Image-to-image translation: --model.task sketch (edge maps -> images) or --model.task superres --model.scale 4."""
+    """Image-to-image translation: --model.task sketch (edge maps -> images), or --model.task superres with
+    --model.scale 4."""
 
     family = "pix2pix"
     Config = Pix2PixConfig
@@ -151,7 +157,8 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
     # -- data domain -------------------------------------------------------------------------
 
     def make_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Target images (uint8, or float in [0, 1]) -> the condition the task gives: a sketch or a low-resolution image."""
+        """Target images (uint8, or float in [0, 1]) -> the condition its task gives: a sketch or a low-res
+        image."""
         x = images.float() / 255 if images.dtype == torch.uint8 else images
         self.check_images(x, "target images")
         return task_input(x, self.config.task, self.config.scale, self.config.sketch_threshold)
@@ -212,10 +219,14 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
 
     @torch.no_grad()
     def translate(self, conditions: torch.Tensor, chunk: int = 500) -> torch.Tensor:
-        """Conditions (B, *input_shape) in [0, 1] (a sketch, or a low-resolution image) -> images (B, C, H, W) in [0, 1]."""
+        """Conditions (B, *input_shape) in [0, 1] (a sketch, or a low-resolution image) ->
+        images (B, C, H, W) in [0, 1]."""
         if conditions.dim() != 4 or tuple(conditions.shape[1:]) != self.input_shape:
-            raise ConfigError(f"this {self.config.task} model takes inputs of shape (B, {', '.join(map(str, self.input_shape))}), "
-                              f"got {tuple(conditions.shape)}", "pass images of that size (genlab translate resizes files)")
+            raise ConfigError(
+                f"this {self.config.task} model takes inputs of shape (B, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(conditions.shape)}",
+                "pass images of that size (genlab translate resizes files)",
+            )
         device = next(self.parameters()).device
         out = [self.generator_ema(self.lift(conditions[i : i + chunk].to(device).float()))
                for i in range(0, len(conditions), chunk)]

@@ -47,7 +47,9 @@ def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
     log_one_minus_cdf_min = -F.softplus(min_in)  # log (1 - sigmoid(min_in)), for the highest bin
     cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
     mid_in = inv_scale * centered
-    log_pdf_mid = mid_in - log_scale - 2 * F.softplus(mid_in) - math.log(127.5)  # density x bin width, when delta underflows
+    log_pdf_mid = (
+        mid_in - log_scale - 2 * F.softplus(mid_in) - math.log(127.5)
+    )  # density x bin width, when delta underflows
     inner = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)), log_pdf_mid)
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, inner))
 
@@ -95,7 +97,10 @@ class VAEConfig(ConditionalImageConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.latent_dim < 1 or not self.widths:
-            raise ConfigError("latent_dim must be >= 1 and widths non-empty", "e.g. --model.latent-dim 32 --model.widths [32,64]")
+            raise ConfigError(
+                "latent_dim must be >= 1 and widths non-empty",
+                "e.g. --model.latent-dim 32 --model.widths [32,64]",
+            )
         if self.beta < 0 or self.kl_warmup_steps < 0:
             raise ConfigError("beta and kl_warmup_steps must be >= 0", "e.g. --model.beta 1 --model.kl-warmup-steps 0")
 
@@ -144,7 +149,10 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
         layers = []
         widths = list(reversed(c.widths))
         for i, (width, out) in enumerate(zip(widths, [*widths[1:], out_channels])):
-            layers += [*[ResBlock(width) for _ in range(c.res_blocks)], nn.ConvTranspose2d(width, out, 4, stride=2, padding=1)]
+            layers += [
+                *[ResBlock(width) for _ in range(c.res_blocks)],
+                nn.ConvTranspose2d(width, out, 4, stride=2, padding=1),
+            ]
             if i < len(widths) - 1:
                 layers.append(nn.SiLU())
         self.decoder_conv = nn.Sequential(*layers)
@@ -269,8 +277,16 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
         return self.mean_image(self.decode(z, onehot))
 
     @torch.no_grad()
-    def log_likelihood(self, images: torch.Tensor, labels=None, *, k: int = 200, generator: torch.Generator | None = None,
-                       data_generator: torch.Generator | None = None, chunk: int = 8192) -> dict[str, torch.Tensor]:
+    def log_likelihood(
+        self,
+        images: torch.Tensor,
+        labels=None,
+        *,
+        k: int = 200,
+        generator: torch.Generator | None = None,
+        data_generator: torch.Generator | None = None,
+        chunk: int = 8192,
+    ) -> dict[str, torch.Tensor]:
         """Per-example IWAE bound log p(x) >= log mean_k p(x, z_k) / q(z_k|x), and the ELBO (k=1 term), in nats.
 
         `images` are uint8. Binarisation draws from `data_generator` (default `generator`), posterior

@@ -25,9 +25,21 @@ def create_app(models, config: ServeConfig | None = None):
     return _create_app(models, config)
 
 
-def serve(models: list[str], host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          concurrency: int = 0, queue: int = 16, threads: int = 0, timeout: float = 120.0, max_tokens: int = 1024,
-          max_n: int = 16, max_steps: int = 1000, max_prompt_chars: int = 8000, max_body_bytes: int = 16 * 2**20) -> None:
+def serve(
+    models: list[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    concurrency: int = 0,
+    queue: int = 16,
+    threads: int = 0,
+    timeout: float = 120.0,
+    max_tokens: int = 1024,
+    max_n: int = 16,
+    max_steps: int = 1000,
+    max_prompt_chars: int = 8000,
+    max_body_bytes: int = 16 * 2**20,
+) -> None:
     """Serve saved models over HTTP: OpenAI-shaped completions and images endpoints, and a web page at /.
 
     Args:
@@ -62,5 +74,7 @@ def serve(models: list[str], host: str = "127.0.0.1", port: int = 8000, api_key:
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {host} without an API key: anyone who can reach it may use it "
               "(set GENLAB_API_KEY or --api-key)", file=sys.stderr)
-    print(f"genlab serve: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (API: /v1, schema: /openapi.json)")
+    print(
+        f"genlab serve: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/  (API: /v1, schema: /openapi.json)"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

@@ -56,7 +56,14 @@ PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsaf
 
 
 def error_response(status: int, message: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param, "code": None}}
+    body = {
+        "error": {
+            "message": message,
+            "type": ERROR_TYPES.get(status, "server_error"),
+            "param": param,
+            "code": None,
+        }
+    }
     if status in (429, 503):
         headers = {"Retry-After": "1", **(headers or {})}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -71,7 +78,8 @@ class ClientGone(Exception):
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413: by Content-Length up front, or while a chunked body arrives."""
+    """Refuse request bodies over `limit` bytes with 413: by Content-Length up front, or while a chunked body
+    arrives."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -141,8 +149,11 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             where = ".".join(str(p) for p in e["loc"] if p not in ("body",)) or "body"
             problems.append(f"{where}: {e['msg']}")
         first = ".".join(str(p) for p in error.errors()[0]["loc"][1:]) if error.errors() else None
-        return error_response(422, _message("; ".join(problems), "correct these fields (the schema: GET /openapi.json)"),
-                              first or None)
+        return error_response(
+            422,
+            _message("; ".join(problems), "correct these fields (the schema: GET /openapi.json)"),
+            first or None,
+        )
 
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, error: HTTPException):
@@ -184,7 +195,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                             "retry later, or send fewer requests at once", status=503)
 
     async def wait(job, future, request: Request):
-        """The job's result; its client leaving or its deadline passing cancels it (the thread stops at its next check)."""
+        """The job's result; its client leaving or its deadline passing cancels it (the thread stops at its next
+        check)."""
         while not future.done():
             await asyncio.wait({future}, timeout=0.05)
             if future.done():
@@ -239,7 +251,9 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
 
     # -- routes ----------------------------------------------------------------------------------
 
-    bearer = HTTPBearer(auto_error=False, description="the server's API key (genlab serve --api-key, or GENLAB_API_KEY)")
+    bearer = HTTPBearer(
+        auto_error=False, description="the server's API key (genlab serve --api-key, or GENLAB_API_KEY)"
+    )
 
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), config.api_key.encode()):
@@ -401,11 +415,17 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         seed = seed_of(seed)
 
         def work(job) -> list[bytes]:
-            options = {"n": n, "labels": labels, "seed": seed,
-                       "image": read_upload(image_bytes, "image", config.max_image_pixels),
-                       "mask": read_upload(mask_bytes, "mask", config.max_image_pixels) if mask_bytes is not None else None,
-                       "prompt": [prompt] * n if prompt and served.conditioning == "text" else None,
-                       "edit": {"strength": strength, "steps": steps, "guidance": guidance}}
+            options = {
+                "n": n,
+                "labels": labels,
+                "seed": seed,
+                "image": read_upload(image_bytes, "image", config.max_image_pixels),
+                "mask": read_upload(mask_bytes, "mask", config.max_image_pixels)
+                if mask_bytes is not None
+                else None,
+                "prompt": [prompt] * n if prompt and served.conditioning == "text" else None,
+                "edit": {"strength": strength, "steps": steps, "guidance": guidance},
+            }
             return edit_images(job, served, options)
 
         try:
@@ -422,7 +442,9 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema["components"]["schemas"]
-        edit_ref = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        edit_ref = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"][
+            "multipart/form-data"
+        ]["schema"]
         bodies = {"completions": components["CompletionRequest"], "images.generations": components["ImageRequest"],
                   "images.edits": components[edit_ref["$ref"].split("/")[-1]]}
         for capability, body in bodies.items():

@@ -68,7 +68,10 @@ class ServeConfig:
             if not ok:
                 raise ConfigError(f"serve {name} = {getattr(self, name)!r} is out of range", f"use {valid}")
         if self.api_key is not None and len(self.api_key) < 8:
-            raise ConfigError("the API key is shorter than 8 characters", "use a long random key, e.g. `openssl rand -hex 24`")
+            raise ConfigError(
+                "the API key is shorter than 8 characters",
+                "use a long random key, e.g. `openssl rand -hex 24`",
+            )
 
     @property
     def workers(self) -> int:

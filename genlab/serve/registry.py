@@ -229,8 +229,13 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[byt
     job.check()
     model = served.model
     kwargs = {k: v for k, v in options["sample"].items() if v is not None}
-    images = model.sample(options["n"], labels=options["labels"], prompt=options["prompt"],
-                          generator=torch.Generator().manual_seed(options["seed"]), options=model.sample_options(**kwargs))
+    images = model.sample(
+        options["n"],
+        labels=options["labels"],
+        prompt=options["prompt"],
+        generator=torch.Generator().manual_seed(options["seed"]),
+        options=model.sample_options(**kwargs),
+    )
     job.check()
     return [to_png(image) for image in images]
 

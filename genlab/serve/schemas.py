@@ -57,7 +57,9 @@ class ModelCard(BaseModel):
     kind: Literal["text", "image"]
     capabilities: list[str] = Field(description="completions, images.generations, images.edits")
     edit_modes: list[str] = Field(description="for images.edits: translation, image-to-image, inpainting")
-    conditioning: Literal["none", "class", "text"] = Field(description="what steers image generation: a class or a prompt")
+    conditioning: Literal["none", "class", "text"] = Field(
+        description="what steers image generation: a class or a prompt"
+    )
     classes: list[str] = Field(description="class names of a class-conditional model")
     options: list[str] = Field(description="generation options this model takes (temperature, steps, guidance, ...)")
     image_size: list[int] | None = Field(None, description="[height, width] of the images it makes")

@@ -129,7 +129,13 @@ def pareto_figure(study, objectives: tuple[str, ...]) -> bytes:
         chosen = [t for t in complete if (t.number in front) == on_front]
         ax.scatter([t.values[0] for t in chosen], [t.values[1] for t in chosen], color=colour, label=label, zorder=3)
         for t in chosen:
-            ax.annotate(str(t.number), (t.values[0], t.values[1]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                str(t.number),
+                (t.values[0], t.values[1]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     x, y = (f"{name} ({OBJECTIVES[name].direction})" for name in objectives[:2])
     _decorate(ax, x, y, "Pareto front")
     return _png(fig)
@@ -265,4 +271,6 @@ def write_report(folder: str | Path) -> Path:
     sections.append(("All trials", table_html([trial_row(t, objectives) for t in trials])
                      + "<p class='note'>every trial is a genlab run folder: "
                        f"<code>{html.escape(str(folder))}/trials/NNNN</code></p>"))
-    return write_page(folder / "report.html", f"genlab tune {settings.family} on {settings.data}: {folder.name}", sections)
+    return write_page(
+        folder / "report.html", f"genlab tune {settings.family} on {settings.data}: {folder.name}", sections
+    )

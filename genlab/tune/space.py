@@ -1,6 +1,6 @@
 """Search spaces: which config fields a study varies, over which ranges, and how a trial draws them.
 
-A space maps dotted field names to a spec (the format of `GenerativeModel.search_space`):
+A space maps dotted field names to a spec (the format of a recipe's `search_space`, genlab/engine/recipes.py):
 
     "train.lr":         {"low": 1e-4, "high": 1e-2, "log": True}   # float, log-uniform
     "model.n_layer":    {"low": 2, "high": 6}                       # int (both bounds ints), uniform
@@ -27,7 +27,9 @@ from genlab.config import TrainConfig
 from genlab.errors import ConfigError
 
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}
-EXAMPLE = "write it like  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}  or  model.latent_dim: {choices: [8, 16, 32]}"
+EXAMPLE = (
+    "write it like  train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}  or  model.latent_dim: {choices: [8, 16, 32]}"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +93,11 @@ def parse_param(name: str, spec: Any, model_config: type) -> Param:
         raise ConfigError(f"search space entry {name!r} names neither a model nor a train field",
                           f"prefix the field with model. or train. ({EXAMPLE})")
     if field not in valid[section]:
-        raise ConfigError(f"search space entry {name!r}: {model_config.__name__ if section == 'model' else 'TrainConfig'} "
-                          f"has no field {field!r}", f"valid {section} fields are {', '.join(sorted(valid[section]))}")
+        raise ConfigError(
+            f"search space entry {name!r}: {model_config.__name__ if section == 'model' else 'TrainConfig'} "
+            f"has no field {field!r}",
+            f"valid {section} fields are {', '.join(sorted(valid[section]))}",
+        )
     if not isinstance(spec, dict):
         return Param(name, "fixed", value=spec)
     unknown = sorted(set(spec) - SPEC_KEYS)
@@ -137,7 +142,9 @@ def read_space_file(path: str | Path) -> dict[str, Any]:
     """A YAML space file as a dict; a missing or malformed file is a ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"the search space file {path} does not exist", "pass a YAML file (see genlab/models/base.py)")
+        raise ConfigError(
+            f"the search space file {path} does not exist", "pass a YAML file (see genlab/models/base.py)"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:

@@ -82,8 +82,10 @@ class StudySettings:
     def __post_init__(self):
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not self.objectives:
-            raise ConfigError(f"unknown objective {', '.join(unknown) or '(none given)'}",
-                              f"use one or more of {', '.join(OBJECTIVES)} (--objective val-loss --objective samples-per-s)")
+            raise ConfigError(
+                f"unknown objective {', '.join(unknown) or '(none given)'}",
+                f"use one or more of {', '.join(OBJECTIVES)} (--objective val-loss --objective samples-per-s)",
+            )
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"objective listed twice: {', '.join(self.objectives)}", "name each objective once")
         if self.pruner not in ("median", "halving", "none"):
@@ -115,7 +117,10 @@ def retry_callback():
     """Optuna's callback that re-enqueues a dead worker's trial with its parameters (renamed in Optuna 4.9)."""
     import optuna
 
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    retry = (
+        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        or optuna.storages.RetryFailedTrialCallback
+    )
     return retry(max_retry=2)
 
 
@@ -430,13 +435,17 @@ def prepare(settings: StudySettings):
     cls = get_family(settings.family)
     dataset = load_data(settings.data)
     if dataset.kind != cls.data_kind:
-        raise ConfigError(f"the {settings.family} family trains on {cls.data_kind} data, but {settings.data} is {dataset.kind}",
-                          f"pass {cls.data_kind} data")
+        raise ConfigError(
+            f"the {settings.family} family trains on {cls.data_kind} data, but {settings.data} is {dataset.kind}",
+            f"pass {cls.data_kind} data",
+        )
     check_objectives(settings.family, settings, dataset)
     return dataset
 
 
-def optimise(folder: Path, settings: StudySettings, study, budget: str | None = None, trials: int | None = None) -> dict[str, int]:
+def optimise(
+    folder: Path, settings: StudySettings, study, budget: str | None = None, trials: int | None = None
+) -> dict[str, int]:
     """Run trials until the study has `trials` finished ones (all workers together) or the budget is spent."""
     import optuna
     from optuna.trial import TrialState
@@ -472,7 +481,9 @@ def optimise(folder: Path, settings: StudySettings, study, budget: str | None = 
         last = study.get_trials(deepcopy=False)[-1]
         finished = counts(study)
         done = finished["complete"] + finished["pruned"]
-        status = last.state.name.lower() + (f" ({last.user_attrs['pruned']})" if last.state == TrialState.PRUNED else "")
+        status = last.state.name.lower() + (
+            f" ({last.user_attrs['pruned']})" if last.state == TrialState.PRUNED else ""
+        )
         values = "" if last.values is None else " = " + ", ".join(f"{v:.4g}" for v in last.values)
         print(f"trial {last.number}: {status}{values}  [{done}/{target} finished]", file=sys.stderr)
         if finished["fail"] > before:
@@ -570,13 +581,17 @@ def best_trial(folder: str | Path, number: int | None = None):
             raise GenlabError(f"study {folder} has no completed trial {number}", "pick one from genlab tune --report")
         return matches[0]
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise GenlabError(f"study {folder} has no completed trial yet", f"run more trials: genlab tune --resume {folder}")
+        raise GenlabError(
+            f"study {folder} has no completed trial yet", f"run more trials: genlab tune --resume {folder}"
+        )
     front = study.best_trials
     sign = 1 if study.directions[0].name.lower() == "minimize" else -1
     return min(front, key=lambda t: sign * t.values[0])
 
 
-def settings_from_study(folder: str | Path, number: int | None = None) -> tuple[str, str, dict[str, Any], dict[str, Any], int]:
+def settings_from_study(
+    folder: str | Path, number: int | None = None
+) -> tuple[str, str, dict[str, Any], dict[str, Any], int]:
     """(family, data, model fields, train fields, trial number) of a study's best (or given) trial,
     read from the trial's run folder, which records the fully resolved config it trained with."""
     from genlab.engine.runs import read_run_config

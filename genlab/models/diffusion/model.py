@@ -89,10 +89,15 @@ class DiffusionConfig(ConditionalImageConfig):
     def __post_init__(self):
         super().__post_init__()
         if not self.widths or not len(self.widths) == len(self.blocks) == len(self.attention):
-            raise ConfigError("widths, blocks and attention need one entry per U-Net level",
-                              "e.g. --model.widths [16,32,48,64] --model.blocks [1,1,1,1] --model.attention [false,false,true,true]")
+            raise ConfigError(
+                "widths, blocks and attention need one entry per U-Net level",
+                "e.g. --model.widths [16,32,48,64] --model.blocks [1,1,1,1] --model.attention [false,false,true,true]",
+            )
         if any(w % 4 for w in self.widths) or min(self.widths) < 8:
-            raise ConfigError(f"U-Net widths {list(self.widths)} must be multiples of 4 and at least 8", "e.g. [16,32,48,64]")
+            raise ConfigError(
+                f"U-Net widths {list(self.widths)} must be multiples of 4 and at least 8",
+                "e.g. [16,32,48,64]",
+            )
         if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
                               "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
@@ -172,7 +177,9 @@ class Diffusion(ImageModel, ImageSampler, Editor):
 
     def num_parameters(self) -> int:
         """Parameters of the denoiser (the EMA copy and class table are not counted twice)."""
-        return sum(p.numel() for p in self.net.parameters()) + (self.class_embed.weight.numel() if self.class_embed else 0)
+        return sum(p.numel() for p in self.net.parameters()) + (
+            self.class_embed.weight.numel() if self.class_embed else 0
+        )
 
     def update_ema(self, step: int) -> None:
         """Move the EMA weights towards the trained ones (after each optimiser step)."""
@@ -188,7 +195,9 @@ class Diffusion(ImageModel, ImageSampler, Editor):
         if self._captions is None:
             from genlab.models.diffusion.text import captions_for, encode
 
-            self._captions = [list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names]
+            self._captions = [
+                list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names
+            ]
         return self._captions
 
     def _fit_text_statistics(self) -> None:
@@ -229,8 +238,11 @@ class Diffusion(ImageModel, ImageSampler, Editor):
                               "drop --prompt, or train one with --model.condition text")
         emb = encode(self.config.text_encoder, prompts)
         if emb.shape[1] != self.config.text_dim:
-            raise ConfigError(f"the text encoder {self.config.text_encoder!r} gives {emb.shape[1]}-d embeddings; "
-                              f"this model was trained on {self.config.text_dim}-d ones", "use the encoder it was trained with")
+            raise ConfigError(
+                f"the text encoder {self.config.text_encoder!r} gives {emb.shape[1]}-d embeddings; "
+                f"this model was trained on {self.config.text_dim}-d ones",
+                "use the encoder it was trained with",
+            )
         return emb
 
     def _training_condition(self, labels: torch.Tensor) -> torch.Tensor | None:
@@ -251,9 +263,8 @@ class Diffusion(ImageModel, ImageSampler, Editor):
 
     def _text_input(self, emb: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings centred on the training captions' mean and scaled to unit variance per
-        dimension. As they come out of the encoder they are tiny and share a large common part (class
-        centroids at cosine 0.54 to each other, -0.10 once centred): the condition then moved the
-        network's output by 2% after an epoch."""
+        dimension. As they come out of the encoder they are tiny and share a large common part, and the
+        condition barely moved the network's output (docs/diffusion.md has the figures)."""
         return (emb - self.text_center) * self.text_scale
 
     def _sampling_condition(self, n: int, labels: Any, prompt: Any,
@@ -281,7 +292,9 @@ class Diffusion(ImageModel, ImageSampler, Editor):
         if len(prompts) != n:
             raise ConfigError(f"{len(prompts)} prompts for {n} images", "give one prompt, or one per image")
         if any(not p.strip() for p in prompts):
-            raise ConfigError("an empty prompt", "write what the image should show, e.g. --prompt 'a pair of ankle boots'")
+            raise ConfigError(
+                "an empty prompt", "write what the image should show, e.g. --prompt 'a pair of ankle boots'"
+            )
         prior = c.prompt_prior if prompt_prior is None else prompt_prior
         emb = self._prompt_prior(self.encode_prompts(prompts).to(next(self.parameters()).device), prior)
         emb = self._text_input(emb)
@@ -335,7 +348,9 @@ class Diffusion(ImageModel, ImageSampler, Editor):
         if sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {sampler!r}", f"use one of {', '.join(SAMPLERS)}")
         if not 1 <= steps <= c.timesteps:
-            raise ConfigError(f"steps = {steps} is out of range", f"use 1 .. {c.timesteps} (10-25 for dpm++, 50+ for ddim)")
+            raise ConfigError(
+                f"steps = {steps} is out of range", f"use 1 .. {c.timesteps} (10-25 for dpm++, 50+ for ddim)"
+            )
         if guidance < 0:
             raise ConfigError(f"guidance = {guidance} must be >= 0", "use 1 for none, 2-5 for stronger conditioning")
         return steps, sampler, guidance
@@ -409,7 +424,11 @@ class Diffusion(ImageModel, ImageSampler, Editor):
         keep = 1 - mask
 
         def paste(x: torch.Tensor, t_next: int) -> torch.Tensor:
-            known = x0 if t_next < 0 else schedule.add_noise(x0, noise_like(x0), torch.full((n,), t_next, device=device))
+            known = (
+                x0
+                if t_next < 0
+                else schedule.add_noise(x0, noise_like(x0), torch.full((n,), t_next, device=device))
+            )
             return mask * x + keep * known
 
         timesteps = schedule.timesteps_for(steps)

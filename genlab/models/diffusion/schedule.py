@@ -41,7 +41,12 @@ class NoiseSchedule:
             alpha_bar = torch.cumprod(1 - betas, 0)
         elif kind == "cosine":
             s = 0.008
-            f = torch.cos((torch.arange(timesteps + 1, dtype=torch.float64) / timesteps + s) / (1 + s) * math.pi / 2) ** 2
+            f = (
+                torch.cos(
+                    (torch.arange(timesteps + 1, dtype=torch.float64) / timesteps + s) / (1 + s) * math.pi / 2
+                )
+                ** 2
+            )
             betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
             alpha_bar = torch.cumprod(1 - betas, 0)
         else:
@@ -68,7 +73,9 @@ class NoiseSchedule:
         ab = self.alpha_bar.to(t.device)[t.long()]
         return (ab / (1 - ab)).float()
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, output: torch.Tensor, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def denoise(
+        self, x: torch.Tensor, t: torch.Tensor, output: torch.Tensor, clip: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, eps) estimates from a network output at (x_t, t); with `clip`, x0 is clamped to the data
         range [-1, 1] and eps recomputed to match it, which keeps guided or early samples in range."""
         ab = self._ab(t, x)

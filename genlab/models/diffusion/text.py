@@ -44,9 +44,13 @@ def load_encoder(name: str):
     try:
         return SentenceTransformer(location or name, device="cpu")
     except Exception as error:  # noqa: BLE001 - hub and file errors come in many types; all mean "not available"
-        raise ConfigError(f"the text encoder {name!r} could not be loaded ({str(error).splitlines()[0][:160]})",
-                          INSTALL_HINT if name in BUNDLED else "give a local sentence-transformers folder or a hub name "
-                          "reachable from this machine with --model.text-encoder") from None
+        raise ConfigError(
+            f"the text encoder {name!r} could not be loaded ({str(error).splitlines()[0][:160]})",
+            INSTALL_HINT
+            if name in BUNDLED
+            else "give a local sentence-transformers folder or a hub name "
+            "reachable from this machine with --model.text-encoder",
+        ) from None
 
 
 def encoder_dim(name: str) -> int:
@@ -71,15 +75,24 @@ def encode(name: str, prompts: list[str]) -> torch.Tensor:
 # and synonyms, so the model learns the class from varied words rather than one fixed phrase.
 NOUNS = {
     "T-shirt/top": ["t-shirt", "top", "tee shirt", "casual t-shirt", "plain cotton t-shirt", "crew-neck top"],
-    "Trouser": ["pair of trousers", "pair of pants", "trousers", "pair of slacks", "pair of long pants", "pair of chinos"],
-    "Pullover": ["pullover", "sweater", "sweatshirt", "wool sweater", "crewneck sweater", "hooded sweatshirt"],
+    "Trouser": [
+        "pair of trousers", "pair of pants", "trousers", "pair of slacks", "pair of long pants",
+        "pair of chinos",
+    ],
+    "Pullover": [
+        "pullover", "sweater", "sweatshirt", "wool sweater", "crewneck sweater", "hooded sweatshirt",
+    ],
     "Dress": ["dress", "long dress", "cocktail dress", "sleeveless dress", "frock", "party dress"],
     "Coat": ["coat", "jacket", "parka", "raincoat", "trench coat", "zip-up jacket"],
     "Sandal": ["sandal", "pair of sandals", "flip-flop", "high-heeled sandal", "flat sandal", "slide sandal"],
     "Shirt": ["shirt", "blouse", "dress shirt", "flannel shirt", "work shirt", "formal shirt"],
-    "Sneaker": ["sneaker", "trainer", "pair of sneakers", "pair of trainers", "canvas sneaker", "tennis sneaker"],
+    "Sneaker": [
+        "sneaker", "trainer", "pair of sneakers", "pair of trainers", "canvas sneaker", "tennis sneaker",
+    ],
     "Bag": ["bag", "purse", "tote bag", "shoulder bag", "clutch", "satchel"],
-    "Ankle boot": ["ankle boot", "pair of ankle boots", "chelsea boot", "heeled boot", "bootie", "short boot"],
+    "Ankle boot": [
+        "ankle boot", "pair of ankle boots", "chelsea boot", "heeled boot", "bootie", "short boot",
+    ],
 }
 TEMPLATES = [
     "{a} {noun}", "a photo of {a} {noun}", "a picture of {a} {noun}", "an image of {a} {noun}",

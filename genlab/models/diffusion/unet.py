@@ -102,7 +102,11 @@ class UNet(nn.Module):
         emb_dim = 4 * widths[0]
         self.time_dim = widths[0]
         self.time_mlp = nn.Sequential(nn.Linear(widths[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.cond_proj = nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)) if cond_dim else None
+        self.cond_proj = (
+            nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            if cond_dim
+            else None
+        )
         self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
 
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()

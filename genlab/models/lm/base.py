@@ -62,11 +62,16 @@ class TextConfig:
             raise ConfigError(f"bpe_vocab_size = {self.bpe_vocab_size}: a byte-level BPE needs more than the 256 byte "
                               "tokens", "e.g. --model.bpe-vocab-size 1024")
         if not 0 <= self.bpe_dropout < 1 or self.bpe_copies < 1:
-            raise ConfigError(f"bpe_dropout = {self.bpe_dropout} and bpe_copies = {self.bpe_copies}: the rate must be "
-                              "in [0, 1) and the copies at least 1", "e.g. --model.bpe-dropout 0.1 --model.bpe-copies 16")
+            raise ConfigError(
+                f"bpe_dropout = {self.bpe_dropout} and bpe_copies = {self.bpe_copies}: the rate must be "
+                "in [0, 1) and the copies at least 1",
+                "e.g. --model.bpe-dropout 0.1 --model.bpe-copies 16",
+            )
         if self.bpe_dropout and self.tokenizer != "bpe":
-            raise ConfigError(f"bpe_dropout = {self.bpe_dropout} needs a BPE tokenizer; this model's is {self.tokenizer!r}",
-                              "add --model.tokenizer bpe, or leave --model.bpe-dropout at 0")
+            raise ConfigError(
+                f"bpe_dropout = {self.bpe_dropout} needs a BPE tokenizer; this model's is {self.tokenizer!r}",
+                "add --model.tokenizer bpe, or leave --model.bpe-dropout at 0",
+            )
 
 
 def tokenizer_of(config: TextConfig) -> Tokenizer | None:

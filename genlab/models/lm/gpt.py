@@ -105,7 +105,9 @@ class Attention(nn.Module):
             # CPU flash attention is slower in bf16 than in fp32, forward and backward (docs/lm.md): under bf16
             # autocast the attention alone runs in fp32
             with torch.autocast("cpu", enabled=False):
-                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=causal, dropout_p=dropout_p)
+                y = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), is_causal=causal, dropout_p=dropout_p
+                )
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, nh, T, hs) -> (B, T, C)

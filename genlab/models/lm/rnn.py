@@ -48,7 +48,9 @@ class RNNConfig(TextConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.bptt < 1 or self.n_layer < 1 or self.hidden < 1 or self.n_embd < 1:
-            raise ConfigError("bptt, n_layer, n_embd and hidden must be >= 1", "e.g. --model.n-layer 2 --model.hidden 256")
+            raise ConfigError(
+                "bptt, n_layer, n_embd and hidden must be >= 1", "e.g. --model.n-layer 2 --model.hidden 256"
+            )
         if not 0 <= self.dropout < 1 or not 0 <= self.embed_dropout < 1:
             raise ConfigError("dropout and embed_dropout must be in [0, 1)", "e.g. --model.dropout 0.1")
 
@@ -64,7 +66,9 @@ class RNN(LanguageModel):
         c = config
         vocab = max(c.vocab_size, 1)
         self.embed = nn.Embedding(vocab, c.n_embd)
-        self.lstm = nn.LSTM(c.n_embd, c.hidden, c.n_layer, batch_first=True, dropout=c.dropout if c.n_layer > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            c.n_embd, c.hidden, c.n_layer, batch_first=True, dropout=c.dropout if c.n_layer > 1 else 0.0
+        )
         self.drop = nn.Dropout(c.dropout)
         self.bridge = nn.Linear(c.hidden, c.n_embd, bias=False) if c.tie_weights and c.hidden != c.n_embd else None
         self.head = nn.Linear(c.n_embd if self.bridge is not None else c.hidden, vocab)
@@ -117,8 +121,13 @@ class RNN(LanguageModel):
         total, state = 0.0, None
         for start in range(0, n, self.config.block_size):
             logits, state = self(x[:, start : start + self.config.block_size], state)
-            total += float(F.cross_entropy(logits.flatten(0, 1).float(), y[:, start : start + self.config.block_size].flatten(),
-                                           reduction="sum"))
+            total += float(
+                F.cross_entropy(
+                    logits.flatten(0, 1).float(),
+                    y[:, start : start + self.config.block_size].flatten(),
+                    reduction="sum",
+                )
+            )
         count = n * batch_size
         rest = ids[n * batch_size :]  # the few tokens past the last full stream
         if len(rest) > 1:

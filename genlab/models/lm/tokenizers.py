@@ -140,8 +140,14 @@ class BPETokenizer:
             merges[vocab[left], vocab[right]] = (rank, vocab[left + right])
         pre = self.tokenizer.pre_tokenizer.pre_tokenize_str
         kinds: dict[str, int] = {}
-        words = np.array([kinds.setdefault(w, len(kinds)) for line in text.splitlines(keepends=True) for w, _ in pre(line)],
-                         dtype=np.int64)
+        words = np.array(
+            [
+                kinds.setdefault(w, len(kinds))
+                for line in text.splitlines(keepends=True)
+                for w, _ in pre(line)
+            ],
+            dtype=np.int64,
+        )
         pieces, lengths = [], []
         for word in kinds:  # insertion order: kind i is the i-th distinct word
             symbols = [vocab[ch] for ch in word]
@@ -236,7 +242,10 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
     """The tokenizer saved in a model folder."""
     path = Path(folder) / TOKENIZER_FILE
     if not path.exists():
-        raise DataError(f"{path} is missing: the model folder has no tokenizer", "re-export the model with save_pretrained")
+        raise DataError(
+            f"{path} is missing: the model folder has no tokenizer",
+            "re-export the model with save_pretrained",
+        )
     text = path.read_text()
     try:
         meta = json.loads(text)
