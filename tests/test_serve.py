@@ -8,12 +8,9 @@ how good they are, only that every family's calls are routed, limited and answer
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="pip install fastapi uvicorn (genlab's runtime dependencies)")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from servers import uvicorn_server, wait_until  # noqa: E402
 
 from genlab.models.gan import GAN, GANConfig  # noqa: E402
 from genlab.models.lm.gpt import GPT, GPTConfig  # noqa: E402
@@ -291,36 +289,6 @@ def test_api_key_guards_v1_but_not_health(registry):
         assert "HTTPBearer" in c.get("/openapi.json").json()["components"]["securitySchemes"]
 
 
-@contextlib.contextmanager
-def uvicorn_server(app):
-    """A real uvicorn on a free loopback port, in a thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-def _wait_until(condition, seconds: float) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < seconds, "condition not reached in time"
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 def test_real_server_streams_stays_healthy_refuses_overload_and_cancels_on_disconnect(registry):
     """concurrency 1, no queue: one long stream fills the server; /health still answers; a second request is
     refused with 429; closing the stream stops the generation at once."""
@@ -341,7 +309,7 @@ def test_real_server_streams_stays_healthy_refuses_overload_and_cancels_on_disco
             assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
             assert "server is busy" in refused.json()["error"]["message"]
         # the stream is closed after a few tokens of 100,000 (tens of seconds of work): the job must stop now
-        stopped_in = _wait_until(lambda: workers.admitted == 0, 5)
+        stopped_in = wait_until(lambda: workers.admitted == 0, 5)
         assert stopped_in < 3 and workers.counts["cancelled"] == 1 and http.get("/health").json()["running"] == 0
         ok = http.post("/v1/completions", json={"model": "gpt", "max_tokens": 3})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
@@ -358,7 +326,7 @@ def test_timeouts_answer_504_or_end_the_stream_with_an_error(registry):
         r = http.post("/v1/completions", json=long | {"stream": True})
         events = _events(r.text)
         assert r.status_code == 200 and events[-1] == "[DONE]" and "time limit" in events[-2]["error"]["message"]
-        _wait_until(lambda: app.state.workers.admitted == 0, 5)
+        wait_until(lambda: app.state.workers.admitted == 0, 5)
         assert app.state.workers.counts["timed_out"] == 2
 
 
@@ -404,7 +372,7 @@ def test_page_streams_text_and_shows_an_image_grid_in_chromium(registry):
     outside = []
 
     def until(condition, seconds: float = 30):  # polled from Python: the page's CSP forbids eval, which
-        _wait_until(condition, seconds)        # Playwright's wait_for_function would need
+        wait_until(condition, seconds)        # Playwright's wait_for_function would need
     with uvicorn_server(app) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

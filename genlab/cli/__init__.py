@@ -48,6 +48,7 @@ VERBS: dict[str, Verb] = {
                     "genlab.evaluation.compare:print_table"),
     "sample": Verb("genlab.cli.verbs:sample", "draw images from an image model into a PNG grid"),
     "generate": Verb("genlab.cli.verbs:generate", "continue a prompt with a language model, streamed"),
+    "chat": Verb("genlab.cli.verbs:chat", "a conversation with an instruction-tuned language model, streamed"),
     "reconstruct": Verb("genlab.cli.verbs:reconstruct", "encode and decode images"),
     "interpolate": Verb("genlab.cli.verbs:interpolate", "walk the latent line between two images"),
     "translate": Verb("genlab.cli.verbs:translate", "translate images with a pix2pix model"),
@@ -135,6 +136,10 @@ def add_option(parser, name: str, hint: Any, default: Any = inspect.Parameter.em
     extra = {"nargs": "?", "const": True} if hint is bool else {}  # a bare --flag means true
     if not typed:
         extra |= {"dest": name, "choices": choices}
+        one = [a for a in typing.get_args(hint) if a is not type(None)]
+        if default is None and len(one) == 1 and typing.get_origin(one[0]) is list:  # list[X] | None: repeatable
+            convert, choices = _converter(typing.get_args(one[0])[0])
+            extra |= {"action": "append", "choices": choices}
         help = f"{help} (default: {default})" if help else f"default: {default}"
     parser.add_argument(*names, type=convert, default=default, help=help, **extra)
 
@@ -174,9 +179,12 @@ def _description(function: Callable) -> str:
     return (function.__doc__ or "").split("\n\n")[0].strip()
 
 
+PYTHON_ONLY = ("callbacks",)  # parameters of a verb's function that only Python callers can pass
+
+
 def verb_parser(verb: str, function: Callable, docs: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"genlab {verb}", description=_description(function))
-    add_function(parser, function, typed=False, docs=docs)
+    add_function(parser, function, skip=PYTHON_ONLY, typed=False, docs=docs)
     return parser
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from genlab.errors import ConfigError, GenlabError
-from genlab.models.base import Editor, ImageSampler, Reconstructor, TextGenerator, Translator, require
+from genlab.models.base import Chat, Editor, ImageSampler, Reconstructor, TextGenerator, Translator, require
 
 VERB_OF = {ImageSampler: "sample", TextGenerator: "generate", Reconstructor: "reconstruct", Translator: "translate",
            Editor: "edit"}  # the verb that uses each capability
@@ -386,3 +386,64 @@ def generate(run: str, prompt: str = "", max_new_tokens: int = 200, temperature:
         if not text:
             break
         stream(text)
+
+
+def chat(run: str, system: str = "", message: list[str] | None = None, max_new_tokens: int = 200,
+         temperature: float = 0.7, top_k: int | None = None, top_p: float | None = None,
+         repetition_penalty: float = 1.0, seed: int | None = None) -> None:
+    """A conversation with an instruction-tuned language model in the terminal, each reply streamed.
+
+    Type a message and press Enter; the history is kept (and cut from its oldest turns when it outgrows
+    the model's context, docs/chat.md); an empty line or Ctrl-D ends it, /reset starts afresh. With
+    --message the conversation is scripted: each message is sent in turn and the replies printed.
+
+    Args:
+        run: a run folder (runs/NAME) or model folder of a model instruction-tuned with genlab finetune.
+        system: a system message the conversation starts with.
+        message: messages to send in turn instead of reading them from the terminal (repeatable).
+        max_new_tokens: at most this many tokens per reply.
+        temperature: 0 is greedy; lower is more conservative, higher more varied.
+        top_k: sample among the k most likely tokens only.
+        top_p: sample among the most likely tokens holding this much probability (nucleus sampling).
+        repetition_penalty: > 1 discourages repeating tokens already in the text (1.1-1.3 is usual).
+        seed: makes the replies reproducible (default: different every time).
+    """
+    from genlab.models.lm.generation import check_options
+
+    model, _ = _load_run(run, record=False)
+    need(model, Chat, run)
+    model.require_chat()
+    check_options(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
+    start = [{"role": "system", "content": system}] if system else []
+    history = list(start)
+    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+               "repetition_penalty": repetition_penalty, "seed": seed}
+
+    def reply(text: str) -> None:
+        history.append({"role": "user", "content": text})
+        pieces = []
+        for piece in model.chat(history, **options):
+            pieces.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(pieces)})
+
+    if message:
+        for text in message:
+            print(f"> {text}")
+            reply(text)
+        return
+    print(f"{model.family} chat model from {run}: type a message and press Enter; /reset starts afresh, "
+          "an empty line or Ctrl-D quits.")
+    while True:
+        try:
+            text = input("> ")
+        except EOFError:
+            break
+        if not text:
+            break
+        if text.strip() == "/reset":
+            history[:] = start
+            continue
+        reply(text)

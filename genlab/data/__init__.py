@@ -2,7 +2,8 @@
 
 Names resolve cache -> system copy -> download (see `registry.py`); paths may be a
 folder of images (class subfolders become labels), a text file or folder of text
-files, or a CSV file. Every result carries a `DataReport` of what was found.
+files, or a JSONL file of conversations (genlab.data.chat). Every result carries a
+`DataReport` of what was found.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ from pathlib import Path
 import numpy as np
 
 from genlab.data.base import DataReport, ImageData, TextData
+from genlab.data.chat import CHAT_SUFFIXES, ChatData, load_chat
 from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
 from genlab.data.loader import BatchLoader
 from genlab.data.registry import DATASETS, load_registered
 from genlab.data.text import load_text
 from genlab.errors import DataError
 
-__all__ = ["DATASETS", "BatchLoader", "DataReport", "ImageData", "TextData", "list_datasets", "load_data", "load_image"]
+__all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TextData", "list_datasets", "load_data",
+           "load_image"]
 
 
 def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float = 0.05,
-              refresh: bool = False) -> ImageData | TextData:
+              refresh: bool = False) -> ImageData | TextData | ChatData:
     """Load a registered dataset by name, or the images or text at a path."""
     if spec in DATASETS:
         data = load_registered(spec, refresh=refresh)
@@ -35,6 +38,8 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
         if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".parquet"):
             raise DataError(f"{path} is a table, and genlab has no family for tables yet",
                             "train on images (a folder, class subfolders as labels) or text (a .txt file or folder)")
+        if path.is_file() and path.suffix.lower() in CHAT_SUFFIXES:
+            return load_chat(path)
         if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
             data = load_image_folder(path, image_size, max_bad_fraction=max_bad_fraction, refresh=refresh)
         else:

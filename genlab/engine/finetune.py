@@ -1,5 +1,9 @@
 """Fine-tuning a saved language model on new text: all weights (`full`) or low-rank adapters (`lora`).
 
+On a JSONL file of conversations it is instruction tuning (`sft`, or `lora` on conversations): the
+chat template's tokens are added to the tokenizer, the embedding grows by their rows, and the loss
+is the assistant's turns' (genlab.models.lm.chat; docs/chat.md).
+
 LoRA (genlab.models.lm.lora) freezes the pre-trained weights and learns low-rank updates of every
 attention and MLP matrix and of the output head, merged into plain weights for export. The base
 model's tokenizer is kept: text it cannot encode is refused before training (or its unknown
@@ -40,16 +44,23 @@ class StartFrom(pl.Callback):
 
 
 def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]:
-    """Write the data's text without the characters the tokenizer cannot encode; return (path, dropped chars)."""
+    """Write the data without the characters the tokenizer cannot encode; return (path, dropped chars)."""
     from genlab.data import load_data
+    from genlab.data.chat import conversation_text
 
     data = load_data(text_path)
-    text = data.train + data.test
+    chat = data.kind == "chat"
+    text = conversation_text(data.train + data.test) if chat else data.train + data.test
     unknown = tokenizer.unknown(text)
     if not unknown:
         return text_path, []
     table = str.maketrans("", "", "".join(unknown))
     out.mkdir(parents=True, exist_ok=True)
+    if chat:
+        lines = [json.dumps({"messages": [{**m, "content": m["content"].translate(table)} for m in c]})
+                 for c in data.train + data.test]
+        atomic_write(out / "data.jsonl", "\n".join(lines) + "\n")
+        return str(out / "data.jsonl"), unknown
     # keep the file's train/test cut where it was: the text layer splits at 90% again
     atomic_write(out / "data.txt", data.train.translate(table) + data.test.translate(table))
     return str(out / "data.txt"), unknown
@@ -58,7 +69,7 @@ def _drop_unknown(text_path: str, tokenizer, out: Path) -> tuple[str, list[str]]
 def finetune(
     run: str,
     data: str | None = None,
-    method: Literal["full", "lora"] | None = None,
+    method: Literal["full", "sft", "lora"] | None = None,
     rank: int = 8,
     alpha: float = 16.0,
     embeddings: bool = False,
@@ -75,14 +86,16 @@ def finetune(
     seed: int = 0,
     threads: int | None = None,
     progress: bool = True,
+    callbacks: list | None = None,
 ) -> dict[str, float]:
     """Fine-tune a trained language model on new text; the result is a new run folder with a merged model.
 
     Args:
         run: the pre-trained run folder (runs/NAME) or model folder.
-        data: the target text: a file, a folder of text files, or a registered text dataset.
+        data: the target text: a file, a folder of text files, or a registered text dataset; or a JSONL file
+            of conversations for instruction tuning (docs/chat.md).
         method: `full` trains every weight; `lora` trains rank-`rank` adapters and merges them for export
-            (default: lora where the family has adapter layers, else full).
+            (default: lora where the family has adapter layers, else full); `sft` is full on conversations.
         rank: LoRA rank.
         alpha: LoRA scale numerator: the update is (alpha / rank) B A.
         embeddings: with lora, also train the token embedding (tied to the head) and the norms' gains (LoRA+).
@@ -101,6 +114,7 @@ def finetune(
         seed: seed of the data order and of every random number.
         threads: torch threads (default all cores).
         progress: show a progress bar.
+        callbacks: extra Lightning callbacks for the training run (as genlab.train takes them).
     """
     from genlab import load
     from genlab.config import TrainConfig, from_dict
@@ -117,8 +131,9 @@ def finetune(
             "genlab finetune needs --data",
             "pass the target text: a file, a folder of text files or a dataset",
         )
-    if method not in ("full", "lora", None):
-        raise ConfigError(f"method {method!r} is not one of 'full', 'lora'", "use --method full or --method lora")
+    if method not in ("full", "sft", "lora", None):
+        raise ConfigError(f"method {method!r} is not one of 'full', 'sft', 'lora'",
+                          "use --method full, sft (full, on conversations) or lora")
     base = load(run)
     if not isinstance(base, LanguageModel):
         raise ConfigError(f"{run} holds a {base.family} model; fine-tuning is for language models",
@@ -140,9 +155,17 @@ def finetune(
         if dropped:
             print(f"dropped {len(dropped)} character(s) the tokenizer cannot encode: {''.join(dropped)!r}")
     target = load_data(data)
-    base.config_for_data(base.config, target)  # refuses text the base tokenizer cannot encode, with the characters
+    chat = target.kind == "chat"
+    if method == "sft" and not chat:
+        raise ConfigError(f"--method sft is instruction tuning, and {data} is plain text",
+                          "pass a JSONL file of conversations (docs/chat.md), or use --method full on text")
+    # refuses text the base tokenizer cannot encode, with the characters; on conversations, adds the chat tokens
+    config = base.config_for_data(base.config, target)
+    start = base.state_dict()
+    if config.vocab_size > base.config.vocab_size:
+        from genlab.models.lm.chat import grow_vocabulary
 
-    config = base.config
+        start = grow_vocabulary(start, list(base.VOCABULARY_TENSORS), config.vocab_size)
     if dropout is not None:  # the config refuses a rate outside [0, 1)
         # no dropout means none on the attention weights either
         no_attention = {"attn_dropout": 0.0} if dropout == 0 and "attn_dropout" in fields else {}
@@ -161,12 +184,21 @@ def finetune(
         options["batch_size"] = batch_size
     train_config = from_dict(TrainConfig, options)
 
-    base_text = load_data(record["data"]).test if record else None
-    before = {"target": base.log_likelihood(target.test)["nats_per_token"]}
-    if base_text:
-        before["base"] = base.log_likelihood(base_text)["nats_per_token"]
+    base_text = None  # what fine-tuning gives up on the base domain, when the base run trained on text
+    if record:
+        base_data = load_data(record["data"])
+        base_text = base_data.test if base_data.kind == "text" else None
 
-    fit(base.family, data, config, train_config, out_path, callbacks=[StartFrom(base.state_dict())],
+    def target_loss(model) -> float:
+        return (model.chat_loss(target.test) if chat else model.log_likelihood(target.test))["nats_per_token"]
+
+    starting = type(base)(dataclasses.replace(config, lora_rank=0) if "lora_rank" in fields else config)
+    starting.load_state_dict(start)  # the base model, with the chat tokens' rows where they were added
+    before = {"target": target_loss(starting)}
+    if base_text:
+        before["base"] = starting.log_likelihood(base_text)["nats_per_token"]
+
+    fit(base.family, data, config, train_config, out_path, callbacks=[StartFrom(start), *(callbacks or [])],
         command=f"genlab finetune {run} --data {data} --method {method}")
     tuned = load(out_path / "model")
     if method == "lora":
@@ -180,10 +212,10 @@ def finetune(
                 f"{' with embeddings and norms' if embeddings else ''}, merged",
             },
         )
-    after = {"target": tuned.log_likelihood(target.test)["nats_per_token"]}
+    after = {"target": target_loss(tuned)}
     if base_text:
         after["base"] = tuned.log_likelihood(base_text)["nats_per_token"]
-    report = {"method": method, "base_run": str(run), "data": data,
+    report = {"method": method, "base_run": str(run), "data": data, "chat": chat,
               "target_loss_before": before["target"], "target_loss_after": after["target"]}
     if base_text:
         report |= {"base_data": record["data"], "base_loss_before": before["base"], "base_loss_after": after["base"],

@@ -14,10 +14,13 @@ changes the result at a fixed budget (learning rate, width, regularisation), not
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+
+log = logging.getLogger("genlab")
 
 IMAGE_TRAINING = {"lr": 1e-3, "batch_size": 128, "max_steps": 3000}
 ADVERSARIAL_TRAINING = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 128, "max_steps": 3000, "warmup_steps": 0,
@@ -108,6 +111,8 @@ class LanguageRecipe(Recipe):
         from genlab.data.loader import text_loaders, window_loaders
 
         c, holdout = model.config, train.holdout
+        if data.kind == "chat":
+            return chat_loaders(model, data, train, position)
         if not c.bpe_dropout:
             return text_loaders(model.encode(data.train), c.block_size, train.batch_size, train.seed, position, holdout)
         text = data.train
@@ -120,6 +125,33 @@ class LanguageRecipe(Recipe):
             model.encode(text[cut:]) if holdout > 0 else None,
             c.block_size, train.batch_size, train.seed, position,
         )
+
+
+def chat_loaders(model: Any, data: Any, train: Any, position: Callable[[], int]) -> tuple[Iterable, Iterable | None]:
+    """Conversations rendered in the chat template and packed into windows of block_size + 1 tokens with their
+    loss masks (genlab.models.lm.chat); the last `holdout` of the training conversations validate."""
+    from genlab.data.loader import BatchLoader
+    from genlab.errors import DataError
+    from genlab.models.lm.chat import pack, render
+
+    tokenizer, window = model.require_chat(), model.config.block_size + 1
+    conversations = data.train
+    n_val = max(1, int(len(conversations) * train.holdout)) if train.holdout > 0 and len(conversations) > 1 else 0
+    examples = [render(tokenizer, c) for c in conversations]
+    cut = sum(len(ids) > window for ids, _ in examples)
+    if cut:
+        log.warning("%d of %d conversations are longer than the %d-token window and keep "
+                                            "their first %d tokens (docs/chat.md)", cut, len(examples), window, window)
+    pad = tokenizer.end_id
+    train_ids, train_mask = pack(examples[: len(examples) - n_val], window, pad)
+    if not train_mask[:, 1:].any():
+        raise DataError("no assistant token falls inside a training window",
+                        "use conversations whose assistant turns start within --model.block-size tokens")
+    train_loader = BatchLoader((train_ids, train_mask), train.batch_size, seed=train.seed, position=position)
+    if not n_val:
+        return train_loader, None
+    val_ids, val_mask = pack(examples[len(examples) - n_val :], window, pad)
+    return train_loader, BatchLoader((val_ids, val_mask), train.batch_size, shuffle=False, drop_last=False)
 
 
 @dataclasses.dataclass(frozen=True)

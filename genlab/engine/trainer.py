@@ -207,7 +207,7 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
         torch.set_num_threads(train_config.threads)
 
     dataset = load_data(data, max_bad_fraction=max_bad_fraction)
-    if dataset.kind != cls.data_kind:
+    if dataset.kind != cls.data_kind and dataset.kind not in cls.also_trains_on:
         example = (
             "fashion-mnist or a folder of images"
             if cls.data_kind == "image"

@@ -39,6 +39,7 @@ class GenerativeModel(nn.Module):
     family: ClassVar[str]
     Config: ClassVar[type]
     data_kind: ClassVar[Literal["image", "text"]] = "image"  # what `--data` must be
+    also_trains_on: ClassVar[tuple[str, ...]] = ()  # other data kinds it takes (language models: "chat")
 
     def __init__(self, config: Any):
         super().__init__()
@@ -241,6 +242,20 @@ class TextGenerator(Capability):
         raise NotImplementedError
 
 
+class Chat(Capability):
+    """Replies to a conversation in its chat template (a language model instruction-tuned on conversations:
+    `has_chat_template`; others raise a ConfigError naming the fix)."""
+
+    ability = "chat"
+    has_chat_template: bool
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 200, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+             stop: str | list[str] | None = None, seed: int | None = None) -> Iterator[str]:
+        """The assistant's reply to [{"role", "content"}, ...] as text pieces, yielded as they are produced."""
+        raise NotImplementedError
+
+
 class Reconstructor(Capability):
     """Maps images to a latent space and back."""
 
@@ -352,7 +367,7 @@ class AnomalyScorer(Capability):
         raise NotImplementedError
 
 
-CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Reconstructor, Translator, Editor,
+CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Chat, Reconstructor, Translator, Editor,
                                               ImageLikelihood, TextLikelihood, AnomalyScorer)
 
 

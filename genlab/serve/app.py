@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -35,6 +36,8 @@ from genlab.models.base import EditOptions, class_labels
 from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
 from genlab.serve.registry import RequestError, Served, complete, edit_images, load_models, read_upload, sample_images
 from genlab.serve.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
     ErrorResponse,
@@ -276,24 +279,19 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     async def list_models() -> dict:
         return {"object": "list", "data": [served.card() for served in registry.values()]}
 
-    @app.post("/v1/completions", response_model=CompletionResponse, responses={
-        **ERRORS, 200: {"description": "the completion, or with `stream: true` server-sent events: chunks of this "
-                        "shape, then `data: [DONE]`", "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
-        dependencies=guarded)
-    async def completions(body: CompletionRequest, request: Request):
-        served = find(body.model, "completions")
-        cap(len(body.prompt), config.max_prompt_chars, "prompt", "send a shorter prompt (in characters)")
-        cap(body.n, config.max_n, "n", "ask for fewer completions per request")
-        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        if len(stop) > 4 or any(len(s) > 100 for s in stop):
+    def stops_of(stop: str | list[str] | None) -> list[str]:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4 or any(len(s) > 100 for s in stops):
             raise RequestError("stop takes at most 4 strings of at most 100 characters", "shorten stop", param="stop",
                                status=422)
-        seed = seed_of(body.seed)
-        options = {"prompt": body.prompt, "max_tokens": min(body.max_tokens, config.max_tokens), "n": body.n,
-                   "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k, "stop": stop,
-                   "repetition_penalty": body.repetition_penalty, "seed": seed}
-        head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-                "model": served.name, "seed": seed}
+        return stops
+
+    async def text_response(served: Served, options: dict[str, Any], body, request: Request, head: dict[str, Any],
+                            choice: Callable[[int, str, str | None], dict],
+                            chunk: Callable[[int, str, str | None], dict], opening: list[dict] | None = None):
+        """Run `complete` on a worker and answer with the whole result or, with `body.stream`, server-sent
+        events: `choice(index, text, finish_reason)` shapes a choice of the result, `chunk(...)` a choice of an
+        event; `opening` are the choices of a first event (a chat stream's role)."""
         if not body.stream:
             texts: dict[int, list[str]] = defaultdict(list)
             reasons: dict[int, str] = {}
@@ -305,8 +303,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                 usage = await wait(*workers.submit(complete, served.model, options, collect), request)
             except ClientGone:
                 return Response(status_code=499)
-            choices = [{"text": "".join(texts[i]), "index": i, "logprobs": None, "finish_reason": reasons.get(i)}
-                       for i in range(body.n)]
+            choices = [choice(i, "".join(texts[i]), reasons.get(i)) for i in range(body.n)]
             return {**head, "choices": choices, "usage": usage}
 
         loop = asyncio.get_running_loop()
@@ -333,12 +330,13 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
 
         async def stream():
             try:
+                if opening:
+                    yield event({**head, "choices": opening})
                 item = first
                 while item is not None:
                     kind, index, value = item
                     text, finish = (value, None) if kind == "text" else ("", value)
-                    yield event({**head, "choices": [{"text": text, "index": index, "logprobs": None,
-                                                      "finish_reason": finish}]})
+                    yield event({**head, "choices": [chunk(index, text, finish)]})
                     item = await events.get()
                 error = future.exception()
                 if isinstance(error, Stopped):
@@ -357,6 +355,71 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.post("/v1/completions", response_model=CompletionResponse, responses={
+        **ERRORS, 200: {"description": "the completion, or with `stream: true` server-sent events: chunks of this "
+                        "shape, then `data: [DONE]`", "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
+        dependencies=guarded)
+    async def completions(body: CompletionRequest, request: Request):
+        served = find(body.model, "completions")
+        cap(len(body.prompt), config.max_prompt_chars, "prompt", "send a shorter prompt (in characters)")
+        cap(body.n, config.max_n, "n", "ask for fewer completions per request")
+        seed = seed_of(body.seed)
+        options = {"prompt": body.prompt, "max_tokens": min(body.max_tokens, config.max_tokens), "n": body.n,
+                   "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
+                   "stop": stops_of(body.stop), "repetition_penalty": body.repetition_penalty, "seed": seed}
+        head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+                "model": served.name, "seed": seed}
+
+        def choice(index: int, text: str, finish: str | None) -> dict:
+            return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+
+        return await text_response(served, options, body, request, head, choice, choice)
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses={
+        **ERRORS, 200: {"description": "the reply, or with `stream: true` server-sent events: chat.completion.chunk "
+                        "objects (the first holds the role), then `data: [DONE]`",
+                        "content": {"text/event-stream": {"schema": SSE_EVENT}}}},
+        dependencies=guarded)
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        served = find(body.model, "completions")
+        if not served.model.has_chat_template:
+            raise RequestError(f"model {served.name!r} has no chat template: it was trained on plain text",
+                               "instruction-tune it (genlab finetune RUN --data conversations.jsonl), or use "
+                               "/v1/completions", param="model")
+        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        cap(sum(len(m["content"]) for m in messages), config.max_prompt_chars, "messages",
+            "send a shorter conversation (in characters)")
+        cap(body.n, config.max_n, "n", "ask for fewer replies per request")
+        if messages[-1]["role"] == "assistant":
+            raise RequestError("the last message is the assistant's; a reply follows a user (or system) message",
+                               "end messages with the user's turn", param="messages")
+        if any(m["role"] == "system" for m in messages[1:]):
+            raise RequestError("only the first message may be a system message", "merge the system messages",
+                               param="messages")
+        wanted = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        seed = seed_of(body.seed)
+        options = {"messages": messages, "max_tokens": min(config.max_tokens, wanted or config.max_tokens),
+                   "n": body.n, "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
+                   "stop": stops_of(body.stop), "repetition_penalty": body.repetition_penalty, "seed": seed}
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": served.name,
+                "seed": seed}
+
+        def choice(index: int, text: str, finish: str | None) -> dict:
+            return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                    "finish_reason": finish}
+
+        def chunk(index: int, text: str, finish: str | None) -> dict:
+            return {"index": index, "delta": {"content": text} if text else {}, "logprobs": None,
+                    "finish_reason": finish}
+
+        opening = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                    "finish_reason": None} for i in range(body.n)]
+        if body.stream:
+            head["object"] = "chat.completion.chunk"
+        else:
+            head["object"] = "chat.completion"
+        return await text_response(served, options, body, request, head, choice, chunk, opening)
 
     @app.post("/v1/images/generations", response_model=ImagesResponse, responses=ERRORS, dependencies=guarded)
     async def images_generations(body: ImageRequest, request: Request):
@@ -445,7 +508,9 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         edit_ref = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"][
             "multipart/form-data"
         ]["schema"]
-        bodies = {"completions": components["CompletionRequest"], "images.generations": components["ImageRequest"],
+        bodies = {"completions": components["CompletionRequest"],
+                  "chat.completions": components["ChatCompletionRequest"],
+                  "images.generations": components["ImageRequest"],
                   "images.edits": components[edit_ref["$ref"].split("/")[-1]]}
         for capability, body in bodies.items():
             names = [n for n, s in registry.items() if capability in s.capabilities]

@@ -73,7 +73,7 @@ class Served:
     @property
     def capabilities(self) -> list[str]:
         if self.kind == "text":
-            return ["completions"]
+            return ["completions"] + (["chat.completions"] if self.model.has_chat_template else [])
         can = ["images.generations"] if isinstance(self.model, ImageSampler) else []
         return can + (["images.edits"] if self.edit_modes else [])
 
@@ -140,7 +140,13 @@ def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str,
     top_p = None if o["top_p"] >= 1 else o["top_p"]
     check_options(o["max_tokens"], o["temperature"], o["top_k"], top_p, o["repetition_penalty"])
     tokenizer = model.tokenizer
-    ids = tokenizer.encode(o["prompt"]) if o["prompt"] else model.start_ids()
+    if "messages" in o:  # a chat completion: the conversation in the model's template, ending at its end token
+        from genlab.models.lm.chat import prompt_ids
+
+        chat = model.require_chat()
+        ids, end = prompt_ids(chat, o["messages"], model.context_size, o["max_tokens"]), [chat.end_id]
+    else:
+        ids, end = (tokenizer.encode(o["prompt"]) if o["prompt"] else model.start_ids()), []
     device = next(model.parameters()).device
     total = 0
     for index in range(o["n"]):
@@ -148,9 +154,11 @@ def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str,
         matcher, decoder = StopMatcher(o["stop"]), StreamDecoder(tokenizer)
         reason = "length"
         tokens = generate_ids(model, ids, o["max_tokens"], o["temperature"], o["top_k"], top_p,
-                              o["repetition_penalty"], generator)
+                              o["repetition_penalty"], generator, end=end)
+        made = 0
         try:
             for token in tokens:
+                made += 1
                 job.check()
                 total += 1
                 text = matcher.feed(decoder.push(token))
@@ -161,6 +169,8 @@ def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str,
                     break
         finally:
             tokens.close()
+        if end and made < o["max_tokens"] and not matcher.done:
+            reason = "stop"  # the model wrote its end token
         rest = "" if matcher.done else matcher.flush()
         if rest:
             emit("text", index, rest)

@@ -434,7 +434,7 @@ def prepare(settings: StudySettings):
 
     cls = get_family(settings.family)
     dataset = load_data(settings.data)
-    if dataset.kind != cls.data_kind:
+    if dataset.kind != cls.data_kind and dataset.kind not in cls.also_trains_on:
         raise ConfigError(
             f"the {settings.family} family trains on {cls.data_kind} data, but {settings.data} is {dataset.kind}",
             f"pass {cls.data_kind} data",

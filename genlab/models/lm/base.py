@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from genlab.config import validate
 from genlab.errors import ConfigError, DataError, UnsafeFileError
-from genlab.models.base import AnomalyScorer, GenerativeModel, TextGenerator, TextLikelihood
+from genlab.models.base import AnomalyScorer, Chat, GenerativeModel, TextGenerator, TextLikelihood
+from genlab.models.lm.chat import SPECIAL_TOKENS, ChatTokenizer, check_template, pack, prompt_ids, render
 from genlab.models.lm.tokenizers import (
     TOKENIZER_FILE,
     CharTokenizer,
@@ -34,7 +35,7 @@ from genlab.models.lm.tokenizers import (
 class TextConfig:
     """The tokenizer fields of every language-model config (the vocabulary is filled from the data)."""
 
-    FROM_DATA: ClassVar[tuple[str, ...]] = ("vocab_size", "chars", "tokenizer_hash")
+    FROM_DATA: ClassVar[tuple[str, ...]] = ("vocab_size", "chars", "tokenizer_hash", "chat_tokens")
 
     tokenizer: Literal["char", "bpe"] = "char"
     """char: one token per character; bpe: byte-level BPE learnt on the training text"""
@@ -53,6 +54,8 @@ class TextConfig:
     many passes over a small corpus (validation and evaluation keep the one deterministic encoding; docs/lm.md)"""
     bpe_copies: int = 16
     """bpe-dropout: how many segmentations of the training text to draw"""
+    chat_tokens: tuple[str, ...] = ()
+    """the chat template's special tokens, after the base vocabulary (from conversation data; docs/chat.md)"""
 
     def __post_init__(self):
         validate(self)
@@ -74,17 +77,32 @@ class TextConfig:
             )
 
 
-def tokenizer_of(config: TextConfig) -> Tokenizer | None:
-    """The config's tokenizer when it can be had without files: a char alphabet, or a BPE fitted/loaded earlier."""
+def tokenizer_of(config: TextConfig) -> Tokenizer | ChatTokenizer | None:
+    """The config's tokenizer when it can be had without files: a char alphabet, or a BPE fitted/loaded earlier;
+    with the chat template's tokens after it when the config has them."""
+    base = None
     if config.tokenizer == "char" and config.chars:
-        return CharTokenizer(config.chars)
+        base = CharTokenizer(config.chars)
     if config.tokenizer == "bpe" and config.tokenizer_hash:
-        return recall(config.tokenizer_hash)
-    return None
+        base = recall(config.tokenizer_hash)
+    return with_chat(base, config)
 
 
-class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScorer):
+def with_chat(base: Tokenizer | None, config: TextConfig) -> Tokenizer | ChatTokenizer | None:
+    return ChatTokenizer(base, config.chat_tokens) if base is not None and config.chat_tokens else base
+
+
+def add_chat_tokens(config: TextConfig, base_vocab: int) -> TextConfig:
+    """The config with the chat template's tokens after a base vocabulary of `base_vocab` ids."""
+    if config.chat_tokens:
+        return config
+    return dataclasses.replace(config, chat_tokens=SPECIAL_TOKENS, vocab_size=base_vocab + len(SPECIAL_TOKENS))
+
+
+class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScorer, Chat):
     data_kind = "text"
+    also_trains_on = ("chat",)  # conversations (genlab.data.chat), for instruction tuning
+    VOCABULARY_TENSORS: ClassVar[tuple[str, ...]] = ()  # state-dict entries with one row per token
     eval_texts: ClassVar[int] = 64  # texts `genlab eval` generates for the text metrics by default
     eval_text_tokens: ClassVar[int] = 256
     context_size: int | None = None  # tokens one forward pass may see (None: unbounded)
@@ -98,29 +116,52 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
     @classmethod
     def config_for_data(cls, config: TextConfig, data: Any) -> TextConfig:
         """Fit the tokenizer on the training text, unless the config already names one (fine-tuning):
-        then every character of the data must encode, or this is a `DataError` listing those that do not."""
+        then every character of the data must encode, or this is a `DataError` listing those that do not.
+        Conversation data (kind "chat") adds the chat template's tokens after the vocabulary."""
+        chat = data.kind == "chat"
+        if chat:
+            from genlab.data.chat import conversation_text
+
+            train, test = conversation_text(data.train), conversation_text(data.test)
+        else:
+            train, test = data.train, data.test
         known = tokenizer_of(config)
         if known is not None:
-            refuse_unknown(known.unknown(data.train + data.test))
-            return config
+            refuse_unknown(known.unknown(train + test))
+            return add_chat_tokens(config, known.vocab_size) if chat else config
         if config.tokenizer == "bpe" and config.tokenizer_hash:
             raise DataError("this config names a BPE tokenizer that is not loaded",
                             "fine-tune from the model folder (genlab finetune RUN) so its tokenizer.json is read")
         # A char alphabet comes from the whole corpus, as nanoGPT builds it; BPE merges from the training split only.
-        text = data.train + data.test if config.tokenizer == "char" else data.train
+        text = train + test if config.tokenizer == "char" else train
         tokenizer = fit_tokenizer(config.tokenizer, text, config.bpe_vocab_size)
         if config.tokenizer == "char":
-            return dataclasses.replace(config, vocab_size=tokenizer.vocab_size, chars=tokenizer.chars)
-        return dataclasses.replace(config, vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.hash)
+            config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size, chars=tokenizer.chars)
+        else:
+            config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.hash)
+        return add_chat_tokens(config, tokenizer.vocab_size) if chat else config
 
     def encode(self, text: str, strict: bool = False) -> torch.Tensor:
         return torch.tensor(self.require_tokenizer().encode(text, strict=strict), dtype=torch.long)
 
-    def require_tokenizer(self) -> Tokenizer:
+    def require_tokenizer(self) -> Tokenizer | ChatTokenizer:
         if self.tokenizer is None:
             raise ConfigError(f"this {self.family} model has no tokenizer attached",
                               "load it with genlab.load(folder), which reads its tokenizer.json")
         return self.tokenizer
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.config.chat_tokens)
+
+    def require_chat(self) -> ChatTokenizer:
+        """The chat tokenizer, or a ConfigError saying how to make a chat model from this one."""
+        tokenizer = self.require_tokenizer()
+        if not isinstance(tokenizer, ChatTokenizer):
+            raise ConfigError(f"this {self.family} model has no chat template: it was trained on plain text",
+                              "instruction-tune it first: genlab finetune RUN --data conversations.jsonl "
+                              "(docs/chat.md), or use completions")
+        return tokenizer
 
     # -- training ----------------------------------------------------------------------------
 
@@ -129,10 +170,16 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
         raise NotImplementedError
 
     def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
-        (windows,) = batch
+        """Mean next-token cross-entropy of (windows,), or, for conversations, of (windows, mask) over the
+        targets the mask marks (the assistant's tokens; genlab.models.lm.chat)."""
+        windows, *mask = batch
         x, y = windows[:, :-1], windows[:, 1:]  # (B, T) inputs and their next tokens
-        logits = self.logits(x)
-        return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())}
+        logits = self.logits(x).flatten(0, 1).float()
+        if not mask:
+            return {"loss": F.cross_entropy(logits, y.flatten())}
+        weights = mask[0][:, 1:].flatten().to(logits.dtype)
+        nll = F.cross_entropy(logits, y.flatten(), reduction="none")
+        return {"loss": (nll * weights).sum() / weights.sum().clamp_min(1.0)}
 
     # -- generation --------------------------------------------------------------------------
 
@@ -149,7 +196,7 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
 
     def never_generate(self) -> list[int]:
         """Token ids sampling must not produce: the char tokenizer's unknown id (it stands for no character)."""
-        return [0] if isinstance(self.tokenizer, CharTokenizer) else []
+        return [0] if self.tokenizer is not None and self.tokenizer.kind == "char" else []
 
     def generate(self, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
@@ -169,6 +216,26 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
         from genlab.models.lm.generation import generate
 
         return generate(self, prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed)
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int = 200, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+             stop: str | list[str] | None = None, seed: int | None = None) -> Iterator[str]:
+        """The assistant's reply to `messages` ([{"role": "system" | "user" | "assistant", "content": ...}]),
+        as an iterator of text pieces; it ends at the template's end token, a stop string or max_new_tokens.
+        The options are `generate`'s; a conversation longer than the context keeps its latest turns
+        (docs/chat.md)."""
+        from genlab.data.chat import check_messages
+        from genlab.models.lm.generation import generate
+
+        tokenizer = self.require_chat()
+        try:
+            messages = check_messages(messages)
+        except ValueError as error:
+            raise ConfigError(f"the messages are not a conversation: {error}",
+                              'pass [{"role": "user", "content": "..."}, ...]') from None
+        ids = prompt_ids(tokenizer, messages, self.context_size, max_new_tokens)
+        return generate(self, "", max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed,
+                        ids=ids, end=[tokenizer.end_id])
 
     # -- likelihood and evaluation -----------------------------------------------------------
 
@@ -211,6 +278,29 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
         return {"nats_per_token": nats, "bits_per_char": total / max(1, chars) / math.log(2),
                 "perplexity": math.exp(nats), "tokens": float(count)}
 
+    @torch.no_grad()
+    def chat_loss(self, conversations: list[list[dict[str, str]]], batch_size: int = 32) -> dict[str, float]:
+        """Mean negative log-likelihood (nats) of the assistant's tokens of `conversations` in the chat
+        template, each conversation packed and cut as training packs them (genlab.models.lm.chat)."""
+        tokenizer = self.require_chat()
+        windows, masks = pack([render(tokenizer, c) for c in conversations], self.config.block_size + 1,
+                              tokenizer.end_id)
+        was_training = self.training
+        self.eval()
+        total, count = 0.0, 0
+        try:
+            for i in range(0, len(windows), batch_size):
+                w, m = windows[i : i + batch_size], masks[i : i + batch_size, 1:]
+                nll = F.cross_entropy(self.logits(w[:, :-1]).flatten(0, 1).float(), w[:, 1:].flatten(),
+                                      reduction="none")
+                total += float(nll[m.flatten()].sum())
+                count += int(m.sum())
+        finally:
+            self.train(was_training)
+        if not count:
+            raise DataError("these conversations have no assistant token to score", "pass conversations with replies")
+        return {"nats_per_token": total / count, "tokens": float(count)}
+
     def anomaly_score(self, examples: list[str], labels: Any = None) -> torch.Tensor:
         """-log p(text) in bits per character of each text (each scored from its own start), (B,)."""
         if isinstance(examples, str):
@@ -228,6 +318,8 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
             self.tokenizer.save(folder)
 
     def load_assets(self, folder) -> None:
+        if self.config.chat_tokens:
+            check_template(folder, self.config.chat_tokens)
         if self.config.tokenizer != "bpe":
             return
         tokenizer = load_tokenizer(folder)
@@ -235,4 +327,4 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
             raise UnsafeFileError(f"{folder}/{TOKENIZER_FILE} is not the tokenizer these weights were trained with "
                                   f"(hash {tokenizer.hash}, config says {self.config.tokenizer_hash})",
                                   "use the tokenizer.json that came with the weights")
-        self.tokenizer = tokenizer
+        self.tokenizer = with_chat(tokenizer, self.config)

@@ -154,8 +154,10 @@ class StopMatcher:
 @torch.inference_mode()  # as a decorator, it wraps each resumption of the generator, not the caller's code
 def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, repetition_penalty: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> Iterator[int]:
-    """New token ids after the prompt `ids`, one at a time (the loop behind `generate`)."""
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 end: Sequence[int] = ()) -> Iterator[int]:
+    """New token ids after the prompt `ids`, one at a time (the loop behind `generate`); it returns early,
+    without yielding it, at a token of `end` (a chat template's end token)."""
     if not ids:
         raise ConfigError("generation needs at least one prompt token")
     context = model.context_size
@@ -188,6 +190,8 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
     for _ in range(max_new_tokens):
         logits = logits + ban if banned else logits  # an add costs a tenth of index_fill's call
         token = next_token(logits, temperature, top_k, top_p, repetition_penalty, seen, noise=noise)
+        if token in end:
+            return
         yield token
         ids.append(token)
         if seen is not None:
@@ -204,11 +208,13 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
 
 def generate(model: Any, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
-             stop: str | Sequence[str] | None = None, seed: int | None = None, use_cache: bool = True) -> Iterator[str]:
+             stop: str | Sequence[str] | None = None, seed: int | None = None, use_cache: bool = True,
+             ids: list[int] | None = None, end: Sequence[int] = ()) -> Iterator[str]:
     """Text pieces continuing `prompt`, yielded as they are produced (see the module docstring).
 
     `seed` makes the output reproducible; without it, sampling draws from torch's global generator.
     An empty prompt starts from the model's start token (a newline where the tokenizer has one).
+    `ids` (a chat prompt) stands for the prompt's ids; generation ends before a token of `end`.
     """
     from genlab.models.lm.tokenizers import StreamDecoder
 
@@ -219,14 +225,15 @@ def generate(model: Any, prompt: str = "", max_new_tokens: int = 200, temperatur
     generator = None
     if seed is not None:
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    ids = tokenizer.encode(prompt) if prompt else model.start_ids()
+    if ids is None:
+        ids = tokenizer.encode(prompt) if prompt else model.start_ids()
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     matcher, decoder = StopMatcher(stops), StreamDecoder(tokenizer)
     was_training = model.training
     model.eval()
     try:
         for token in generate_ids(model, ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                                  generator, use_cache):
+                                  generator, use_cache, end):
             text = matcher.feed(decoder.push(token))
             if text:
                 yield text

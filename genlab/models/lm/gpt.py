@@ -198,6 +198,7 @@ class GPT(LanguageModel):
 
     family = "gpt"
     Config = GPTConfig
+    VOCABULARY_TENSORS = ("wte.weight", "head.weight")
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)

@@ -60,6 +60,7 @@ class RNN(LanguageModel):
 
     family = "rnn"
     Config = RNNConfig
+    VOCABULARY_TENSORS = ("embed.weight", "head.weight", "head.bias")
 
     def __init__(self, config: RNNConfig):
         super().__init__(config)

