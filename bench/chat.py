@@ -10,14 +10,16 @@ Parts (`--parts`, comma separated; a run of some parts replaces their sections i
   (capital, continent, currency, telephone calling code of every country that has all four), as
   English sentences mixed with tiny-shakespeare. A GPT over a byte-level BPE is pre-trained on it for
   `--pretrain-seconds`, then instruction-tuned (`genlab finetune --method sft`) on questions and answers
-  about **half** of the countries, three question phrasings per attribute. Exact-match answers are
+  about **half** of the countries, six question phrasings per attribute. Exact-match answers are
   scored on the **other half**, whose facts the model read only in pre-training, asked with a fourth
-  phrasing never used in fine-tuning; the same figure is given for the fine-tuned half. Three
+  phrasing never used in fine-tuning (six are); the same figure is given for the fine-tuned half. Four
   pre-training corpora, the same wall clock each (Allen-Zhu & Li 2023, "Physics of Language Models,
   Part 3.1", found extraction fails without the second's augmentation):
   `single`: each country's facts in one fixed paragraph, repeated `--paragraphs` times;
   `diverse`: `--paragraphs` paragraphs per country, each sentence in one of five phrasings and the
   sentences in a random order;
+  `mixed`: `diverse` with the fine-tuning set's questions and answers also in the pre-training text
+  (the paper's "mixed training"; the held-out countries' facts still appear only as statements);
   `control`: the general text alone, no facts: what fine-tuning alone teaches (chance, beside the
   majority answer's accuracy).
 - `code`: the code assistant. The `diverse` pre-trained model fine-tuned (full) on Python's standard
@@ -72,18 +74,22 @@ STATEMENTS = {
                      "{c} has the international dialling code {v}.", "Calls to {c} begin with {v}.",
                      "{v} is the calling code for {c}."],
 }
-# Question phrasings: the first three are fine-tuned on, the fourth only asked.
+# Question phrasings: the first six are fine-tuned on, the last only asked.
 QUESTIONS = {
     "capital": ["What is the capital of {c}?", "Name the capital city of {c}.", "Which city is the capital of {c}?",
+                "{c}'s capital is which city?", "What city is {c} governed from?", "Capital of {c}?",
                 "Tell me the capital of {c}."],
     "continent": ["On which continent is {c}?", "What continent is {c} in?", "Name the continent of {c}.",
+                  "Which continent does {c} belong to?", "{c} lies on which continent?", "Continent of {c}?",
                   "Where in the world is {c}? Give the continent."],
     "currency": ["What is the currency of {c}?", "Which money is used in {c}?", "Name the currency of {c}.",
-                 "What do people in {c} pay with?"],
+                 "What do people in {c} pay with?", "Currency of {c}?", "{c} uses which currency?",
+                 "Tell me the currency used in {c}."],
     "calling code": ["What is the calling code of {c}?", "Which code do you dial to phone {c}?",
-                     "Give the telephone code of {c}.", "How do I call {c}? Which country code?"],
+                     "Give the telephone code of {c}.", "Dialling code of {c}?", "{c} has which calling code?",
+                     "What number do calls to {c} start with?", "How do I call {c}? Which country code?"],
 }
-TUNED_PHRASINGS, ASKED_PHRASING = 3, 3
+TUNED_PHRASINGS, ASKED_PHRASING = 6, 6
 
 
 def countries() -> list[dict[str, str]]:
@@ -114,7 +120,8 @@ def fact_paragraphs(entities: list[dict], style: str, paragraphs: int, rng: rand
     return out
 
 
-def write_corpus(path: Path, style: str, entities: list[dict], general: str, paragraphs: int, seed: int) -> dict:
+def write_corpus(path: Path, style: str, entities: list[dict], general: str, paragraphs: int, seed: int,
+                 tuned: list[dict] = ()) -> dict:
     """The pre-training text: fact paragraphs shuffled among general-text paragraphs (half as many characters
     of those as of facts), then general text alone for the last fifth, so that genlab's held-out tail (the
     last 10%) and validation cut (5% before it) hold no facts: every fact is trained on. The control is
@@ -124,7 +131,10 @@ def write_corpus(path: Path, style: str, entities: list[dict], general: str, par
     if style == "control":
         path.write_text("\n\n".join(blocks) + "\n")
         return {"fact_paragraphs": 0, "fact_chars": 0, "chars": len(path.read_text())}
-    facts = fact_paragraphs(entities, style, paragraphs, rng)
+    facts = fact_paragraphs(entities, "single" if style == "single" else "diverse", paragraphs, rng)
+    if style == "mixed":  # the fine-tuning set's questions and answers, as text, among the facts
+        facts += [f"Question: {QUESTIONS[a][p].format(c=e['name'])} Answer: {e[a]}."
+                  for e in tuned for a in ATTRIBUTES for p in range(TUNED_PHRASINGS)]
     fact_chars = sum(len(f) + 2 for f in facts)
     mixed, chars = [], 0
     while blocks and chars < fact_chars / 2:
@@ -229,7 +239,7 @@ def part_facts(args, work: Path) -> dict:
               "chance": majority_answer(tuned, held), "corpora": {}}
     for style in args.styles.split(","):
         corpus = work / f"facts-{style}.txt"
-        info = write_corpus(corpus, style, entities, general, args.paragraphs, args.seed)
+        info = write_corpus(corpus, style, entities, general, args.paragraphs, args.seed, tuned)
         info["pretrain"] = pretrain(corpus, work / f"pre-{style}", args)
         info["sft"] = sft(work / f"pre-{style}", qa, work / f"sft-{style}", args)
         model = genlab.load(work / f"sft-{style}")
@@ -403,11 +413,11 @@ def part_speed(args, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="facts,code,speed")
-    parser.add_argument("--styles", default="diverse,single,control", help="the facts part's pre-training corpora")
+    parser.add_argument("--styles", default="diverse,mixed,single,control", help="pre-training corpora")
     parser.add_argument("--paragraphs", type=int, default=6, help="fact paragraphs per country")
     parser.add_argument("--pretrain-seconds", type=int, default=600)
-    parser.add_argument("--sft-steps", type=int, default=300)
-    parser.add_argument("--sft-lr", type=float, default=1e-3)
+    parser.add_argument("--sft-steps", type=int, default=150)
+    parser.add_argument("--sft-lr", type=float, default=5e-4)
     parser.add_argument("--sft-warmup", type=int, default=20)
     parser.add_argument("--code-seconds", type=int, default=240)
     parser.add_argument("--code-chars", type=int, default=2_000_000)

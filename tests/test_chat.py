@@ -112,14 +112,14 @@ def test_render_masks_all_but_the_assistants_turns_and_user_text_cannot_spell_a_
     ids, mask = render(tokenizer, [{"role": "system", "content": "be brief"}, {"role": "user", "content": "<|end|>"},
                                    {"role": "assistant", "content": "ok"}])
     special = tokenizer.special_ids
-    system = [special["<|system|>"], *tokenizer.encode("be brief"), tokenizer.end_id]
-    user = [special["<|user|>"], *tokenizer.encode("<|end|>"), tokenizer.end_id]
-    assistant = [special["<|assistant|>"], *tokenizer.encode("ok"), tokenizer.end_id]
+    system = [special["<|system|>"], *tokenizer.encode(" be brief"), tokenizer.end_id]  # content after one space
+    user = [special["<|user|>"], *tokenizer.encode(" <|end|>"), tokenizer.end_id]
+    assistant = [special["<|assistant|>"], *tokenizer.encode(" ok"), tokenizer.end_id]
     assert ids == system + user + assistant
-    assert mask == [False] * (len(system) + len(user) + 1) + [True] * 3  # "o", "k" and <|end|>
+    assert mask == [False] * (len(system) + len(user) + 1) + [True] * 4  # " ", "o", "k" and <|end|>
     assert sum(i >= tokenizer.offset for i in user) == 2  # the typed "<|end|>" is seven characters, not the token
     assert tokenizer.vocab_size == tokenizer.offset + len(SPECIAL_TOKENS)
-    assert tokenizer.decode(ids) == "be brief<|end|>ok"  # the structure decodes to nothing
+    assert tokenizer.decode(ids) == " be brief <|end|> ok"  # the structure decodes to nothing
 
 
 def test_prompt_ids_keep_the_system_message_and_the_latest_whole_turns():
@@ -132,7 +132,7 @@ def test_prompt_ids_keep_the_system_message_and_the_latest_whole_turns():
     cut = prompt_ids(tokenizer, turns, 64, 100)  # the reply gets min(100, 64 // 2) = 32 tokens of room
     assert len(cut) <= 64 - 32
     text = tokenizer.decode(cut)
-    assert text.startswith("sys") and text.endswith("user turn f") and "turn a" not in text
+    assert text.startswith(" sys") and text.endswith("user turn f") and "turn a" not in text
     kept = [m for m in turns[1:] if m["content"] in text]
     assert kept == turns[len(turns) - len(kept):]  # the latest turns, each whole
     long = prompt_ids(tokenizer, [{"role": "user", "content": "x" * 500}], 64, 10)
@@ -307,7 +307,8 @@ def test_openai_client_chat_stream_stop_and_errors(runs):
         choice = reply.choices[0]
         assert choice.message.role == "assistant" and choice.message.content == "ALPHA"
         assert choice.finish_reason == "stop" and reply.object == "chat.completion"
-        assert reply.usage.completion_tokens == len("ALPHA")  # the reply's tokens; the end token only stops it
+        # the separating space and the reply, a token a character; the end token only stops it
+        assert reply.usage.completion_tokens == len(" ALPHA")
         assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
         chunks = list(client.chat.completions.create(
@@ -321,7 +322,7 @@ def test_openai_client_chat_stream_stop_and_errors(runs):
         assert stopped.choices[0].message.content == "OME" and stopped.choices[0].finish_reason == "stop"
 
         short = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "say gamma"}],
-                                               temperature=0, max_tokens=2)
+                                               temperature=0, max_tokens=3)
         assert short.choices[0].message.content == "GA" and short.choices[0].finish_reason == "length"
 
         several = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "say beta"}],

@@ -141,17 +141,19 @@ def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str,
     check_options(o["max_tokens"], o["temperature"], o["top_k"], top_p, o["repetition_penalty"])
     tokenizer = model.tokenizer
     if "messages" in o:  # a chat completion: the conversation in the model's template, ending at its end token
-        from genlab.models.lm.chat import prompt_ids
+        from genlab.models.lm.chat import ReplyDecoder, prompt_ids
 
         chat = model.require_chat()
         ids, end = prompt_ids(chat, o["messages"], model.context_size, o["max_tokens"]), [chat.end_id]
+        decoder_of = ReplyDecoder
     else:
         ids, end = (tokenizer.encode(o["prompt"]) if o["prompt"] else model.start_ids()), []
+        decoder_of = StreamDecoder
     device = next(model.parameters()).device
     total = 0
     for index in range(o["n"]):
         generator = torch.Generator(device=device).manual_seed(o["seed"] + index)
-        matcher, decoder = StopMatcher(o["stop"]), StreamDecoder(tokenizer)
+        matcher, decoder = StopMatcher(o["stop"]), decoder_of(tokenizer)
         reason = "length"
         tokens = generate_ids(model, ids, o["max_tokens"], o["temperature"], o["top_k"], top_p,
                               o["repetition_penalty"], generator, end=end)

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from genlab.config import validate
 from genlab.errors import ConfigError, DataError, UnsafeFileError
 from genlab.models.base import AnomalyScorer, Chat, GenerativeModel, TextGenerator, TextLikelihood
-from genlab.models.lm.chat import SPECIAL_TOKENS, ChatTokenizer, check_template, pack, prompt_ids, render
+from genlab.models.lm.chat import (
+    SPECIAL_TOKENS,
+    ChatTokenizer,
+    ReplyDecoder,
+    check_template,
+    pack,
+    prompt_ids,
+    render,
+)
 from genlab.models.lm.tokenizers import (
     TOKENIZER_FILE,
     CharTokenizer,
@@ -235,7 +243,7 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
                               'pass [{"role": "user", "content": "..."}, ...]') from None
         ids = prompt_ids(tokenizer, messages, self.context_size, max_new_tokens)
         return generate(self, "", max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop, seed,
-                        ids=ids, end=[tokenizer.end_id])
+                        ids=ids, end=[tokenizer.end_id], decoder=ReplyDecoder(tokenizer))
 
     # -- likelihood and evaluation -----------------------------------------------------------
 

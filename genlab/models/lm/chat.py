@@ -1,10 +1,13 @@
 """genlab's chat template: conversations as token ids, the loss mask on the assistant's turns, packing.
 
-A conversation is rendered as each message in turn, `<|ROLE|> content <|end|>`, with four special
+A conversation is rendered as each message in turn, `<|ROLE|> content<|end|>`, with four special
 tokens appended after the base tokenizer's vocabulary (so the base ids keep their meaning and the
 pre-trained embeddings their rows; the new rows start at the mean embedding, Hewitt 2021). A reply
 is generated after `<|assistant|>` and ends at `<|end|>`. Message text is encoded by the base
-tokenizer only, so no user text can spell a special token (no template injection).
+tokenizer only, so no user text can spell a special token (no template injection). Content follows
+its role token after one space, as a word follows another in running text: a byte-level BPE then
+spells a reply's first word with the token pre-training used for it mid-sentence (" Berlin", not
+"Berlin"), as answers follow "Answer:" in Allen-Zhu & Li's QA format; the space is not part of the reply.
 
 The loss is taken on the assistant's content and its closing `<|end|>`; system and user tokens,
 and the role tokens, are context only (the masking of InstructGPT's SFT and of Alpaca). Training
@@ -65,7 +68,7 @@ class ChatTokenizer:
         self.base.save(folder)
         atomic_write(Path(folder) / TEMPLATE_FILE, json.dumps({
             "name": TEMPLATE_NAME, "special_tokens": list(self.specials), "first_special_id": self.offset,
-            "message": "{role_token}{content}<|end|>", "generation_prompt": "<|assistant|>",
+            "message": "{role_token} {content}<|end|>", "generation_prompt": "<|assistant|>",
             "loss": "assistant content and its <|end|>"}, indent=1))
 
 
@@ -82,11 +85,14 @@ def check_template(folder: Path, specials: tuple[str, ...]) -> None:
                               "use the chat_template.json that came with the weights")
 
 
+SEPARATOR = " "  # between a role token and the content (see the module docstring)
+
+
 def render(tokenizer: ChatTokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[bool]]:
     """Token ids of a conversation and, per id, whether the loss is taken on it (as a target)."""
     ids, mask = [], []
     for message in messages:
-        content = tokenizer.encode(message["content"])
+        content = tokenizer.encode(SEPARATOR + message["content"])
         learn = message["role"] == "assistant"
         ids += [tokenizer.special_ids[ROLE_TOKEN[message["role"]]], *content, tokenizer.end_id]
         mask += [False] + [learn] * (len(content) + 1)
@@ -116,6 +122,22 @@ def prompt_ids(tokenizer: ChatTokenizer, messages: list[dict[str, str]], context
     if len(ids) > budget:  # one message longer than the budget: keep the end of it
         ids = ids[len(ids) - max(1, budget):]
     return ids + [head]
+
+
+class ReplyDecoder:
+    """A reply's ids in, its text pieces out: a StreamDecoder that drops the separator before the content."""
+
+    def __init__(self, tokenizer: ChatTokenizer):
+        from genlab.models.lm.tokenizers import StreamDecoder
+
+        self.decoder, self.started = StreamDecoder(tokenizer), False
+
+    def push(self, token: int) -> str:
+        text = self.decoder.push(token)
+        if text and not self.started:
+            self.started = True
+            text = text.removeprefix(SEPARATOR)
+        return text
 
 
 def pack(examples: list[tuple[list[int], list[bool]]], window: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -209,12 +209,13 @@ def generate_ids(model: Any, ids: list[int], max_new_tokens: int, temperature: f
 def generate(model: Any, prompt: str = "", max_new_tokens: int = 200, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
              stop: str | Sequence[str] | None = None, seed: int | None = None, use_cache: bool = True,
-             ids: list[int] | None = None, end: Sequence[int] = ()) -> Iterator[str]:
+             ids: list[int] | None = None, end: Sequence[int] = (), decoder: Any = None) -> Iterator[str]:
     """Text pieces continuing `prompt`, yielded as they are produced (see the module docstring).
 
     `seed` makes the output reproducible; without it, sampling draws from torch's global generator.
     An empty prompt starts from the model's start token (a newline where the tokenizer has one).
-    `ids` (a chat prompt) stands for the prompt's ids; generation ends before a token of `end`.
+    `ids` (a chat prompt) stands for the prompt's ids; generation ends before a token of `end`;
+    `decoder` turns ids into text (default a StreamDecoder; a chat reply's is chat.ReplyDecoder).
     """
     from genlab.models.lm.tokenizers import StreamDecoder
 
@@ -228,7 +229,7 @@ def generate(model: Any, prompt: str = "", max_new_tokens: int = 200, temperatur
     if ids is None:
         ids = tokenizer.encode(prompt) if prompt else model.start_ids()
     stops = [stop] if isinstance(stop, str) else list(stop or [])
-    matcher, decoder = StopMatcher(stops), StreamDecoder(tokenizer)
+    matcher, decoder = StopMatcher(stops), decoder or StreamDecoder(tokenizer)
     was_training = model.training
     model.eval()
     try:
