@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -350,15 +351,18 @@ def part_speed(args, work: Path) -> dict:
     lines = [json.loads(line)["messages"] for line in qa.read_text().splitlines()]
     plain.write_text("\n\n".join(f"{m[0]['content']}\n{m[1]['content']}" for m in lines) + "\n")
     speed_args = argparse.Namespace(**{**vars(args), "sft_steps": args.speed_steps, "sft_warmup": 5})
-    rates = {}
-    for method, data in (("full", plain), ("sft", qa)):
-        timer = StepTimes()
-        sft(base, data, work / f"speed-{method}", speed_args, callbacks=[timer], method=method)
-        steady = timer.times[5:]  # after warm-up
+    rates, times = {}, {"full": [], "sft": []}
+    # full, sft, sft, full: a slow spell of the machine falls on both
+    for i, method in enumerate(("full", "sft", "sft", "full")):
+        timer, out = StepTimes(), work / f"speed-{i}-{method}"
+        shutil.rmtree(out, ignore_errors=True)
+        sft(base, plain if method == "full" else qa, out, speed_args, callbacks=[timer], method=method)
+        times[method] += timer.times[5:]  # after warm-up
+    for method, steady in times.items():
         step = statistics.median(steady)
-        rates[method] = {"median_step_seconds": round(step, 4), "steps": len(timer.times),
+        rates[method] = {"median_step_seconds": round(step, 4), "steps_timed": len(steady),
                          "tokens_per_s": round(args.batch_size * args.block_size / step, 1)}
-    model = genlab.load(work / "speed-sft")
+    model = genlab.load(work / "speed-1-sft")
     from genlab.models.lm.chat import pack, render
 
     tokenizer = model.require_chat()
@@ -367,7 +371,7 @@ def part_speed(args, work: Path) -> dict:
     rates["sft"]["loss_fraction"] = round(float(masks.float().mean()), 3)
     rates["sft_over_full"] = round(rates["sft"]["tokens_per_s"] / rates["full"]["tokens_per_s"], 3)
 
-    serve_model = work / "sft-diverse" if (work / "sft-diverse" / "model").exists() else work / "speed-sft"
+    serve_model = work / "sft-diverse" if (work / "sft-diverse" / "model").exists() else work / "speed-1-sft"
     port = _free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "genlab"), "serve", f"chat={serve_model}",
                                "--port", str(port), "--threads", str(args.threads or 2)],

@@ -140,8 +140,8 @@ def chat_loaders(model: Any, data: Any, train: Any, position: Callable[[], int])
     examples = [render(tokenizer, c) for c in conversations]
     cut = sum(len(ids) > window for ids, _ in examples)
     if cut:
-        log.warning("%d of %d conversations are longer than the %d-token window and keep "
-                                            "their first %d tokens (docs/chat.md)", cut, len(examples), window, window)
+        log.warning("%d of %d conversations are longer than the %d-token window and keep their first %d tokens "
+                    "(docs/chat.md)", cut, len(examples), window, window)
     pad = tokenizer.end_id
     train_ids, train_mask = pack(examples[: len(examples) - n_val], window, pad)
     if not train_mask[:, 1:].any():
