@@ -49,14 +49,17 @@ def _seconds(dtype: torch.dtype, n: int = 384, repeats: int = 5) -> float:
 _process_wide = False  # whether flush_denormals() set the mode for the whole process (the CLI does)
 
 
-def flush_denormals() -> bool:
+def flush_denormals(whole_process: bool = True) -> bool:
     """Flush subnormal floats to zero on this thread and on the torch threads it starts from now on, for good: for
-    a process genlab owns (the CLI, a server worker). False where the CPU cannot, or GENLAB_FLUSH_DENORMAL=0."""
+    a process genlab owns (the CLI), or with `whole_process=False` for a thread it owns (a server worker: the
+    process's other threads keep their mode). False where the CPU cannot, or GENLAB_FLUSH_DENORMAL=0."""
     global _process_wide
     if os.environ.get("GENLAB_FLUSH_DENORMAL") == "0":
         return False
-    _process_wide = torch.set_flush_denormal(True)
-    return _process_wide
+    flushed = torch.set_flush_denormal(True)
+    if whole_process:
+        _process_wide = flushed
+    return flushed
 
 
 @contextlib.contextmanager

@@ -108,7 +108,7 @@ def test_bpe_dropout_trains_on_the_copies_and_validates_on_the_plain_encoding():
 
     tok = BPETokenizer.fit(TEXT, vocab_size=320)
     model = _model(GPT, TINY_GPT, tokenizer=tok, bpe_dropout=0.1, bpe_copies=4)
-    data = SimpleNamespace(train=TEXT, test="")
+    data = SimpleNamespace(kind="text", train=TEXT, test="")
     train, val = recipe_for("gpt").loaders(model, data, TrainConfig(batch_size=4), lambda: 0)
     plain = len(tok.encode(TEXT))
     assert len(train.tensors[0]) > 4 * 0.9 * plain  # four copies, each longer than the plain encoding's 95%
@@ -128,7 +128,7 @@ def test_holdout_zero_trains_on_the_whole_training_text(bpe_dropout):
 
     tok = BPETokenizer.fit(TEXT, vocab_size=320)
     model = _model(GPT, TINY_GPT, tokenizer=tok, bpe_dropout=bpe_dropout, bpe_copies=1)
-    data = SimpleNamespace(train=TEXT, test="")
+    data = SimpleNamespace(kind="text", train=TEXT, test="")
 
     def text_of(loader):  # windows start at every offset: the first window and each next one's last token
         windows = loader.tensors[0]

@@ -416,3 +416,25 @@ def test_page_streams_text_and_shows_an_image_grid_in_chromium(registry):
     assert widths == [8, 8, 8, 8]
     assert "n = 9 is above this server's limit of 4" in error  # the server's message reaches the page
     assert not outside, outside
+
+
+def test_a_worker_flushes_subnormals_on_its_own_thread_only():
+    """A server worker flushes subnormals for itself; the thread that started it keeps IEEE arithmetic after a
+    run's flushed block (hypothesis, for one, refuses to run under flush-to-zero)."""
+    import threading
+
+    from genlab.hardware import denormals_flushed
+    from genlab.serve.limits import _start_worker
+
+    flushed_there = []
+
+    def worker():
+        _start_worker(1)
+        flushed_there.append((torch.tensor([1e-39]) * 1.0).item() == 0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    with denormals_flushed():
+        assert (torch.tensor([1e-39]) * 1.0).item() == 0
+    assert flushed_there == [True] and (torch.tensor([1e-39]) * 1.0).item() != 0

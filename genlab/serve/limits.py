@@ -126,7 +126,7 @@ def _start_worker(threads: int) -> None:
     from genlab.hardware import flush_denormals
 
     torch.set_num_threads(threads)
-    flush_denormals()
+    flush_denormals(whole_process=False)
 
 
 class Workers:
