@@ -27,3 +27,15 @@ def tiny_vae():
 @pytest.fixture
 def tiny_train():
     return dict(TINY_TRAIN)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny models: a second only adds synchronisation (and the suite may share the machine).
+    Modules of tiny models use it for every test: `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

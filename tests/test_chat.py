@@ -33,12 +33,7 @@ WORDS = ("alpha", "beta", "gamma", "delta", "omega", "sigma")
 TINY = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 48}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _examples() -> list[dict]:
@@ -266,18 +261,14 @@ def test_chat_errors_name_the_fix(runs, capsys, tmp_path):
 
 
 def test_lora_on_conversations_learns_and_merges(runs):
-    report = genlab_finetune(runs, "lora")
+    from genlab.engine.finetune import finetune
+
+    report = finetune(str(runs["base"]), runs["qa"], method="lora", rank=4, out=str(runs["root"] / "lora"),
+                      max_steps=15, batch_size=16, warmup_steps=3, threads=1, progress=False)
     assert report["chat"] and report["method"] == "lora"
     assert report["target_loss_after"] < report["target_loss_before"]
     model = genlab.load(runs["root"] / "lora")
     assert model.has_chat_template and not any("lora" in name for name in model.state_dict())
-
-
-def genlab_finetune(runs, method):
-    from genlab.engine.finetune import finetune
-
-    return finetune(str(runs["base"]), runs["qa"], method=method, rank=4, out=str(runs["root"] / method),
-                    max_steps=15, batch_size=16, warmup_steps=3, threads=1, progress=False)
 
 
 def test_a_chat_model_is_also_resumed_from_a_copy_with_its_template(runs, tmp_path):
@@ -341,6 +332,9 @@ def test_openai_client_chat_stream_stop_and_errors(runs):
         with pytest.raises(openai.BadRequestError, match="assistant"):
             client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"},
                                                                    {"role": "assistant", "content": "x"}])
+        with pytest.raises(openai.BadRequestError, match="only the first message may be one"):
+            client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"},
+                                                                   {"role": "system", "content": "x"}])
         completion = client.completions.create(model="plain", prompt="All:", max_tokens=5, seed=0)
         assert len(completion.choices[0].text) == 5  # the completion endpoint is unchanged
 

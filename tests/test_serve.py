@@ -40,12 +40,7 @@ CLASSES = ("cat", "dog", "owl")
 FAST = {"threads": 1, "concurrency": 2, "queue": 4, "max_tokens": 64, "max_n": 4, "max_steps": 50}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _spread(model):

@@ -339,6 +339,18 @@ def translate(run: str, image: str | None = None, n: int = 8, out: str = "transl
     print(f"wrote inputs (top) and translations (bottom) to {_save_grid(grid, out, nrow=len(files))}")
 
 
+def _typed_lines():
+    """Lines typed at a `> ` prompt, until an empty line or Ctrl-D."""
+    while True:
+        try:
+            text = input("> ")
+        except EOFError:
+            return
+        if not text:
+            return
+        yield text
+
+
 def generate(run: str, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
              top_p: float | None = None, repetition_penalty: float = 1.0, stop: list[str] | str | None = None,
              seed: int | None = None, interactive: bool = False) -> None:
@@ -378,13 +390,7 @@ def generate(run: str, prompt: str = "", max_new_tokens: int = 200, temperature:
         stream(prompt)
         return
     print(f"{model.family} model from {run}: type a prompt and press Enter; an empty line or Ctrl-D quits.")
-    while True:
-        try:
-            text = input("> ")
-        except EOFError:
-            break
-        if not text:
-            break
+    for text in _typed_lines():
         stream(text)
 
 
@@ -436,13 +442,7 @@ def chat(run: str, system: str = "", message: list[str] | None = None, max_new_t
         return
     print(f"{model.family} chat model from {run}: type a message and press Enter; /reset starts afresh, "
           "an empty line or Ctrl-D quits.")
-    while True:
-        try:
-            text = input("> ")
-        except EOFError:
-            break
-        if not text:
-            break
+    for text in _typed_lines():
         if text.strip() == "/reset":
             history[:] = start
             continue

@@ -31,6 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from genlab import __version__
+from genlab.data.chat import check_messages
 from genlab.errors import GenlabError
 from genlab.models.base import EditOptions, class_labels
 from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
@@ -286,6 +287,12 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                                status=422)
         return stops
 
+    def text_options(body, max_tokens: int, **what: Any) -> dict[str, Any]:
+        """The worker's options for a text request: `what` to continue (prompt or messages) and how to sample."""
+        return {**what, "max_tokens": min(max_tokens, config.max_tokens), "n": body.n, "temperature": body.temperature,
+                "top_p": body.top_p, "top_k": body.top_k, "stop": stops_of(body.stop),
+                "repetition_penalty": body.repetition_penalty, "seed": seed_of(body.seed)}
+
     async def text_response(served: Served, options: dict[str, Any], body, request: Request, head: dict[str, Any],
                             choice: Callable[[int, str, str | None], dict],
                             chunk: Callable[[int, str, str | None], dict], opening: list[dict] | None = None):
@@ -364,12 +371,9 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         served = find(body.model, "completions")
         cap(len(body.prompt), config.max_prompt_chars, "prompt", "send a shorter prompt (in characters)")
         cap(body.n, config.max_n, "n", "ask for fewer completions per request")
-        seed = seed_of(body.seed)
-        options = {"prompt": body.prompt, "max_tokens": min(body.max_tokens, config.max_tokens), "n": body.n,
-                   "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
-                   "stop": stops_of(body.stop), "repetition_penalty": body.repetition_penalty, "seed": seed}
+        options = text_options(body, body.max_tokens, prompt=body.prompt)
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-                "model": served.name, "seed": seed}
+                "model": served.name, "seed": options["seed"]}
 
         def choice(index: int, text: str, finish: str | None) -> dict:
             return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
@@ -387,23 +391,20 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             raise RequestError(f"model {served.name!r} has no chat template: it was trained on plain text",
                                "instruction-tune it (genlab finetune RUN --data conversations.jsonl), or use "
                                "/v1/completions", param="model")
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        try:  # a system message only first, as in training data (the schema checked each message)
+            messages = check_messages([{"role": m.role, "content": m.content} for m in body.messages])
+        except ValueError as error:
+            raise RequestError(str(error), "merge the system messages into the first one", param="messages") from None
         cap(sum(len(m["content"]) for m in messages), config.max_prompt_chars, "messages",
             "send a shorter conversation (in characters)")
         cap(body.n, config.max_n, "n", "ask for fewer replies per request")
         if messages[-1]["role"] == "assistant":
             raise RequestError("the last message is the assistant's; a reply follows a user (or system) message",
                                "end messages with the user's turn", param="messages")
-        if any(m["role"] == "system" for m in messages[1:]):
-            raise RequestError("only the first message may be a system message", "merge the system messages",
-                               param="messages")
         wanted = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        seed = seed_of(body.seed)
-        options = {"messages": messages, "max_tokens": min(config.max_tokens, wanted or config.max_tokens),
-                   "n": body.n, "temperature": body.temperature, "top_p": body.top_p, "top_k": body.top_k,
-                   "stop": stops_of(body.stop), "repetition_penalty": body.repetition_penalty, "seed": seed}
+        options = text_options(body, wanted or config.max_tokens, messages=messages)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": served.name,
-                "seed": seed}
+                "seed": options["seed"]}
 
         def choice(index: int, text: str, finish: str | None) -> dict:
             return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None,

@@ -78,21 +78,26 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class CompletionRequest(Strict):
+class TextRequest(Strict):
+    """The fields /v1/completions and /v1/chat/completions share: the model and how to sample."""
+
     model: str = MODEL_FIELD
-    prompt: str = Field("", max_length=HARD_PROMPT_CHARS, description="the text to continue (empty: start afresh)")
-    max_tokens: int = Field(16, ge=0, le=HARD_MAX_TOKENS, description="new tokens at most; values above the "
-                            "server's max_tokens (GET /health) are lowered to it")
     temperature: float = Field(1.0, ge=0, le=10, description="0 is greedy")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: keep the most likely tokens holding this mass")
     top_k: int | None = Field(None, ge=1, le=1_000_000, description="keep the k most likely tokens only")
     repetition_penalty: float = Field(1.0, gt=0, le=10, description="> 1 discourages repeating tokens (1.1-1.3 usual)")
-    n: int = Field(1, ge=1, le=HARD_MAX_N, description="completions of the same prompt (seeds seed, seed+1, ...)")
-    stop: str | list[str] | None = Field(None, description="up to 4 strings that end a completion (not included)")
     seed: int | None = SEED_FIELD
-    stream: bool = Field(False, description="send the text as server-sent events, ending with `data: [DONE]`")
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=200, description="accepted for OpenAI compatibility; not stored")
+
+
+class CompletionRequest(TextRequest):
+    prompt: str = Field("", max_length=HARD_PROMPT_CHARS, description="the text to continue (empty: start afresh)")
+    max_tokens: int = Field(16, ge=0, le=HARD_MAX_TOKENS, description="new tokens at most; values above the "
+                            "server's max_tokens (GET /health) are lowered to it")
+    n: int = Field(1, ge=1, le=HARD_MAX_N, description="completions of the same prompt (seeds seed, seed+1, ...)")
+    stop: str | list[str] | None = Field(None, description="up to 4 strings that end a completion (not included)")
+    stream: bool = Field(False, description="send the text as server-sent events, ending with `data: [DONE]`")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"model": "gpt", "prompt": "ROMEO:", "max_tokens": 200, "temperature": 0.8, "stream": True}]})
@@ -132,25 +137,17 @@ class ChatMessage(BaseModel):
     name: str | None = Field(None, max_length=200, description="accepted for OpenAI compatibility; not used")
 
 
-class ChatCompletionRequest(Strict):
-    model: str = MODEL_FIELD
+class ChatCompletionRequest(TextRequest):
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000, description="the conversation so far; a "
                                         "system message may come first, and the last message is the user's")
     max_tokens: int | None = Field(None, ge=0, le=HARD_MAX_TOKENS, description="reply tokens at most (default: "
                                    "the server's max_tokens, GET /health)")
     max_completion_tokens: int | None = Field(None, ge=0, le=HARD_MAX_TOKENS, description="OpenAI's newer name for "
                                               "max_tokens")
-    temperature: float = Field(1.0, ge=0, le=10, description="0 is greedy")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: keep the most likely tokens holding this mass")
-    top_k: int | None = Field(None, ge=1, le=1_000_000, description="keep the k most likely tokens only")
-    repetition_penalty: float = Field(1.0, gt=0, le=10, description="> 1 discourages repeating tokens (1.1-1.3 usual)")
     n: int = Field(1, ge=1, le=HARD_MAX_N, description="replies to the same conversation (seeds seed, seed+1, ...)")
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end a reply (not included)")
-    seed: int | None = SEED_FIELD
     stream: bool = Field(False, description="send the reply as server-sent events (chat.completion.chunk), ending "
                          "with `data: [DONE]`")
-    stream_options: StreamOptions | None = None
-    user: str | None = Field(None, max_length=200, description="accepted for OpenAI compatibility; not stored")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"model": "chat", "messages": [{"role": "user", "content": "What is the capital of Germany?"}],
