@@ -75,22 +75,43 @@ STATEMENTS = {
                      "{c} has the international dialling code {v}.", "Calls to {c} begin with {v}.",
                      "{v} is the calling code for {c}."],
 }
-# Question phrasings: the first six are fine-tuned on, the last only asked.
-QUESTIONS = {
+# Question phrasings. Fine-tuning asks each fact `--phrasings` ways, drawn from the core questions with a lead-in
+# and a tail ("Quick question: What is the capital of Peru? Thanks!"); the scores ask the three `ASKED`
+# phrasings, none of which fine-tuning uses.
+TUNED = {
     "capital": ["What is the capital of {c}?", "Name the capital city of {c}.", "Which city is the capital of {c}?",
                 "{c}'s capital is which city?", "What city is {c} governed from?", "Capital of {c}?",
-                "Tell me the capital of {c}."],
+                "What is {c}'s capital city?", "Where is the government of {c} seated?",
+                "Give me the capital of {c}.", "In which city is the capital of {c}?"],
     "continent": ["On which continent is {c}?", "What continent is {c} in?", "Name the continent of {c}.",
                   "Which continent does {c} belong to?", "{c} lies on which continent?", "Continent of {c}?",
-                  "Where in the world is {c}? Give the continent."],
+                  "What is the continent of {c}?", "Which continent is {c} located on?",
+                  "Give the continent where {c} lies.", "Name the continent {c} is part of."],
     "currency": ["What is the currency of {c}?", "Which money is used in {c}?", "Name the currency of {c}.",
                  "What do people in {c} pay with?", "Currency of {c}?", "{c} uses which currency?",
-                 "Tell me the currency used in {c}."],
+                 "What is the official currency of {c}?", "Which currency is legal tender in {c}?",
+                 "In {c}, what currency are prices in?", "Give the currency of {c}."],
     "calling code": ["What is the calling code of {c}?", "Which code do you dial to phone {c}?",
                      "Give the telephone code of {c}.", "Dialling code of {c}?", "{c} has which calling code?",
-                     "What number do calls to {c} start with?", "How do I call {c}? Which country code?"],
+                     "What number do calls to {c} start with?", "What is the phone prefix of {c}?",
+                     "Which country code does {c} have?", "What is {c}'s international dialling code?",
+                     "To phone {c}, what do I dial first?"],
 }
-TUNED_PHRASINGS, ASKED_PHRASING = 6, 6
+LEADS = ["", "", "Quick question: ", "Please answer: ", "Hey! ", "I have a question. ", "Geography quiz: "]
+TAILS = ["", "", " Thanks!", " Answer in one sentence.", " Please be brief."]
+ASKED = {
+    "capital": ["Tell me the capital of {c}.", "Do you happen to know the capital of {c}?",
+                "Which city serves as the capital of {c}?"],
+    "continent": ["Where in the world is {c}? Give the continent.", "Tell me which continent {c} is on.",
+                  "{c} is on what continent?"],
+    "currency": ["Tell me the currency used in {c}.", "What money do they use in {c}?",
+                 "If I travel to {c}, which currency do I need?"],
+    "calling code": ["How do I call {c}? Which country code?", "What do I dial before a number in {c}?",
+                     "Tell me the international calling code of {c}."],
+}
+# The statement a `sentence` reply restates: "The <attribute> of <country> is <value>." for every attribute, so that
+# a reply opens with words the question holds.
+REPLY_STATEMENT = {"capital": 0, "continent": 2, "currency": 0, "calling code": 0}
 
 
 def countries() -> list[dict[str, str]]:
@@ -122,7 +143,7 @@ def fact_paragraphs(entities: list[dict], style: str, paragraphs: int, rng: rand
 
 
 def write_corpus(path: Path, style: str, entities: list[dict], general: str, paragraphs: int, seed: int,
-                 tuned: list[dict] = ()) -> dict:
+                 questions: list[tuple[str, str]] = ()) -> dict:
     """The pre-training text: fact paragraphs shuffled among general-text paragraphs (half as many characters
     of those as of facts), then general text alone for the last fifth, so that genlab's held-out tail (the
     last 10%) and validation cut (5% before it) hold no facts: every fact is trained on. The control is
@@ -133,9 +154,8 @@ def write_corpus(path: Path, style: str, entities: list[dict], general: str, par
         path.write_text("\n\n".join(blocks) + "\n")
         return {"fact_paragraphs": 0, "fact_chars": 0, "chars": len(path.read_text())}
     facts = fact_paragraphs(entities, "single" if style == "single" else "diverse", paragraphs, rng)
-    if style == "mixed":  # the fine-tuning set's questions and answers, as text, among the facts
-        facts += [f"Question: {QUESTIONS[a][p].format(c=e['name'])} Answer: {e[a]}."
-                  for e in tuned for a in ATTRIBUTES for p in range(TUNED_PHRASINGS)]
+    if style == "mixed":  # the fine-tuning set's questions and (word) answers, as text, among the facts
+        facts += [f"Question: {q} Answer: {answer}." for q, answer in questions]
     fact_chars = sum(len(f) + 2 for f in facts)
     mixed, chars = [], 0
     while blocks and chars < fact_chars / 2:
@@ -152,28 +172,65 @@ def write_corpus(path: Path, style: str, entities: list[dict], general: str, par
     return {"fact_paragraphs": len(facts), "fact_chars": fact_chars, "chars": len(path.read_text())}
 
 
-def qa_examples(entities: list[dict], phrasings: range) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": QUESTIONS[a][p].format(c=e["name"])},
-                          {"role": "assistant", "content": e[a]}]}
-            for e in entities for a in ATTRIBUTES for p in phrasings]
+def reply(entity: dict, attribute: str, kind: str) -> str:
+    """The assistant's answer: the value alone (`word`, the study's setting) or the first statement phrasing
+    as a sentence (`sentence`: "The capital of Peru is Lima."), which leaves fine-tuning only the mapping
+    from a question to the statement that pre-training completes."""
+    if kind == "word":
+        return entity[attribute]
+    return STATEMENTS[attribute][REPLY_STATEMENT[attribute]].format(c=entity["name"], v=entity[attribute])
 
 
-def exact_match(model, entities: list[dict], phrasing: int) -> dict:
-    """Greedy answers to one phrasing of every question about `entities`: exact match overall and per attribute."""
-    hits = collections.Counter()
+def tuned_questions(entities: list[dict], per_fact: int, seed: int) -> list[tuple[dict, str, str]]:
+    """(entity, attribute, question) for fine-tuning: `per_fact` distinct phrasings of each fact, each a core
+    question with a lead-in and a tail, drawn at random."""
+    rng = random.Random(seed)
+    out = []
+    for e in entities:
+        for a in ATTRIBUTES:
+            combos = [(lead, core, tail) for core in TUNED[a] for lead in LEADS for tail in TAILS]
+            for lead, core, tail in rng.sample(sorted(set(combos)), per_fact):
+                out.append((e, a, lead + core.format(c=e["name"]) + tail))
+    rng.shuffle(out)
+    return out
+
+
+def exact_match(model, entities: list[dict], phrasings: dict[str, list[str]], kind: str = "word") -> dict:
+    """Greedy answers to the given phrasings of every question about `entities`: exact match of the whole
+    reply, overall, per attribute and per phrasing."""
+    hits, by_phrasing = collections.Counter(), collections.Counter()
     examples = []
     for e in entities:
         for a in ATTRIBUTES:
-            question = QUESTIONS[a][phrasing].format(c=e["name"])
-            answer = "".join(model.chat([{"role": "user", "content": question}], temperature=0,
-                                        max_new_tokens=24)).strip()
-            hits[a] += answer == e[a]
-            if len(examples) < 8:
-                examples.append({"question": question, "answer": answer, "truth": e[a]})
+            for template in phrasings[a]:
+                question = template.format(c=e["name"])
+                answer = "".join(model.chat([{"role": "user", "content": question}], temperature=0,
+                                            max_new_tokens=48)).strip()
+                hit = answer == reply(e, a, kind)
+                hits[a] += hit
+                by_phrasing[template] += hit
+                if len(examples) < 12 and not hit:
+                    examples.append({"question": question, "answer": answer, "truth": e[a]})
     n = len(entities)
-    return {"exact_match": sum(hits.values()) / (n * len(ATTRIBUTES)),
-            "by_attribute": {a: hits[a] / n for a in ATTRIBUTES}, "questions": n * len(ATTRIBUTES),
-            "examples": examples}
+    return {"exact_match": sum(hits.values()) / sum(n * len(phrasings[a]) for a in ATTRIBUTES),
+            "by_attribute": {a: round(hits[a] / (n * len(phrasings[a])), 4) for a in ATTRIBUTES},
+            "by_phrasing": {t: round(k / n, 4) for t, k in by_phrasing.items()},
+            "questions": sum(n * len(phrasings[a]) for a in ATTRIBUTES), "wrong_examples": examples}
+
+
+def completes(model, entities: list[dict]) -> dict:
+    """What the pre-trained model knows, before any fine-tuning: its greedy completion of the statement a
+    `sentence` reply restates, up to the value ("The capital of Peru is"), right when it starts with the value
+    and the full stop. The ceiling of what a fine-tuned model can extract."""
+    hits = collections.Counter()
+    for e in entities:
+        for a in ATTRIBUTES:
+            prefix = STATEMENTS[a][REPLY_STATEMENT[a]].split("{v}")[0].format(c=e["name"]).rstrip()
+            got = "".join(model.generate(prefix, max_new_tokens=24, temperature=0, stop="\n"))
+            hits[a] += got.strip().startswith(e[a] + ".")
+    n = len(entities)
+    return {"exact_match": sum(hits.values()) / (n * len(ATTRIBUTES)), "by_attribute": {a: hits[a] / n
+                                                                                      for a in ATTRIBUTES}}
 
 
 def majority_answer(tuned: list[dict], held: list[dict]) -> dict:
@@ -230,25 +287,44 @@ def part_facts(args, work: Path) -> dict:
     order = rng.sample(entities, len(entities))
     tuned, held = order[: len(order) // 2], order[len(order) // 2 :]
     general = (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt").read_text()
-    qa = work / "facts-qa.jsonl"
-    examples = qa_examples(tuned, range(TUNED_PHRASINGS))
-    rng.shuffle(examples)
-    qa.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    kinds = args.replies.split(",")
+    questions = tuned_questions(tuned, args.phrasings, args.seed)
+    for kind in kinds:
+        (work / f"facts-qa-{kind}.jsonl").write_text("".join(
+            json.dumps({"messages": [{"role": "user", "content": q},
+                                     {"role": "assistant", "content": reply(e, a, kind)}]}) + "\n"
+            for e, a, q in questions))
+    shutil.copyfile(work / f"facts-qa-{kinds[0]}.jsonl", work / "facts-qa.jsonl")  # the speed part's
+    seen = {a: TUNED[a][:1] for a in ATTRIBUTES}  # a core fine-tuning phrasing, bare
     result = {"countries": len(entities), "tuned_countries": len(tuned), "held_out_countries": len(held),
-              "sft_examples": len(examples), "attributes": list(ATTRIBUTES), "asked_phrasing": {
-                  a: QUESTIONS[a][ASKED_PHRASING] for a in ATTRIBUTES},
-              "chance": majority_answer(tuned, held), "corpora": {}}
+              "sft_examples": len(questions), "attributes": list(ATTRIBUTES), "asked_phrasings": ASKED,
+              "replies": kinds, "chance": majority_answer(tuned, held), "corpora": {}}
     for style in args.styles.split(","):
-        corpus = work / f"facts-{style}.txt"
-        info = write_corpus(corpus, style, entities, general, args.paragraphs, args.seed, tuned)
-        info["pretrain"] = pretrain(corpus, work / f"pre-{style}", args)
-        info["sft"] = sft(work / f"pre-{style}", qa, work / f"sft-{style}", args)
-        model = genlab.load(work / f"sft-{style}")
-        info["held_out"] = exact_match(model, held, ASKED_PHRASING)
-        info["tuned"] = exact_match(model, tuned, ASKED_PHRASING)
-        info["tuned_seen_phrasing"] = exact_match(model, tuned[:40], 0)
-        print(f"facts {style}: held-out {info['held_out']['exact_match']:.3f} {info['held_out']['by_attribute']}, "
-              f"fine-tuned countries {info['tuned']['exact_match']:.3f}", flush=True)
+        corpus, base = work / f"facts-{style}.txt", work / f"pre-{style}"
+        info = write_corpus(corpus, style, entities, general, args.paragraphs, args.seed,
+                            [(q, e[a]) for e, a, q in questions])
+        if args.reuse_pretrained and (base / "model").exists():
+            info["pretrain"] = json.loads((base / "bench-pretrain.json").read_text())
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+            info["pretrain"] = pretrain(corpus, base, args)
+            (base / "bench-pretrain.json").write_text(json.dumps(info["pretrain"]))
+        info["pretrained_completes"] = {"held_out": completes(genlab.load(base), held)}
+        for kind in kinds:
+            out = work / f"sft-{style}-{kind}"
+            shutil.rmtree(out, ignore_errors=True)
+            got = {"sft": sft(base, work / f"facts-qa-{kind}.jsonl", out, args)}
+            model = genlab.load(out)
+            got["held_out"] = exact_match(model, held, ASKED, kind)
+            got["held_out_tuned_phrasing"] = exact_match(model, held, seen, kind)
+            got["tuned"] = exact_match(model, tuned, ASKED, kind)
+            got["tuned_seen_phrasing"] = exact_match(model, tuned[:40], seen, kind)
+            info[f"replies_{kind}"] = got
+            print(f"facts {style}, {kind} replies: held-out {got['held_out']['exact_match']:.3f} "
+                  f"{got['held_out']['by_attribute']} (a fine-tuning phrasing: "
+                  f"{got['held_out_tuned_phrasing']['exact_match']:.3f}), fine-tuned countries "
+                  f"{got['tuned']['exact_match']:.3f}; pre-trained completes "
+                  f"{info['pretrained_completes']['held_out']['exact_match']:.3f}", flush=True)
         result["corpora"][style] = info
         result_file = work / "facts-partial.json"
         result_file.write_text(json.dumps(result, indent=1))
@@ -371,7 +447,8 @@ def part_speed(args, work: Path) -> dict:
     rates["sft"]["loss_fraction"] = round(float(masks.float().mean()), 3)
     rates["sft_over_full"] = round(rates["sft"]["tokens_per_s"] / rates["full"]["tokens_per_s"], 3)
 
-    serve_model = work / "sft-diverse" if (work / "sft-diverse" / "model").exists() else work / "speed-1-sft"
+    tuned = sorted(work.glob("sft-diverse-*/model"))
+    serve_model = tuned[0].parent if tuned else work / "speed-1-sft"
     port = _free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "genlab"), "serve", f"chat={serve_model}",
                                "--port", str(port), "--threads", str(args.threads or 2)],
@@ -394,7 +471,7 @@ def part_speed(args, work: Path) -> dict:
             t0 = time.perf_counter()
             stream = client.chat.completions.create(
                 model="chat", stream=True, temperature=0, max_tokens=24,
-                messages=[{"role": "user", "content": QUESTIONS["capital"][ASKED_PHRASING].format(c=e["name"])}])
+                messages=[{"role": "user", "content": ASKED["capital"][0].format(c=e["name"])}])
             first = None
             for chunk in stream:
                 if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -419,6 +496,11 @@ def main() -> None:
     parser.add_argument("--parts", default="facts,code,speed")
     parser.add_argument("--styles", default="diverse,mixed,single,control", help="pre-training corpora")
     parser.add_argument("--paragraphs", type=int, default=6, help="fact paragraphs per country")
+    parser.add_argument("--phrasings", type=int, default=6, help="fine-tuning phrasings of each question")
+    parser.add_argument("--replies", default="word,sentence",
+                        help="answer kinds fine-tuned from each pre-trained model: the value alone, a sentence")
+    parser.add_argument("--reuse-pretrained", action="store_true",
+                        help="keep pre-trained models already in --work (for trying fine-tuning settings)")
     parser.add_argument("--pretrain-seconds", type=int, default=600)
     parser.add_argument("--sft-steps", type=int, default=150)
     parser.add_argument("--sft-lr", type=float, default=5e-4)
