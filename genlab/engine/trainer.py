@@ -213,7 +213,8 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
             if cls.data_kind == "image"
             else "tiny-shakespeare or a text file"
         )
-        raise DataError(f"the {family} family trains on {cls.data_kind} data, but --data {data} is {dataset.kind}",
+        raise DataError(f"the {family} family trains on {cls.data_kind} data, but --data {data} is "
+                        f"{dataset.kind} data",
                         f"pass {cls.data_kind} data such as {example}")
     config = cls.config_for_data(model_config, dataset)
 

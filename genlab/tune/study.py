@@ -436,7 +436,7 @@ def prepare(settings: StudySettings):
     dataset = load_data(settings.data)
     if dataset.kind != cls.data_kind and dataset.kind not in cls.also_trains_on:
         raise ConfigError(
-            f"the {settings.family} family trains on {cls.data_kind} data, but {settings.data} is {dataset.kind}",
+            f"the {settings.family} family trains on {cls.data_kind} data, but {settings.data} is {dataset.kind} data",
             f"pass {cls.data_kind} data",
         )
     check_objectives(settings.family, settings, dataset)
