@@ -21,6 +21,7 @@ TINY = {
                              "sample_steps": 2}),
     "rnn": ("text", {"block_size": 16, "bptt": 8, "n_layer": 1, "n_embd": 8, "hidden": 16}),
     "gpt": ("text", {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16}),
+    "tabular": ("table", {"hidden": 8, "latent_dim": 2}),
 }
 
 
@@ -29,9 +30,13 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bad-input")
     text = folder / "text.txt"
     text.write_text(TEXT)
+    rng = np.random.default_rng(0)
+    table = folder / "table.csv"
+    table.write_text("age,job\n" + "".join(f"{rng.integers(18, 80)},{rng.choice(['a', 'b'])}\n" for _ in range(60)))
+    paths = {"text": str(text), "table": str(table)}
     out = {}
     for family, (data, model) in TINY.items():
-        out[family] = genlab.train(family, str(text) if data == "text" else data, folder / family, model, **TRAIN)
+        out[family] = genlab.train(family, paths.get(data, data), folder / family, model, **TRAIN)
     return out
 
 
@@ -107,7 +112,7 @@ def test_every_verb_on_every_family_succeeds_or_names_the_fix(verb, runs, files,
             argv = [verb, str(run), *args] + (["--out", str(out)] if verb not in ("generate", "eval") else [])
             outcomes[family, i] = _ok_or_clear(argv, capsys)
     # each verb works on the families that can do it, and is refused by the others
-    able = {"sample": {"vae", "gan", "diffusion"}, "reconstruct": {"vae"}, "interpolate": {"vae"},
+    able = {"sample": {"vae", "gan", "diffusion", "tabular"}, "reconstruct": {"vae"}, "interpolate": {"vae"},
             "translate": {"pix2pix"}, "edit": {"diffusion"}, "generate": {"rnn", "gpt"},
             "eval": set(TINY), "finetune": {"rnn", "gpt"}}[verb]
     for family in TINY:

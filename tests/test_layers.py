@@ -96,10 +96,11 @@ def test_a_model_verb_imports_no_lightning_optuna_or_fastapi(tmp_path):
 
 def test_every_family_declares_what_it_can_do():
     from genlab.models import FAMILIES, families_with, get_family
-    from genlab.models.base import CAPABILITIES, ImageSampler, Reconstructor, TextGenerator, Translator
+    from genlab.models.base import CAPABILITIES, ImageSampler, Reconstructor, TableSampler, TextGenerator, Translator
 
     for family in FAMILIES:
         assert any(issubclass(get_family(family), c) for c in CAPABILITIES), family
     assert families_with(ImageSampler) == ["vae", "gan", "diffusion"]
     assert families_with(TextGenerator) == ["rnn", "gpt"]
     assert families_with(Reconstructor) == ["vae"] and families_with(Translator) == ["pix2pix"]
+    assert families_with(TableSampler) == ["tabular"]

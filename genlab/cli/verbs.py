@@ -15,10 +15,19 @@ from typing import Any
 import torch
 
 from genlab.errors import ConfigError, GenlabError
-from genlab.models.base import Chat, Editor, ImageSampler, Reconstructor, TextGenerator, Translator, require
+from genlab.models.base import (
+    Chat,
+    Editor,
+    ImageSampler,
+    Reconstructor,
+    TableSampler,
+    TextGenerator,
+    Translator,
+    require,
+)
 
-VERB_OF = {ImageSampler: "sample", TextGenerator: "generate", Reconstructor: "reconstruct", Translator: "translate",
-           Editor: "edit"}  # the verb that uses each capability
+VERB_OF = {ImageSampler: "sample", TableSampler: "sample", TextGenerator: "generate", Reconstructor: "reconstruct",
+           Translator: "translate", Editor: "edit"}  # the verb that uses each capability
 
 
 def need(model, capability: type, run: str) -> None:
@@ -135,16 +144,18 @@ def reference(data: str, retrain: bool = False) -> None:
           f"{classifier.meta['test_examples']:,} images, {classifier.feature_dim}-d features\n  {classifier.folder}")
 
 
-def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label: str | None = None,
+def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: str | None = None,
            prompt: str | None = None, nrow: int | None = None, temperature: float | None = None,
            sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
            eta: float | None = None, prompt_prior: float | None = None) -> None:
-    """Draw n samples from a trained image model and save them as one PNG grid.
+    """Draw n samples from a trained image model and save them as one PNG grid, or n rows from a table model as a
+    CSV (or Parquet) file.
 
     Args:
         run: a run folder (runs/NAME) or a model folder.
-        n: how many images.
-        out: the PNG file to write.
+        n: how many images or rows.
+        out: the file to write (default samples.png; for a table model samples.csv: CSV unless the name ends in
+            .parquet).
         seed: the seed of the random numbers; the same seed gives the same images.
         label: for class-conditional models, a class name or index (default: cycle through classes).
         prompt: text-conditioned models (diffusion --model.condition text): what to draw, in any words.
@@ -158,13 +169,38 @@ def sample(run: str, n: int = 64, out: str = "samples.png", seed: int = 0, label
             captions (default the model's; 0 conditions on the raw prompt embedding).
     """
     model, _ = _load_run(run, record=False)
+    if isinstance(model, TableSampler):
+        given = {"label": label, "prompt": prompt, "nrow": nrow, "temperature": temperature, "sampler": sampler,
+                 "steps": steps, "guidance": guidance, "eta": eta, "prompt_prior": prompt_prior}
+        image_only = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if image_only:
+            raise ConfigError(f"{', '.join(image_only)} apply to image models; this is a {model.family} model",
+                              "a table model takes --n, --seed and --out")
+        return _sample_rows(model, n, out or "samples.csv", seed)
     need(model, ImageSampler, run)
+    out = out or "samples.png"
     options = _options(model, {"temperature": temperature, "sampler": sampler, "steps": steps, "guidance": guidance,
                                "eta": eta, "prompt_prior": prompt_prior})
     images = model.sample(
         n, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed), options=options
     )
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
+
+
+def _sample_rows(model: Any, n: int, out: str, seed: int) -> None:
+    from genlab.files import atomic_path
+
+    path = Path(out)
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp"):
+        raise ConfigError(f"--out {out}: a table model writes .csv or .parquet files, not images",
+                          "e.g. --out synthetic.csv")
+    rows = model.sample_rows(n, generator=torch.Generator().manual_seed(seed))
+    with atomic_path(path) as partial:
+        if path.suffix.lower() == ".parquet":
+            rows.to_parquet(partial, index=False)
+        else:
+            rows.to_csv(partial, index=False)
+    print(f"wrote {n:,} rows of {len(rows.columns)} columns to {path}")
 
 
 def edit(run: str, image: str | None = None, out: str = "edited.png", mask: str | None = None,

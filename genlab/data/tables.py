@@ -52,7 +52,7 @@ class Column:
     datetime_format: str | None = None  # datetime: how the input wrote them
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, [], False) or k == "kind"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if not (v is None or v is False or v == [])}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Column:
@@ -145,7 +145,8 @@ def read_schema(path: Path) -> dict[str, dict[str, Any]]:
     for name, spec in raw.items():
         spec = {"kind": spec} if isinstance(spec, str) else spec
         if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
-            raise DataError(f"the schema gives column {name!r} the kind {spec!r}", f"use one of {', '.join(KINDS)}")
+            given = spec.get("kind") if isinstance(spec, dict) else spec
+            raise DataError(f"the schema gives column {name!r} the kind {given!r}", f"use one of {', '.join(KINDS)}")
         out[str(name)] = spec
     return out
 

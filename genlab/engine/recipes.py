@@ -179,6 +179,24 @@ class GPTRecipe(LanguageRecipe):
         return [MuonAdamW([g for g in groups if g["params"]])]
 
 
+class TabularRecipe(Recipe):
+    def loaders(
+        self, model: Any, data: Any, train: Any, position: Callable[[], int]
+    ) -> tuple[Iterable, Iterable | None]:
+        """The training table's rows encoded once in the model's layout (modes drawn with the run's seed), a
+        seeded `holdout` share of them kept for validation."""
+        import numpy as np
+
+        from genlab.data.loader import BatchLoader
+
+        rows = model.encode_rows(data.train, seed=train.seed)
+        order = np.random.default_rng(1).permutation(len(rows))
+        n_val = min(5000, int(len(rows) * train.holdout)) if len(rows) >= 20 else 0
+        val, fit = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+        return (BatchLoader((rows[fit],), train.batch_size, seed=train.seed, position=position),
+                BatchLoader((rows[val],), train.batch_size, shuffle=False, drop_last=False) if n_val else None)
+
+
 RECIPES: dict[str, Recipe] = {
     "vae": Recipe(
         defaults=IMAGE_TRAINING,
@@ -233,6 +251,15 @@ RECIPES: dict[str, Recipe] = {
                       "model.n_layer": {"low": 3, "high": 5},
                       "model.n_embd": {"choices": [96, 128, 192]},
                       "model.muon_lr_ratio": {"low": 5.0, "high": 20.0, "log": True}}),
+    "tabular": TabularRecipe(
+        # TVAE's reference recipe: Adam at 1e-3 with an L2 penalty of 1e-5, batches of 500
+        defaults={"lr": 1e-3, "batch_size": 500, "max_steps": 3000, "weight_decay": 1e-5, "warmup_steps": 0,
+                  "val_every": 500, "val_batches": 10, "sample_every": 10**9, "log_every": 50},
+        search_space={"train.lr": {"low": 3e-4, "high": 3e-3, "log": True},
+                      "train.batch_size": {"choices": [250, 500, 1000]},
+                      "model.hidden": {"choices": [128, 256, 512]},
+                      "model.latent_dim": {"choices": [64, 128, 256]},
+                      "model.loss_factor": {"low": 1.0, "high": 4.0}}),
 }
 
 

@@ -208,11 +208,8 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
 
     dataset = load_data(data, max_bad_fraction=max_bad_fraction)
     if dataset.kind != cls.data_kind and dataset.kind not in cls.also_trains_on:
-        example = (
-            "fashion-mnist or a folder of images"
-            if cls.data_kind == "image"
-            else "tiny-shakespeare or a text file"
-        )
+        example = {"image": "fashion-mnist or a folder of images", "text": "tiny-shakespeare or a text file",
+                   "table": "adult or a CSV file"}[cls.data_kind]
         raise DataError(f"the {family} family trains on {cls.data_kind} data, but --data {data} is "
                         f"{dataset.kind} data",
                         f"pass {cls.data_kind} data such as {example}")

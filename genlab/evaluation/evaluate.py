@@ -35,6 +35,7 @@ from genlab.models.base import (
     ImageLikelihood,
     ImageSampler,
     Reconstructor,
+    TableSampler,
     TextGenerator,
     TextLikelihood,
     Translator,
@@ -161,7 +162,8 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     data = load_data(record["data"])
     if n is None:
         n = model.eval_samples if isinstance(model, ImageSampler) else \
-            model.eval_texts if isinstance(model, TextGenerator) else 10_000
+            model.eval_texts if isinstance(model, TextGenerator) else \
+            len(data.test) if isinstance(model, TableSampler) else 10_000
     if isinstance(model, TextGenerator) and n < 1:
         raise GenlabError(f"--n {n}: at least one text must be generated", "use --n 64 (the default) or more")
     if not isinstance(model, TextGenerator) and n < 10:
@@ -196,6 +198,10 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         metrics |= model.log_likelihood(data.test)
     if isinstance(model, TextGenerator):
         metrics |= text_generation_metrics(model, data, n, seed, progress)
+    table_scores = None
+    if isinstance(model, TableSampler):
+        table_scores = table_metrics(model, data, n, seed)
+        metrics |= table_scores["metrics"]
     metrics = {key: _plain(value) for key, value in metrics.items()}
 
     from genlab.evaluation.report import save_grid
@@ -203,9 +209,41 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     if samples is not None:
         save_grid(samples[:64], run_path / "eval_samples.png", nrow=8, scale=2)
     atomic_write(run_path / "metrics.json", json.dumps(metrics, indent=1))
-    page = write_report(run_path, model, record, data, metrics, samples, requested, history, seed)
+    page = write_report(run_path, model, record, data, metrics, samples, requested, history, seed, table_scores)
     metrics["report"] = str(page)
     return metrics
+
+
+def table_metrics(model, data, n: int, seed: int) -> dict[str, Any]:
+    """Quality (SDMetrics' definitions), utility (train synthetic, test real, on the last column unless a column is
+    named like a label), C2ST and privacy of n synthetic rows against the real test rows (genlab.metrics.tables)."""
+    from genlab.metrics import tables as tm
+
+    rows = model.sample_rows(n, generator=torch.Generator().manual_seed(seed))
+    quality = tm.quality(data.test, rows, data.columns)
+    out = {"table_quality": quality["quality"], "column_shapes": quality["column_shapes"],
+           "column_pair_trends": quality["column_pair_trends"],
+           "c2st_auc": tm.c2st(data.test, rows, data.columns, seed=seed)}
+    target = label_column(data.columns)
+    if target is not None:
+        out["tstr_target"] = target
+        synthetic, real = (tm.tstr(frame, data.test, data.columns, target, seed) for frame in (rows, data.train))
+        out |= {"tstr_auc": synthetic["auc"], "tstr_accuracy": synthetic["accuracy"], "real_auc": real["auc"]}
+    privacy = tm.privacy(data.train, data.test, rows, data.columns, seed=seed)
+    out |= {"exact_copies": privacy["exact_copies_synthetic"], "exact_copies_holdout": privacy["exact_copies_holdout"],
+            "dcr_median": privacy["dcr_synthetic_median"], "dcr_holdout_median": privacy["dcr_holdout_median"]}
+    return {"metrics": out, "per_column": quality["per_column"], "per_pair": quality["per_pair"], "rows": rows}
+
+
+LABEL_NAMES = ("label", "target", "class", "y", "income", "outcome")
+
+
+def label_column(columns: list[Any]) -> str | None:
+    """The categorical column TSTR predicts: one named like a label, else the last categorical column."""
+    categorical = [c for c in columns if c.kind == "categorical" and 2 <= len(c.categories) <= 50]
+    named = [c for c in categorical if c.name.lower() in LABEL_NAMES]
+    chosen = named or categorical[-1:]
+    return chosen[0].name if chosen else None
 
 
 def _plain(value: Any) -> Any:
@@ -235,7 +273,8 @@ def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(run_path: Path, model, record: dict, data, metrics: dict[str, Any], samples: torch.Tensor | None,
-                 requested: torch.Tensor | None, history: list[dict[str, float]], seed: int) -> Path:
+                 requested: torch.Tensor | None, history: list[dict[str, float]], seed: int,
+                 table_scores: dict[str, Any] | None = None) -> Path:
     from genlab.evaluation.report import curve_figures, figure_html, grid_image, png_data_uri, table_html, write_page
 
     sections = [("Metrics", table_html(metric_rows(metrics)) + _protocol_note(metrics))]
@@ -258,6 +297,15 @@ def write_report(run_path: Path, model, record: dict, data, metrics: dict[str, A
         figures.append(figure_html(png_data_uri(grid_image(images, nrow=nrow, scale=3)), caption))
     texts = ["".join(model.generate(max_new_tokens=300, temperature=0.8, seed=seed + i)) for i in range(3)] \
         if isinstance(model, TextGenerator) else []
+    if table_scores is not None:
+        from genlab.evaluation.report import bar_chart, pair_heatmap, table_histograms
+
+        figures.append(figure_html(png_data_uri(bar_chart(table_scores["per_column"], "column shapes")),
+                                   "per-column similarity of synthetic and real test rows"))
+        figures.append(figure_html(png_data_uri(pair_heatmap(table_scores["per_pair"], "column pair trends")),
+                                   "per-pair similarity of correlations or contingency tables (1: identical)"))
+        figures.append(figure_html(png_data_uri(table_histograms(data.test, table_scores["rows"], data.columns)),
+                                   "real test rows (grey) and synthetic rows (blue), per column"))
     if figures:
         sections.append(("Samples", "".join(figures)))
     if texts:

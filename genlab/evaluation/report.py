@@ -1,4 +1,4 @@
-"""Pictures and pages: image grids (PNG), training curves (matplotlib) and the self-contained report.html."""
+"""Pictures and pages: image grids (PNG), training curves and table charts (matplotlib), the report.html page."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import html
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,6 +134,58 @@ def bar_chart(values: dict[str, float], title: str) -> bytes:
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
+
+
+def pair_heatmap(pairs: dict[str, float], title: str) -> bytes:
+    """A symmetric matrix of the "a ~ b" pair scores, as PNG bytes."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(n for key in pairs for n in key.split(" ~ ")))
+    index = {n: i for i, n in enumerate(names)}
+    matrix = np.full((len(names), len(names)), np.nan)
+    for key, value in pairs.items():
+        a, b = key.split(" ~ ")
+        matrix[index[a], index[b]] = matrix[index[b], index[a]] = value
+    fig, ax = plt.subplots(figsize=(0.45 * len(names) + 2, 0.45 * len(names) + 1.5))
+    shown = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    fig.colorbar(shown, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
+def table_histograms(real: Any, synthetic: Any, columns: list[Any], per_row: int = 4) -> bytes:
+    """Each modelled column's distribution, real against synthetic: histograms over the real range for numbers,
+    frequencies of the 12 commonest categories for the others, as PNG bytes."""
+    from genlab.data.tables import to_seconds
+
+    plt = _pyplot()
+    shown = [c for c in columns if c.kind != "id"]
+    rows = -(-len(shown) // per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(3.2 * per_row, 2.4 * rows), squeeze=False)
+    for ax, c in zip(axes.flat, shown, strict=False):
+        if c.kind == "categorical":
+            top = [str(v) for v in c.categories[:12]]
+            for frame, colour, offset in ((real, "#999999", -0.2), (synthetic, "#4a78b0", 0.2)):
+                freq = frame[c.name].astype(str).value_counts(normalize=True)
+                ax.bar(np.arange(len(top)) + offset, [freq.get(v, 0) for v in top], width=0.4, color=colour)
+            ax.set_xticks(range(len(top)), top, rotation=60, fontsize=6, ha="right")
+        else:
+            x, y = (_column_numbers(frame, c, to_seconds) for frame in (real, synthetic))
+            edges = np.histogram_bin_edges(x, bins=30)
+            ax.hist(x, bins=edges, density=True, color="#999999", alpha=0.7)
+            ax.hist(y, bins=edges, density=True, histtype="step", color="#4a78b0", linewidth=1.5)
+            ax.tick_params(labelsize=6)
+        ax.set_title(c.name, fontsize=8)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _column_numbers(frame: Any, column: Any, to_seconds: Any) -> np.ndarray:
+    values = to_seconds(frame[column.name], column) if column.kind == "datetime" else frame[column.name].astype(float)
+    return values.dropna().to_numpy()
 
 
 def curve_figures(history: list[dict[str, float]]) -> str:

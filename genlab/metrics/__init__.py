@@ -55,6 +55,24 @@ GLOSSARY: dict[str, MetricInfo] = {
                           "their targets, dB"),
     "psnr_gain_db": MetricInfo("higher", "quality", "PSNR over bicubic upscaling (super-resolution), dB"),
     "ssim": MetricInfo("higher", "quality", "structural similarity of translated test images to their targets"),
+    "table_quality": MetricInfo("higher", "quality", "SDMetrics' quality score of synthetic rows against the test "
+                                "rows: the mean of the column-shape and column-pair-trend scores (1: identical)"),
+    "column_shapes": MetricInfo("higher", "quality", "mean per-column similarity: 1 - KS statistic (numbers), "
+                                "1 - total variation of category frequencies (categories)"),
+    "column_pair_trends": MetricInfo("higher", "quality", "mean per-pair similarity of correlations (two numbers) "
+                                     "or contingency tables (a category involved)"),
+    "tstr_auc": MetricInfo("higher", "utility", "ROC AUC on the real test rows of a gradient-boosting classifier "
+                           "trained on synthetic rows (train synthetic, test real)"),
+    "tstr_accuracy": MetricInfo("higher", "utility", "accuracy of the same classifier on the real test rows"),
+    "real_auc": MetricInfo("higher", "utility", "the same classifier trained on the real training rows: the ceiling"),
+    "c2st_auc": MetricInfo("lower", "quality", "ROC AUC of a classifier telling real from synthetic rows "
+                           "(0.5: indistinguishable)"),
+    "exact_copies": MetricInfo("lower", "privacy", "share of synthetic rows that repeat a training row exactly"),
+    "exact_copies_holdout": MetricInfo(None, "privacy", "share of real test rows that repeat a training row: "
+                                       "the level copies should not exceed"),
+    "dcr_median": MetricInfo("higher", "privacy", "median distance of a synthetic row to its closest training row "
+                             "(Gower-like, 0..1), beside dcr_holdout_median"),
+    "dcr_holdout_median": MetricInfo(None, "privacy", "the same distance for real test rows"),
     "samples_per_s": MetricInfo("higher", "speed", "images (or texts) generated per second on this machine"),
     "parameters": MetricInfo("lower", "size", "trainable parameters"),
     "train_seconds": MetricInfo(None, None, "wall-clock training time over all sessions"),

@@ -9,6 +9,7 @@ capability classes it inherits, one method with one signature each:
 | ----------------- | ---------------------------------------------------------------------- |
 | `ImageSampler`    | `sample(n, labels=, prompt=, generator=, options=) -> images in [0, 1]` |
 | `TextGenerator`   | `generate(prompt, max_new_tokens, temperature, ..., seed) -> text pieces` |
+| `TableSampler`    | `sample_rows(n, generator=) -> a DataFrame of the training table's columns` |
 | `Reconstructor`   | `encode(images, labels)`, `reconstruct(images, labels)`, `interpolate(a, b, steps, labels)` |
 | `Translator`      | `translate(conditions) -> images`, `make_input(images) -> conditions`, `prepare_condition` |
 | `Editor`          | `edit(images, mask=, labels=, prompt=, generator=, options=) -> images` |
@@ -38,7 +39,7 @@ from genlab.errors import ConfigError
 class GenerativeModel(nn.Module):
     family: ClassVar[str]
     Config: ClassVar[type]
-    data_kind: ClassVar[Literal["image", "text"]] = "image"  # what `--data` must be
+    data_kind: ClassVar[Literal["image", "text", "table"]] = "image"  # what `--data` must be
     also_trains_on: ClassVar[tuple[str, ...]] = ()  # other data kinds it takes (language models: "chat")
 
     def __init__(self, config: Any):
@@ -256,6 +257,16 @@ class Chat(Capability):
         raise NotImplementedError
 
 
+class TableSampler(Capability):
+    """Makes rows of a table: the columns, kinds, categories and ranges of the table it was trained on."""
+
+    ability = "sample table rows"
+
+    def sample_rows(self, n: int, *, generator: torch.Generator | None = None) -> Any:
+        """n synthetic rows as a pandas DataFrame with the training table's columns and dtypes."""
+        raise NotImplementedError
+
+
 class Reconstructor(Capability):
     """Maps images to a latent space and back."""
 
@@ -367,8 +378,8 @@ class AnomalyScorer(Capability):
         raise NotImplementedError
 
 
-CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Chat, Reconstructor, Translator, Editor,
-                                              ImageLikelihood, TextLikelihood, AnomalyScorer)
+CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Chat, TableSampler, Reconstructor,
+                                              Translator, Editor, ImageLikelihood, TextLikelihood, AnomalyScorer)
 
 
 def require(model: GenerativeModel, capability: type[Capability]) -> None:

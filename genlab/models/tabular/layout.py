@@ -1,0 +1,271 @@
+"""A table as a matrix of floats and back: the encoding the table families learn (Xu et al. 2019, CTGAN).
+
+Each column becomes one or more spans of the matrix:
+
+- a numeric (or datetime, as seconds, sampled at the coarsest of day, hour, minute or second that
+  fits every training value) column by **mode-specific normalisation**: a variational
+  Gaussian mixture (scikit-learn's BayesianGaussianMixture, at most 10 components, those above
+  0.5% of the weight kept) is fitted to it, a value is given a mode drawn from its posterior over
+  the components, and it is written as that mode one-hot (a `softmax` span) and the scalar
+  (x - mu_k) / (4 sigma_k), clipped to (-1, 1) (a `tanh` span of width 1). A column with missing
+  cells gets a third, 2-wide `softmax` span, present or missing.
+- a categorical column as a one-hot `softmax` span over its categories, with one more slot for
+  missing when the training part has missing cells.
+- an id column as nothing: samples get new keys.
+
+Decoding takes the most likely slot of each softmax span and inverts the scalar in the chosen mode,
+clips to the range seen, rounds integer columns, and writes dtypes, categories and datetime formats
+back as the input had them. The layout is plain JSON (config.json holds it): no pickles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from typing import Any
+
+import numpy as np
+
+MAX_MODES = 10
+MODE_WEIGHT = 0.005  # components below this share of the weight are dropped (CTGAN's threshold)
+FIT_ROWS = 20_000  # rows the mixture of a column is fitted on at most (a seeded subsample beyond)
+
+
+@dataclasses.dataclass
+class Span:
+    """One block of the encoded matrix: `tanh` (width 1, a scalar in (-1, 1)) or `softmax` (a one-hot)."""
+
+    column: str
+    role: str  # "value" | "mode" | "missing" | "category"
+    start: int
+    width: int
+    activation: str  # "tanh" | "softmax"
+
+
+class TableLayout:
+    """The fitted encoding of a table's columns; `spans` lists the matrix's blocks in order."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.spans: list[Span] = []
+        width = 0
+        for col in spec["columns"]:
+            for role, size, activation in _blocks(col):
+                self.spans.append(Span(col["name"], role, width, size, activation))
+                width += size
+        self.width = width
+
+    # -- construction and persistence ---------------------------------------------------------
+
+    @classmethod
+    def fit(cls, table: Any, seed: int = 0) -> TableLayout:
+        """Fit the encoding to a `genlab.data.TableData`'s training part."""
+        from genlab.data.tables import to_seconds
+
+        rng = np.random.default_rng(seed)
+        columns = []
+        for c in table.columns:
+            col = c.to_dict()
+            if c.kind in ("numeric", "datetime"):
+                values = table.train[c.name]
+                x = (to_seconds(values, c) if c.kind == "datetime" else values.astype(float)).to_numpy()
+                col["modes"] = _fit_modes(x[~np.isnan(x)], rng)
+                col["has_missing"] = bool(np.isnan(x).any())
+                if c.kind == "datetime":  # samples are rounded to the coarsest unit every value is a whole number of
+                    present = x[~np.isnan(x)]
+                    col["resolution"] = next((u for u in (86400, 3600, 60) if np.all(np.mod(present, u) == 0)), 1)
+            elif c.kind == "categorical":
+                col["has_missing"] = c.missing > 0
+            columns.append(col)
+        return cls({"columns": columns, "columns_order": [c.name for c in table.columns]})
+
+    def to_json(self) -> str:
+        return json.dumps(self.spec, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TableLayout:
+        return cls(json.loads(text))
+
+    @property
+    def columns(self) -> list[dict[str, Any]]:
+        return self.spec["columns"]
+
+    def column(self, name: str) -> dict[str, Any]:
+        for col in self.columns:
+            if col["name"] == name:
+                return col
+        raise KeyError(name)
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def encode(self, frame: Any, seed: int = 0) -> np.ndarray:
+        """(N, width) float32: each row of `frame` in the layout (modes drawn from their posteriors, seeded)."""
+        from genlab.data.tables import to_seconds
+
+        rng = np.random.default_rng(seed)
+        out = np.zeros((len(frame), self.width), dtype=np.float32)
+        spans = {(s.column, s.role): s for s in self.spans}
+        for col in self.columns:
+            name, kind = col["name"], col["kind"]
+            if kind in ("numeric", "datetime"):
+                c = _column_obj(col)
+                values = frame[name]
+                x = (to_seconds(values, c) if kind == "datetime" else values.astype(float)).to_numpy()
+                missing = np.isnan(x)
+                means, stds, weights = (np.array(col["modes"][k]) for k in ("means", "stds", "weights"))
+                filled = np.where(missing, means[np.argmax(weights)], x)
+                # posterior over the modes, then a mode drawn from it for each value
+                logp = (np.log(weights)[None] - np.log(stds)[None]
+                        - 0.5 * ((filled[:, None] - means[None]) / stds[None]) ** 2)
+                p = np.exp(logp - logp.max(1, keepdims=True))
+                p /= p.sum(1, keepdims=True)
+                mode = (p.cumsum(1) > rng.random((len(x), 1))).argmax(1)
+                scalar = np.clip((filled - means[mode]) / (4 * stds[mode]), -0.99, 0.99)
+                value, modes = spans[(name, "value")], spans[(name, "mode")]
+                out[:, value.start] = scalar
+                out[np.arange(len(x)), modes.start + mode] = 1
+                if col["has_missing"]:
+                    flag = spans[(name, "missing")]
+                    out[np.arange(len(x)), flag.start + missing.astype(int)] = 1
+            elif kind == "categorical":
+                span = spans[(name, "category")]
+                index = {_key(v): i for i, v in enumerate(col["categories"])}
+                slots = np.array([index.get(_key(v), -1) if not _isna(v) else len(col["categories"])
+                                  for v in frame[name].tolist()])
+                unknown = slots == -1
+                if unknown.any():
+                    from genlab.errors import DataError
+
+                    bad = frame[name].to_numpy()[unknown][0]
+                    raise DataError(f"column {name!r} holds {bad!r}, a category the model never saw",
+                                    f"the model knows {len(col['categories'])} values: "
+                                    f"{', '.join(map(str, col['categories'][:10]))}")
+                if (slots == len(col["categories"])).any() and not col["has_missing"]:
+                    slots = np.where(slots == len(col["categories"]), 0, slots)  # missing where training had none
+                out[np.arange(len(slots)), span.start + slots] = 1
+        return out
+
+    # -- decoding -----------------------------------------------------------------------------
+
+    def decode(self, matrix: np.ndarray) -> Any:
+        """A DataFrame from (N, width) rows in the layout (softmax spans by their largest slot)."""
+        import pandas as pd
+
+        from genlab.data.tables import from_seconds
+
+        n = len(matrix)
+        spans = {(s.column, s.role): s for s in self.spans}
+        data = {}
+        for col in self.columns:
+            name, kind = col["name"], col["kind"]
+            if kind in ("numeric", "datetime"):
+                value, modes = spans[(name, "value")], spans[(name, "mode")]
+                means, stds = np.array(col["modes"]["means"]), np.array(col["modes"]["stds"])
+                mode = matrix[:, modes.start : modes.start + modes.width].argmax(1)
+                x = np.clip(matrix[:, value.start], -1, 1) * 4 * stds[mode] + means[mode]
+                x = np.clip(x, col["minimum"], col["maximum"])
+                if kind == "datetime":
+                    x = np.round(x / col["resolution"]) * col["resolution"]
+                elif col.get("integer"):
+                    x = np.round(x)
+                if col["has_missing"]:
+                    flag = spans[(name, "missing")]
+                    x = np.where(matrix[:, flag.start + 1] > matrix[:, flag.start], np.nan, x)
+                if kind == "datetime":
+                    data[name] = from_seconds(x, _column_obj(col))
+                else:
+                    data[name] = _numeric_series(x, col)
+            elif kind == "categorical":
+                span = spans[(name, "category")]
+                slot = matrix[:, span.start : span.start + span.width].argmax(1)
+                cats = list(col["categories"]) + [None]
+                data[name] = pd.Series([cats[i] for i in slot], dtype=object)
+                data[name] = _restore_dtype(data[name], col)
+            else:  # id: new keys
+                data[name] = _new_ids(n, col)
+        return pd.DataFrame({name: data[name] for name in self.spec["columns_order"]})
+
+
+def _blocks(col: dict[str, Any]) -> list[tuple[str, int, str]]:
+    kind = col["kind"]
+    if kind in ("numeric", "datetime"):
+        blocks = [("value", 1, "tanh"), ("mode", len(col["modes"]["means"]), "softmax")]
+        return blocks + ([("missing", 2, "softmax")] if col["has_missing"] else [])
+    if kind == "categorical":
+        return [("category", len(col["categories"]) + (1 if col["has_missing"] else 0), "softmax")]
+    return []
+
+
+def _fit_modes(x: np.ndarray, rng: np.random.Generator) -> dict[str, list[float]]:
+    """The components of a column's variational Gaussian mixture: means, standard deviations, weights."""
+    from sklearn.mixture import BayesianGaussianMixture
+
+    distinct = np.unique(x)
+    if len(distinct) <= 1:
+        return {"means": [float(distinct[0]) if len(distinct) else 0.0], "stds": [1.0], "weights": [1.0]}
+    if len(x) > FIT_ROWS:
+        x = rng.choice(x, FIT_ROWS, replace=False)
+    scale = float(np.std(x)) or 1.0
+    mixture = BayesianGaussianMixture(n_components=min(MAX_MODES, len(distinct)),
+                                      weight_concentration_prior_type="dirichlet_process",
+                                      weight_concentration_prior=0.001, max_iter=100, n_init=1,
+                                      random_state=int(rng.integers(2**31)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: 100 iterations are what CTGAN runs as well
+        mixture.fit(x[:, None] / scale)
+    keep = mixture.weights_ > MODE_WEIGHT
+    if not keep.any():
+        keep[np.argmax(mixture.weights_)] = True
+    means = mixture.means_[keep, 0] * scale
+    stds = np.sqrt(mixture.covariances_[keep].reshape(-1)) * scale
+    # a component narrower than the data's resolution would make every value a mode of its own
+    stds = np.maximum(stds, 1e-3 * scale)
+    weights = mixture.weights_[keep] / mixture.weights_[keep].sum()
+    return {"means": means.tolist(), "stds": stds.tolist(), "weights": weights.tolist()}
+
+
+def _column_obj(col: dict[str, Any]):
+    from genlab.data.tables import Column
+
+    fields = {f.name for f in dataclasses.fields(Column)}
+    return Column(**{k: v for k, v in col.items() if k in fields})
+
+
+def _isna(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def _key(v: Any) -> Any:
+    """Categories compare as Python values: numpy scalars and their Python equals are one category."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def _numeric_series(x: np.ndarray, col: dict[str, Any]):
+    import pandas as pd
+
+    dtype = col["dtype"]
+    if dtype.startswith(("int", "Int", "uint")):
+        if np.isnan(x).any():
+            return pd.Series(x).astype("Int64")
+        return pd.Series(x.astype(np.int64)).astype(dtype)
+    return pd.Series(x.astype(np.float64))
+
+
+def _restore_dtype(series: Any, col: dict[str, Any]):
+    dtype = col["dtype"]
+    if dtype == "bool" and not series.isna().any():
+        return series.astype(bool)
+    if dtype.startswith(("int", "uint")) and not series.isna().any():
+        return series.astype(dtype)
+    if dtype.startswith("float"):
+        return series.astype(float)
+    return series
+
+
+def _new_ids(n: int, col: dict[str, Any]):
+    import pandas as pd
+
+    if col["dtype"].startswith(("int", "uint")):
+        return pd.Series(np.arange(1, n + 1, dtype=np.int64))
+    return pd.Series([f"{col['name']}-{i:07d}" for i in range(1, n + 1)], dtype=object)

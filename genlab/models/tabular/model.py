@@ -1,0 +1,94 @@
+"""The tabular family: synthetic rows of a table, through the layout (layout.py) that turns rows into
+floats and back.
+
+`kind` picks the network that learns the encoded rows: `tvae` (tvae.py). The layout is fitted
+to the training table when the model is built (`config_for_data`) and kept in the config as JSON, so a
+model folder is its config and its weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from genlab.config import validate
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel, TableSampler
+from genlab.models.tabular.layout import TableLayout
+from genlab.models.tabular.tvae import TVAE
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularConfig:
+    FROM_DATA: ClassVar[tuple[str, ...]] = ("layout",)
+
+    kind: Literal["tvae"] = "tvae"
+    """the network: tvae (a variational autoencoder over the encoded rows, Xu et al. 2019)"""
+    latent_dim: int = 128
+    """size of the latent code"""
+    hidden: int = 128
+    """units of each hidden layer of the encoder and the decoder"""
+    depth: int = 2
+    """hidden layers of the encoder and of the decoder"""
+    loss_factor: float = 2.0
+    """weight of the reconstruction term against the KL term (TVAE's reference value)"""
+    layout: str = ""
+    """the columns and their encoding, as JSON (from the data)"""
+
+    def __post_init__(self):
+        validate(self)
+        for name in ("latent_dim", "hidden", "depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} = {getattr(self, name)} must be >= 1", f"e.g. --model.{name} 128")
+
+
+class Tabular(GenerativeModel, TableSampler):
+    family = "tabular"
+    Config = TabularConfig
+    data_kind: ClassVar[str] = "table"
+
+    def __init__(self, config: TabularConfig):
+        super().__init__(config)
+        if not config.layout:
+            raise ConfigError("a tabular model needs the layout of its table",
+                              "train it with genlab train tabular --data TABLE")
+        self.layout = TableLayout.from_json(config.layout)
+        self.net = TVAE(self.layout.spans, self.layout.width, config.latent_dim, config.hidden, config.depth,
+                        config.loss_factor)
+
+    @classmethod
+    def config_for_data(cls, config: TabularConfig, data: Any) -> TabularConfig:
+        if config.layout:  # fine-tuning keeps the encoding it was trained with
+            return config
+        return dataclasses.replace(config, layout=TableLayout.fit(data).to_json())
+
+    def encode_rows(self, frame: Any, seed: int = 0) -> torch.Tensor:
+        """A DataFrame of the training table's columns as (N, width) floats in the layout."""
+        missing = [c["name"] for c in self.layout.columns if c["name"] not in frame.columns]
+        if missing:
+            raise ConfigError(f"the rows lack the columns {', '.join(missing)}",
+                              "pass rows with every column of the table the model was trained on")
+        return torch.from_numpy(self.layout.encode(frame, seed=seed))
+
+    def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
+        return self.net(batch[0])
+
+    @torch.no_grad()
+    def sample_rows(self, n: int, *, generator: torch.Generator | None = None) -> Any:
+        if n < 1:
+            raise ConfigError(f"n = {n} rows: at least one is needed", "e.g. --n 1000")
+        was_training = self.training
+        self.eval()
+        try:
+            rows = [self.net.sample(min(4096, n - i), generator) for i in range(0, n, 4096)]
+        finally:
+            self.train(was_training)
+        return self.layout.decode(torch.cat(rows).cpu().numpy())
+
+    @torch.no_grad()
+    def row_scores(self, frame: Any) -> torch.Tensor:
+        """The negative ELBO (nats) of each row: higher is less like the training table."""
+        self.eval()
+        return self.net.elbo_per_row(self.encode_rows(frame))

@@ -1,0 +1,118 @@
+"""The tabular family: the layout's round trip, TVAE training and sampling through the CLI, the table metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import genlab
+from genlab.cli import main
+from genlab.data.tables import load_table
+from genlab.errors import ConfigError, DataError
+from genlab.metrics import tables as tm
+from genlab.models.tabular.layout import TableLayout
+
+
+def people(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A small table with the kinds genlab models, where income depends on age and job."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 80, n)
+    job = rng.choice(["clerk", "nurse", "pilot"], n, p=[0.5, 0.3, 0.2])
+    income = np.round(20_000 + 600 * age + np.where(job == "pilot", 40_000, 0) + rng.normal(0, 3000, n), 2)
+    frame = pd.DataFrame({"id": np.arange(n), "age": age, "job": job, "income": income,
+                          "joined": pd.to_datetime("2015-01-01") + pd.to_timedelta(rng.integers(0, 3000, n), "D"),
+                          "rich": np.where(income > 60_000, "yes", "no")})
+    frame["joined"] = frame["joined"].dt.strftime("%Y-%m-%d")
+    frame.loc[rng.choice(n, 30, replace=False), "job"] = None
+    return frame
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "people.csv"
+    people().to_csv(path, index=False)
+    return path
+
+
+def test_the_layout_round_trips_categories_missing_values_and_ranges(table):
+    data = load_table(table)
+    layout = TableLayout.fit(data)
+    matrix = layout.encode(data.train)
+    assert matrix.shape == (len(data.train), layout.width) and np.isfinite(matrix).all()
+    back = layout.decode(matrix)
+    assert list(back.columns) == list(data.train.columns)
+    assert (back["job"].isna() == data.train["job"].isna()).all()
+    assert (back["job"].dropna() == data.train["job"].dropna()).all() and (back["rich"] == data.train["rich"]).all()
+    assert back["age"].dtype == np.int64 and back["age"].between(18, 79).all()
+    assert np.abs(back["age"] - data.train["age"]).max() <= 1  # the scalar is kept in float32
+    assert np.abs(back["income"] - data.train["income"]).max() < 1.0
+    assert (back["joined"] == data.train["joined"]).mean() > 0.99 and back["id"].is_unique
+    again = TableLayout.from_json(layout.to_json())
+    np.testing.assert_array_equal(again.encode(data.train), matrix)
+    unseen = data.train.head(3).copy()
+    unseen.loc[0, "job"] = "astronaut"
+    with pytest.raises(DataError, match="'astronaut', a category the model never saw"):
+        layout.encode(unseen)
+
+
+def test_tvae_trains_samples_and_keeps_the_columns(table, tmp_path, capsys):
+    run = tmp_path / "run"
+    genlab.train("tabular", str(table), run, model={"hidden": 64, "latent_dim": 16}, max_steps=150, batch_size=100,
+                 progress=False, threads=1)
+    model = genlab.load(run)
+    rows = model.sample_rows(400, generator=__import__("torch").Generator().manual_seed(0))
+    data = load_table(table)
+    assert list(rows.columns) == list(data.train.columns) and len(rows) == 400
+    assert set(rows["job"].dropna()) <= {"clerk", "nurse", "pilot"} and rows["job"].isna().any()
+    assert rows["age"].between(18, 79).all() and rows["age"].dtype == np.int64
+    report = tm.quality(data.test, rows, data.columns)
+    assert 0.6 < report["quality"] <= 1 and set(report["per_column"]) == {"age", "job", "income", "joined", "rich"}
+    assert main(["sample", str(run), "--n", "50", "--out", str(tmp_path / "s.csv"), "--seed", "3"]) == 0
+    written = pd.read_csv(tmp_path / "s.csv")
+    assert len(written) == 50 and list(written.columns) == list(data.train.columns)
+    assert main(["sample", str(run), "--n", "50", "--out", str(tmp_path / "s2.csv"), "--seed", "3"]) == 0
+    assert (tmp_path / "s.csv").read_text() == (tmp_path / "s2.csv").read_text()  # the seed fixes the rows
+    assert main(["sample", str(run), "--n", "0", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "at least one is needed" in capsys.readouterr().err
+    assert main(["sample", str(run), "--out", str(tmp_path / "x.png")]) == 2
+    assert "writes .csv or .parquet" in capsys.readouterr().err
+
+
+def test_quality_scores_are_one_for_the_same_table_and_fall_for_a_broken_one(table):
+    data = load_table(table)
+    same = tm.quality(data.train, data.train, data.columns)
+    assert same["quality"] == pytest.approx(1.0)
+    broken = data.train.copy()
+    broken["income"] = np.random.default_rng(0).permutation(broken["income"].to_numpy())  # pairs broken, shapes kept
+    report = tm.quality(data.train, broken, data.columns)
+    assert report["column_shapes"] == pytest.approx(1.0) and report["per_pair"]["age ~ income"] < 0.8
+    shifted = data.train.assign(age=data.train["age"] + 30)
+    assert tm.quality(data.train, shifted, data.columns)["per_column"]["age"] < 0.6
+
+
+def test_utility_c2st_and_privacy_tell_real_from_noise(table):
+    data = load_table(table)
+    real = tm.tstr(data.train, data.test, data.columns, "rich")
+    noise = data.train.copy()
+    for c in ("age", "income"):
+        noise[c] = np.random.default_rng(1).permutation(noise[c].to_numpy())
+    fake = tm.tstr(noise, data.test, data.columns, "rich")
+    assert real["auc"] > 0.95 and fake["auc"] < real["auc"] - 0.2
+    assert tm.c2st(data.train.iloc[:240], data.train.iloc[240:], data.columns) < 0.65
+    assert tm.c2st(data.train, noise.assign(age=noise["age"] * 2), data.columns) > 0.9
+    copies = tm.privacy(data.train, data.test, data.train, data.columns)
+    assert copies["exact_copies_synthetic"] == 1.0 and copies["dcr_synthetic_median"] == 0.0
+    fresh = tm.privacy(data.train, data.test, data.test, data.columns)
+    assert fresh["exact_copies_synthetic"] == fresh["exact_copies_holdout"] < 0.05
+
+
+def test_a_table_model_refuses_image_verbs_with_the_verb_it_can_do(table, tmp_path, capsys):
+    run = tmp_path / "run"
+    genlab.train("tabular", str(table), run, model={"hidden": 16, "latent_dim": 4}, max_steps=5, batch_size=50,
+                 progress=False, threads=1)
+    assert main(["reconstruct", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot" in err and f"genlab sample {run}" in err
+    with pytest.raises(ConfigError, match="at least one"):
+        genlab.load(run).sample_rows(0)
