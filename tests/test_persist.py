@@ -14,7 +14,7 @@ from genlab.config import from_dict
 from genlab.errors import UnsafeFileError
 from genlab.files import load_torch_file as load_checkpoint
 from genlab.models import FAMILIES, get_family
-from genlab.models.base import ImageSampler, TextGenerator
+from genlab.models.base import ImageSampler, TableSampler, TextGenerator
 
 TINY_CONFIGS = {
     "vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "image_size": [8, 8]},
@@ -40,6 +40,11 @@ TINY_CONFIGS = {
         "class_names": ["a", "b", "c"],
         "sample_steps": 4,
     },
+    "tabular": {"hidden": 8, "latent_dim": 2, "layout": json.dumps({"columns": [
+        {"name": "age", "kind": "numeric", "dtype": "int64", "integer": True, "minimum": 18.0, "maximum": 80.0,
+         "has_missing": False, "modes": {"means": [30.0, 60.0], "stds": [5.0, 8.0], "weights": [0.6, 0.4]}},
+        {"name": "job", "kind": "categorical", "dtype": "object", "categories": ["a", "b"], "counts": [5, 3],
+         "missing": 1, "has_missing": True}], "columns_order": ["age", "job"]})},
 }
 
 
@@ -74,6 +79,9 @@ def test_save_load_identical_outputs(family, tmp_path):
         out_a = "".join(model.generate("ab", max_new_tokens=12, seed=1))
         out_b = "".join(loaded.generate("ab", max_new_tokens=12, seed=1))
         assert len(out_a) == 12
+    elif isinstance(model, TableSampler):
+        out_a = model.sample_rows(6, generator=torch.Generator().manual_seed(1)).to_csv()
+        out_b = loaded.sample_rows(6, generator=torch.Generator().manual_seed(1)).to_csv()
     elif isinstance(model, ImageSampler):
         out_a = model.sample(6, generator=torch.Generator().manual_seed(1))
         out_b = loaded.sample(6, generator=torch.Generator().manual_seed(1))

