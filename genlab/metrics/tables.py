@@ -9,8 +9,9 @@ so that genlab needs no SDV: the bench checks the numbers against the library.
 - column pair trends: per pair, CorrelationSimilarity (1 - |r_real - r_synthetic| / 2, Pearson) for two
   numeric columns, ContingencySimilarity (1 - the total variation distance of the normalised
   contingency tables) when a categorical column is involved, a numeric one cut into 10 equal-width
-  bins of the real data's range;
-- the quality score: the mean of the two averages.
+  bins of its own table's range (as sdmetrics' report does, so that the figures compare with its);
+- the quality score: the mean of the column-shape average and the pair-trend average over the pairs
+  the real data relates (|r| > 0.5, Cramer's V > 0.3: sdmetrics 0.32's report thresholds).
 
 Utility: train on synthetic, test on real (TSTR; Esteban et al. 2017) with scikit-learn's
 HistGradientBoostingClassifier, against the same classifier trained on the real training rows.
@@ -70,25 +71,30 @@ def column_shapes(real: Any, synthetic: Any, columns: list[Any]) -> dict[str, fl
     return out
 
 
-def _binned(series: Any, column: Any, edges: np.ndarray | None) -> Any:
-    """A column as categories for a contingency table: numbers cut into the real data's 10 bins."""
+def _binned(series: Any, column: Any) -> Any:
+    """A column as categories for a contingency table: numbers by `np.digitize` into 10 equal-width bins over
+    this table's own range (as sdmetrics' report bins each table: the figures stay comparable with its)."""
     import pandas as pd
 
     if column.kind not in NUMERIC:
         return _categories(series)
     x = _numbers(series, column)
-    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
-    return pd.Series(np.where(np.isnan(x), -1, index)).astype(str)
+    present = x[~np.isnan(x)]
+    edges = np.histogram_bin_edges(present) if len(present) else np.linspace(0, 1, 11)
+    return pd.Series(np.digitize(x, edges)).astype(str)
 
 
-def column_pair_trends(real: Any, synthetic: Any, columns: list[Any]) -> dict[str, float]:
+# sdmetrics' quality report averages only the pairs the real data relates: |Pearson r| above 0.5, or Cramer's V
+# above 0.3 (sdmetrics.reports.utils, DEFAULT_REAL_CORRELATION_THRESHOLD and _ASSOCIATION_THRESHOLD)
+REAL_CORRELATION_THRESHOLD = 0.5
+REAL_ASSOCIATION_THRESHOLD = 0.3
+
+
+def column_pair_trends(real: Any, synthetic: Any, columns: list[Any]) -> dict[str, dict[str, float | bool]]:
+    """Every pair's score, with the real data's correlation or association and whether it counts in the average."""
+    from scipy.stats.contingency import association
+
     modelled = [c for c in columns if c.kind in NUMERIC or c.kind == "categorical"]
-    edges = {}
-    for c in modelled:
-        if c.kind in NUMERIC:
-            x = _numbers(real[c.name], c)
-            lo, hi = np.nanmin(x), np.nanmax(x)
-            edges[c.name] = np.linspace(lo, hi if hi > lo else lo + 1, 11)
     out = {}
     for a, b in itertools.combinations(modelled, 2):
         if a.kind in NUMERIC and b.kind in NUMERIC:
@@ -98,27 +104,44 @@ def column_pair_trends(real: Any, synthetic: Any, columns: list[Any]) -> dict[st
                 keep = ~(np.isnan(x) | np.isnan(y))
                 x, y = x[keep], y[keep]
                 r.append(0.0 if len(x) < 2 or x.std() == 0 or y.std() == 0 else float(np.corrcoef(x, y)[0, 1]))
-            out[f"{a.name} ~ {b.name}"] = 1 - abs(r[0] - r[1]) / 2
+            out[f"{a.name} ~ {b.name}"] = {"score": 1 - abs(r[0] - r[1]) / 2, "real": r[0],
+                                           "counted": abs(r[0]) > REAL_CORRELATION_THRESHOLD}
         else:
-            tables = []
+            tables, cells = [], None
             for frame in (real, synthetic):
-                pairs = _binned(frame[a.name], a, edges.get(a.name)) + "\x00" + _binned(frame[b.name], b,
-                                                                                            edges.get(b.name))
-                tables.append(pairs.value_counts(normalize=True))
+                x, y = _binned(frame[a.name], a).to_numpy(), _binned(frame[b.name], b).to_numpy()
+                tables.append(_frequencies(x + "\x00" + y))
+                if cells is None:  # the real table's counts, for Cramer's V
+                    import pandas as pd
+
+                    cells = pd.crosstab(x, y).to_numpy()
             keys = tables[0].index.union(tables[1].index)
             tv = 0.5 * np.abs(tables[0].reindex(keys, fill_value=0) - tables[1].reindex(keys, fill_value=0)).sum()
-            out[f"{a.name} ~ {b.name}"] = float(1 - tv)
+            v = float(association(cells, method="cramer")) if min(cells.shape) >= 2 else 0.0
+            out[f"{a.name} ~ {b.name}"] = {"score": float(1 - tv), "real": v,
+                                           "counted": v > REAL_ASSOCIATION_THRESHOLD}
     return out
 
 
+def _frequencies(values: np.ndarray) -> Any:
+    import pandas as pd
+
+    return pd.Series(values).value_counts(normalize=True)
+
+
 def quality(real: Any, synthetic: Any, columns: list[Any]) -> dict[str, Any]:
-    """SDMetrics' quality score: the mean of the column-shape and the column-pair-trend averages."""
+    """SDMetrics' quality score: the mean of the column-shape average and the column-pair-trend average over the
+    pairs the real data relates (`column_pair_trends_all`: over every pair)."""
     shapes = column_shapes(real, synthetic, columns)
     pairs = column_pair_trends(real, synthetic, columns)
     shape_score = float(np.mean(list(shapes.values()))) if shapes else float("nan")
-    pair_score = float(np.mean(list(pairs.values()))) if pairs else shape_score
+    counted = [p["score"] for p in pairs.values() if p["counted"]]
+    every = [p["score"] for p in pairs.values()]
+    pair_score = float(np.mean(counted)) if counted else float(np.mean(every)) if every else shape_score
     return {"quality": (shape_score + pair_score) / 2, "column_shapes": shape_score, "column_pair_trends": pair_score,
-            "per_column": shapes, "per_pair": pairs}
+            "column_pair_trends_all": float(np.mean(every)) if every else shape_score, "per_column": shapes,
+            "per_pair": {k: p["score"] for k, p in pairs.items()},
+            "counted_pairs": [k for k, p in pairs.items() if p["counted"]]}
 
 
 # -- utility and privacy ------------------------------------------------------------------------
