@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import genlab
 from genlab.cli import main
@@ -61,7 +62,7 @@ def test_tvae_trains_samples_and_keeps_the_columns(table, tmp_path, capsys):
     genlab.train("tabular", str(table), run, model={"hidden": 64, "latent_dim": 16}, max_steps=150, batch_size=100,
                  progress=False, threads=1)
     model = genlab.load(run)
-    rows = model.sample_rows(400, generator=__import__("torch").Generator().manual_seed(0))
+    rows = model.sample_rows(400, generator=torch.Generator().manual_seed(0))
     data = load_table(table)
     assert list(rows.columns) == list(data.train.columns) and len(rows) == 400
     assert set(rows["job"].dropna()) <= {"clerk", "nurse", "pilot"} and rows["job"].isna().any()
@@ -116,3 +117,21 @@ def test_a_table_model_refuses_image_verbs_with_the_verb_it_can_do(table, tmp_pa
     assert "cannot" in err and f"genlab sample {run}" in err
     with pytest.raises(ConfigError, match="at least one"):
         genlab.load(run).sample_rows(0)
+
+
+def test_the_copula_is_fitted_in_closed_form_and_keeps_marginals_and_correlation(table, tmp_path):
+    run = tmp_path / "copula"
+    genlab.train("tabular", str(table), run, model={"kind": "copula"}, progress=False, threads=1)
+    assert not (run / "checkpoints").exists() and (run / "model" / "model.safetensors").exists()
+    model = genlab.load(run)
+    assert model.num_parameters() == 0  # what it learned is in buffers: quantiles, missing rates, correlation
+    data = load_table(table)
+    rows = model.sample_rows(3000, generator=torch.Generator().manual_seed(0))
+    assert list(rows.columns) == list(data.train.columns) and rows["age"].dtype == np.int64
+    report = tm.quality(data.train, rows, data.columns)
+    assert report["column_shapes"] > 0.95  # the columns' own marginals
+    real_r = np.corrcoef(data.train["age"], data.train["income"])[0, 1]
+    assert abs(np.corrcoef(rows["age"], rows["income"])[0, 1] - real_r) < 0.1
+    assert abs(rows["job"].isna().mean() - data.train["job"].isna().mean()) < 0.03
+    again = genlab.load(run).sample_rows(50, generator=torch.Generator().manual_seed(5))
+    assert again.equals(model.sample_rows(50, generator=torch.Generator().manual_seed(5)))

@@ -286,9 +286,11 @@ def run_train(family: str, argv: list[str], command: str) -> None:
                        from_study=options.get("from_study"), trial=options.get("trial"),
                        max_bad_fraction=options.get("data_max_bad_fraction", 0.05), command=command, **given)
     from genlab.models import get_family
-    from genlab.models.base import TextGenerator
+    from genlab.models.base import TableSampler, TextGenerator
 
-    use = f"genlab generate {run} --prompt TEXT" if issubclass(get_family(family), TextGenerator) \
+    cls = get_family(family)
+    use = f"genlab generate {run} --prompt TEXT" if issubclass(cls, TextGenerator) \
+        else f"genlab sample {run} --n 1000 --out synthetic.csv" if issubclass(cls, TableSampler) \
         else f"genlab sample {run} --out samples.png"
     print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: {use} ; genlab eval {run}")
 

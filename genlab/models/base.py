@@ -52,6 +52,11 @@ class GenerativeModel(nn.Module):
         vocabulary); a `ConfigError` when the data cannot train this config."""
         return config
 
+    def fit_closed_form(self, data: Any, seed: int = 0) -> bool:
+        """Fit to `data` without gradient steps where this model can (a Gaussian copula), returning True; the
+        engine then saves it as trained. False (the default): the model trains on `loss`."""
+        return False
+
     def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
         """The training objective on one batch: a dict with `loss` and anything worth logging. `step` is the
         optimiser step, for objectives that change during training (a KL warm-up); None is the final objective."""

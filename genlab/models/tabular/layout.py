@@ -59,8 +59,9 @@ class TableLayout:
     # -- construction and persistence ---------------------------------------------------------
 
     @classmethod
-    def fit(cls, table: Any, seed: int = 0) -> TableLayout:
-        """Fit the encoding to a `genlab.data.TableData`'s training part."""
+    def fit(cls, table: Any, seed: int = 0, mixtures: bool = True) -> TableLayout:
+        """Fit the encoding to a `genlab.data.TableData`'s training part; `mixtures=False` keeps the columns' facts
+        without the numeric columns' mixtures (a model that needs no matrix, as the copula)."""
         from genlab.data.tables import to_seconds
 
         rng = np.random.default_rng(seed)
@@ -70,7 +71,8 @@ class TableLayout:
             if c.kind in ("numeric", "datetime"):
                 values = table.train[c.name]
                 x = (to_seconds(values, c) if c.kind == "datetime" else values.astype(float)).to_numpy()
-                col["modes"] = _fit_modes(x[~np.isnan(x)], rng)
+                if mixtures:
+                    col["modes"] = _fit_modes(x[~np.isnan(x)], rng)
                 col["has_missing"] = bool(np.isnan(x).any())
                 if c.kind == "datetime":  # samples are rounded to the coarsest unit every value is a whole number of
                     present = x[~np.isnan(x)]
@@ -90,6 +92,10 @@ class TableLayout:
     @property
     def columns(self) -> list[dict[str, Any]]:
         return self.spec["columns"]
+
+    def column_obj(self, name: str):
+        """A column as genlab.data.tables.Column (what to_seconds and from_seconds take)."""
+        return _column_obj(self.column(name))
 
     def column(self, name: str) -> dict[str, Any]:
         for col in self.columns:
@@ -150,13 +156,8 @@ class TableLayout:
 
     def decode(self, matrix: np.ndarray) -> Any:
         """A DataFrame from (N, width) rows in the layout (softmax spans by their largest slot)."""
-        import pandas as pd
-
-        from genlab.data.tables import from_seconds
-
-        n = len(matrix)
         spans = {(s.column, s.role): s for s in self.spans}
-        data = {}
+        values: dict[str, np.ndarray] = {}
         for col in self.columns:
             name, kind = col["name"], col["kind"]
             if kind in ("numeric", "datetime"):
@@ -164,24 +165,35 @@ class TableLayout:
                 means, stds = np.array(col["modes"]["means"]), np.array(col["modes"]["stds"])
                 mode = matrix[:, modes.start : modes.start + modes.width].argmax(1)
                 x = np.clip(matrix[:, value.start], -1, 1) * 4 * stds[mode] + means[mode]
-                x = np.clip(x, col["minimum"], col["maximum"])
-                if kind == "datetime":
-                    x = np.round(x / col["resolution"]) * col["resolution"]
-                elif col.get("integer"):
-                    x = np.round(x)
                 if col["has_missing"]:
                     flag = spans[(name, "missing")]
                     x = np.where(matrix[:, flag.start + 1] > matrix[:, flag.start], np.nan, x)
-                if kind == "datetime":
-                    data[name] = from_seconds(x, _column_obj(col))
-                else:
-                    data[name] = _numeric_series(x, col)
+                values[name] = x
             elif kind == "categorical":
                 span = spans[(name, "category")]
-                slot = matrix[:, span.start : span.start + span.width].argmax(1)
+                values[name] = matrix[:, span.start : span.start + span.width].argmax(1)
+        return self.frame(values, len(matrix))
+
+    def frame(self, values: dict[str, np.ndarray], n: int) -> Any:
+        """The DataFrame of sampled columns: numbers (NaN: missing) clipped to the range seen, rounded to integers or
+        to the datetime resolution, category slots (the last: missing) as categories, new keys for ids, and every
+        column in the input's order and dtype."""
+        import pandas as pd
+
+        from genlab.data.tables import from_seconds
+
+        data = {}
+        for col in self.columns:
+            name, kind = col["name"], col["kind"]
+            if kind in ("numeric", "datetime"):
+                x = np.clip(values[name], col["minimum"], col["maximum"])
+                if kind == "datetime":
+                    data[name] = from_seconds(np.round(x / col["resolution"]) * col["resolution"], _column_obj(col))
+                else:
+                    data[name] = _numeric_series(np.round(x) if col.get("integer") else x, col)
+            elif kind == "categorical":
                 cats = list(col["categories"]) + [None]
-                data[name] = pd.Series([cats[i] for i in slot], dtype=object)
-                data[name] = _restore_dtype(data[name], col)
+                data[name] = _restore_dtype(pd.Series([cats[i] for i in values[name]], dtype=object), col)
             else:  # id: new keys
                 data[name] = _new_ids(n, col)
         return pd.DataFrame({name: data[name] for name in self.spec["columns_order"]})
@@ -189,6 +201,8 @@ class TableLayout:
 
 def _blocks(col: dict[str, Any]) -> list[tuple[str, int, str]]:
     kind = col["kind"]
+    if kind in ("numeric", "datetime") and "modes" not in col:
+        return []  # a layout without mixtures (TableLayout.fit(mixtures=False)) has no matrix
     if kind in ("numeric", "datetime"):
         blocks = [("value", 1, "tanh"), ("mode", len(col["modes"]["means"]), "softmax")]
         return blocks + ([("missing", 2, "softmax")] if col["has_missing"] else [])

@@ -1,9 +1,10 @@
 """The tabular family: synthetic rows of a table, through the layout (layout.py) that turns rows into
 floats and back.
 
-`kind` picks the network that learns the encoded rows: `tvae` (tvae.py). The layout is fitted
-to the training table when the model is built (`config_for_data`) and kept in the config as JSON, so a
-model folder is its config and its weights.
+`kind` picks the model: `tvae` (tvae.py), a network trained on the encoded rows, or `copula`
+(copula.py), a Gaussian copula fitted in closed form (`fit_closed_form`: no training steps). The layout
+is fitted to the training table when the model is built (`config_for_data`) and kept in the config as
+JSON, so a model folder is its config and its weights.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from genlab.config import validate
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, TableSampler
+from genlab.models.tabular.copula import GaussianCopula
 from genlab.models.tabular.layout import TableLayout
 from genlab.models.tabular.tvae import TVAE
 
@@ -24,8 +26,9 @@ from genlab.models.tabular.tvae import TVAE
 class TabularConfig:
     FROM_DATA: ClassVar[tuple[str, ...]] = ("layout",)
 
-    kind: Literal["tvae"] = "tvae"
-    """the network: tvae (a variational autoencoder over the encoded rows, Xu et al. 2019)"""
+    kind: Literal["tvae", "copula"] = "tvae"
+    """tvae (a variational autoencoder over the encoded rows, Xu et al. 2019) or copula (a Gaussian copula with
+    the columns' own marginals, fitted in closed form)"""
     latent_dim: int = 128
     """size of the latent code"""
     hidden: int = 128
@@ -55,14 +58,18 @@ class Tabular(GenerativeModel, TableSampler):
             raise ConfigError("a tabular model needs the layout of its table",
                               "train it with genlab train tabular --data TABLE")
         self.layout = TableLayout.from_json(config.layout)
-        self.net = TVAE(self.layout.spans, self.layout.width, config.latent_dim, config.hidden, config.depth,
-                        config.loss_factor)
+        if config.kind == "copula":
+            self.net = GaussianCopula(self.layout.columns)
+        else:
+            self.net = TVAE(self.layout.spans, self.layout.width, config.latent_dim, config.hidden, config.depth,
+                            config.loss_factor)
 
     @classmethod
     def config_for_data(cls, config: TabularConfig, data: Any) -> TabularConfig:
         if config.layout:  # fine-tuning keeps the encoding it was trained with
             return config
-        return dataclasses.replace(config, layout=TableLayout.fit(data).to_json())
+        layout = TableLayout.fit(data, mixtures=config.kind != "copula")
+        return dataclasses.replace(config, layout=layout.to_json())
 
     def encode_rows(self, frame: Any, seed: int = 0) -> torch.Tensor:
         """A DataFrame of the training table's columns as (N, width) floats in the layout."""
@@ -71,6 +78,21 @@ class Tabular(GenerativeModel, TableSampler):
             raise ConfigError(f"the rows lack the columns {', '.join(missing)}",
                               "pass rows with every column of the table the model was trained on")
         return torch.from_numpy(self.layout.encode(frame, seed=seed))
+
+    def fit_closed_form(self, data: Any, seed: int = 0) -> bool:
+        if self.config.kind != "copula":
+            return False
+        from genlab.data.tables import to_seconds
+
+        values = {}
+        for col in self.layout.columns:
+            if col["kind"] in ("numeric", "datetime"):
+                series = data.train[col["name"]]
+                c = self.layout.column_obj(col["name"])
+                values[col["name"]] = (to_seconds(series, c) if col["kind"] == "datetime" else
+                                       series.astype(float)).to_numpy(dtype=float)
+        self.net.fit(data.train, values, seed=seed)
+        return True
 
     def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
         return self.net(batch[0])
@@ -82,13 +104,10 @@ class Tabular(GenerativeModel, TableSampler):
         was_training = self.training
         self.eval()
         try:
+            if self.config.kind == "copula":
+                return self.layout.frame(self.net.sample(n, generator), n)
             rows = [self.net.sample(min(4096, n - i), generator) for i in range(0, n, 4096)]
         finally:
             self.train(was_training)
         return self.layout.decode(torch.cat(rows).cpu().numpy())
 
-    @torch.no_grad()
-    def row_scores(self, frame: Any) -> torch.Tensor:
-        """The negative ELBO (nats) of each row: higher is less like the training table."""
-        self.eval()
-        return self.net.elbo_per_row(self.encode_rows(frame))
