@@ -1,0 +1,32 @@
+"""Smoke tests of the benchmark scripts at tiny settings, so that they do not rot between the runs by hand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_tables_benchmark_runs_genlab_alone_and_writes_its_figures(tmp_path):
+    from genlab.data import load_data
+    from genlab.errors import DataError
+
+    try:
+        load_data("adult")
+    except DataError as error:
+        pytest.skip(f"Adult is not reachable here: {error}")
+    out = tmp_path / "tables.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "tables.py"), "--sdv", "", "--rows", "1500", "--budget", "8",
+                    "--genlab-model", '{"hidden": 32, "latent_dim": 8}', "--threads", "1", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    assert results["data"]["train_rows"] == 1500 and results["real"]["tstr"]["auc"] > 0.8
+    for kind in ("genlab_tvae", "genlab_copula"):
+        assert 0.5 < results[kind]["quality"] <= 1 and 0.5 < results[kind]["tstr"]["auc"] <= 1, kind
+        privacy = results[kind]["privacy"]
+        assert privacy["exact_copies_synthetic"] <= privacy["exact_copies_holdout"] + 0.01, kind
