@@ -89,6 +89,8 @@ CALLS = {
                  ["--temperature", "-1"], ["--top-k", "0"], ["--top-p", "0"], ["--top-p", "2"],
                  ["--repetition-penalty", "0"], ["--prompt", "Zebra 🙂", "--max-new-tokens", "3"],
                  ["--stop", "[1, 2]"]],
+    "detect": [["--data", "TEXT"], ["--data", "FILE:rgb.png"], ["--data", "TABLE"], ["--data", "FILE:missing.png"],
+               ["--data", "FILE:not-an-image.png"], ["--data", "TEXT", "--percentile", "101"], []],
     "eval": [["--n", "0"], ["--n", "-3"], ["--k", "0"], ["--n", "12", "--k", "2", "--max-examples", "20",
                                                           "--progress", "false"]],
     "finetune": [[], ["--data", "TEXT", "--method", "lora", "--rank", "0"], ["--data", "missing.txt"],
@@ -102,11 +104,13 @@ CALLS = {
 @pytest.mark.parametrize("verb", sorted(CALLS))
 def test_every_verb_on_every_family_succeeds_or_names_the_fix(verb, runs, files, tmp_path, capsys):
     text = runs["gpt"].parent / "text.txt"
+    table = runs["gpt"].parent / "table.csv"
     outcomes = {}
     for family, run in runs.items():
         for i, extra in enumerate(CALLS[verb]):
             out = tmp_path / f"{family}-{i}"
             args = [str(files / a[5:]) if a.startswith("FILE:") else str(text) if a == "TEXT" else
+                    str(table) if a == "TABLE" else
                     ",".join(str(files / p[5:]) if p.startswith("FILE:") else p for p in a.split(","))
                     if "FILE:" in a else a for a in extra]
             argv = [verb, str(run), *args] + (["--out", str(out)] if verb not in ("generate", "eval") else [])
@@ -114,7 +118,7 @@ def test_every_verb_on_every_family_succeeds_or_names_the_fix(verb, runs, files,
     # each verb works on the families that can do it, and is refused by the others
     able = {"sample": {"vae", "gan", "diffusion", "tabular"}, "reconstruct": {"vae"}, "interpolate": {"vae"},
             "translate": {"pix2pix"}, "edit": {"diffusion"}, "generate": {"rnn", "gpt"},
-            "eval": set(TINY), "finetune": {"rnn", "gpt"}}[verb]
+            "eval": set(TINY), "finetune": {"rnn", "gpt"}, "detect": {"vae", "rnn", "gpt", "tabular"}}[verb]
     for family in TINY:
         worked = any(outcomes[family, i] == 0 for i in range(len(CALLS[verb])))
         assert worked == (family in able), f"genlab {verb} on {family}: {'worked' if worked else 'never worked'}"

@@ -135,3 +135,23 @@ def test_the_copula_is_fitted_in_closed_form_and_keeps_marginals_and_correlation
     assert abs(rows["job"].isna().mean() - data.train["job"].isna().mean()) < 0.03
     again = genlab.load(run).sample_rows(50, generator=torch.Generator().manual_seed(5))
     assert again.equals(model.sample_rows(50, generator=torch.Generator().manual_seed(5)))
+
+
+def test_detect_flags_rows_outside_the_table_and_sets_its_threshold_without_labels(table, tmp_path, capsys):
+    run = tmp_path / "run"
+    genlab.train("tabular", str(table), run, model={"hidden": 64, "latent_dim": 8}, max_steps=200, batch_size=100,
+                 progress=False, threads=1)
+    rows = load_table(table).test.copy()
+    rows.loc[0, "age"], rows.loc[1, "income"] = 400, -1e7  # far outside every value seen
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    assert main(["detect", str(run), "--data", str(tmp_path / "new.csv"), "--out", str(tmp_path / "s.csv"),
+                 "--percentile", "95"]) == 0
+    assert "expected false alarms 5%" in capsys.readouterr().out
+    scores = pd.read_csv(tmp_path / "s.csv")
+    assert len(scores) == len(rows) and scores["anomalous"].iloc[:2].all()
+    assert scores["score"].iloc[:2].min() > scores["score"].iloc[2:].max()
+    assert scores["anomalous"].iloc[2:].mean() < 0.25  # normal rows: about the 5% asked for
+    unseen = rows.head(3).assign(job="astronaut")
+    unseen.to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["detect", str(run), "--data", str(tmp_path / "bad.csv")]) == 2
+    assert "a category the model never saw" in capsys.readouterr().err

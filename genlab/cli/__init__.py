@@ -48,6 +48,7 @@ VERBS: dict[str, Verb] = {
                     "genlab.evaluation.compare:print_table"),
     "sample": Verb("genlab.cli.verbs:sample", "draw images from an image model into a PNG grid"),
     "generate": Verb("genlab.cli.verbs:generate", "continue a prompt with a language model, streamed"),
+    "detect": Verb("genlab.cli.verbs:detect", "anomaly scores of new examples, and a threshold set without labels"),
     "chat": Verb("genlab.cli.verbs:chat", "a conversation with an instruction-tuned language model, streamed"),
     "reconstruct": Verb("genlab.cli.verbs:reconstruct", "encode and decode images"),
     "interpolate": Verb("genlab.cli.verbs:interpolate", "walk the latent line between two images"),

@@ -16,6 +16,7 @@ import torch
 
 from genlab.errors import ConfigError, GenlabError
 from genlab.models.base import (
+    AnomalyScorer,
     Chat,
     Editor,
     ImageSampler,
@@ -185,6 +186,99 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
         n, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed), options=options
     )
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
+
+
+def detect(run: str, data: str | None = None, out: str = "scores.csv", percentile: float = 99.0) -> None:
+    """Score how unlike the training data each example of --data is, and flag those above a threshold chosen
+    without labels: the given percentile of the scores of the run's own held-out data, so that about
+    (100 - percentile)% of normal examples are flagged (the expected false-alarm rate).
+
+    Args:
+        run: a run folder (runs/NAME) of a model that scores anomalies (vae, gpt, rnn, tabular with kind tvae).
+        data: what to score: a table (CSV, TSV, Parquet) for a table model, a text file (one example a line) for a
+            language model, an image file or a folder of images for an image model.
+        out: the CSV to write: example, score (bits per dimension), anomalous.
+        percentile: the threshold, as a percentile of the held-out scores (99: about 1% false alarms).
+    """
+    import numpy as np
+
+    from genlab.files import atomic_path
+
+    if data is None:
+        raise ConfigError("genlab detect needs --data: the examples to score", "e.g. --data new_rows.csv")
+    if not 50 <= percentile < 100:
+        raise ConfigError(f"percentile = {percentile} must be in [50, 100)", "e.g. --percentile 99 (1% false alarms)")
+    model, record = _load_run(run)
+    need(model, AnomalyScorer, run)
+    names, examples = _detect_examples(model, Path(data))
+    reference_names, reference = _detect_reference(model, _run_data(record, "genlab detect"))
+    threshold = float(np.percentile(_scores(model, reference), percentile))
+    scores = _scores(model, examples)
+    flagged = scores > threshold
+    with atomic_path(Path(out)) as partial:
+        partial.write_text("example,score,anomalous\n" + "".join(
+            f"{_csv_field(name)},{score:.6g},{int(flag)}\n" for name, score, flag in zip(names, scores, flagged,
+                                                                                    strict=True)))
+    print(f"threshold {threshold:.4g} bits/dim: the {percentile:g}th percentile of {len(reference_names):,} held-out "
+          f"examples (expected false alarms {100 - percentile:g}%)\nflagged {int(flagged.sum()):,} of {len(scores):,} "
+          f"examples; wrote {out}")
+
+
+def _csv_field(text: Any) -> str:
+    text = str(text)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def _scores(model: Any, examples: Any, batch: int = 256):
+    import numpy as np
+
+    if isinstance(examples, torch.Tensor):
+        return np.concatenate([model.anomaly_score(examples[i : i + batch]).numpy()
+                               for i in range(0, len(examples), batch)])
+    if isinstance(examples, list):
+        return model.anomaly_score(examples).numpy()
+    return np.concatenate([model.anomaly_score(examples.iloc[i : i + 4096]).numpy()
+                           for i in range(0, len(examples), 4096)])
+
+
+def _detect_examples(model: Any, path: Path) -> tuple[list, Any]:
+    """(names, examples) of --data in the form the model scores, in file order."""
+    import numpy as np
+
+    from genlab.data import load_image
+    from genlab.data.images import IMAGE_SUFFIXES
+    from genlab.data.tables import TABLE_SUFFIXES, read_table
+
+    if not path.exists():
+        raise ConfigError(f"--data {path} does not exist", "pass a table, a text file or images to score")
+    if isinstance(model, TableSampler):
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise ConfigError(f"--data {path} is not a table", "a table model scores .csv, .tsv or .parquet rows")
+        frame = read_table(path)
+        return [f"row {i + 1}" for i in range(len(frame))], frame
+    if isinstance(model, TextGenerator):
+        if path.is_dir() or path.suffix.lower() in (*IMAGE_SUFFIXES, *TABLE_SUFFIXES):
+            raise ConfigError(f"--data {path} is not a text file", "a language model scores lines of a text file")
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if not lines:
+            raise ConfigError(f"{path} holds no lines of text", "pass a text file, one example a line")
+        return [f"line {i + 1}" for i in range(len(lines))], lines
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise ConfigError(f"no images under {path}", "an image model scores image files")
+    channels, size = model.config.channels, tuple(model.config.image_size)
+    return [str(f) for f in files], torch.from_numpy(np.stack([load_image(f, channels, size) for f in files]))
+
+
+def _detect_reference(model: Any, dataset: Any) -> tuple[list, Any]:
+    """The run's held-out examples, scored to place the threshold: test rows, test lines, test images."""
+    if isinstance(model, TableSampler):
+        return list(range(len(dataset.test))), dataset.test
+    if isinstance(model, TextGenerator):
+        lines = [line for line in dataset.test.splitlines() if line.strip()][:2000]
+        return list(range(len(lines))), lines
+    images = torch.from_numpy(dataset.test_x[:2000])
+    return list(range(len(images))), images
 
 
 def _sample_rows(model: Any, n: int, out: str, seed: int) -> None:

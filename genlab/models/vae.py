@@ -320,7 +320,17 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
 
     @torch.no_grad()
     def anomaly_score(self, examples: torch.Tensor, labels=None, k: int = 64) -> torch.Tensor:
-        """-log p(x) in bits per pixel channel (the IWAE bound with k samples, fixed random numbers), (B,)."""
-        out = self.log_likelihood(examples, labels, k=k, generator=torch.Generator().manual_seed(0),
-                                  data_generator=torch.Generator().manual_seed(1))
-        return -out["log_likelihood"] / (examples[0].numel() * math.log(2))
+        """-log p(x) in bits per pixel channel (the IWAE bound with k samples, fixed random numbers), (B,). A
+        class-conditional model without `labels` scores the marginal over its classes, uniform prior:
+        -log (1/K) sum_y p(x | y)."""
+        def bound(y):
+            return self.log_likelihood(examples, y, k=k, generator=torch.Generator().manual_seed(0),
+                                       data_generator=torch.Generator().manual_seed(1))["log_likelihood"]
+
+        if labels is None and self.config.condition == "class":
+            K = self.config.num_classes
+            per_class = torch.stack([bound(torch.full((len(examples),), y, dtype=torch.long)) for y in range(K)])
+            log_px = torch.logsumexp(per_class, 0) - math.log(K)
+        else:
+            log_px = bound(labels)
+        return -log_px / (examples[0].numel() * math.log(2))

@@ -105,8 +105,10 @@ class TableLayout:
 
     # -- encoding -----------------------------------------------------------------------------
 
-    def encode(self, frame: Any, seed: int = 0) -> np.ndarray:
-        """(N, width) float32: each row of `frame` in the layout (modes drawn from their posteriors, seeded)."""
+    def encode(self, frame: Any, seed: int = 0, clip: bool = True) -> np.ndarray:
+        """(N, width) float32: each row of `frame` in the layout (modes drawn from their posteriors, seeded).
+        `clip=False` leaves the scalars unclipped, so that a value outside every mode stays far out (anomaly
+        scores); training and sampling clip them to (-1, 1)."""
         from genlab.data.tables import to_seconds
 
         rng = np.random.default_rng(seed)
@@ -121,13 +123,15 @@ class TableLayout:
                 missing = np.isnan(x)
                 means, stds, weights = (np.array(col["modes"][k]) for k in ("means", "stds", "weights"))
                 filled = np.where(missing, means[np.argmax(weights)], x)
-                # posterior over the modes, then a mode drawn from it for each value
+                # posterior over the modes, then a mode drawn from it for each value (the most likely when scoring)
                 logp = (np.log(weights)[None] - np.log(stds)[None]
                         - 0.5 * ((filled[:, None] - means[None]) / stds[None]) ** 2)
                 p = np.exp(logp - logp.max(1, keepdims=True))
                 p /= p.sum(1, keepdims=True)
-                mode = (p.cumsum(1) > rng.random((len(x), 1))).argmax(1)
-                scalar = np.clip((filled - means[mode]) / (4 * stds[mode]), -0.99, 0.99)
+                mode = (p.cumsum(1) > rng.random((len(x), 1))).argmax(1) if clip else p.argmax(1)
+                scalar = (filled - means[mode]) / (4 * stds[mode])
+                if clip:
+                    scalar = np.clip(scalar, -0.99, 0.99)
                 value, modes = spans[(name, "value")], spans[(name, "mode")]
                 out[:, value.start] = scalar
                 out[np.arange(len(x)), modes.start + mode] = 1

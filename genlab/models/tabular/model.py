@@ -10,13 +10,14 @@ JSON, so a model folder is its config and its weights.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, Literal
 
 import torch
 
 from genlab.config import validate
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, TableSampler
+from genlab.models.base import AnomalyScorer, GenerativeModel, TableSampler
 from genlab.models.tabular.copula import GaussianCopula
 from genlab.models.tabular.layout import TableLayout
 from genlab.models.tabular.tvae import TVAE
@@ -47,7 +48,7 @@ class TabularConfig:
                 raise ConfigError(f"{name} = {getattr(self, name)} must be >= 1", f"e.g. --model.{name} 128")
 
 
-class Tabular(GenerativeModel, TableSampler):
+class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
     family = "tabular"
     Config = TabularConfig
     data_kind: ClassVar[str] = "table"
@@ -71,13 +72,26 @@ class Tabular(GenerativeModel, TableSampler):
         layout = TableLayout.fit(data, mixtures=config.kind != "copula")
         return dataclasses.replace(config, layout=layout.to_json())
 
-    def encode_rows(self, frame: Any, seed: int = 0) -> torch.Tensor:
+    def encode_rows(self, frame: Any, seed: int = 0, clip: bool = True) -> torch.Tensor:
         """A DataFrame of the training table's columns as (N, width) floats in the layout."""
         missing = [c["name"] for c in self.layout.columns if c["name"] not in frame.columns]
         if missing:
             raise ConfigError(f"the rows lack the columns {', '.join(missing)}",
                               "pass rows with every column of the table the model was trained on")
-        return torch.from_numpy(self.layout.encode(frame, seed=seed))
+        return torch.from_numpy(self.layout.encode(frame, seed=seed, clip=clip))
+
+    @torch.no_grad()
+    def anomaly_score(self, examples: Any, labels: Any = None) -> torch.Tensor:
+        """The negative ELBO of each row (a DataFrame of the training table's columns), in bits per modelled
+        column, (B,): the most likely mode of each value, scalars unclipped so that a value outside every mode
+        scores high. The tvae kind only."""
+        if self.config.kind != "tvae":
+            raise ConfigError(f"anomaly scores come from the tvae kind; this model is a {self.config.kind}",
+                              "train one with genlab train tabular --model.kind tvae")
+        self.eval()
+        columns = sum(1 for c in self.layout.columns if c["kind"] != "id")
+        nats = self.net.elbo_per_row(self.encode_rows(examples, clip=False))
+        return nats / (max(1, columns) * math.log(2))
 
     def fit_closed_form(self, data: Any, seed: int = 0) -> bool:
         if self.config.kind != "copula":
