@@ -6,6 +6,7 @@ asked, so a model of a family that cannot answers with the families that can.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import sys
@@ -211,22 +212,18 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
     model, record = _load_run(run)
     need(model, AnomalyScorer, run)
     names, examples = _detect_examples(model, Path(data))
-    reference_names, reference = _detect_reference(model, _run_data(record, "genlab detect"))
+    reference = _detect_reference(model, _run_data(record, "genlab detect"))
     threshold = float(np.percentile(_scores(model, reference), percentile))
     scores = _scores(model, examples)
     flagged = scores > threshold
-    with atomic_path(Path(out)) as partial:
-        partial.write_text("example,score,anomalous\n" + "".join(
-            f"{_csv_field(name)},{score:.6g},{int(flag)}\n" for name, score, flag in zip(names, scores, flagged,
-                                                                                    strict=True)))
-    print(f"threshold {threshold:.4g} bits/dim: the {percentile:g}th percentile of {len(reference_names):,} held-out "
+    with atomic_path(Path(out)) as partial, partial.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["example", "score", "anomalous"])
+        writer.writerows((name, f"{score:.6g}", int(flag)) for name, score, flag in zip(names, scores, flagged,
+                                                                                         strict=True))
+    print(f"threshold {threshold:.4g} bits/dim: the {percentile:g}th percentile of {len(reference):,} held-out "
           f"examples (expected false alarms {100 - percentile:g}%)\nflagged {int(flagged.sum()):,} of {len(scores):,} "
           f"examples; wrote {out}")
-
-
-def _csv_field(text: Any) -> str:
-    text = str(text)
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def _scores(model: Any, examples: Any, batch: int = 256):
@@ -270,15 +267,13 @@ def _detect_examples(model: Any, path: Path) -> tuple[list, Any]:
     return [str(f) for f in files], torch.from_numpy(np.stack([load_image(f, channels, size) for f in files]))
 
 
-def _detect_reference(model: Any, dataset: Any) -> tuple[list, Any]:
+def _detect_reference(model: Any, dataset: Any) -> Any:
     """The run's held-out examples, scored to place the threshold: test rows, test lines, test images."""
     if isinstance(model, TableSampler):
-        return list(range(len(dataset.test))), dataset.test
+        return dataset.test
     if isinstance(model, TextGenerator):
-        lines = [line for line in dataset.test.splitlines() if line.strip()][:2000]
-        return list(range(len(lines))), lines
-    images = torch.from_numpy(dataset.test_x[:2000])
-    return list(range(len(images))), images
+        return [line for line in dataset.test.splitlines() if line.strip()][:2000]
+    return torch.from_numpy(dataset.test_x[:2000])
 
 
 def _sample_rows(model: Any, n: int, out: str, seed: int) -> None:

@@ -55,13 +55,18 @@ class BatchLoader:
             yield tuple(t[index] for t in self.tensors)
 
 
+def validation_indices(n: int, fraction: float = 0.05, cap: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) indices of n examples: a fixed, seeded slice of `fraction` (at most `cap`) held
+    out for validation; a fraction of 0, or fewer than 20 examples, holds out nothing."""
+    n_val = min(cap, max(1, int(n * fraction))) if n >= 20 and fraction > 0 else 0
+    order = np.random.default_rng(1).permutation(n)
+    return order[n_val:], order[:n_val]
+
+
 def split_validation(data, fraction: float = 0.05, cap: int = 5000) -> tuple[tuple, tuple]:
     """Hold out a fixed slice of the training split for validation; the test split stays for evaluation.
     A fraction of 0 holds out nothing."""
-    n = len(data.train_x)
-    n_val = min(cap, max(1, int(n * fraction))) if n >= 20 and fraction > 0 else 0
-    order = np.random.default_rng(1).permutation(n)
-    val, train = order[:n_val], order[n_val:]
+    train, val = validation_indices(len(data.train_x), fraction, cap)
 
     def as_tensor(a):
         return torch.from_numpy(np.ascontiguousarray(a))

@@ -56,7 +56,9 @@ class Column:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Column:
-        return cls(**d)
+        """A Column from `to_dict`'s output; keys that are not fields (a model's additions) are left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
     def describe(self) -> str:
         missing = f", {self.missing:,} missing" if self.missing else ""
@@ -93,16 +95,6 @@ class TableData:
             if c.name == name:
                 return c
         raise DataError(f"the table has no column {name!r}", f"use one of {', '.join(c.name for c in self.columns)}")
-
-    def content_hash(self) -> str:
-        import hashlib
-
-        import pandas as pd
-
-        h = hashlib.sha256()
-        for frame in (self.train, self.test):
-            h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
-        return h.hexdigest()[:16]
 
 
 def read_table(path: Path) -> Any:
@@ -237,6 +229,11 @@ def to_seconds(values: Any, column: Column) -> Any:
             parsed = pd.to_datetime(values, format=column.datetime_format or "mixed", errors="coerce")
     seconds = (parsed - pd.Timestamp("1970-01-01")) / pd.Timedelta(seconds=1)
     return seconds.astype(float)
+
+
+def column_numbers(values: Any, column: Column) -> np.ndarray:
+    """A numeric or datetime column as float64 (datetimes in seconds since the epoch, missing as NaN)."""
+    return (to_seconds(values, column) if column.kind == "datetime" else values.astype(float)).to_numpy(dtype=float)
 
 
 def from_seconds(seconds: np.ndarray, column: Column) -> Any:

@@ -185,16 +185,12 @@ class TabularRecipe(Recipe):
     ) -> tuple[Iterable, Iterable | None]:
         """The training table's rows encoded once in the model's layout (modes drawn with the run's seed), a
         seeded `holdout` share of them kept for validation."""
-        import numpy as np
-
-        from genlab.data.loader import BatchLoader
+        from genlab.data.loader import BatchLoader, validation_indices
 
         rows = model.encode_rows(data.train, seed=train.seed)
-        order = np.random.default_rng(1).permutation(len(rows))
-        n_val = min(5000, int(len(rows) * train.holdout)) if len(rows) >= 20 else 0
-        val, fit = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+        fit, val = (torch.from_numpy(i) for i in validation_indices(len(rows), train.holdout))
         return (BatchLoader((rows[fit],), train.batch_size, seed=train.seed, position=position),
-                BatchLoader((rows[val],), train.batch_size, shuffle=False, drop_last=False) if n_val else None)
+                BatchLoader((rows[val],), train.batch_size, shuffle=False, drop_last=False) if len(val) else None)
 
 
 RECIPES: dict[str, Recipe] = {

@@ -217,25 +217,25 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
 
     pl.seed_everything(train_config.seed, workers=True, verbose=False)
     model = cls(config)
+
+    def record_run() -> None:  # the run folder's config.yaml and data report
+        run.mkdir(parents=True, exist_ok=True)
+        write_run_config(run, {
+            "family": family, "data": data, "model": to_dict(config), "train": to_dict(train_config),
+            "command": command or " ".join(sys.argv), "parameters": model.num_parameters(),
+        })
+        atomic_write(run / "data_report.json", json.dumps(dataset.report.to_dict(), indent=1))
+
     started = time.time()
     if model.fit_closed_form(dataset, seed=train_config.seed):  # no steps to take: fitted, then saved as trained
-        run.mkdir(parents=True, exist_ok=True)
-        write_run_config(run, {"family": family, "data": data, "model": to_dict(config), "train": to_dict(train_config),
-                               "command": command or " ".join(sys.argv), "parameters": model.num_parameters()})
-        atomic_write(run / "data_report.json", json.dumps(dataset.report.to_dict(), indent=1))
+        record_run()
         model.save_pretrained(run / "model", card={"data": data, "steps": 0, "fit": "closed form",
                                                    "fit seconds": round(time.time() - started, 1),
                                                    "run folder": str(run)})
         return run
     module = GenlabModule(model, train_config, recipe)
     train_loader, val_loader = recipe.loaders(model, dataset, train_config, lambda: module.batches_seen)
-
-    run.mkdir(parents=True, exist_ok=True)
-    write_run_config(run, {
-        "family": family, "data": data, "model": to_dict(config), "train": to_dict(train_config),
-        "command": command or " ".join(sys.argv), "parameters": model.num_parameters(),
-    })
-    atomic_write(run / "data_report.json", json.dumps(dataset.report.to_dict(), indent=1))
+    record_run()
 
     checkpointer = Checkpointer(run / "checkpoints", train_config.ckpt_every, recipe.monitor)
     preview = Preview(run / "samples", train_config.sample_every, train_config.seed, dataset, recipe.preview)

@@ -157,7 +157,7 @@ def pair_heatmap(pairs: dict[str, float], title: str) -> bytes:
 def table_histograms(real: Any, synthetic: Any, columns: list[Any], per_row: int = 4) -> bytes:
     """Each modelled column's distribution, real against synthetic: histograms over the real range for numbers,
     frequencies of the 12 commonest categories for the others, as PNG bytes."""
-    from genlab.data.tables import to_seconds
+    from genlab.data.tables import column_numbers
 
     plt = _pyplot()
     shown = [c for c in columns if c.kind != "id"]
@@ -171,7 +171,8 @@ def table_histograms(real: Any, synthetic: Any, columns: list[Any], per_row: int
                 ax.bar(np.arange(len(top)) + offset, [freq.get(v, 0) for v in top], width=0.4, color=colour)
             ax.set_xticks(range(len(top)), top, rotation=60, fontsize=6, ha="right")
         else:
-            x, y = (_column_numbers(frame, c, to_seconds) for frame in (real, synthetic))
+            x, y = (column_numbers(frame[c.name], c) for frame in (real, synthetic))
+            x, y = x[~np.isnan(x)], y[~np.isnan(y)]
             edges = np.histogram_bin_edges(x, bins=30)
             ax.hist(x, bins=edges, density=True, color="#999999", alpha=0.7)
             ax.hist(y, bins=edges, density=True, histtype="step", color="#4a78b0", linewidth=1.5)
@@ -181,11 +182,6 @@ def table_histograms(real: Any, synthetic: Any, columns: list[Any], per_row: int
         ax.axis("off")
     fig.tight_layout()
     return _png(fig)
-
-
-def _column_numbers(frame: Any, column: Any, to_seconds: Any) -> np.ndarray:
-    values = to_seconds(frame[column.name], column) if column.kind == "datetime" else frame[column.name].astype(float)
-    return values.dropna().to_numpy()
 
 
 def curve_figures(history: list[dict[str, float]]) -> str:

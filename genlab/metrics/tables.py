@@ -28,17 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from genlab.data.tables import column_numbers
+
 NUMERIC = ("numeric", "datetime")
 
 
-def _numbers(series: Any, column: Any) -> np.ndarray:
-    from genlab.data.tables import to_seconds
-
-    values = to_seconds(series, column) if column.kind == "datetime" else series.astype(float)
-    return values.to_numpy(dtype=float)
-
-
 def _categories(series: Any) -> Any:
+    """A column (or a frame of them) as strings, missing as "<missing>": a category like any other."""
     return series.astype(object).where(series.notna(), "<missing>").astype(str)
 
 
@@ -65,7 +61,7 @@ def column_shapes(real: Any, synthetic: Any, columns: list[Any]) -> dict[str, fl
     out = {}
     for c in columns:
         if c.kind in NUMERIC:
-            out[c.name] = ks_complement(_numbers(real[c.name], c), _numbers(synthetic[c.name], c))
+            out[c.name] = ks_complement(column_numbers(real[c.name], c), column_numbers(synthetic[c.name], c))
         elif c.kind == "categorical":
             out[c.name] = tv_complement(real[c.name], synthetic[c.name])
     return out
@@ -78,7 +74,7 @@ def _binned(series: Any, column: Any) -> Any:
 
     if column.kind not in NUMERIC:
         return _categories(series)
-    x = _numbers(series, column)
+    x = column_numbers(series, column)
     present = x[~np.isnan(x)]
     edges = np.histogram_bin_edges(present) if len(present) else np.linspace(0, 1, 11)
     return pd.Series(np.digitize(x, edges)).astype(str)
@@ -100,7 +96,7 @@ def column_pair_trends(real: Any, synthetic: Any, columns: list[Any]) -> dict[st
         if a.kind in NUMERIC and b.kind in NUMERIC:
             r = []
             for frame in (real, synthetic):
-                x, y = _numbers(frame[a.name], a), _numbers(frame[b.name], b)
+                x, y = column_numbers(frame[a.name], a), column_numbers(frame[b.name], b)
                 keep = ~(np.isnan(x) | np.isnan(y))
                 x, y = x[keep], y[keep]
                 r.append(0.0 if len(x) < 2 or x.std() == 0 or y.std() == 0 else float(np.corrcoef(x, y)[0, 1]))
@@ -157,7 +153,7 @@ def features(frames: list[Any], columns: list[Any], drop: tuple[str, ...] = ()) 
     for j, c in enumerate(used):
         if c.kind in NUMERIC:
             for m, f in zip(out, frames, strict=True):
-                m[:, j] = _numbers(f[c.name], c)
+                m[:, j] = column_numbers(f[c.name], c)
         else:
             codes = {v: i for i, v in enumerate(pd.unique(pd.concat([_categories(f[c.name]) for f in frames])))}
             for m, f in zip(out, frames, strict=True):
@@ -223,8 +219,8 @@ def privacy(train: Any, holdout: Any, synthetic: Any, columns: list[Any], max_ro
 
     def copies(frame: Any) -> float:
         names = [c.name for c in used]
-        seen = set(map(tuple, _categories_all(train[names]).to_numpy()))
-        return float(np.mean([tuple(r) in seen for r in _categories_all(frame[names]).to_numpy()]))
+        seen = set(map(tuple, _categories(train[names]).to_numpy()))
+        return float(np.mean([tuple(r) in seen for r in _categories(frame[names]).to_numpy()]))
 
     def sample(frame: Any) -> Any:
         return frame.iloc[rng.permutation(len(frame))[:max_rows]]
@@ -250,6 +246,3 @@ def privacy(train: Any, holdout: Any, synthetic: Any, columns: list[Any], max_ro
             "dcr_synthetic_p5": float(np.percentile(d_syn, 5)), "dcr_holdout_p5": float(np.percentile(d_hold, 5)),
             "exact_copies_synthetic": copies(synthetic), "exact_copies_holdout": copies(holdout)}
 
-
-def _categories_all(frame: Any) -> Any:
-    return frame.astype(object).where(frame.notna(), "<missing>").astype(str)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from genlab.models.tabular.layout import is_missing
+
 QUANTILES = 1001
 EPS = 1e-6
 
@@ -70,7 +72,7 @@ class GaussianCopula(nn.Module):
                 edges = self._category_edges(c)
                 index = {v: i for i, v in enumerate(c["categories"])}
                 missing_slot = len(c["categories"])
-                slot = np.array([missing_slot if _isna(v) else index.get(v, 0) for v in frame[name].tolist()])
+                slot = np.array([missing_slot if is_missing(v) else index.get(v, 0) for v in frame[name].tolist()])
                 slot = np.minimum(slot, len(edges) - 2)
                 u = edges[slot] + rng.random(n) * (edges[slot + 1] - edges[slot])
             elif role == "missing":
@@ -115,6 +117,3 @@ class GaussianCopula(nn.Module):
                 out[name] = np.where(u[:, j] > 1 - rate, np.nan, out[name])
         return out
 
-
-def _isna(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))

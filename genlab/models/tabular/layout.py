@@ -55,6 +55,7 @@ class TableLayout:
                 self.spans.append(Span(col["name"], role, width, size, activation))
                 width += size
         self.width = width
+        self.span_of = {(s.column, s.role): s for s in self.spans}  # (column, role) -> its span
 
     # -- construction and persistence ---------------------------------------------------------
 
@@ -62,15 +63,14 @@ class TableLayout:
     def fit(cls, table: Any, seed: int = 0, mixtures: bool = True) -> TableLayout:
         """Fit the encoding to a `genlab.data.TableData`'s training part; `mixtures=False` keeps the columns' facts
         without the numeric columns' mixtures (a model that needs no matrix, as the copula)."""
-        from genlab.data.tables import to_seconds
+        from genlab.data.tables import column_numbers
 
         rng = np.random.default_rng(seed)
         columns = []
         for c in table.columns:
             col = c.to_dict()
             if c.kind in ("numeric", "datetime"):
-                values = table.train[c.name]
-                x = (to_seconds(values, c) if c.kind == "datetime" else values.astype(float)).to_numpy()
+                x = column_numbers(table.train[c.name], c)
                 if mixtures:
                     col["modes"] = _fit_modes(x[~np.isnan(x)], rng)
                 col["has_missing"] = bool(np.isnan(x).any())
@@ -95,7 +95,9 @@ class TableLayout:
 
     def column_obj(self, name: str):
         """A column as genlab.data.tables.Column (what to_seconds and from_seconds take)."""
-        return _column_obj(self.column(name))
+        from genlab.data.tables import Column
+
+        return Column.from_dict(self.column(name))
 
     def column(self, name: str) -> dict[str, Any]:
         for col in self.columns:
@@ -109,17 +111,15 @@ class TableLayout:
         """(N, width) float32: each row of `frame` in the layout (modes drawn from their posteriors, seeded).
         `clip=False` leaves the scalars unclipped, so that a value outside every mode stays far out (anomaly
         scores); training and sampling clip them to (-1, 1)."""
-        from genlab.data.tables import to_seconds
+        from genlab.data.tables import column_numbers
 
         rng = np.random.default_rng(seed)
         out = np.zeros((len(frame), self.width), dtype=np.float32)
-        spans = {(s.column, s.role): s for s in self.spans}
+        spans = self.span_of
         for col in self.columns:
             name, kind = col["name"], col["kind"]
             if kind in ("numeric", "datetime"):
-                c = _column_obj(col)
-                values = frame[name]
-                x = (to_seconds(values, c) if kind == "datetime" else values.astype(float)).to_numpy()
+                x = column_numbers(frame[name], self.column_obj(name))
                 missing = np.isnan(x)
                 means, stds, weights = (np.array(col["modes"][k]) for k in ("means", "stds", "weights"))
                 filled = np.where(missing, means[np.argmax(weights)], x)
@@ -141,7 +141,7 @@ class TableLayout:
             elif kind == "categorical":
                 span = spans[(name, "category")]
                 index = {_key(v): i for i, v in enumerate(col["categories"])}
-                slots = np.array([index.get(_key(v), -1) if not _isna(v) else len(col["categories"])
+                slots = np.array([index.get(_key(v), -1) if not is_missing(v) else len(col["categories"])
                                   for v in frame[name].tolist()])
                 unknown = slots == -1
                 if unknown.any():
@@ -160,7 +160,7 @@ class TableLayout:
 
     def decode(self, matrix: np.ndarray) -> Any:
         """A DataFrame from (N, width) rows in the layout (softmax spans by their largest slot)."""
-        spans = {(s.column, s.role): s for s in self.spans}
+        spans = self.span_of
         values: dict[str, np.ndarray] = {}
         for col in self.columns:
             name, kind = col["name"], col["kind"]
@@ -192,7 +192,8 @@ class TableLayout:
             if kind in ("numeric", "datetime"):
                 x = np.clip(values[name], col["minimum"], col["maximum"])
                 if kind == "datetime":
-                    data[name] = from_seconds(np.round(x / col["resolution"]) * col["resolution"], _column_obj(col))
+                    data[name] = from_seconds(np.round(x / col["resolution"]) * col["resolution"],
+                                              self.column_obj(name))
                 else:
                     data[name] = _numeric_series(np.round(x) if col.get("integer") else x, col)
             elif kind == "categorical":
@@ -243,14 +244,9 @@ def _fit_modes(x: np.ndarray, rng: np.random.Generator) -> dict[str, list[float]
     return {"means": means.tolist(), "stds": stds.tolist(), "weights": weights.tolist()}
 
 
-def _column_obj(col: dict[str, Any]):
-    from genlab.data.tables import Column
 
-    fields = {f.name for f in dataclasses.fields(Column)}
-    return Column(**{k: v for k, v in col.items() if k in fields})
-
-
-def _isna(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """Whether one cell is missing (None or NaN)."""
     return v is None or (isinstance(v, float) and np.isnan(v))
 
 

@@ -96,15 +96,10 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
     def fit_closed_form(self, data: Any, seed: int = 0) -> bool:
         if self.config.kind != "copula":
             return False
-        from genlab.data.tables import to_seconds
+        from genlab.data.tables import column_numbers
 
-        values = {}
-        for col in self.layout.columns:
-            if col["kind"] in ("numeric", "datetime"):
-                series = data.train[col["name"]]
-                c = self.layout.column_obj(col["name"])
-                values[col["name"]] = (to_seconds(series, c) if col["kind"] == "datetime" else
-                                       series.astype(float)).to_numpy(dtype=float)
+        values = {c["name"]: column_numbers(data.train[c["name"]], self.layout.column_obj(c["name"]))
+                  for c in self.layout.columns if c["kind"] in ("numeric", "datetime")}
         self.net.fit(data.train, values, seed=seed)
         return True
 
