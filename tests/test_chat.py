@@ -271,6 +271,51 @@ def test_lora_on_conversations_learns_and_merges(runs):
     assert model.has_chat_template and not any("lora" in name for name in model.state_dict())
 
 
+def test_replay_mixes_plain_windows_of_the_base_text_into_the_conversations(tmp_path):
+    from genlab.config import TrainConfig
+    from genlab.engine.recipes import chat_loaders
+
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    tokenizer = _chat_tokenizer()
+    model = GPT(GPTConfig(chars=tokenizer.base.chars, vocab_size=tokenizer.vocab_size, chat_tokens=SPECIAL_TOKENS,
+                          **TINY))
+    data = load_data(_write_jsonl(tmp_path / "qa.jsonl", _examples()))
+    plain, _ = chat_loaders(model, data, TrainConfig(holdout=0, batch_size=4), lambda: 0)
+    mixed, _ = chat_loaders(model, data, TrainConfig(holdout=0, batch_size=4, replay=0.25, replay_data=str(text)),
+                            lambda: 0)
+    chats, ids, masks = plain.tensors[0], *mixed.tensors
+    assert torch.equal(ids[: len(chats)], chats)  # the conversations, then the replayed windows
+    replayed, replayed_masks = ids[len(chats):], masks[len(chats):]
+    assert len(replayed) == round(len(chats) * 0.25 / 0.75) and replayed_masks.all()
+    stream = model.encode(TEXT).tolist()
+    for window in replayed.tolist():  # a slice of the base text, no chat token in it
+        assert max(window) < tokenizer.offset
+        start = next(i for i in range(len(stream)) if stream[i : i + len(window)] == window)
+        assert stream[start : start + len(window)] == window
+    with pytest.raises(ConfigError, match="replay"):
+        TrainConfig(replay=0.5)
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        TrainConfig(replay=1.0, replay_data=str(text))
+
+
+def test_replay_keeps_the_base_text_and_is_refused_on_plain_text(runs, tmp_path):
+    from genlab.engine.finetune import finetune
+
+    without = json.loads((runs["chat"] / "finetune.json").read_text())
+    report = finetune(str(runs["base"]), runs["qa"], method="sft", out=str(tmp_path / "replayed"), max_steps=100,
+                      lr=3e-3, batch_size=16, warmup_steps=10, threads=1, progress=False, replay=0.5)
+    # the same tuning with half its windows the pre-training text gives up less of it, and still learns the task
+    assert report["base_loss_after"] < without["base_loss_after"], (report, without)
+    assert report["target_loss_after"] < 0.5 * report["target_loss_before"], report
+    record = (tmp_path / "replayed" / "config.yaml").read_text()
+    assert "replay: 0.5" in record and str(runs["text"]) in record
+    with pytest.raises(ConfigError, match="plain text"):
+        finetune(str(runs["base"]), str(runs["text"]), method="full", out=str(tmp_path / "x"), replay=0.5)
+    with pytest.raises(ConfigError, match="none recorded"):
+        finetune(str(runs["base"] / "model"), runs["qa"], method="sft", out=str(tmp_path / "y"), replay=0.5)
+
+
 def test_a_chat_model_is_also_resumed_from_a_copy_with_its_template(runs, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(runs["chat"] / "model", copy)

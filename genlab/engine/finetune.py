@@ -82,6 +82,7 @@ def finetune(
     dropout: float | None = None,
     bpe_dropout: float | None = None,
     holdout: float = 0.05,
+    replay: float = 0.0,
     unknown: Literal["error", "drop"] = "error",
     seed: int = 0,
     threads: int | None = None,
@@ -110,6 +111,9 @@ def finetune(
         bpe_dropout: BPE-dropout while fine-tuning (default the base model's; BPE models only). A regulariser
             for many passes over a small text; a few minutes of fine-tuning make about one.
         holdout: the fraction of the target's training text held out for validation (0: train on all of it).
+        replay: instruction tuning: the share of training windows that are the base run's own training text,
+            replayed as plain text among the conversations (0: none). Tuning on a narrow set (a few hundred
+            entities' questions) otherwise overwrites what pre-training taught: docs/chat.md measures it.
         unknown: what to do with characters the base tokenizer cannot encode: `error`, or `drop` them.
         seed: seed of the data order and of every random number.
         threads: torch threads (default all cores).
@@ -159,6 +163,13 @@ def finetune(
     if method == "sft" and not chat:
         raise ConfigError(f"--method sft is instruction tuning, and {data} is plain text",
                           "pass a JSONL file of conversations (docs/chat.md), or use --method full on text")
+    if replay and not chat:
+        raise ConfigError(f"--replay {replay} mixes the base text into instruction tuning, and {data} is plain text",
+                          "fine-tune on conversations (--method sft), or fine-tune on the texts together")
+    base_data = load_data(record["data"]) if record else None
+    if replay and not (base_data and base_data.kind == "text"):
+        raise ConfigError(f"--replay {replay} replays the base run's training text, and {run} has none recorded",
+                          "fine-tune a run folder trained by genlab train on text, or pass --replay 0")
     # refuses text the base tokenizer cannot encode, with the characters; on conversations, adds the chat tokens
     config = base.config_for_data(base.config, target)
     start = base.state_dict()
@@ -179,15 +190,13 @@ def finetune(
     options = {**recipe, "max_steps": max_steps, "max_time": max_time,
                "lr": lr or (1e-2 if method == "lora" else pretraining_lr), "warmup_steps": warmup_steps, "seed": seed,
                "threads": threads, "progress": progress, "val_every": max(1, min(max_steps, 250)), "holdout": holdout,
-               "sample_every": 10**9}
+               "sample_every": 10**9, "replay": replay, "replay_data": record["data"] if replay else None}
     if batch_size:
         options["batch_size"] = batch_size
     train_config = from_dict(TrainConfig, options)
 
-    base_text = None  # what fine-tuning gives up on the base domain, when the base run trained on text
-    if record:
-        base_data = load_data(record["data"])
-        base_text = base_data.test if base_data.kind == "text" else None
+    # what fine-tuning gives up on the base domain, when the base run trained on text
+    base_text = base_data.test if base_data and base_data.kind == "text" else None
 
     def target_loss(model) -> float:
         return (model.chat_loss(target.test) if chat else model.log_likelihood(target.test))["nats_per_token"]

@@ -147,11 +147,39 @@ def chat_loaders(model: Any, data: Any, train: Any, position: Callable[[], int])
     if not train_mask[:, 1:].any():
         raise DataError("no assistant token falls inside a training window",
                         "use conversations whose assistant turns start within --model.block-size tokens")
+    if train.replay:
+        replay_ids = replay_windows(model, train, len(train_ids), window)
+        train_ids = torch.cat([train_ids, replay_ids])
+        train_mask = torch.cat([train_mask, torch.ones_like(replay_ids, dtype=torch.bool)])
     train_loader = BatchLoader((train_ids, train_mask), train.batch_size, seed=train.seed, position=position)
     if not n_val:
         return train_loader, None
     val_ids, val_mask = pack(examples[len(examples) - n_val :], window, pad)
     return train_loader, BatchLoader((val_ids, val_mask), train.batch_size, shuffle=False, drop_last=False)
+
+
+def replay_windows(model: Any, train: Any, conversation_windows: int, window: int) -> torch.Tensor:
+    """Plain-text windows of `train.replay_data` beside `conversation_windows` packed conversations, so that
+    they are a `train.replay` share of the training windows: rehearsal of the pre-training text, which keeps a
+    narrow instruction set from overwriting what pre-training taught (the "pretraining mix" of InstructGPT's
+    PPO-ptx, Ouyang et al. 2022; the replay of continual learning). Random starts drawn with the run's seed,
+    the loss on every token; the windows hold no chat tokens, so the model keeps text and turns apart."""
+    import numpy as np
+
+    from genlab.data import load_data
+    from genlab.errors import DataError
+
+    text = load_data(train.replay_data)
+    if text.kind != "text":
+        raise DataError(f"the replayed data {train.replay_data} is {text.kind}, not text",
+                        "replay the base run's text: fine-tune a run trained on text, or pass --replay 0")
+    ids = model.encode(text.train).long()
+    if len(ids) <= window:
+        raise DataError(f"the replayed text is {len(ids)} tokens: too few for a {window}-token window",
+                        "replay a longer text, or pass --replay 0")
+    count = max(1, round(conversation_windows * train.replay / (1 - train.replay)))
+    starts = torch.from_numpy(np.random.default_rng(train.seed).integers(0, len(ids) - window + 1, count))
+    return ids[starts[:, None] + torch.arange(window)]
 
 
 @dataclasses.dataclass(frozen=True)
