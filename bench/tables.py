@@ -16,8 +16,8 @@ and asked for as many synthetic rows; everything is scored by the same code, gen
   training record against the real test rows', exact copies).
 
 SDV (`pip install sdv`, the benchmark's own requirement, not genlab's) runs first: TVAE for
-`--sdv-epochs` epochs, GaussianCopula, CTGAN for `--ctgan-epochs`. genlab's TVAE then gets the wall
-clock SDV's TVAE fit took: a one-step genlab run measures what is not training (loading, the layout's
+`--sdv-epochs` epochs, GaussianCopula, CTGAN for `--ctgan-epochs`. genlab's TVAE and TabDDPM then each get
+the wall clock SDV's TVAE fit took: a one-step genlab run measures what is not training (loading, the layout's
 mixtures, start-up, saving), and the rest is `--max-time`, so the whole `genlab.train` call takes
 about as long as SDV's `fit`. One process, one after the other, on this machine.
 """
@@ -117,8 +117,9 @@ def run_genlab(kind: str, data_spec: str, data, seconds: float, args) -> tuple[o
     takes `seconds`: a one-step run measures what is not training, and the rest is the training budget."""
     def train(folder: Path, **budget) -> float:
         start = time.perf_counter()
+        train_options = {**json.loads(args.kind_train).get(kind, {}), **json.loads(args.genlab_train)}
         genlab.train("tabular", data_spec, folder, model={"kind": kind, **json.loads(args.genlab_model)},
-                     progress=False, seed=args.seed, threads=args.threads, **budget, **json.loads(args.genlab_train))
+                     progress=False, seed=args.seed, threads=args.threads, **budget, **train_options)
         return time.perf_counter() - start
 
     run = Path(tempfile.mkdtemp(prefix=f"genlab-tables-{kind}-"))
@@ -128,12 +129,15 @@ def run_genlab(kind: str, data_spec: str, data, seconds: float, args) -> tuple[o
         fixed = train(Path(tempfile.mkdtemp(prefix=f"genlab-tables-{kind}-fixed-")), max_steps=1)
         took = train(run, max_time=f"{max(1, int(seconds - fixed))}s", max_steps=10**7)
     model = genlab.load(run)
+    start = time.perf_counter()
     rows = model.sample_rows(len(data.train), generator=torch.Generator().manual_seed(args.seed))
+    sample_seconds = time.perf_counter() - start
     log = run / "metrics.jsonl"
     steps = max((json.loads(line).get("step", 0) for line in log.read_text().splitlines()), default=0) \
         if log.exists() else 0
     return rows, took, {"steps": steps, "parameters": model.num_parameters(), "run": str(run),
-                        "fixed_seconds": round(fixed, 1), "training_budget_seconds": max(1, int(seconds - fixed))}
+                        "fixed_seconds": round(fixed, 1), "sample_seconds": round(sample_seconds, 1),
+                        "training_budget_seconds": max(1, int(seconds - fixed))}
 
 
 def main() -> None:
@@ -141,8 +145,11 @@ def main() -> None:
     parser.add_argument("--sdv", default="tvae,copula,ctgan", help="SDV synthesizers to run")
     parser.add_argument("--sdv-epochs", type=int, default=30, help="SDV TVAE's epochs (the issue's measurement)")
     parser.add_argument("--ctgan-epochs", type=int, default=10)
-    parser.add_argument("--genlab", default="tvae,copula",
-                        help="genlab kinds: tvae trains for SDV's TVAE's fit time, copula is fitted in closed form")
+    parser.add_argument("--genlab", default="tvae,ddpm,copula",
+                        help="genlab kinds: tvae and ddpm train for SDV's TVAE's fit time, copula is fitted in closed "
+                             "form")
+    parser.add_argument("--kind-train", default='{"ddpm": {"lr": 3e-3, "batch_size": 1024}}',
+                        help="JSON: training overrides per genlab kind (docs/tables.md says how they were chosen)")
     parser.add_argument("--genlab-model", default="{}", help="JSON overrides of the genlab model config")
     parser.add_argument("--genlab-train", default="{}", help="JSON overrides of genlab's training config")
     parser.add_argument("--rows", type=int, default=None, help="use only this many training rows (smoke tests)")

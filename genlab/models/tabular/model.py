@@ -1,8 +1,8 @@
 """The tabular family: synthetic rows of a table, through the layout (layout.py) that turns rows into
 floats and back.
 
-`kind` picks the model: `tvae` (tvae.py), a network trained on the encoded rows, or `copula`
-(copula.py), a Gaussian copula fitted in closed form (`fit_closed_form`: no training steps). The layout
+`kind` picks the model: `tvae` (tvae.py) or `ddpm` (ddpm.py), networks trained on the encoded rows, or
+`copula` (copula.py), a Gaussian copula fitted in closed form (`fit_closed_form`: no training steps). The layout
 is fitted to the training table when the model is built (`config_for_data`) and kept in the config as
 JSON, so a model folder is its config and its weights.
 """
@@ -19,6 +19,7 @@ from genlab.config import validate
 from genlab.errors import ConfigError
 from genlab.models.base import AnomalyScorer, GenerativeModel, TableSampler
 from genlab.models.tabular.copula import GaussianCopula
+from genlab.models.tabular.ddpm import TabDDPM
 from genlab.models.tabular.layout import TableLayout
 from genlab.models.tabular.tvae import TVAE
 
@@ -27,23 +28,29 @@ from genlab.models.tabular.tvae import TVAE
 class TabularConfig:
     FROM_DATA: ClassVar[tuple[str, ...]] = ("layout",)
 
-    kind: Literal["tvae", "copula"] = "tvae"
-    """tvae (a variational autoencoder over the encoded rows, Xu et al. 2019) or copula (a Gaussian copula with
-    the columns' own marginals, fitted in closed form)"""
+    kind: Literal["tvae", "ddpm", "copula"] = "tvae"
+    """tvae (a variational autoencoder over the encoded rows, Xu et al. 2019), ddpm (Gaussian and multinomial
+    diffusion over them, TabDDPM, Kotelnikov et al. 2023) or copula (a Gaussian copula with the columns' own
+    marginals, fitted in closed form)"""
     latent_dim: int = 128
     """size of the latent code"""
-    hidden: int = 128
-    """units of each hidden layer of the encoder and the decoder"""
+    hidden: int | None = None
+    """units of each hidden layer (the encoder's and decoder's, or the denoiser's); default 128 for tvae, 512 for
+    ddpm (a wider denoiser learned faster per second on UCI Adult: docs/tables.md)"""
     depth: int = 2
     """hidden layers of the encoder and of the decoder"""
     loss_factor: float = 2.0
-    """weight of the reconstruction term against the KL term (TVAE's reference value)"""
+    """tvae: weight of the reconstruction term against the KL term (TVAE's reference value)"""
+    timesteps: int = 100
+    """ddpm: diffusion steps, in training and in sampling"""
     layout: str = ""
     """the columns and their encoding, as JSON (from the data)"""
 
     def __post_init__(self):
         validate(self)
-        for name in ("latent_dim", "hidden", "depth"):
+        if self.hidden is None:  # the kind's own width, written into the saved config
+            object.__setattr__(self, "hidden", 512 if self.kind == "ddpm" else 128)
+        for name in ("latent_dim", "hidden", "depth", "timesteps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)} must be >= 1", f"e.g. --model.{name} 128")
 
@@ -61,6 +68,8 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
         self.layout = TableLayout.from_json(config.layout)
         if config.kind == "copula":
             self.net = GaussianCopula(self.layout.columns)
+        elif config.kind == "ddpm":
+            self.net = TabDDPM(self.layout.spans, self.layout.width, config.hidden, config.depth, config.timesteps)
         else:
             self.net = TVAE(self.layout.spans, self.layout.width, config.latent_dim, config.hidden, config.depth,
                             config.loss_factor)
