@@ -195,3 +195,16 @@ def test_detect_flags_rows_outside_the_table_and_sets_its_threshold_without_labe
     unseen.to_csv(tmp_path / "bad.csv", index=False)
     assert main(["detect", str(run), "--data", str(tmp_path / "bad.csv")]) == 2
     assert "a category the model never saw" in capsys.readouterr().err
+
+
+def test_copula_scores_rows_by_their_negative_log_density(table, tmp_path):
+    run = tmp_path / "run"
+    genlab.train("tabular", str(table), run, model={"kind": "copula"}, progress=False)
+    model = genlab.load(run)
+    rows = load_table(table).test.copy()
+    rows.loc[0, "age"], rows.loc[1, "income"] = 400, -1e7  # far outside every value seen
+    rows.loc[2, "job"] = "astronaut"  # a category never seen: scored, not refused
+    scores = model.anomaly_score(rows).numpy()
+    assert np.isfinite(scores).all() and scores[:3].min() > scores[3:].max()
+    further = rows.head(1).assign(age=4000)  # further out scores higher: the tails decay
+    assert model.anomaly_score(further).item() > scores[0]

@@ -91,25 +91,35 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
 
     @torch.no_grad()
     def anomaly_score(self, examples: Any, labels: Any = None) -> torch.Tensor:
-        """The negative ELBO of each row (a DataFrame of the training table's columns), in bits per modelled
-        column, (B,): the most likely mode of each value, scalars unclipped so that a value outside every mode
-        scores high. The tvae kind only."""
-        if self.config.kind != "tvae":
-            raise ConfigError(f"anomaly scores come from the tvae kind; this model is a {self.config.kind}",
-                              "train one with genlab train tabular --model.kind tvae")
+        """How unlikely each row is (a DataFrame of the training table's columns), in bits per modelled column,
+        (B,). tvae: the negative ELBO, the most likely mode of each value, scalars unclipped so that a value
+        outside every mode scores high; copula: the negative log density (copula.py). The ddpm kind has none."""
+        if self.config.kind == "ddpm":
+            raise ConfigError("anomaly scores come from the tvae and copula kinds; this model is a ddpm",
+                              "train one with genlab train tabular --model.kind tvae (or copula)")
         self.eval()
         columns = sum(1 for c in self.layout.columns if c["kind"] != "id")
-        nats = self.net.elbo_per_row(self.encode_rows(examples, clip=False))
+        if self.config.kind == "copula":
+            missing = [c["name"] for c in self.layout.columns if c["name"] not in examples.columns]
+            if missing:
+                raise ConfigError(f"the rows lack the columns {', '.join(missing)}",
+                                  "pass rows with every column of the table the model was trained on")
+            nats = torch.from_numpy(-self.net.log_density(examples, self._numbers(examples))).float()
+        else:
+            nats = self.net.elbo_per_row(self.encode_rows(examples, clip=False))
         return nats / (max(1, columns) * math.log(2))
+
+    def _numbers(self, frame: Any) -> dict[str, Any]:
+        """Each numeric or datetime column of `frame` as floats (datetimes as seconds), NaN where missing."""
+        from genlab.data.tables import column_numbers
+
+        return {c["name"]: column_numbers(frame[c["name"]], self.layout.column_obj(c["name"]))
+                for c in self.layout.columns if c["kind"] in ("numeric", "datetime")}
 
     def fit_closed_form(self, data: Any, seed: int = 0) -> bool:
         if self.config.kind != "copula":
             return False
-        from genlab.data.tables import column_numbers
-
-        values = {c["name"]: column_numbers(data.train[c["name"]], self.layout.column_obj(c["name"]))
-                  for c in self.layout.columns if c["kind"] in ("numeric", "datetime")}
-        self.net.fit(data.train, values, seed=seed)
+        self.net.fit(data.train, self._numbers(data.train), seed=seed)
         return True
 
     def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
