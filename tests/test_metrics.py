@@ -276,3 +276,26 @@ def test_text_metrics_collects_everything():
     assert metrics["distinct_1"] == pytest.approx(9 / 13) and metrics["memorisation_n"] == 8
     assert metrics["memorised_texts"] == 0.5 and metrics["repetition_4"] == 0.0
     assert text_metrics(["abcabc"], "xyz", unit="char", memorisation_n=3)["memorised_ngrams"] == 0.0
+
+
+def test_anomaly_metrics_agree_with_scikit_learn_including_ties():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from genlab.metrics.anomaly import at_threshold, auroc, average_precision
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for i in range(200):
+        n = int(rng.integers(2, 60))
+        truth = rng.random(n) < rng.random()
+        if truth.all() or not truth.any():
+            continue
+        scores = rng.integers(0, 5, n).astype(float) if i % 2 else rng.normal(size=n)  # ties in every other case
+        assert auroc(scores, truth) == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
+        assert average_precision(scores, truth) == pytest.approx(average_precision_score(truth, scores), abs=1e-12)
+        checked += 1
+    assert checked > 150
+    rates = at_threshold(np.array([0.1, 0.5, 0.9, 0.2]), np.array([0, 0, 1, 1]), 0.3)
+    assert rates == {"false_alarm_rate": 0.5, "detection_rate": 0.5}
+    with pytest.raises(ValueError, match="both normal examples and anomalies"):
+        auroc(np.ones(3), np.zeros(3))

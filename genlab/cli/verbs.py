@@ -149,7 +149,7 @@ def reference(data: str, retrain: bool = False) -> None:
 def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: str | None = None,
            prompt: str | None = None, nrow: int | None = None, temperature: float | None = None,
            sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-           eta: float | None = None, prompt_prior: float | None = None) -> None:
+           eta: float | None = None, prompt_prior: float | None = None, where: str | None = None) -> None:
     """Draw n samples from a trained image model and save them as one PNG grid, or n rows from a table model as a
     CSV (or Parquet) file.
 
@@ -169,6 +169,8 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
         eta: diffusion, ddim: 0 is deterministic, 1 as noisy as DDPM.
         prompt_prior: diffusion with --prompt: temperature of the mapping of the prompt onto the training
             captions (default the model's; 0 conditions on the raw prompt embedding).
+        where: table models: conditions every row must meet, e.g. "sex=Female,age>40" (= and != for categories,
+            several values joined by |; = != < <= > >= for numbers and dates; quote a value holding a comma).
     """
     model, _ = _load_run(run, record=False)
     if isinstance(model, TableSampler):
@@ -178,7 +180,10 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
         if image_only:
             raise ConfigError(f"{', '.join(image_only)} apply to image models; this is a {model.family} model",
                               "a table model takes --n, --seed and --out")
-        return _sample_rows(model, n, out or "samples.csv", seed)
+        return _sample_rows(model, n, out or "samples.csv", seed, where)
+    if where is not None:
+        raise ConfigError(f"--where applies to table models; this is a {model.family} model",
+                          "condition an image model with --label or --prompt")
     need(model, ImageSampler, run)
     out = out or "samples.png"
     options = _options(model, {"temperature": temperature, "sampler": sampler, "steps": steps, "guidance": guidance,
@@ -189,17 +194,22 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
 
 
-def detect(run: str, data: str | None = None, out: str = "scores.csv", percentile: float = 99.0) -> None:
+def detect(run: str, data: str | None = None, out: str = "scores.csv", percentile: float = 99.0,
+           anomalies: str | None = None, report: str | None = None) -> None:
     """Score how unlike the training data each example of --data is, and flag those above a threshold chosen
     without labels: the given percentile of the scores of the run's own held-out data, so that about
-    (100 - percentile)% of normal examples are flagged (the expected false-alarm rate).
+    (100 - percentile)% of normal examples are flagged (the expected false-alarm rate). With --anomalies (examples
+    known to be anomalous, --data then being known normal ones) it also measures the detector: AUROC, average
+    precision, false alarms and detections at the threshold, and a report with both score histograms.
 
     Args:
-        run: a run folder (runs/NAME) of a model that scores anomalies (vae, gpt, rnn, tabular with kind tvae).
+        run: a run folder (runs/NAME) of a model that scores anomalies (vae, gpt, rnn, tabular).
         data: what to score: a table (CSV, TSV, Parquet) for a table model, a text file (one example a line) for a
             language model, an image file or a folder of images for an image model.
-        out: the CSV to write: example, score (bits per dimension), anomalous.
+        out: the CSV to write: example, score (bits per dimension), anomalous (and truth, with --anomalies).
         percentile: the threshold, as a percentile of the held-out scores (99: about 1% false alarms).
+        anomalies: known anomalies, in the same form as --data, to evaluate the detector on.
+        report: with --anomalies, the HTML report to write (default: --out with .html for .csv).
     """
     import numpy as np
 
@@ -209,21 +219,49 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
         raise ConfigError("genlab detect needs --data: the examples to score", "e.g. --data new_rows.csv")
     if not 50 <= percentile < 100:
         raise ConfigError(f"percentile = {percentile} must be in [50, 100)", "e.g. --percentile 99 (1% false alarms)")
+    if report is not None and anomalies is None:
+        raise ConfigError("--report measures the detector, which needs --anomalies",
+                          "give --anomalies FILE (known anomalies), or leave --report out")
     model, record = _load_run(run)
     need(model, AnomalyScorer, run)
     names, examples = _detect_examples(model, Path(data))
     reference = _detect_reference(model, _run_data(record, "genlab detect"))
     threshold = float(np.percentile(_scores(model, reference), percentile))
     scores = _scores(model, examples)
+    truth = None
+    if anomalies is not None:
+        odd_names, odd = _detect_examples(model, Path(anomalies))
+        names, scores = names + [f"{anomalies}: {n}" for n in odd_names], np.concatenate([scores, _scores(model, odd)])
+        truth = np.r_[np.zeros(len(names) - len(odd_names), int), np.ones(len(odd_names), int)]
     flagged = scores > threshold
     with atomic_path(Path(out)) as partial, partial.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["example", "score", "anomalous"])
-        writer.writerows((name, f"{score:.6g}", int(flag)) for name, score, flag in zip(names, scores, flagged,
-                                                                                         strict=True))
+        writer.writerow(["example", "score", "anomalous"] + (["truth"] if truth is not None else []))
+        writer.writerows([name, f"{score:.6g}", int(flag)] + ([int(truth[i])] if truth is not None else [])
+                         for i, (name, score, flag) in enumerate(zip(names, scores, flagged, strict=True)))
     print(f"threshold {threshold:.4g} bits/dim: the {percentile:g}th percentile of {len(reference):,} held-out "
           f"examples (expected false alarms {100 - percentile:g}%)\nflagged {int(flagged.sum()):,} of {len(scores):,} "
           f"examples; wrote {out}")
+    if truth is not None:
+        _detect_report(model, run, scores, truth, threshold, percentile, report or str(Path(out).with_suffix(".html")))
+
+
+def _detect_report(model: Any, run: str, scores: Any, truth: Any, threshold: float, percentile: float,
+                   path: str) -> None:
+    from genlab.evaluation.report import figure_html, png_data_uri, score_histograms, table_html, write_page
+    from genlab.metrics.anomaly import summary
+
+    result = summary(scores, truth, threshold)
+    print(f"AUROC {result['auroc']:.4f}, average precision {result['average_precision']:.4f} over "
+          f"{result['normal']:,} normal and {result['anomalous']:,} anomalous examples; at the threshold "
+          f"{result['false_alarm_rate']:.1%} false alarms, {result['detection_rate']:.1%} of anomalies detected")
+    figure = score_histograms(scores[truth == 0], scores[truth == 1], threshold, f"{model.family} anomaly scores")
+    write_page(path, f"genlab detect: {run}", [
+        ("Detection", table_html([{**result, "threshold": threshold, "threshold percentile": percentile}])),
+        ("Scores", figure_html(png_data_uri(figure), "scores of the normal and the anomalous examples; the line is "
+                                                     "the threshold chosen without labels")),
+    ])
+    print(f"wrote {path}")
 
 
 def _scores(model: Any, examples: Any, batch: int = 256):
@@ -276,20 +314,21 @@ def _detect_reference(model: Any, dataset: Any) -> Any:
     return torch.from_numpy(dataset.test_x[:2000])
 
 
-def _sample_rows(model: Any, n: int, out: str, seed: int) -> None:
+def _sample_rows(model: Any, n: int, out: str, seed: int, where: str | None) -> None:
     from genlab.files import atomic_path
 
     path = Path(out)
     if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp"):
         raise ConfigError(f"--out {out}: a table model writes .csv or .parquet files, not images",
                           "e.g. --out synthetic.csv")
-    rows = model.sample_rows(n, generator=torch.Generator().manual_seed(seed))
+    rows = model.sample_rows(n, generator=torch.Generator().manual_seed(seed), where=where)
     with atomic_path(path) as partial:
         if path.suffix.lower() == ".parquet":
             rows.to_parquet(partial, index=False)
         else:
             rows.to_csv(partial, index=False)
-    print(f"wrote {n:,} rows of {len(rows.columns)} columns to {path}")
+    met = f", each meeting {where} ({model.acceptance:.1%} of the rows drawn did)" if where else ""
+    print(f"wrote {n:,} rows of {len(rows.columns)} columns to {path}{met}")
 
 
 def edit(run: str, image: str | None = None, out: str = "edited.png", mask: str | None = None,

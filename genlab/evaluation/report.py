@@ -154,6 +154,23 @@ def pair_heatmap(pairs: dict[str, float], title: str) -> bytes:
     return _png(fig)
 
 
+def score_histograms(normal: np.ndarray, anomalous: np.ndarray, threshold: float, title: str) -> bytes:
+    """Histograms of the scores of normal and of anomalous examples on shared bins, the threshold drawn, as PNG."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    both = np.concatenate([normal, anomalous])
+    low, high = np.percentile(both, [0.5, 99.5])
+    bins = np.linspace(low, high if high > low else low + 1, 50)
+    for values, name, color in ((normal, "normal", "#4a78b0"), (anomalous, "anomalous", "#c8553d")):
+        ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.6, density=True, color=color,
+                label=f"{name} ({len(values):,})")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlabel("score (higher: more anomalous)")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
 def table_histograms(real: Any, synthetic: Any, columns: list[Any], per_row: int = 4) -> bytes:
     """Each modelled column's distribution, real against synthetic: histograms over the real range for numbers,
     frequencies of the 12 commonest categories for the others, as PNG bytes."""

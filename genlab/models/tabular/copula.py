@@ -27,6 +27,7 @@ from genlab.models.tabular.layout import is_missing
 QUANTILES = 1001
 EPS = 1e-6
 SPAN = 100  # quantile steps a numeric column's density is read over (a tenth of the distribution)
+GIBBS_SWEEPS = 20  # conditional sampling: sweeps over the conditioned dimensions (one is exact for one column)
 
 
 def _normal_icdf(u: np.ndarray) -> np.ndarray:
@@ -96,14 +97,36 @@ class GaussianCopula(nn.Module):
         np.fill_diagonal(correlation, 1.0)
         self.correlation.copy_(torch.from_numpy(correlation))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, np.ndarray]:
-        """n draws: per column, floats (numeric, NaN where missing) or category slots (the last: missing)."""
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               allowed: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """n draws: per column, floats (numeric, NaN where missing) or category slots (the last: missing).
+
+        `allowed` (column -> genlab.models.tabular.conditions.Allowed) conditions the draw exactly: each conditioned
+        column's z is confined to the z-interval(s) its condition maps to through its marginal, so z is drawn from
+        N(0, R) truncated to that box (Gibbs sampling over the conditioned dimensions, `GIBBS_SWEEPS` sweeps, each
+        coordinate from its truncated normal given the others), and the other dimensions from the Gaussian
+        conditional given those (the usual Schur complement)."""
         correlation = self.correlation.numpy()
         # the nearest positive-definite matrix by eigenvalue clipping, for a stable square root
         w, v = np.linalg.eigh(correlation)
-        root = v * np.sqrt(np.clip(w, 1e-9, None))
-        noise = torch.randn(n, len(self.dims), generator=generator, dtype=torch.float64).numpy()
-        u = _normal_cdf(noise @ root.T)
+        correlation = (v * np.clip(w, 1e-9, None)) @ v.T
+        bounds = self._z_bounds(allowed or {})
+        z = np.empty((n, len(self.dims)))
+        fixed, free = sorted(bounds), [j for j in range(len(self.dims)) if j not in bounds]
+        if fixed:
+            z[:, fixed] = _truncated_gaussian(correlation[np.ix_(fixed, fixed)], [bounds[j] for j in fixed], n,
+                                              generator)
+        if free:
+            rff = correlation[np.ix_(free, free)]
+            mean = np.zeros((n, len(free)))
+            if fixed:
+                gain = np.linalg.solve(correlation[np.ix_(fixed, fixed)], correlation[np.ix_(fixed, free)])
+                mean, rff = z[:, fixed] @ gain, rff - correlation[np.ix_(free, fixed)] @ gain
+            w, v = np.linalg.eigh(rff)
+            root = v * np.sqrt(np.clip(w, 0, None))
+            noise = torch.randn(n, len(free), generator=generator, dtype=torch.float64).numpy()
+            z[:, free] = mean + noise @ root.T
+        u = _normal_cdf(z)
         out: dict[str, np.ndarray] = {}
         for j, (name, role) in enumerate(self.dims):
             c = next(col for col in self.columns if col["name"] == name)
@@ -118,6 +141,30 @@ class GaussianCopula(nn.Module):
                 out[name] = np.where(u[:, j] > 1 - rate, np.nan, out[name])
         return out
 
+    def _z_bounds(self, allowed: dict[str, Any]) -> dict[int, np.ndarray]:
+        """dimension -> (k, 2) z-intervals that the conditions on its column allow."""
+        bounds = {}
+        for j, (name, role) in enumerate(self.dims):
+            if name not in allowed:
+                continue
+            a, c = allowed[name], next(col for col in self.columns if col["name"] == name)
+            if c["kind"] == "categorical":
+                edges = self._category_edges(c)
+                u = [(edges[s], edges[s + 1]) for s in sorted(a.slots) if s < len(edges) - 1]
+            elif role == "missing":  # a conditioned value is present
+                u = [(0.0, 1.0 - float(self.missing_rate[self.numeric_index[name]]))]
+            else:
+                half = 0.5 if c.get("integer") else 0.0  # samples are rounded: x in [low - 1/2, high + 1/2] will do
+                low, high = a.closed(c)
+                interval = _u_interval(self.quantiles[self.numeric_index[name]].numpy(), low - half, high + half)
+                u = [interval] if interval else []
+            if not u:
+                from genlab.errors import ConfigError
+
+                raise ConfigError(f"--where {','.join(a.text)}: the model gives no probability to such values of "
+                                  f"{name!r}", "ask for values the training data holds more of")
+            bounds[j] = _normal_icdf(np.array(u, dtype=float))
+        return bounds
 
     def log_density(self, frame: Any, values: dict[str, np.ndarray]) -> np.ndarray:
         """log p(row) (N,) in nats: the marginals' log densities plus the Gaussian copula's, log c(z) =
@@ -166,3 +213,56 @@ class GaussianCopula(nn.Module):
         precision = (v / w) @ v.T
         copula = -0.5 * np.einsum("ni,ij,nj->n", z, precision - np.eye(len(w)), z) - 0.5 * np.log(w).sum()
         return logf + copula
+
+
+def _u_interval(q: np.ndarray, low: float, high: float) -> tuple[float, float] | None:
+    """The u in [0, 1] whose values x = interp(u, grid, q) (the quantile function) lie in [low, high], or None."""
+    grid = np.linspace(0, 1, len(q))
+
+    def at(i: int, x: float) -> float:  # u where the segment q[i - 1] -> q[i] (q[i - 1] < q[i]) passes x
+        return grid[i - 1] + (x - q[i - 1]) / (q[i] - q[i - 1]) * (grid[i] - grid[i - 1])
+
+    i, k = int(np.searchsorted(q, low, "left")), int(np.searchsorted(q, high, "right"))
+    if i == len(q) or k == 0:
+        return None
+    u_low = 0.0 if i == 0 else at(i, low)
+    u_high = 1.0 if k == len(q) else at(k, high)
+    return (u_low, u_high) if u_high >= u_low else None
+
+
+def _truncated_gaussian(correlation: np.ndarray, bounds: list[np.ndarray], n: int,
+                        generator: torch.Generator | None) -> np.ndarray:
+    """(n, d) draws of z ~ N(0, correlation) confined to a union of intervals per coordinate (bounds[i]: (k, 2)):
+    Gibbs sampling, each coordinate by the inverse CDF of its truncated conditional normal given the others."""
+    d = len(bounds)
+    precision = np.linalg.inv(correlation)
+    z = np.zeros((n, d))
+    for sweep in range(GIBBS_SWEEPS if d > 1 else 1):
+        for i in range(d):
+            if sweep == 0:  # start from each coordinate's own truncated marginal
+                mean, sd = np.zeros(n), 1.0
+            else:
+                mean = -(z @ precision[i] - precision[i, i] * z[:, i]) / precision[i, i]
+                sd = 1.0 / np.sqrt(precision[i, i])
+            z[:, i] = _truncated_normal(mean, sd, bounds[i], generator)
+    return z
+
+
+def _truncated_normal(mean: np.ndarray, sd: float, bounds: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
+    """One draw per row of N(mean, sd^2) restricted to the union of the intervals `bounds` (k, 2): an interval
+    chosen by its probability, then the inverse CDF inside it. Where every interval lies so far in the tail that
+    its probability underflows, the nearest end is taken."""
+    pick, draw = torch.rand(2, len(mean), generator=generator, dtype=torch.float64).numpy()
+    a = _normal_cdf((bounds[None, :, 0] - mean[:, None]) / sd)
+    b = _normal_cdf((bounds[None, :, 1] - mean[:, None]) / sd)
+    mass = np.maximum(b - a, 0.0)
+    total = mass.sum(1)
+    k = np.minimum((np.cumsum(mass, 1) < (pick * total)[:, None]).sum(1), len(bounds) - 1)
+    rows = np.arange(len(mean))
+    lo, hi = a[rows, k], b[rows, k]
+    from scipy.special import ndtri
+
+    z = mean + sd * ndtri(np.clip(lo + draw * (hi - lo), 1e-300, 1 - 1e-16))
+    nearest = np.argmin(np.abs(bounds.mean(1)[None] - mean[:, None]), 1)
+    k = np.where(total > 0, k, nearest)
+    return np.clip(np.where(np.isfinite(z), z, mean), bounds[k, 0], bounds[k, 1])

@@ -114,16 +114,22 @@ class TabDDPM(nn.Module):
     # -- sampling ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(n, width) rows in the layout: ancestral sampling from pure noise (uniform categories) over every step."""
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               allowed: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """(n, width) rows in the layout: ancestral sampling from pure noise (uniform categories) over every step.
+
+        `allowed` (a softmax span's start -> (K,) bool) confines those spans to the slots it allows: the start and
+        every reverse step's posterior are restricted to them and renormalised, so the other spans are denoised
+        knowing the conditioned ones (conditioning by constraining the reverse chain, as inpainting does)."""
+        allowed = allowed or {}
         device = self.alpha.device
         x = torch.zeros(n, self.width, device=device)
         i = self.scalar
         if len(i):
             x[:, i] = torch.randn(n, len(i), generator=generator, device=device)
         for start, k in self.blocks:
-            slots = torch.randint(0, k, (n,), generator=generator, device=device)
-            x[:, start : start + k] = F.one_hot(slots, k).float()
+            uniform = allowed.get(start, torch.ones(k, dtype=torch.bool)).float().to(device).expand(n, k)
+            x[:, start : start + k] = F.one_hot(torch.multinomial(uniform, 1, generator=generator)[:, 0], k).float()
         for step in reversed(range(self.timesteps)):
             t = torch.full((n,), step, device=device, dtype=torch.long)
             out = self.net(x, t)
@@ -137,6 +143,9 @@ class TabDDPM(nn.Module):
                 x[:, i] = mean
             for start, k in self.blocks:
                 p = self._posterior(x[:, start : start + k], F.softmax(out[:, start : start + k], 1), t, k)
+                if start in allowed:
+                    p = p * allowed[start].to(device)
+                    p = p + (p.sum(1, keepdim=True) == 0) * allowed[start].to(device)  # all mass on banned slots
                 x[:, start : start + k] = F.one_hot(torch.multinomial(p, 1, generator=generator)[:, 0], k).float()
         if len(i):
             x[:, i] = (x[:, i] / SCALE).clamp(-1, 1)

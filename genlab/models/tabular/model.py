@@ -18,10 +18,14 @@ import torch
 from genlab.config import validate
 from genlab.errors import ConfigError
 from genlab.models.base import AnomalyScorer, GenerativeModel, TableSampler
+from genlab.models.tabular.conditions import Conditions
 from genlab.models.tabular.copula import GaussianCopula
 from genlab.models.tabular.ddpm import TabDDPM
 from genlab.models.tabular.layout import TableLayout
 from genlab.models.tabular.tvae import TVAE
+
+MAX_DRAWS_PER_ROW = 1_000  # conditional sampling gives up past this many draws per row asked for ...
+MIN_DRAWS = 200_000  # ... or this many in all, whichever is more
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,16 +130,73 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
         return self.net(batch[0])
 
     @torch.no_grad()
-    def sample_rows(self, n: int, *, generator: torch.Generator | None = None) -> Any:
+    def sample_rows(self, n: int, *, generator: torch.Generator | None = None,
+                    where: str | dict[str, Any] | Conditions | None = None) -> Any:
+        """n rows as a DataFrame; with `where` ("sex=Female,age>40", or {"sex": "Female"}: conditions.py) every row
+        meets the conditions. The copula draws them exactly from its conditional distribution; ddpm denoises
+        with the conditioned categories (and the modes that can hold a conditioned range) fixed; every kind then
+        checks each row and draws again for those that miss (the only mechanism tvae has: rejection sampling),
+        and gives up with an error when the model almost never makes such rows. `self.acceptance` is the share of
+        drawn rows that met the conditions."""
         if n < 1:
             raise ConfigError(f"n = {n} rows: at least one is needed", "e.g. --n 1000")
+        conditions = where if isinstance(where, Conditions) else Conditions.parse(where, self.layout)
         was_training = self.training
         self.eval()
         try:
-            if self.config.kind == "copula":
-                return self.layout.frame(self.net.sample(n, generator), n)
-            rows = [self.net.sample(min(4096, n - i), generator) for i in range(0, n, 4096)]
+            if not conditions:
+                self.acceptance = 1.0
+                return self._draw(n, generator, conditions)
+            return self._draw_meeting(n, generator, conditions)
         finally:
             self.train(was_training)
+
+    def _draw(self, n: int, generator: torch.Generator | None, conditions: Conditions) -> Any:
+        if self.config.kind == "copula":
+            return self.layout.frame(self.net.sample(n, generator, conditions.allowed), n)
+        extra = {"allowed": self._allowed_slots(conditions)} if self.config.kind == "ddpm" and conditions else {}
+        rows = [self.net.sample(min(4096, n - i), generator, **extra) for i in range(0, n, 4096)]
         return self.layout.decode(torch.cat(rows).cpu().numpy())
 
+    def _draw_meeting(self, n: int, generator: torch.Generator | None, conditions: Conditions) -> Any:
+        """Draw until n rows meet the conditions, each batch sized by the acceptance so far."""
+        import pandas as pd
+
+        kept: list[Any] = []
+        met = drawn = 0
+        limit = max(MAX_DRAWS_PER_ROW * n, MIN_DRAWS)
+        while met < n:
+            if drawn >= limit:
+                raise ConfigError(f"only {met:,} of {drawn:,} rows this {self.config.kind} model drew met --where "
+                                  f"{conditions}: it almost never makes such rows",
+                                  "loosen the conditions, or train a copula (--model.kind copula), which draws "
+                                  "from its conditional distribution exactly")
+            rate = met / drawn if met else (1.0 if not drawn else 1.0 / MAX_DRAWS_PER_ROW)
+            batch = int(min(max((n - met) / rate * 1.1, 64), 65_536, limit - drawn))
+            frame = self._draw(max(batch, 1), generator, conditions)
+            ok = conditions.mask(frame)
+            kept.append(frame[ok])
+            met, drawn = met + int(ok.sum()), drawn + len(frame)
+        self.acceptance = met / drawn
+        return pd.concat(kept, ignore_index=True).head(n)
+
+    def _allowed_slots(self, conditions: Conditions) -> dict[int, torch.Tensor]:
+        """softmax span start -> (K,) bool for the ddpm's constrained sampling: a conditioned category's slots; for a
+        conditioned number, the modes whose reach (mean +- 4 sd, as the layout's scalars are clipped to +-1) meets
+        the allowed range, and "present" in its missing span."""
+        masks = {}
+        for name, a in conditions.allowed.items():
+            col, spans = self.layout.column(name), self.layout.span_of
+            if col["kind"] == "categorical":
+                span = spans[(name, "category")]
+                masks[span.start] = torch.tensor([i in a.slots for i in range(span.width)])
+                continue
+            half = 0.5 if col.get("integer") else 0.0
+            means, stds = (torch.tensor(col["modes"][k], dtype=torch.float64) for k in ("means", "stds"))
+            low, high = a.closed(col)
+            reach = (means + 4 * stds >= low - half) & (means - 4 * stds <= high + half)
+            if reach.any():
+                masks[spans[(name, "mode")].start] = reach
+            if col["has_missing"]:
+                masks[spans[(name, "missing")].start] = torch.tensor([True, False])
+        return masks
