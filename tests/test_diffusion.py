@@ -1,4 +1,5 @@
-"""Diffusion: schedule algebra, samplers against an exact denoiser, guidance, editing, persistence, CLI."""
+"""Diffusion: schedule algebra, samplers against an exact denoiser, guidance, editing, anomaly scores (the variational
+bound against the exact denoiser's, and on a trained model), persistence, CLI."""
 
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ from genlab.errors import ConfigError
 from genlab.models.diffusion import Diffusion, DiffusionConfig
 from genlab.models.diffusion import DiffusionEditOptions as EditOpts
 from genlab.models.diffusion import DiffusionSampleOptions as Opts
-from genlab.models.diffusion.schedule import SAMPLERS, NoiseSchedule, sample_loop
+from genlab.models.diffusion.schedule import SAMPLERS, NoiseSchedule, discretized_gaussian_log_prob, sample_loop
 
 TINY = {"widths": (8, 16), "blocks": (1, 1), "attention": (False, True)}
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def tiny_model(condition: str = "none", **fields) -> Diffusion:
+def tiny_model(condition: str = "none", image_size: tuple[int, int] = (8, 8), **fields) -> Diffusion:
     config = DiffusionConfig(
         channels=1,
-        image_size=(8, 8),
+        image_size=image_size,
         condition=condition,
         num_classes=3 if condition != "none" else 0,
         class_names=("a", "b", "c") if condition != "none" else (),
@@ -198,14 +200,91 @@ def test_image_to_image_strength_controls_how_far_the_result_moves():
         model.edit(image, options=EditOpts(strength=0))
 
 
+# -- anomaly scores: the variational bound ------------------------------------------------------
+
+
+def test_the_bound_grid_weighs_every_timestep_once():
+    schedule = NoiseSchedule("linear", 100)
+    snr = schedule.alpha_bar / (1 - schedule.alpha_bar)
+    exact = 0.5 * (snr[:-1] / snr[1:] - 1)  # Ho et al. eq. 12's weight of each step t -> t-1, t = 1 .. 99
+    timesteps, weights = schedule.vlb_grid(99)
+    assert timesteps == list(range(99, 0, -1))
+    torch.testing.assert_close(weights, exact.flip(0))
+    for steps in (4, 16):
+        timesteps, weights = schedule.vlb_grid(steps)
+        assert len(timesteps) <= steps and all(1 <= t <= 99 for t in timesteps)
+        assert weights.sum().item() == pytest.approx(exact.sum().item())  # each term counted once
+
+
+def test_the_discretised_gaussian_decoder_is_a_distribution_over_the_256_values():
+    values = torch.arange(256).float() / 127.5 - 1
+    for mean in (-1.0, -0.3, 0.0, 0.9):
+        for log_scale in (-5.0, -2.0):
+            p = discretized_gaussian_log_prob(values, torch.full_like(values, mean), log_scale).exp()
+            assert p.sum().item() == pytest.approx(1, abs=1e-4)
+
+
+def exact_gaussian_model(prediction: str, std: float, timesteps: int = 1000) -> Diffusion:
+    """A 16x16 model whose network is the exact denoiser of data ~ N(0, std^2 I), in its prediction type."""
+    model = tiny_model(image_size=(16, 16), prediction=prediction, timesteps=timesteps)
+
+    class Exact(torch.nn.Module):
+        def forward(self, x, t, cond=None):
+            ab = model.schedule.alpha_bar[t].float().view(-1, 1, 1, 1)
+            x0 = ab.sqrt() * std**2 / (ab * std**2 + 1 - ab) * x
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+            return eps if prediction == "eps" else ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    model.net_ema = Exact()
+    return model
+
+
+def test_the_anomaly_score_bounds_the_exact_likelihood_of_gaussian_data():
+    std = 0.3
+    images = ((torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * std).clamp(-1, 1) * 127.5
+              + 127.5).round().to(torch.uint8)
+    x = images.float() / 127.5 - 1
+    # -log P(x) of the binned Gaussian, density x bin width (the bins are narrow against std)
+    true = (0.5 * math.log(2 * math.pi * std**2) + x.pow(2) / (2 * std**2) - math.log(2 / 255)).flatten(1).sum(1)
+    true = true / (256 * math.log(2))
+    whole = exact_gaussian_model("eps", std).anomaly_score(images, steps=999)  # every term of the sum
+    gap = whole - true
+    assert 0 < gap.min() and gap.max() < 1, gap  # a bound, and a close one with the exact denoiser
+    assert torch.corrcoef(torch.stack([whole, true]))[0, 1] > 0.99
+    eps, v = (exact_gaussian_model(p, std).anomaly_score(images) for p in ("eps", "v"))  # the 16-step grid
+    torch.testing.assert_close(eps, v, atol=1e-4, rtol=0)  # v prediction is turned into eps
+    assert torch.corrcoef(torch.stack([eps, true]))[0, 1] > 0.99  # it ranks as the whole sum does
+    assert (eps - whole).abs().max() < 0.5
+
+
+def test_conditional_anomaly_scores_use_the_unconditional_branch_or_the_class_marginal():
+    images = torch.randint(0, 256, (5, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    marginal = tiny_model("class", cond_drop=0.0)
+    per_class = torch.stack([marginal.anomaly_score(images, labels=[k] * 5, steps=4) for k in range(3)])
+    bits = -torch.logsumexp(-per_class * 64 * math.log(2), 0) / (64 * math.log(2)) + math.log2(3) / 64
+    torch.testing.assert_close(marginal.anomaly_score(images, steps=4), bits)
+    dropped = tiny_model("class", cond_drop=0.1)
+    before = dropped.anomaly_score(images, steps=4)
+    with torch.no_grad():
+        dropped.class_embed_ema.weight[:3] += 1  # the classes' rows do not matter without labels
+    torch.testing.assert_close(dropped.anomaly_score(images, steps=4), before)
+    with torch.no_grad():
+        dropped.class_embed_ema.weight[3] += 1  # the null condition's row does
+    assert not torch.allclose(dropped.anomaly_score(images, steps=4), before)
+    with pytest.raises(ConfigError, match="unconditional"):
+        tiny_model().anomaly_score(images, labels=[0] * 5)
+    with pytest.raises(ConfigError, match="steps"):
+        tiny_model().anomaly_score(images, steps=0)
+
+
 # -- training, persistence, CLI -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("dm") / "run"
-    genlab.train("diffusion", "digits", str(run), model=dict(TINY), max_steps=30, batch_size=64, val_every=15,
-                 sample_every=15, progress=False, threads=1)
+    genlab.train("diffusion", "digits", str(run), model=dict(TINY), max_steps=100, batch_size=32, lr=3e-3,
+                 warmup_steps=5, val_every=50, sample_every=50, progress=False, threads=1)
     return run
 
 
@@ -220,6 +299,23 @@ def test_training_lowers_the_loss_and_save_load_gives_identical_samples(trained,
     b = genlab.load(tmp_path / "copy").sample(4, options=Opts(sampler="dpm++", steps=5),
                                               generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_trained_model_scores_inverted_and_noise_images_above_its_data(trained):
+    from genlab.data import load_data
+
+    model = genlab.load(trained / "model")
+    data = torch.from_numpy(load_data("digits").test_x[:120])
+    scores = model.anomaly_score(data)
+    assert scores.shape == (120,) and torch.isfinite(scores).all()
+    torch.testing.assert_close(model.anomaly_score(data[40:50]), scores[40:50], rtol=0, atol=1e-5)  # batch-free
+    noise = torch.randint(0, 256, (60, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for name, strange in (("inverted", 255 - data[:60]), ("noise", noise)):
+        other = model.anomaly_score(strange)
+        above = (other[None, :] > scores[:, None]).float().mean().item()  # the AUROC of the score
+        assert above > 0.97, (name, above)
+    untrained = tiny_model(image_size=(8, 8))
+    assert untrained.anomaly_score(data[:20]).mean() > scores[:20].mean() + 1  # training raised its likelihood
 
 
 def test_cli_sample_and_edit(trained, tmp_path, capsys):

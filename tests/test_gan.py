@@ -14,6 +14,7 @@ from genlab.config import TrainConfig
 from genlab.data.paired import downscale, sketch, upscale
 from genlab.engine.callbacks import collapse_warning
 from genlab.engine.recipes import recipe_for
+from genlab.errors import ConfigError
 from genlab.metrics.images import psnr, ssim
 from genlab.models.adversarial import diff_augment, discriminator_loss, generator_loss, gradient_penalty
 from genlab.models.base import class_labels
@@ -310,3 +311,39 @@ def test_a_resumed_gan_run_equals_an_uninterrupted_one(tmp_path):
     assert main(["train", "gan", "--resume", str(tmp_path / "split"), "--max-steps", "10"]) == 0
     whole, split = (load_file(tmp_path / name / "model" / "model.safetensors") for name in ("whole", "split"))
     assert whole.keys() == split.keys() and all(torch.equal(whole[k], split[k]) for k in whole)
+
+
+# -- anomaly scores: the discriminator's ----------------------------------------------------------
+
+
+def test_a_trained_discriminator_scores_inverted_and_noise_images_above_the_data(tmp_path, one_thread):
+    import genlab
+    from genlab.data import load_data
+
+    run = genlab.train("gan", "digits", tmp_path / "gan", model={"g_widths": (32, 16), "d_widths": (16, 32),
+                                                                  "latent_dim": 16, "monitor_samples": 0},
+                       max_steps=200, batch_size=32, val_every=10**6, sample_every=10**6, progress=False, threads=1)
+    model = genlab.load(run / "model")
+    data = torch.from_numpy(load_data("digits").test_x[:120])
+    scores = model.anomaly_score(data)
+    assert scores.shape == (120,) and torch.isfinite(scores).all()
+    torch.testing.assert_close(model.anomaly_score(data[40:50]), scores[40:50])  # each image's score is its own
+    noise = torch.randint(0, 256, (60, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for name, strange in (("inverted", 255 - data[:60]), ("noise", noise)):
+        above = (model.anomaly_score(strange)[None, :] > scores[:, None]).float().mean().item()  # AUROC
+        assert above > 0.95, (name, above)
+
+
+def test_a_conditional_discriminator_scores_the_label_or_the_marginal_over_classes():
+    torch.manual_seed(0)
+    model = GAN(GANConfig(**TINY_GAN, **CLASSES, channels=1)).eval()
+    images = torch.randint(0, 256, (6, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    x = images.float() / 127.5 - 1
+    per_class = torch.stack([model.discriminator(x, torch.full((6,), k)) for k in range(3)])
+    torch.testing.assert_close(model.anomaly_score(images, labels="dog"), -per_class[1])
+    torch.testing.assert_close(model.anomaly_score(images), -(torch.logsumexp(per_class, 0) - np.log(3)))
+    model.train()
+    model.anomaly_score(images)
+    assert model.discriminator.training  # the mode it was in is given back
+    with pytest.raises(ConfigError, match="unconditional"):
+        GAN(GANConfig(**TINY_GAN, channels=1)).anomaly_score(images, labels=[0] * 6)

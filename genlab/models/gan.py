@@ -18,6 +18,7 @@ from an exponential moving average of the generator's weights (Yazici et al. 201
 the non-saturating loss (Goodfellow et al. 2014, sec. 3), WGAN-GP (Gulrajani et al. 2017) and
 DiffAugment for small data (Zhao et al. 2020). Both players step in `train_step`, a two-player
 game the engine runs with one optimiser each; it clips gradients and refuses non-finite losses.
+A GAN has no likelihood: its anomaly score is its discriminator's, the negative raw critic output.
 Why the defaults are what they are, with the measurements: docs/gan.md.
 """
 
@@ -43,6 +44,7 @@ from genlab.models.adversarial import (
     to_signed,
 )
 from genlab.models.base import (
+    AnomalyScorer,
     ConditionalImageConfig,
     ImageModel,
     ImageSampler,
@@ -250,10 +252,10 @@ class GANConfig(ConditionalImageConfig):
             raise ConfigError(f"monitor_samples = {self.monitor_samples} must be >= 0", "0 turns the monitor off")
 
 
-class GAN(ImageModel, TwoPlayerGame, ImageSampler):
+class GAN(ImageModel, TwoPlayerGame, ImageSampler, AnomalyScorer):
     """A DCGAN-style GAN: a batch-normed discriminator, hinge loss, TTUR and an EMA generator (--model.condition
     class: conditional batch norm in G; projection, class deviation and an auxiliary classifier in D;
-    --model.loss non-saturating|wgan-gp)."""
+    --model.loss non-saturating|wgan-gp); anomaly scores from its discriminator."""
 
     family = "gan"
     Config = GANConfig
@@ -359,3 +361,37 @@ class GAN(ImageModel, TwoPlayerGame, ImageSampler):
             y = labels[i : i + chunk].to(device) if labels is not None else None
             out.append(self.generator_ema(z[i : i + chunk], y))
         return (torch.cat(out) + 1) / 2
+
+    @torch.no_grad()
+    def anomaly_score(self, examples: torch.Tensor, labels=None) -> torch.Tensor:
+        """The discriminator's verdict on uint8 images (B, C, H, W) as an anomaly score, (B,): its raw output,
+        negated, so that what it calls fake scores high.
+
+        Not bits per dimension, and not a likelihood: a GAN has none. This is the critic's score in its own
+        units (hinge, logit or Wasserstein critic, as trained), comparable between images scored by one model
+        only, and it judges "unlike the reals it was shown" only as far as the generator taught it to: an image
+        nothing like the generator's output may still pass. The discriminator runs in evaluation mode (batch norm
+        with its running statistics, so each image's score is its own), without DiffAugment. Where it reads a
+        batch's statistics (--model.minibatch-std, a conditional model's class deviation) those are of the
+        scored batch, which then should be large. A class-conditional model scores the projection
+        discriminator's output for `labels`, or without them the log-mean-exp of its outputs over the classes
+        (the marginal under a uniform prior, reading each output as a log density ratio, as the non-saturating
+        loss trains it)."""
+        self.check_images(examples)
+        c, d = self.config, self.discriminator
+        x = to_signed(examples.to(next(d.parameters()).device))
+        training = d.training
+        d.eval()
+        try:
+            if c.condition != "class":
+                class_labels(c, labels, len(x))  # refuses labels with a clear error
+                out = d(x)
+            elif labels is not None:
+                out = d(x, class_labels(c, labels, len(x)).to(x.device))
+            else:
+                per_class = torch.stack([d(x, torch.full((len(x),), y, device=x.device, dtype=torch.long))
+                                         for y in range(c.num_classes)])  # (K, B)
+                out = torch.logsumexp(per_class, 0) - math.log(c.num_classes)
+        finally:
+            d.train(training)
+        return -out

@@ -90,6 +90,49 @@ class NoiseSchedule:
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
         return x0, eps
 
+    def vlb_grid(self, steps: int) -> tuple[list[int], torch.Tensor]:
+        """A fixed grid of about `steps` timesteps for estimating the variational bound's denoising terms, and
+        each one's weight: (timesteps, weights (K,) float64).
+
+        With the posterior variance as the reverse process's, the bound's term for the step t -> t-1 is
+        KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) = w_t E||eps - eps_hat(x_t, t)||^2 with
+        w_t = (SNR(t-1) / SNR(t) - 1) / 2 (Ho et al. 2020 eq. 12 in the SNR form of Kingma et al. 2021,
+        eq. 13 with ||x - x_hat||^2 = ||eps - eps_hat||^2 / SNR(t)). w_t is half the step in log-SNR, so the
+        sum over t = 1 .. T-1 is half the integral of the eps error over log-SNR (their eq. 18): the grid
+        cuts log-SNR into `steps` equal intervals, takes in each the timestep nearest its middle, and weighs
+        it by the summed w_t of every timestep in the interval (an interval near t = 0 may hold none, so there
+        can be fewer than `steps`). Exact where the error is constant within an interval; `steps` = T - 1 takes
+        every timestep with its own weight: the whole sum.
+        """
+        if not 1 <= steps <= self.timesteps - 1:
+            raise ValueError(f"steps must be in 1 .. {self.timesteps - 1}, got {steps}")
+        snr = self.alpha_bar / (1 - self.alpha_bar)
+        weights = 0.5 * (snr[:-1] / snr[1:] - 1)  # w_t for t = 1 .. T-1
+        if steps == self.timesteps - 1:
+            return list(range(steps, 0, -1)), weights.flip(0)
+        lam = torch.log(snr[1:])
+        edges = torch.linspace(float(lam[-1]), float(lam[0]), steps + 1, dtype=torch.float64)
+        block = torch.bucketize(lam, edges[1:-1])  # which interval each timestep falls in
+        timesteps, totals = [], []
+        for k in range(steps):
+            members = torch.nonzero(block == k).flatten()
+            if len(members):  # near t = 0 an interval may hold no integer timestep
+                middle = (edges[k] + edges[k + 1]) / 2
+                timesteps.append(int(members[(lam[members] - middle).abs().argmin()]) + 1)
+                totals.append(weights[members].sum())
+        return timesteps, torch.stack(totals)
+
+    def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
+        """KL(q(x_T | x_0) || N(0, I)) summed over dimensions, (B,): the bound's prior term (Ho et al. eq. 5's L_T)."""
+        ab = float(self.alpha_bar[-1])
+        return 0.5 * (ab * x0.pow(2) - ab - math.log(1 - ab)).flatten(1).sum(1)
+
+    def decoder_log_scale(self) -> float:
+        """log sigma of the decoder p(x_0 | x_1): the posterior's standard deviation at the first step, as
+        improved DDPM's code clips it (Nichol & Dhariwal 2021), since the step to x_0 has none."""
+        ab0, ab1 = float(self.alpha_bar[0]), float(self.alpha_bar[1])
+        return 0.5 * math.log((1 - ab1 / ab0) * (1 - ab0) / (1 - ab1))
+
     def log_snr(self) -> torch.Tensor:
         """lambda(t) = log(alpha / sigma) = 0.5 log(alpha_bar / (1 - alpha_bar)), decreasing in t."""
         return 0.5 * torch.log(self.alpha_bar / (1 - self.alpha_bar))
@@ -116,6 +159,23 @@ class NoiseSchedule:
         if ts[1] >= start:  # almost every timestep asked for: plain uniform spacing
             return [int(round(start - i * start / (steps - 1))) for i in range(steps)]
         return ts
+
+
+def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: float) -> torch.Tensor:
+    """log P(x) per pixel for 8-bit values scaled to [-1, 1] under N(mean, scale^2) binned at width 2/255, the end
+    bins taking the tails: the decoder of Ho et al. 2020, eq. 13. Where a bin's mass underflows, the density at
+    its centre times its width stands in for it."""
+    scale = math.exp(log_scale)
+    centered = x - mean
+    upper, lower = (centered + 1 / 255) / scale, (centered - 1 / 255) / scale
+    # the mass of a bin above the mean as a difference of upper tails, which keeps its precision
+    above = lower > 0
+    mass = torch.where(above, torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+                       torch.special.ndtr(upper) - torch.special.ndtr(lower))
+    log_density = -0.5 * (centered / scale).pow(2) - log_scale - 0.5 * math.log(2 * math.pi) + math.log(2 / 255)
+    inner = torch.where(mass > 1e-12, torch.log(mass.clamp_min(1e-12)), log_density)
+    return torch.where(x < -0.999, torch.special.log_ndtr(upper),
+                       torch.where(x > 0.999, torch.special.log_ndtr(-lower), inner))
 
 
 def _progress(items: Iterable, enabled: bool, desc: str):
