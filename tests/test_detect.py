@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -45,3 +46,14 @@ def test_a_report_without_known_anomalies_is_refused(run, tmp_path, capsys):
     load_table(run / "people.csv").test.to_csv(tmp_path / "normal.csv", index=False)
     assert main(["detect", str(run / "run"), "--data", str(tmp_path / "normal.csv"), "--report", "r.html"]) == 2
     assert "needs --anomalies" in capsys.readouterr().err
+
+
+def test_the_tabular_ddpm_scores_rows_by_its_variational_bound(run, tmp_path):
+    genlab.train("tabular", str(run / "people.csv"), tmp_path / "ddpm", model={"kind": "ddpm", "hidden": 64},
+                 max_steps=200, batch_size=200, progress=False, threads=1)
+    model = genlab.load(tmp_path / "ddpm")
+    rows = load_table(run / "people.csv").test.copy()
+    rows.loc[0, "age"], rows.loc[1, "income"] = 400, -1e7  # far outside every value seen
+    scores = model.anomaly_score(rows).numpy()
+    assert scores[:2].min() > scores[2:].max()
+    np.testing.assert_array_equal(scores, model.anomaly_score(rows).numpy())  # fixed noise: the same score again

@@ -97,10 +97,8 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
     def anomaly_score(self, examples: Any, labels: Any = None) -> torch.Tensor:
         """How unlikely each row is (a DataFrame of the training table's columns), in bits per modelled column,
         (B,). tvae: the negative ELBO, the most likely mode of each value, scalars unclipped so that a value
-        outside every mode scores high; copula: the negative log density (copula.py). The ddpm kind has none."""
-        if self.config.kind == "ddpm":
-            raise ConfigError("anomaly scores come from the tvae and copula kinds; this model is a ddpm",
-                              "train one with genlab train tabular --model.kind tvae (or copula)")
+        outside every mode scores high; ddpm: the negative variational bound (ddpm.py), scalars unclipped as well;
+        copula: the negative log density (copula.py)."""
         self.eval()
         columns = sum(1 for c in self.layout.columns if c["kind"] != "id")
         if self.config.kind == "copula":
@@ -109,6 +107,8 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
                 raise ConfigError(f"the rows lack the columns {', '.join(missing)}",
                                   "pass rows with every column of the table the model was trained on")
             nats = torch.from_numpy(-self.net.log_density(examples, self._numbers(examples))).float()
+        elif self.config.kind == "ddpm":
+            nats = torch.cat([self.net.nll_per_row(rows) for rows in self.encode_rows(examples, clip=False).split(4096)])
         else:
             nats = self.net.elbo_per_row(self.encode_rows(examples, clip=False))
         return nats / (max(1, columns) * math.log(2))
