@@ -133,7 +133,8 @@ class TabDDPM(nn.Module):
             noisy[:, i] = ab.sqrt() * SCALE * x[:, i] + (1 - ab).sqrt() * noise
             for start, k in self.blocks:
                 probs = ab * x[:, start : start + k] + (1 - ab) / k
-                noisy[:, start : start + k] = F.one_hot(torch.multinomial(probs, 1, generator=generator)[:, 0], k).float()
+                draw = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                noisy[:, start : start + k] = F.one_hot(draw, k).float()
             out = self.net(noisy, t)
             if step and len(i):
                 total += stride * 0.5 * (snr[step - 1] / snr[step] - 1) * (out[:, i] - noise).pow(2).sum(1)

@@ -108,7 +108,8 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
                                   "pass rows with every column of the table the model was trained on")
             nats = torch.from_numpy(-self.net.log_density(examples, self._numbers(examples))).float()
         elif self.config.kind == "ddpm":
-            nats = torch.cat([self.net.nll_per_row(rows) for rows in self.encode_rows(examples, clip=False).split(4096)])
+            rows = self.encode_rows(examples, clip=False)
+            nats = torch.cat([self.net.nll_per_row(part) for part in rows.split(4096)])
         else:
             nats = self.net.elbo_per_row(self.encode_rows(examples, clip=False))
         return nats / (max(1, columns) * math.log(2))
