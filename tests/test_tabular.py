@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import genlab
 from genlab.cli import main
@@ -157,6 +160,83 @@ def test_tabddpm_trains_samples_and_keeps_the_columns(table, tmp_path):
     assert report["column_shapes"] > 0.9, report  # 0.95 here; untrained (one step) it is 0.76
     again = model.sample_rows(20, generator=torch.Generator().manual_seed(4))
     assert again.equals(model.sample_rows(20, generator=torch.Generator().manual_seed(4)))
+
+
+def test_ctgan_trains_as_a_game_samples_the_columns_and_survives_save_and_load(table, tmp_path):
+    run = tmp_path / "ctgan"
+    genlab.train("tabular", str(table), run, model={"kind": "ctgan", "hidden": 32, "latent_dim": 8}, max_steps=40,
+                 batch_size=50, val_every=20, log_every=10, progress=False, threads=1)
+    train = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert train["lr"] == 2e-4 and list(train["betas"]) == [0.5, 0.9] and train["grad_clip"] == 0  # CTGAN's own
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    trained = [m for m in logged if "train/gradient_penalty" in m]  # both players stepped: a game, not one loss
+    assert trained and all(np.isfinite([m["train/loss"], m["train/g_loss"], m["train/cond_loss"]]).all()
+                           for m in trained)
+    assert np.isfinite([m["val/loss"] for m in logged if "val/loss" in m]).all() and trained[-1]["step"] >= 39
+    model = genlab.load(run)
+    assert model.config.kind == "ctgan" and model.config.pac == 10
+    data = load_table(table)
+    rows = model.sample_rows(300, generator=torch.Generator().manual_seed(0))
+    assert list(rows.columns) == list(data.train.columns) and len(rows) == 300
+    assert rows["age"].dtype == np.int64 and rows["age"].between(18, 79).all() and rows["id"].is_unique
+    assert set(rows["job"].dropna()) <= {"clerk", "nurse", "pilot"} and set(rows["rich"]) <= {"yes", "no"}
+    joined = pd.to_datetime(data.train["joined"])
+    assert pd.to_datetime(rows["joined"]).between(joined.min(), joined.max()).all()
+    model.save_pretrained(tmp_path / "again")
+    again = genlab.load(tmp_path / "again")
+    one = again.sample_rows(40, generator=torch.Generator().manual_seed(7))
+    assert one.equals(model.sample_rows(40, generator=torch.Generator().manual_seed(7)))
+    assert not one.equals(model.sample_rows(40, generator=torch.Generator().manual_seed(8)))
+    pilots = model.sample_rows(20, where="job=pilot", generator=torch.Generator().manual_seed(0))
+    assert len(pilots) == 20 and (pilots["job"] == "pilot").all()
+    scores = again.anomaly_score(data.test)  # minus the critic's score, each row packed with itself
+    assert scores.shape == (len(data.test),) and torch.isfinite(scores).all() and scores.std() > 0
+
+
+def test_ctgan_refuses_a_batch_size_that_is_not_a_multiple_of_pac(table, tmp_path):
+    with pytest.raises(ConfigError, match=r"batch size 64 is not a multiple of pac = 10") as error:
+        genlab.train("tabular", str(table), tmp_path / "run", model={"kind": "ctgan", "hidden": 8}, max_steps=2,
+                     batch_size=64, progress=False, threads=1)
+    assert "--batch-size 70 (or 60)" in error.value.fix
+    with pytest.raises(ConfigError, match="pac = 0 must be >= 1"):
+        genlab.train("tabular", str(table), tmp_path / "run2", model={"kind": "ctgan", "pac": 0}, progress=False)
+
+
+def test_ctgan_conditions_train_by_log_frequency_and_sample_by_frequency():
+    from genlab.models.tabular.ctgan import CTGAN, ConditionSampler
+    from genlab.models.tabular.layout import Span
+
+    counts = np.array([9000, 900, 90, 10])  # a skewed column beside an even one and a numeric scalar
+    spans = [Span("x", "value", 0, 1, "tanh"), Span("skewed", "category", 1, 4, "softmax"),
+             Span("even", "category", 5, 2, "softmax")]
+    rng = np.random.default_rng(0)
+    skewed = np.repeat(np.arange(4), counts)
+    rows = np.zeros((len(skewed), 7), dtype=np.float32)
+    rows[:, 0] = skewed / 4  # the scalar tells the category a real row came from
+    rows[np.arange(len(rows)), 1 + skewed] = 1
+    rows[np.arange(len(rows)), 5 + rng.integers(0, 2, len(rows))] = 1
+    sampler = ConditionSampler(spans, torch.from_numpy(rows))
+    real, fake_slots, real_slots = sampler.batch(200_000, np.random.default_rng(1))
+    fake_slots, real_slots = fake_slots.numpy(), real_slots.numpy()
+    assert abs((fake_slots >= 4).mean() - 0.5) < 0.01  # the column: uniformly
+    log_share = np.log1p(counts) / np.log1p(counts).sum()
+    drawn = np.bincount(fake_slots[fake_slots < 4], minlength=4) / (fake_slots < 4).sum()
+    np.testing.assert_allclose(drawn, log_share, atol=0.005)  # rarest: 0.11, where its frequency is 0.001
+    assert np.array_equal(np.sort(fake_slots), np.sort(real_slots)) and not np.array_equal(fake_slots, real_slots)
+    on_skewed = real_slots < 4  # each real row holds the category of its condition
+    assert np.array_equal(real[on_skewed, 1:5].argmax(1).numpy(), real_slots[on_skewed])
+    np.testing.assert_allclose(real[on_skewed, 0].numpy(), real_slots[on_skewed] / 4)
+    assert np.array_equal(real[~on_skewed, 5:7].argmax(1).numpy(), real_slots[~on_skewed] - 4)
+
+    net = CTGAN(spans, 7, [counts.tolist(), [1, 3]], latent_dim=4, hidden=8, depth=1)
+    slots = net.conditions(200_000, torch.Generator().manual_seed(0)).numpy()
+    assert abs((slots >= 4).mean() - 0.5) < 0.01
+    sampled = np.bincount(slots[slots < 4], minlength=4) / (slots < 4).sum()
+    np.testing.assert_allclose(sampled, counts / counts.sum(), atol=0.005)  # the data's frequencies, not logs
+    np.testing.assert_allclose((slots == 5).sum() / (slots >= 4).sum(), 0.75, atol=0.01)
+    allowed = {1: torch.tensor([False, True, True, False])}  # --where skewed=b|c: every row conditioned on it
+    slots = net.conditions(100_000, torch.Generator().manual_seed(1), allowed).numpy()
+    assert set(slots) == {1, 2} and abs((slots == 1).mean() - 900 / 990) < 0.01
 
 
 def test_the_copula_is_fitted_in_closed_form_and_keeps_marginals_and_correlation(table, tmp_path):

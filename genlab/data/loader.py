@@ -55,6 +55,26 @@ class BatchLoader:
             yield tuple(t[index] for t in self.tensors)
 
 
+class DrawnBatches:
+    """Batches drawn by `draw(batch_size, rng)` instead of cut from a shuffled order: a sampling scheme such as
+    CTGAN's training-by-sampling. Batch k draws from a NumPy generator seeded with (seed, k), so a resumed run
+    draws what an uninterrupted one would; an epoch is `per_epoch` batches."""
+
+    def __init__(self, draw: Callable[[int, np.random.Generator], tuple[torch.Tensor, ...]], batch_size: int,
+                 per_epoch: int, seed: int = 0, position: Callable[[], int] | None = None):
+        self.draw, self.batch_size, self.per_epoch = draw, batch_size, max(1, per_epoch)
+        self.seed, self.position = seed, position
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        start = self.position() if self.position else 0
+        epoch, offset = divmod(start, self.per_epoch)
+        for b in range(offset, self.per_epoch):
+            yield self.draw(self.batch_size, np.random.default_rng([self.seed, epoch * self.per_epoch + b]))
+
+
 def validation_indices(n: int, fraction: float = 0.05, cap: int = 5000) -> tuple[np.ndarray, np.ndarray]:
     """(training, validation) indices of n examples: a fixed, seeded slice of `fraction` (at most `cap`) held
     out for validation; a fraction of 0, or fewer than 20 examples, holds out nothing."""

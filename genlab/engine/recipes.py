@@ -37,6 +37,12 @@ class Recipe:
     search_space: dict[str, Any]  # what `genlab tune FAMILY` searches; trial 0 of a study is the default config
     monitor: str = "val/loss"  # the logged metric best.ckpt keeps the lowest of
     preview: dict[str, Any] = dataclasses.field(default_factory=dict)  # SampleOptions fields of the samples/ previews
+    kind_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # per model kind, over defaults
+
+    def defaults_for(self, config: Any) -> dict[str, Any]:
+        """`defaults` with those of the model config's kind over them (a family of several models: the tabular
+        family's ctgan trains as CTGAN does, its tvae as TVAE does)."""
+        return {**self.defaults, **self.kind_defaults.get(getattr(config, "kind", None), {})}
 
     def loaders(
         self, model: Any, data: Any, train: Any, position: Callable[[], int]
@@ -207,18 +213,36 @@ class GPTRecipe(LanguageRecipe):
         return [MuonAdamW([g for g in groups if g["params"]])]
 
 
+@dataclasses.dataclass(frozen=True)
 class TabularRecipe(Recipe):
+    """Tables: one network trained on its loss (tvae, ddpm), or CTGAN's game with its training-by-sampling."""
+
     def loaders(
         self, model: Any, data: Any, train: Any, position: Callable[[], int]
     ) -> tuple[Iterable, Iterable | None]:
         """The training table's rows encoded once in the model's layout (modes drawn with the run's seed), a
-        seeded `holdout` share of them kept for validation."""
-        from genlab.data.loader import BatchLoader, validation_indices
+        seeded `holdout` share of them kept for validation. ctgan draws its batches by training-by-sampling
+        (genlab.models.tabular.ctgan.ConditionSampler), an epoch being as many batches as the rows fill."""
+        from genlab.data.loader import BatchLoader, DrawnBatches, validation_indices
 
         rows = model.encode_rows(data.train, seed=train.seed)
         fit, val = (torch.from_numpy(i) for i in validation_indices(len(rows), train.holdout))
-        return (BatchLoader((rows[fit],), train.batch_size, seed=train.seed, position=position),
-                BatchLoader((rows[val],), train.batch_size, shuffle=False, drop_last=False) if len(val) else None)
+        val_loader = BatchLoader((rows[val],), train.batch_size, shuffle=False, drop_last=False) if len(val) else None
+        if model.config.kind == "ctgan":
+            from genlab.models.tabular.ctgan import ConditionSampler, check_pac
+
+            check_pac(train.batch_size, model.config.pac)
+            sampler = ConditionSampler(model.layout.spans, rows[fit])
+            return DrawnBatches(sampler.batch, train.batch_size, len(fit) // train.batch_size, train.seed,
+                                position), val_loader
+        return BatchLoader((rows[fit],), train.batch_size, seed=train.seed, position=position), val_loader
+
+    def optimizers(self, model: Any, train: Any) -> list[torch.optim.Optimizer]:
+        """ctgan: Adam for each player with L2 weight decay, as the reference trains them (generator first)."""
+        if not model.is_game():
+            return super().optimizers(model, train)
+        return [torch.optim.Adam(player.parameters(), lr=train.lr, betas=tuple(train.betas),
+                                 weight_decay=train.weight_decay) for player in model.players()]
 
 
 RECIPES: dict[str, Recipe] = {
@@ -279,6 +303,8 @@ RECIPES: dict[str, Recipe] = {
         # TVAE's reference recipe: Adam at 1e-3 with an L2 penalty of 1e-5, batches of 500
         defaults={"lr": 1e-3, "batch_size": 500, "max_steps": 3000, "weight_decay": 1e-5, "warmup_steps": 0,
                   "val_every": 500, "val_batches": 10, "sample_every": 10**9, "log_every": 50},
+        # CTGAN's reference recipe: Adam at 2e-4, betas (0.5, 0.9), L2 1e-6, no clipping, batches of 500
+        kind_defaults={"ctgan": {"lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-6, "grad_clip": 0.0}},
         search_space={"train.lr": {"low": 3e-4, "high": 3e-3, "log": True},
                       "train.batch_size": {"choices": [250, 500, 1000]},
                       "model.hidden": {"choices": [128, 256, 512]},

@@ -123,5 +123,7 @@ def plan_run(family: str, data: str | None = None, out: str | Path | None = None
         raise ConfigError("--trial picks a trial of a study", "add --from-study STUDY, or drop --trial")
     if not data:
         raise ConfigError(f"genlab train {family} needs --data", "pass a dataset name (genlab data list) or a path")
-    return RunPlan(family, data, from_dict(cls.Config, model), from_dict(TrainConfig, {**defaults, **train}),
+    config = from_dict(cls.Config, model)
+    defaults = {**defaults, **recipe_for(family).defaults_for(config)}  # the model kind's own, where it has them
+    return RunPlan(family, data, config, from_dict(TrainConfig, {**defaults, **train}),
                    Path(out or f"runs/{family}-{Path(data).name}"), False)

@@ -38,7 +38,7 @@ class GenlabModule(pl.LightningModule):
 
     def __init__(self, model: GenerativeModel, train: TrainConfig, recipe: Recipe):
         super().__init__()
-        self.two_player = isinstance(model, TwoPlayerGame)
+        self.two_player = isinstance(model, TwoPlayerGame) and model.is_game()
         self.automatic_optimization = not self.two_player
         self.model = model
         self.train_config = train

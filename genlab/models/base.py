@@ -90,6 +90,11 @@ class GenerativeModel(nn.Module):
 class TwoPlayerGame:
     """A model trained as a game between a generator and a discriminator (GANs), one optimiser each."""
 
+    def is_game(self) -> bool:
+        """Whether this model trains as a game: a family of several kinds may play with some of them only (the
+        tabular family's ctgan); the others train on `loss`."""
+        return True
+
     def players(self) -> tuple[nn.Module, nn.Module]:
         """(generator, discriminator): the modules the two optimisers train, in that order."""
         raise NotImplementedError

@@ -1,10 +1,10 @@
 """The tabular family: synthetic rows of a table, through the layout (layout.py) that turns rows into
 floats and back.
 
-`kind` picks the model: `tvae` (tvae.py) or `ddpm` (ddpm.py), networks trained on the encoded rows, or
-`copula` (copula.py), a Gaussian copula fitted in closed form (`fit_closed_form`: no training steps). The layout
-is fitted to the training table when the model is built (`config_for_data`) and kept in the config as
-JSON, so a model folder is its config and its weights.
+`kind` picks the model: `tvae` (tvae.py), `ddpm` (ddpm.py) or `ctgan` (ctgan.py, a two-player game: the engine
+runs `train_step`), networks trained on the encoded rows, or `copula` (copula.py), a Gaussian copula fitted in
+closed form (`fit_closed_form`: no training steps). The layout is fitted to the training table when the model
+is built (`config_for_data`) and kept in the config as JSON, so a model folder is its config and its weights.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import torch
 
 from genlab.config import validate
 from genlab.errors import ConfigError
-from genlab.models.base import AnomalyScorer, GenerativeModel, TableSampler
+from genlab.models.base import AnomalyScorer, GenerativeModel, TableSampler, TwoPlayerGame
 from genlab.models.tabular.conditions import Conditions
 from genlab.models.tabular.copula import GaussianCopula
+from genlab.models.tabular.ctgan import CTGAN, category_counts
 from genlab.models.tabular.ddpm import TabDDPM
 from genlab.models.tabular.layout import TableLayout
 from genlab.models.tabular.tvae import TVAE
@@ -32,34 +33,39 @@ MIN_DRAWS = 200_000  # ... or this many in all, whichever is more
 class TabularConfig:
     FROM_DATA: ClassVar[tuple[str, ...]] = ("layout",)
 
-    kind: Literal["tvae", "ddpm", "copula"] = "tvae"
+    kind: Literal["tvae", "ddpm", "ctgan", "copula"] = "tvae"
     """tvae (a variational autoencoder over the encoded rows, Xu et al. 2019), ddpm (Gaussian and multinomial
-    diffusion over them, TabDDPM, Kotelnikov et al. 2023) or copula (a Gaussian copula with the columns' own
+    diffusion over them, TabDDPM, Kotelnikov et al. 2023), ctgan (a conditional GAN over them with packing and
+    training-by-sampling, Xu et al. 2019; it trains with CTGAN's own defaults: lr 2e-4, betas 0.5 0.9, weight
+    decay 1e-6, no gradient clipping, unless given) or copula (a Gaussian copula with the columns' own
     marginals, fitted in closed form)"""
     latent_dim: int = 128
     """size of the latent code"""
     hidden: int | None = None
-    """units of each hidden layer (the encoder's and decoder's, or the denoiser's); default 128 for tvae, 512 for
-    ddpm (a wider denoiser learned faster per second on UCI Adult: docs/tables.md)"""
+    """units of each hidden layer (the encoder's and decoder's, the denoiser's, or the generator's and critic's);
+    default 128 for tvae, 512 for ddpm (a wider denoiser learned faster per second on UCI Adult: docs/tables.md),
+    256 for ctgan (the reference's)"""
     depth: int = 2
     """hidden layers of the encoder and of the decoder"""
     loss_factor: float = 2.0
     """tvae: weight of the reconstruction term against the KL term (TVAE's reference value)"""
     timesteps: int = 100
     """ddpm: diffusion steps, in training and in sampling"""
+    pac: int = 10
+    """ctgan: rows the critic judges together (PacGAN); the batch size must be a multiple of it"""
     layout: str = ""
     """the columns and their encoding, as JSON (from the data)"""
 
     def __post_init__(self):
         validate(self)
         if self.hidden is None:  # the kind's own width, written into the saved config
-            object.__setattr__(self, "hidden", 512 if self.kind == "ddpm" else 128)
-        for name in ("latent_dim", "hidden", "depth", "timesteps"):
+            object.__setattr__(self, "hidden", {"ddpm": 512, "ctgan": 256}.get(self.kind, 128))
+        for name in ("latent_dim", "hidden", "depth", "timesteps", "pac"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)} must be >= 1", f"e.g. --model.{name} 128")
 
 
-class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
+class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
     family = "tabular"
     Config = TabularConfig
     data_kind: ClassVar[str] = "table"
@@ -74,6 +80,9 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
             self.net = GaussianCopula(self.layout.columns)
         elif config.kind == "ddpm":
             self.net = TabDDPM(self.layout.spans, self.layout.width, config.hidden, config.depth, config.timesteps)
+        elif config.kind == "ctgan":
+            self.net = CTGAN(self.layout.spans, self.layout.width, category_counts(self.layout), config.latent_dim,
+                             config.hidden, config.depth, config.pac)
         else:
             self.net = TVAE(self.layout.spans, self.layout.width, config.latent_dim, config.hidden, config.depth,
                             config.loss_factor)
@@ -99,6 +108,9 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
         (B,). tvae: the negative ELBO, the most likely mode of each value, scalars unclipped so that a value
         outside every mode scores high; ddpm: the negative variational bound (ddpm.py), scalars unclipped as well;
         copula: the negative log density (copula.py)."""
+        if self.config.kind == "ctgan":  # not in bits: minus the critic's score, each row packed with itself (ctgan.py)
+            self.eval()
+            return self.net.critic_score(self.encode_rows(examples, clip=False))
         self.eval()
         columns = sum(1 for c in self.layout.columns if c["kind"] != "id")
         if self.config.kind == "copula":
@@ -128,14 +140,25 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
         return True
 
     def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
-        return self.net(batch[0])
+        return self.net(batch[0])  # ctgan: the critic's distance on held-out rows (validation; it trains by train_step)
+
+    def is_game(self) -> bool:
+        return self.config.kind == "ctgan"
+
+    def players(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        return self.net.generator, self.net.discriminator
+
+    def train_step(self, batch: Any, update, step: int) -> dict[str, torch.Tensor]:
+        """ctgan: batches of training-by-sampling (real rows, the generator's and the real rows' conditions)."""
+        return self.net.train_step(batch, update)
 
     @torch.no_grad()
     def sample_rows(self, n: int, *, generator: torch.Generator | None = None,
                     where: str | dict[str, Any] | Conditions | None = None) -> Any:
         """n rows as a DataFrame; with `where` ("sex=Female,age>40", or {"sex": "Female"}: conditions.py) every row
         meets the conditions. The copula draws them exactly from its conditional distribution; ddpm denoises
-        with the conditioned categories (and the modes that can hold a conditioned range) fixed; every kind then
+        with the conditioned categories (and the modes that can hold a conditioned range) fixed; ctgan sets its
+        conditional vector to a conditioned column's permitted categories (ctgan.py); every kind then
         checks each row and draws again for those that miss (the only mechanism tvae has: rejection sampling),
         and gives up with an error when the model almost never makes such rows. `self.acceptance` is the share of
         drawn rows that met the conditions."""
@@ -155,7 +178,8 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer):
     def _draw(self, n: int, generator: torch.Generator | None, conditions: Conditions) -> Any:
         if self.config.kind == "copula":
             return self.layout.frame(self.net.sample(n, generator, conditions.allowed), n)
-        extra = {"allowed": self._allowed_slots(conditions)} if self.config.kind == "ddpm" and conditions else {}
+        extra = {"allowed": self._allowed_slots(conditions)} if self.config.kind in ("ddpm", "ctgan") and conditions \
+            else {}
         rows = [self.net.sample(min(4096, n - i), generator, **extra) for i in range(0, n, 4096)]
         return self.layout.decode(torch.cat(rows).cpu().numpy())
 
