@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -31,3 +32,26 @@ def test_the_tables_benchmark_runs_genlab_alone_and_writes_its_figures(tmp_path)
         assert 0.5 < results[kind]["quality"] <= 1 and 0.5 < results[kind]["tstr"]["auc"] <= 1, kind
         privacy = results[kind]["privacy"]
         assert privacy["exact_copies_synthetic"] <= privacy["exact_copies_holdout"] + 0.01, kind
+
+
+def test_the_anomaly_benchmark_runs_one_class_of_fashion_mnist_and_writes_its_figures(tmp_path):
+    from genlab.data import load_data
+    from genlab.errors import DataError
+
+    try:
+        load_data("fashion-mnist")
+    except DataError as error:
+        pytest.skip(f"Fashion-MNIST is not reachable here: {error}")
+    pyod = "AutoEncoder,KNN" if importlib.util.find_spec("pyod") else ""
+    out = tmp_path / "anomaly.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "anomaly.py"), "--parts", "fmnist", "--classes", "1",
+                    "--seconds", "2", "--train-images", "300", "--test-images", "100", "--vae-k", "2",
+                    "--diffusion-steps", "2", "--pyod", pyod, "--pyod-epochs", "1", "--threads", "1",
+                    "--work", str(tmp_path / "work"), "--out", str(out)], check=True, capture_output=True, timeout=300)
+    part = json.loads(out.read_text())["fmnist"]
+    assert part["test_images"] == 100 and part["classes"] == ["Trouser"]
+    names = {"genlab_vae", "genlab_diffusion", "genlab_diffusion_png"}
+    names |= {f"pyod_{d}" for d in pyod.split(",") if d}
+    assert set(part["detectors"]) == names
+    for figures in part["detectors"].values():
+        assert 0 <= figures["per_class"]["Trouser"] <= 1 and figures["seconds"] >= 0

@@ -69,3 +69,28 @@ def test_class_names_are_checked():
         model.sample(2, labels="bread")
     with pytest.raises(ConfigError, match="likelihood"):
         VAEConfig(likelihood="gaussian-ish")
+
+
+def test_a_binarised_models_anomaly_score_is_its_excess_over_the_binarisations_entropy():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(image_size=(8, 8), widths=(4, 8), hidden_dim=16, latent_dim=3)).eval()
+    images = torch.randint(0, 256, (6, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    images[0] = 0  # a black image: its binarisation is certain, H(b) = 0
+    scores = model.anomaly_score(images, k=3)
+    assert (scores >= 0).all()  # a divergence: sum_i KL(Bernoulli(x_i) || decoder_i) + KL(q || p) >= 0
+    torch.testing.assert_close(model.anomaly_score(images[2:5], k=3), scores[2:5])  # each image's own score
+    # the closed form over b against drawing b: E_b[-log p(b | z)] - H(b), the same z and posterior q(z | x)
+    x = images.float() / 255
+    mu, logvar = model.posterior(x)
+    z = mu + torch.randn(3, 1, 3, generator=torch.Generator().manual_seed(0)) * (0.5 * logvar).exp()
+    b = torch.bernoulli(x.expand(20000, -1, -1, -1, -1), generator=torch.Generator().manual_seed(1))  # (N, B, ...)
+    with torch.no_grad():
+        log_px = torch.stack([torch.stack([model.log_px(b[:, i], model.decode(zj[i : i + 1]).expand(20000, -1, -1, -1))
+                                           for i in range(6)], 1) for zj in z]).mean(0)  # (N, B)
+        entropy = -(x * x.clamp_min(1e-12).log() + (1 - x) * (1 - x).clamp_min(1e-12).log()).flatten(1).sum(1)
+        drawn = (-log_px.mean(0) - entropy + gaussian_kl(mu, logvar)) / (64 * math.log(2))
+    torch.testing.assert_close(scores, drawn, atol=0.01, rtol=0)
+    # a model of 8-bit values scores -log p(x), the IWAE bound
+    logistic = VAE(VAEConfig(image_size=(8, 8), widths=(4, 8), hidden_dim=16, latent_dim=3, likelihood="logistic"))
+    bound = logistic.log_likelihood(images, k=5, generator=torch.Generator().manual_seed(0))["log_likelihood"]
+    torch.testing.assert_close(logistic.eval().anomaly_score(images, k=5), -bound / (64 * math.log(2)))

@@ -7,7 +7,8 @@ binarised by default, as in the IWAE paper) or a discretised logistic per pixel
 mass and bits/dim mean something. Training maximises the ELBO with an optional
 beta (beta-VAE) and a KL warm-up; `log_likelihood` is the importance-weighted
 bound of Burda et al. (2016) with k samples, which tightens towards log p(x) as k
-grows; an example's anomaly score is that bound in bits per dimension.
+grows. An example's anomaly score is that bound in bits per dimension, or for dynamically binarised
+images the bits beyond the binarisation's own entropy (`VAE.anomaly_score`).
 """
 
 from __future__ import annotations
@@ -320,17 +321,47 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
 
     @torch.no_grad()
     def anomaly_score(self, examples: torch.Tensor, labels=None, k: int = 64) -> torch.Tensor:
-        """-log p(x) in bits per pixel channel (the IWAE bound with k samples, fixed random numbers), (B,). A
-        class-conditional model without `labels` scores the marginal over its classes, uniform prior:
+        """Bits per pixel channel of each uint8 image, (B,), with fixed random numbers; higher is stranger.
+
+        A logistic or threshold-binarised model: -log p(x), the IWAE bound with k samples. A model of dynamically
+        binarised images: the bits its binarisations b ~ Bernoulli(x / 255) cost beyond their own randomness,
+        E_b[-log p(b)] - H(b) = KL(Bernoulli(x / 255) || p(b)), bounded above by the ELBO's expectation over b,
+        which is exact in b: sum_i KL(Bernoulli(x_i) || Bernoulli(decoder_i)) averaged over k posterior samples
+        z ~ q(z | x), plus KL(q || p(z)). -log p(b) itself is dominated by H(b), the coin flips of the grey
+        pixels: a likelihood ratio against the binarisation removes that complexity term (as Serra et al. 2020
+        and Ren et al. 2019 remove a background model's) and the noise of drawing b (docs/anomaly.md has the
+        figures). A class-conditional model without `labels` scores the marginal over its classes, uniform prior:
         -log (1/K) sum_y p(x | y)."""
-        def bound(y):
-            return self.log_likelihood(examples, y, k=k, generator=torch.Generator().manual_seed(0),
-                                       data_generator=torch.Generator().manual_seed(1))["log_likelihood"]
+        self.check_images(examples)
+        if self.config.likelihood == "bernoulli" and self.config.binarize == "dynamic":
+            bound = self._excess_bits_nats
+        else:
+            def bound(examples, y, k):
+                return -self.log_likelihood(examples, y, k=k, generator=torch.Generator().manual_seed(0),
+                                            data_generator=torch.Generator().manual_seed(1))["log_likelihood"]
 
         if labels is None and self.config.condition == "class":
             K = self.config.num_classes
-            per_class = torch.stack([bound(torch.full((len(examples),), y, dtype=torch.long)) for y in range(K)])
-            log_px = torch.logsumexp(per_class, 0) - math.log(K)
+            per_class = torch.stack([bound(examples, torch.full((len(examples),), y, dtype=torch.long), k)
+                                     for y in range(K)])
+            nats = -(torch.logsumexp(-per_class, 0) - math.log(K))
         else:
-            log_px = bound(labels)
-        return -log_px / (examples[0].numel() * math.log(2))
+            nats = bound(examples, labels, k)
+        return nats / (examples[0].numel() * math.log(2))
+
+    def _excess_bits_nats(self, examples: torch.Tensor, labels, k: int) -> torch.Tensor:
+        """E_b[-ELBO(b)] - H(b) in nats, (B,), for b ~ Bernoulli(x): the posterior is q(z | x) for every b (any q
+        gives a bound), so the expectation over b is the cross-entropy with the grey levels as targets. The
+        posterior samples come from one seed each example, so a score does not depend on its batch."""
+        if k < 1:
+            raise ConfigError(f"k = {k} posterior samples", "pass k 1 or more")
+        x = (examples.float() / 255).to(self.encoder_fc[0].weight.device)
+        onehot = self._one_hot(labels, len(x))
+        mu, logvar = self.posterior(x, onehot)
+        noise = torch.randn(k, 1, mu.shape[1], generator=torch.Generator().manual_seed(0)).to(mu)  # shared by all
+        entropy = F.binary_cross_entropy(x, x, reduction="none").flatten(1).sum(1)  # H(Bernoulli(x)) summed
+        cross = torch.zeros(len(x), device=x.device)
+        for eps in noise:
+            params = self.decode(mu + eps * (0.5 * logvar).exp(), onehot)
+            cross += F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1) / k
+        return cross - entropy + gaussian_kl(mu, logvar)
