@@ -159,6 +159,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "tables.json"))
     args = parser.parse_args()
+    if args.threads:  # SDV's torch too, so that both sides get the same cores
+        torch.set_num_threads(args.threads)
 
     data = load_data("adult")
     data_spec = "adult"

