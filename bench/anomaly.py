@@ -1,7 +1,7 @@
 """Benchmark: anomaly detection from genlab's generative models against PyOD's detectors (issue 21), side by side.
 
-    python bench/anomaly.py                                   # the real run -> bench/results/anomaly.json
-    python bench/anomaly.py --trials 2 --steps 50 --out /tmp/anomaly_smoke.json   # smoke test
+    python bench/anomaly.py --threads 1                       # both parts -> bench/results/anomaly.json
+    python bench/anomaly.py --parts wbc --trials 2 --steps 50 --out /tmp/anomaly_smoke.json   # smoke test
     python bench/anomaly.py --parts fmnist --classes 0 --seconds 5 --test-images 200 --out /tmp/fmnist_smoke.json
 
 `wbc`: ODDS-WBC rebuilt from scikit-learn's breast-cancer table (the ODDS recipe: the 357 benign rows
@@ -22,7 +22,9 @@ score the same test images. The diffusion bound costs 2 x `--diffusion-steps` + 
 that family scores a stratified `--diffusion-test-images` of them, and every detector's AUROC on that subset is
 recorded beside (`on_the_diffusion_subset`). `genlab_diffusion_png` subtracts each image's PNG length in bits
 per pixel from the diffusion bound (Serra et al. 2020's input-complexity correction, a likelihood ratio against a
-universal compressor); the VAE's score removes its own complexity term (`VAE.anomaly_score`).
+universal compressor), `genlab_diffusion_coarse` keeps the bound's terms below `--diffusion-max-log-snr` (the
+global shape; `Diffusion.anomaly_score(max_log_snr=)`); the VAE's score removes its own complexity term
+(`VAE.anomaly_score`).
 """
 
 from __future__ import annotations
@@ -175,9 +177,14 @@ def genlab_image_scores(family: str, folder: Path, run: Path, test: np.ndarray, 
     images = torch.from_numpy(test)
     scores = np.concatenate([loaded.anomaly_score(images[i : i + 500], **options).numpy()
                              for i in range(0, len(images), 500)])
+    extra = {}
+    if family == "diffusion":  # the bound's coarse terms alone: the same model, the noise levels below the threshold
+        extra["coarse"] = np.concatenate([
+            loaded.anomaly_score(images[i : i + 500], **options, max_log_snr=args.diffusion_max_log_snr).numpy()
+            for i in range(0, len(images), 500)])
     steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
     record = json.loads((run / "data_report.json").read_text())
-    return {"scores": scores, "train_seconds": trained - start, "score_seconds": time.perf_counter() - trained,
+    return {"scores": scores, **extra, "train_seconds": trained - start, "score_seconds": time.perf_counter() - trained,
             "steps": steps, "train_images": record["counts"]["train"], "parameters": loaded.num_parameters()}
 
 
@@ -241,9 +248,10 @@ def part_fmnist(args) -> dict:
             record(f"genlab_{family}", cls, out["scores"], spent, where)
             if family == "diffusion":  # the VAE's score has its complexity term removed already
                 record(f"genlab_{family}_png", cls, out["scores"] - complexity[where], spent, where)
+                record(f"genlab_{family}_coarse", cls, out["coarse"], spent, where)
             np.save(work / f"class{cls}-{family}-scores.npy", out["scores"])
             details.setdefault(f"genlab_{family}", {})[data.classes[cls]] = {
-                k: round(v, 1) if isinstance(v, float) else v for k, v in out.items() if k != "scores"}
+                k: round(v, 1) if isinstance(v, float) else v for k, v in out.items() if k not in ("scores", "coarse")}
         flat = train.reshape(len(train), -1) / 255
         for name in pyod:
             start = time.perf_counter()
@@ -256,6 +264,7 @@ def part_fmnist(args) -> dict:
         "test_images": len(test_x), "diffusion_test_images": int(subset.sum()),
         "classes": [data.classes[c] for c in classes], "seconds_per_genlab_model": args.seconds,
         "pyod_epochs": args.pyod_epochs, "vae_k": args.vae_k, "diffusion_steps": args.diffusion_steps,
+        "diffusion_max_log_snr": args.diffusion_max_log_snr,
         "genlab_models": {f: {**FMNIST_MODELS[f], **json.loads(getattr(args, f"{f}_model"))} for f in families},
         "genlab_training": {f: {**FMNIST_TRAINING[f], **json.loads(getattr(args, f"{f}_train"))} for f in families},
         "threads": torch.get_num_threads(), "torch_version": torch.__version__,
@@ -273,7 +282,7 @@ def part_fmnist(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="wbc")
+    parser.add_argument("--parts", default="wbc,fmnist", help="wbc, fmnist or both")
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--genlab", default="tvae", help="genlab tabular kinds to score with")
     parser.add_argument("--genlab-model", default='{"hidden": 64, "latent_dim": 8}')
@@ -289,6 +298,8 @@ def main() -> None:
     parser.add_argument("--diffusion-train", default="{}", help="fmnist: the diffusion model's training overrides")
     parser.add_argument("--vae-k", type=int, default=8, help="fmnist: the VAE's importance samples per image")
     parser.add_argument("--diffusion-steps", type=int, default=4, help="fmnist: the diffusion bound's timesteps")
+    parser.add_argument("--diffusion-max-log-snr", type=float, default=0.0,
+                        help="fmnist: genlab_diffusion_coarse keeps the bound's terms below this log SNR")
     parser.add_argument("--pyod", default="AutoEncoder,VAE,KNN,IForest", help="fmnist: PyOD detectors ('' for none)")
     parser.add_argument("--pyod-epochs", type=int, default=20, help="fmnist: epochs of PyOD's AutoEncoder and VAE")
     parser.add_argument("--test-images", type=int, default=10000, help="fmnist: class-stratified test images")

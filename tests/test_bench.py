@@ -53,7 +53,7 @@ def test_the_anomaly_benchmark_runs_one_class_of_fashion_mnist_and_writes_its_fi
                     "--work", str(tmp_path / "work"), "--out", str(out)], check=True, capture_output=True, timeout=300)
     part = json.loads(out.read_text())["fmnist"]
     assert part["test_images"] == 100 and part["classes"] == ["Trouser"]
-    names = {"genlab_vae", "genlab_diffusion", "genlab_diffusion_png"}
+    names = {"genlab_vae", "genlab_diffusion", "genlab_diffusion_png", "genlab_diffusion_coarse"}
     names |= {f"pyod_{d}" for d in pyod.split(",") if d}
     assert set(part["detectors"]) == names
     for figures in part["detectors"].values():

@@ -214,6 +214,10 @@ def test_the_bound_grid_weighs_every_timestep_once():
         timesteps, weights = schedule.vlb_grid(steps)
         assert len(timesteps) <= steps and all(1 <= t <= 99 for t in timesteps)
         assert weights.sum().item() == pytest.approx(exact.sum().item())  # each term counted once
+    log_snr = torch.log(snr[1:])  # of t = 1 .. 99
+    timesteps, weights = schedule.vlb_grid(8, max_log_snr=0.0)  # the coarse half only
+    assert all(log_snr[t - 1] <= 0 for t in timesteps) and len(timesteps) == 8
+    assert weights.sum().item() == pytest.approx(exact[log_snr <= 0].sum().item())
 
 
 def test_the_discretised_gaussian_decoder_is_a_distribution_over_the_256_values():
@@ -255,6 +259,10 @@ def test_the_anomaly_score_bounds_the_exact_likelihood_of_gaussian_data():
     torch.testing.assert_close(eps, v, atol=1e-4, rtol=0)  # v prediction is turned into eps
     assert torch.corrcoef(torch.stack([eps, true]))[0, 1] > 0.99  # it ranks as the whole sum does
     assert (eps - whole).abs().max() < 0.5
+    coarse = exact_gaussian_model("eps", std).anomaly_score(images, max_log_snr=0.0)
+    assert (0 < coarse).all() and (coarse < eps).all()  # a part of the bound's terms
+    with pytest.raises(ConfigError, match="max_log_snr"):
+        exact_gaussian_model("eps", std).anomaly_score(images, max_log_snr=-20.0)
 
 
 def test_conditional_anomaly_scores_use_the_unconditional_branch_or_the_class_marginal():

@@ -334,7 +334,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
 
     @torch.no_grad()
     def _bound_nats(self, x0: torch.Tensor, cond: torch.Tensor | None, steps: int, seed: int,
-                    chunk: int = 512) -> torch.Tensor:
+                    max_log_snr: float | None = None, chunk: int = 512) -> torch.Tensor:
         """The variational bound on -log p(x_0) in nats, (B,), for x_0 in [-1, 1] on the 8-bit grid:
         L_T + sum_t L_{t-1} + L_0 (Ho et al. 2020, eq. 5), the sum estimated on `vlb_grid(steps)`.
 
@@ -342,9 +342,9 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         example's score is the same in any batch, and differences between examples are not noise draws'; each
         draw is used with its negation (antithetic variates), which cancels the part of the error odd in the
         noise (with the exact denoiser of Gaussian data, all of its variance but ||eps||^2's). The EMA network
-        scores, as it samples."""
+        scores, as it samples. With `max_log_snr`, only the denoising terms below it (no L_0)."""
         schedule, net = self.schedule, self.net_ema
-        timesteps, weights = schedule.vlb_grid(steps)
+        timesteps, weights = schedule.vlb_grid(steps, max_log_snr)
         generator = torch.Generator().manual_seed(seed)
         noises = torch.randn(len(timesteps) + 1, *x0.shape[1:], generator=generator).to(x0)
         total = schedule.prior_kl(x0).double()
@@ -359,6 +359,9 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
                 xt = schedule.add_noise(torch.cat([x, x]), pair, tt)
                 _, eps = schedule.denoise(xt, tt, net(xt, tt, cc), clip=False)  # eps or v prediction alike
                 part += w / 2 * (eps - pair).pow(2).flatten(1).sum(1).double().view(2, -1).sum(0)
+            if max_log_snr is not None:
+                total[i : i + chunk] += part
+                continue
             # L_0: the decoder's discretised Gaussian around the clipped x_0 estimate at the first timestep
             t0 = torch.zeros(2 * len(x), device=x.device, dtype=torch.long)
             pair = torch.cat([noises[0].expand_as(x), -noises[0].expand_as(x)])
@@ -369,11 +372,17 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         return total.float()
 
     @torch.no_grad()
-    def anomaly_score(self, examples: torch.Tensor, labels=None, *, steps: int = 16, seed: int = 0) -> torch.Tensor:
+    def anomaly_score(self, examples: torch.Tensor, labels=None, *, steps: int = 16, seed: int = 0,
+                      max_log_snr: float | None = None) -> torch.Tensor:
         """The variational bound on -log p(x) in bits per pixel channel, (B,), of uint8 images (B, C, H, W):
         the denoising error summed over noise levels with the weights that make it a bound (Ho et al. 2020, eq. 12),
         on `steps` timesteps spread evenly in log-SNR, with fixed noise (`seed`): the same images always score the
-        same. More steps estimate the bound better and cost one network pass per image each.
+        same. More steps estimate the bound better and cost two network passes per image each.
+
+        `max_log_snr` keeps only the terms of the noise levels below it (0: where noise outweighs the image, the
+        terms about its global shape), without the decoder's and the fine detail's, which dominate the bound's
+        bits and rank images by how complex they are more than by how unlike the data (docs/anomaly.md: one-class
+        Fashion-MNIST AUROC 0.884 against the whole bound's 0.752). It is then not a bound on -log p(x).
 
         Conditional models score p(x | labels) when given `labels`. Without them, a model trained with the
         condition dropped (`cond_drop` > 0, for classifier-free guidance) scores its unconditional branch, which
@@ -383,21 +392,27 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         c = self.config
         if not 1 <= steps <= c.timesteps - 1:
             raise ConfigError(f"steps = {steps} is out of range", f"use 1 .. {c.timesteps - 1} (16-64 are usual)")
+        lowest = float(torch.log(self.schedule.alpha_bar[-1] / (1 - self.schedule.alpha_bar[-1])))
+        if max_log_snr is not None and max_log_snr <= lowest:
+            raise ConfigError(f"max_log_snr = {max_log_snr}: no noise level is below it",
+                              f"use a value above {lowest:.1f} (0 keeps the coarse half)")
         device = next(self.parameters()).device
         x0 = examples.to(device).float() / 127.5 - 1
         n = len(x0)
 
+        def bound(cond: torch.Tensor | None) -> torch.Tensor:
+            return self._bound_nats(x0, cond, steps, seed, max_log_snr)
+
         if c.condition == "none":
             class_labels(c, labels, n)  # refuses labels with a clear error
-            nats = self._bound_nats(x0, None, steps, seed)
+            nats = bound(None)
         elif labels is not None:
-            nats = self._bound_nats(x0, self._sampling_condition(n, labels, None)[0], steps, seed)
+            nats = bound(self._sampling_condition(n, labels, None)[0])
         elif c.cond_drop > 0:  # the null condition classifier-free guidance trained
-            null = (self.class_embed_ema.weight[c.num_classes].expand(n, -1) if c.condition == "class"
-                    else torch.zeros(n, c.text_dim, device=device))
-            nats = self._bound_nats(x0, null, steps, seed)
+            nats = bound(self.class_embed_ema.weight[c.num_classes].expand(n, -1) if c.condition == "class"
+                         else torch.zeros(n, c.text_dim, device=device))
         else:
-            per_class = torch.stack([self._bound_nats(x0, self._sampling_condition(n, [y] * n, None)[0], steps, seed)
+            per_class = torch.stack([bound(self._sampling_condition(n, [y] * n, None)[0])
                                      for y in range(c.num_classes)])  # (K, B)
             nats = -(torch.logsumexp(-per_class, 0) - math.log(c.num_classes))
         return nats / (x0[0].numel() * math.log(2))

@@ -90,7 +90,7 @@ class NoiseSchedule:
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
         return x0, eps
 
-    def vlb_grid(self, steps: int) -> tuple[list[int], torch.Tensor]:
+    def vlb_grid(self, steps: int, max_log_snr: float | None = None) -> tuple[list[int], torch.Tensor]:
         """A fixed grid of about `steps` timesteps for estimating the variational bound's denoising terms, and
         each one's weight: (timesteps, weights (K,) float64).
 
@@ -102,17 +102,22 @@ class NoiseSchedule:
         cuts log-SNR into `steps` equal intervals, takes in each the timestep nearest its middle, and weighs
         it by the summed w_t of every timestep in the interval (an interval near t = 0 may hold none, so there
         can be fewer than `steps`). Exact where the error is constant within an interval; `steps` = T - 1 takes
-        every timestep with its own weight: the whole sum.
+        every timestep with its own weight: the whole sum. `max_log_snr`: only the terms of the timesteps whose
+        log SNR is below it (the grid spans those).
         """
         if not 1 <= steps <= self.timesteps - 1:
             raise ValueError(f"steps must be in 1 .. {self.timesteps - 1}, got {steps}")
         snr = self.alpha_bar / (1 - self.alpha_bar)
         weights = 0.5 * (snr[:-1] / snr[1:] - 1)  # w_t for t = 1 .. T-1
-        if steps == self.timesteps - 1:
-            return list(range(steps, 0, -1)), weights.flip(0)
         lam = torch.log(snr[1:])
-        edges = torch.linspace(float(lam[-1]), float(lam[0]), steps + 1, dtype=torch.float64)
+        if max_log_snr is None and steps == self.timesteps - 1:
+            return list(range(steps, 0, -1)), weights.flip(0)
+        top = float(lam[0]) if max_log_snr is None else min(float(max_log_snr), float(lam[0]))
+        if top <= float(lam[-1]):
+            raise ValueError(f"no timestep has a log SNR below {max_log_snr} (the lowest is {float(lam[-1]):.2f})")
+        edges = torch.linspace(float(lam[-1]), top, steps + 1, dtype=torch.float64)
         block = torch.bucketize(lam, edges[1:-1])  # which interval each timestep falls in
+        block[lam > top] = steps  # above the span: in no interval
         timesteps, totals = [], []
         for k in range(steps):
             members = torch.nonzero(block == k).flatten()
