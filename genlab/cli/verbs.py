@@ -203,7 +203,7 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
     precision, false alarms and detections at the threshold, and a report with both score histograms.
 
     Args:
-        run: a run folder (runs/NAME) of a model that scores anomalies (vae, gpt, rnn, tabular).
+        run: a run folder (runs/NAME) of a model that scores anomalies (vae, diffusion, gan, gpt, rnn, tabular).
         data: what to score: a table (CSV, TSV, Parquet) for a table model, a text file (one example a line) for a
             language model, an image file or a folder of images for an image model.
         out: the CSV to write: example, score (bits per dimension), anomalous (and truth, with --anomalies).
