@@ -25,7 +25,6 @@ import numpy as np
 from genlab.errors import ConfigError
 
 _CONDITION = re.compile(r"^\s*(?P<column>.+?)\s*(?P<op><=|>=|!=|=|<|>)\s*(?P<value>.*?)\s*$")
-OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 
 
 @dataclasses.dataclass
@@ -62,6 +61,13 @@ class Allowed:
         first = math.floor(low) + 1 if shut_low else math.ceil(low)
         last = math.ceil(high) - 1 if shut_high else math.floor(high)
         return float(first), float(last)
+
+    def reach(self, col: dict[str, Any]) -> tuple[float, float]:
+        """The continuous values that decode into `closed`'s range: samples of an integer column are rounded, so
+        [first - 1/2, last + 1/2] for one, [first, last] for the others."""
+        first, last = self.closed(col)
+        half = 0.5 if col.get("integer") else 0.0
+        return first - half, last + half
 
 
 class Conditions:

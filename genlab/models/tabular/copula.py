@@ -154,9 +154,7 @@ class GaussianCopula(nn.Module):
             elif role == "missing":  # a conditioned value is present
                 u = [(0.0, 1.0 - float(self.missing_rate[self.numeric_index[name]]))]
             else:
-                half = 0.5 if c.get("integer") else 0.0  # samples are rounded: x in [low - 1/2, high + 1/2] will do
-                low, high = a.closed(c)
-                interval = _u_interval(self.quantiles[self.numeric_index[name]].numpy(), low - half, high + half)
+                interval = _u_interval(self.quantiles[self.numeric_index[name]].numpy(), *a.reach(c))
                 u = [interval] if interval else []
             if not u:
                 from genlab.errors import ConfigError

@@ -96,11 +96,14 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
 
     def encode_rows(self, frame: Any, seed: int = 0, clip: bool = True) -> torch.Tensor:
         """A DataFrame of the training table's columns as (N, width) floats in the layout."""
+        self._require_columns(frame)
+        return torch.from_numpy(self.layout.encode(frame, seed=seed, clip=clip))
+
+    def _require_columns(self, frame: Any) -> None:
         missing = [c["name"] for c in self.layout.columns if c["name"] not in frame.columns]
         if missing:
             raise ConfigError(f"the rows lack the columns {', '.join(missing)}",
                               "pass rows with every column of the table the model was trained on")
-        return torch.from_numpy(self.layout.encode(frame, seed=seed, clip=clip))
 
     @torch.no_grad()
     def anomaly_score(self, examples: Any, labels: Any = None) -> torch.Tensor:
@@ -108,16 +111,12 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
         (B,). tvae: the negative ELBO, the most likely mode of each value, scalars unclipped so that a value
         outside every mode scores high; ddpm: the negative variational bound (ddpm.py), scalars unclipped as well;
         copula: the negative log density (copula.py)."""
-        if self.config.kind == "ctgan":  # not in bits: minus the critic's score, each row packed with itself (ctgan.py)
-            self.eval()
-            return self.net.critic_score(self.encode_rows(examples, clip=False))
         self.eval()
+        if self.config.kind == "ctgan":  # not in bits: minus the critic's score, each row packed with itself (ctgan.py)
+            return self.net.critic_score(self.encode_rows(examples, clip=False))
         columns = sum(1 for c in self.layout.columns if c["kind"] != "id")
         if self.config.kind == "copula":
-            missing = [c["name"] for c in self.layout.columns if c["name"] not in examples.columns]
-            if missing:
-                raise ConfigError(f"the rows lack the columns {', '.join(missing)}",
-                                  "pass rows with every column of the table the model was trained on")
+            self._require_columns(examples)
             nats = torch.from_numpy(-self.net.log_density(examples, self._numbers(examples))).float()
         elif self.config.kind == "ddpm":
             rows = self.encode_rows(examples, clip=False)
@@ -216,10 +215,9 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
                 span = spans[(name, "category")]
                 masks[span.start] = torch.tensor([i in a.slots for i in range(span.width)])
                 continue
-            half = 0.5 if col.get("integer") else 0.0
             means, stds = (torch.tensor(col["modes"][k], dtype=torch.float64) for k in ("means", "stds"))
-            low, high = a.closed(col)
-            reach = (means + 4 * stds >= low - half) & (means - 4 * stds <= high + half)
+            low, high = a.reach(col)
+            reach = (means + 4 * stds >= low) & (means - 4 * stds <= high)
             if reach.any():
                 masks[spans[(name, "mode")].start] = reach
             if col["has_missing"]:
