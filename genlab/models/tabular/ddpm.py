@@ -81,33 +81,43 @@ class TabDDPM(nn.Module):
         p = (a * x_t + (1 - a) / k) * (ab_prev * x0 + (1 - ab_prev) / k)
         return p / p.sum(1, keepdim=True)
 
-    def _noisy_categories(self, x0: torch.Tensor, t: torch.Tensor, k: int) -> torch.Tensor:
-        """A one-hot draw of x_t ~ Cat(abar_t x_0 + (1 - abar_t) / K)."""
+    def _noised(self, x: torch.Tensor, t: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, eps): the scalars as sqrt(abar_t) SCALE x_0 + sqrt(1 - abar_t) eps, each softmax span a one-hot draw
+        of Cat(abar_t x_0 + (1 - abar_t) / K)."""
+        n, i = len(x), self.scalar
         ab = self.alpha_bar[t][:, None]
-        return F.one_hot(torch.multinomial(ab * x0 + (1 - ab) / k, 1)[:, 0], k).float()
-
-    # -- training ----------------------------------------------------------------------------------
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        n = len(x)
-        t = torch.randint(0, self.timesteps, (n,), device=x.device)
-        noisy, noise = x.clone(), None
-        if len(self.scalar):
-            noise = torch.randn(n, len(self.scalar), device=x.device)
-            ab = self.alpha_bar[t][:, None]
-            noisy[:, self.scalar] = ab.sqrt() * SCALE * x[:, self.scalar] + (1 - ab).sqrt() * noise
+        noisy = x.clone()
+        noise = torch.randn(n, len(i), generator=generator, device=x.device)
+        if len(i):
+            noisy[:, i] = ab.sqrt() * SCALE * x[:, i] + (1 - ab).sqrt() * noise
         for start, k in self.blocks:
-            noisy[:, start : start + k] = self._noisy_categories(x[:, start : start + k], t, k)
-        out = self.net(noisy, t)
-        gaussian = F.mse_loss(out[:, self.scalar], noise) if noise is not None else x.new_zeros(())
-        multinomial = x.new_zeros(())
+            probs = ab * x[:, start : start + k] + (1 - ab) / k
+            draw = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            noisy[:, start : start + k] = F.one_hot(draw, k).float()
+        return noisy, noise
+
+    def _multinomial_terms(self, x: torch.Tensor, noisy: torch.Tensor, out: torch.Tensor,
+                           t: torch.Tensor) -> list[torch.Tensor]:
+        """Per softmax span, each row's KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)), (B,); at t = 0 the true
+        posterior is x_0 itself and the KL is the negative log-likelihood of x_0."""
+        terms = []
         for start, k in self.blocks:
             x0, x_t = x[:, start : start + k], noisy[:, start : start + k]
             predicted = self._posterior(x_t, F.softmax(out[:, start : start + k], 1), t, k).clamp_min(1e-30).log()
             true = self._posterior(x_t, x0, t, k)
             kl = (true * (true.clamp_min(1e-30).log() - predicted)).sum(1)
-            nll = -(x0 * predicted).sum(1)  # at t = 0 the true posterior is x_0 itself: the KL is this NLL
-            multinomial = multinomial + torch.where(t == 0, nll, kl).mean()
+            terms.append(torch.where(t == 0, -(x0 * predicted).sum(1), kl))
+        return terms
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = torch.randint(0, self.timesteps, (len(x),), device=x.device)
+        noisy, noise = self._noised(x, t)
+        out = self.net(noisy, t)
+        gaussian = F.mse_loss(out[:, self.scalar], noise) if len(self.scalar) else x.new_zeros(())
+        multinomial = sum((term.mean() for term in self._multinomial_terms(x, noisy, out, t)), x.new_zeros(()))
         multinomial = multinomial / max(1, len(self.blocks))
         return {"loss": gaussian + multinomial, "gaussian": gaussian, "multinomial": multinomial}
 
@@ -127,25 +137,12 @@ class TabDDPM(nn.Module):
         total = x.new_zeros(n)
         for step in range(0, self.timesteps, stride):
             t = torch.full((n,), step, device=x.device, dtype=torch.long)
-            ab = self.alpha_bar[step]
-            noisy = x.clone()
-            noise = torch.randn(n, len(i), generator=generator, device=x.device)
-            noisy[:, i] = ab.sqrt() * SCALE * x[:, i] + (1 - ab).sqrt() * noise
-            for start, k in self.blocks:
-                probs = ab * x[:, start : start + k] + (1 - ab) / k
-                draw = torch.multinomial(probs, 1, generator=generator)[:, 0]
-                noisy[:, start : start + k] = F.one_hot(draw, k).float()
+            noisy, noise = self._noised(x, t, generator)
             out = self.net(noisy, t)
             if step and len(i):
                 total += stride * 0.5 * (snr[step - 1] / snr[step] - 1) * (out[:, i] - noise).pow(2).sum(1)
-            for start, k in self.blocks:
-                x0, x_t = x[:, start : start + k], noisy[:, start : start + k]
-                predicted = self._posterior(x_t, F.softmax(out[:, start : start + k], 1), t, k).clamp_min(1e-30).log()
-                if step:
-                    true = self._posterior(x_t, x0, t, k)
-                    total += stride * (true * (true.clamp_min(1e-30).log() - predicted)).sum(1)
-                else:
-                    total += -(x0 * predicted).sum(1)
+            for term in self._multinomial_terms(x, noisy, out, t):
+                total += (stride if step else 1) * term
         return total
 
     # -- sampling ----------------------------------------------------------------------------------
