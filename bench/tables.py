@@ -16,7 +16,7 @@ and asked for as many synthetic rows; everything is scored by the same code, gen
   training record against the real test rows', exact copies).
 
 SDV (`pip install sdv`, the benchmark's own requirement, not genlab's) runs first: TVAE for
-`--sdv-epochs` epochs, GaussianCopula, CTGAN for `--ctgan-epochs`. genlab's TVAE and TabDDPM then each get the
+`--sdv-epochs` epochs, GaussianCopula, CTGAN for `--ctgan-epochs`. genlab's TVAE, TabDDPM and GPT then each get the
 wall clock SDV's TVAE fit took, and genlab's CTGAN the one SDV's CTGAN took: a one-step genlab run measures what
 is not training (loading, the layout's mixtures, start-up, saving), and the rest is `--max-time`, so the whole
 `genlab.train` call takes about as long as SDV's `fit`. One process, one after the other, on this machine.
@@ -145,9 +145,9 @@ def main() -> None:
     parser.add_argument("--sdv", default="tvae,copula,ctgan", help="SDV synthesizers to run")
     parser.add_argument("--sdv-epochs", type=int, default=30, help="SDV TVAE's epochs (the issue's measurement)")
     parser.add_argument("--ctgan-epochs", type=int, default=10)
-    parser.add_argument("--genlab", default="tvae,ddpm,ctgan,copula",
-                        help="genlab kinds: tvae and ddpm train for SDV's TVAE's fit time, ctgan for SDV's CTGAN's, "
-                             "copula is fitted in closed form")
+    parser.add_argument("--genlab", default="tvae,ddpm,ctgan,gpt,copula",
+                        help="genlab kinds: tvae, ddpm and gpt train for SDV's TVAE's fit time, ctgan for SDV's "
+                             "CTGAN's, copula is fitted in closed form")
     parser.add_argument("--kind-train", default='{"ddpm": {"lr": 3e-3, "batch_size": 1024}}',
                         help="JSON: training overrides per genlab kind (docs/tables.md says how they were chosen)")
     parser.add_argument("--genlab-model", default="{}", help="JSON overrides of the genlab model config")

@@ -20,7 +20,7 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("conditions")
     people(1500).to_csv(folder / "people.csv", index=False)
     made = {}
-    for kind in ("copula", "tvae", "ddpm"):
+    for kind in ("copula", "tvae", "ddpm", "gpt"):
         made[kind] = folder / kind
         genlab.train("tabular", str(folder / "people.csv"), made[kind], model={"kind": kind, "hidden": 64},
                      max_steps=150, batch_size=200, progress=False, threads=1)
@@ -81,7 +81,7 @@ def test_the_copula_draws_from_its_exact_conditional(runs):
 
 
 def test_every_kind_meets_the_conditions(runs):
-    for kind in ("tvae", "ddpm"):
+    for kind in ("tvae", "ddpm", "gpt"):
         model, rows = draw(runs[kind], 60, "job=pilot,income>50000")
         assert len(rows) == 60 and (rows["job"] == "pilot").all() and (rows["income"] > 50000).all()
         assert 0 < model.acceptance < 1

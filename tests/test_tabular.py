@@ -288,3 +288,83 @@ def test_copula_scores_rows_by_their_negative_log_density(table, tmp_path):
     assert np.isfinite(scores).all() and scores[:3].min() > scores[3:].max()
     further = rows.head(1).assign(age=4000)  # further out scores higher: the tails decay
     assert model.anomaly_score(further).item() > scores[0]
+
+
+def test_numeric_tokens_keep_point_masses_and_cut_the_rest_into_bins_of_equal_count():
+    from genlab.models.tabular.tokens import decode_numbers, encode_numbers, fit_numeric_tokens, log_volume
+
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random(20_000) < 0.6, 0.0, rng.lognormal(8, 1, 20_000))  # capital gains: mostly 0
+    col = {"tokens": fit_numeric_tokens(x, max_tokens=32), "has_missing": True}
+    lo, hi = np.array(col["tokens"]["lo"]), np.array(col["tokens"]["hi"])
+    assert len(lo) == 32 and lo[0] == hi[0] == 0.0 and (lo[1:] < hi[1:]).all()
+    token, distance = encode_numbers(np.r_[x, np.nan, -5.0, 1e9], col)
+    assert (token[:20_000][x == 0] == 0).all() and token[20_000] == 32  # the point mass; the missing slot
+    inside = (lo[token[:20_000]] <= x) & (x <= hi[token[:20_000]])
+    assert inside.all() and (distance[:20_001] == 0).all() and distance[-2] == 5.0 and distance[-1] > 0
+    counts = np.bincount(token[:20_000][x > 0], minlength=32)[1:]
+    assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()  # equal-count bins
+    back = decode_numbers(token, col, rng.random(len(token)))
+    drawn, held = back[:20_000], token[:20_000]
+    assert np.isnan(back[20_000]) and ((lo[held] <= drawn) & (drawn <= hi[held])).all()
+    volume = log_volume(np.r_[x[:3], 1e9], token[[0, 1, 2, -1]], distance[[0, 1, 2, -1]], col)
+    assert volume[-1] > 1e3 and np.isfinite(volume).all()  # far beyond the range: the tail
+    few = fit_numeric_tokens(np.array([3.0, 1.0, 3.0, 2.0]))
+    assert few == {"lo": [1.0, 2.0, 3.0], "hi": [1.0, 2.0, 3.0]}  # few distinct values: each its own token
+
+
+def test_the_table_gpt_is_a_normalised_causal_chain_over_the_columns():
+    from genlab.models.tabular.gpt import TabularGPT
+
+    torch.manual_seed(0)
+    net = TabularGPT([3, 2, 4], width=32, depth=2).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # away from the identity start
+        every = torch.cartesian_prod(torch.arange(3), torch.arange(2), torch.arange(4))
+        total = torch.exp(-net.nll_per_row(every)).sum()
+        assert abs(total.item() - 1.0) < 1e-5  # p sums to 1 over all 24 rows
+        logits = net.logits(every[:1])
+        changed = every[:1].clone()
+        changed[0, 1] = 1  # the second column's value reaches the third's logits only
+        other = net.logits(changed)
+        torch.testing.assert_close(logits[0, :2], other[0, :2])
+        assert not torch.allclose(logits[0, 2], other[0, 2])
+        draws = net.sample(20_000, generator=torch.Generator().manual_seed(1))
+        p_first = torch.softmax(net.logits(every[:1])[0, 0, :3], 0)
+        seen = torch.bincount(draws[:, 0], minlength=3) / 20_000
+        assert (seen - p_first).abs().max() < 0.015  # ancestral draws follow the model's own conditionals
+        assert p_first.max() < 0.9  # (a distribution worth checking)
+        pair = draws[:, 0] * 2 + draws[:, 1]
+        p_pair = torch.exp(-net.nll_per_row(every)).view(3, 2, 4).sum(2).flatten()  # the joint, third summed out
+        assert (torch.bincount(pair, minlength=6) / 20_000 - p_pair).abs().max() < 0.015
+
+
+def test_the_gpt_kind_trains_samples_the_columns_and_scores_rows_outside_the_table(table, tmp_path):
+    run = tmp_path / "gpt"
+    genlab.train("tabular", str(table), run, model={"kind": "gpt", "hidden": 64}, max_steps=150, batch_size=100,
+                 lr=3e-3, progress=False, threads=1)
+    model = genlab.load(run)
+    assert model.config.kind == "gpt" and model.config.hidden == 64
+    data = load_table(table)
+    rows = model.sample_rows(600, generator=torch.Generator().manual_seed(0))
+    assert list(rows.columns) == list(data.train.columns) and rows["age"].dtype == np.int64
+    assert set(rows["job"].dropna()) <= {"clerk", "nurse", "pilot"} and rows["job"].isna().any()
+    assert rows["age"].between(18, 79).all() and rows["id"].is_unique
+    report = tm.quality(data.train, rows, data.columns)
+    assert report["quality"] > 0.85, report
+    pilots = rows[rows["job"] == "pilot"]["income"].mean() - rows[rows["job"] == "clerk"]["income"].mean()
+    assert pilots > 25_000  # the link between columns is learned (40,000 in the data)
+    again = model.sample_rows(30, generator=torch.Generator().manual_seed(3))
+    assert again.equals(genlab.load(run).sample_rows(30, generator=torch.Generator().manual_seed(3)))
+    test = data.test.copy()
+    test.loc[0, "age"], test.loc[1, "income"] = 400, -1e7
+    scores = model.anomaly_score(test).numpy()
+    assert np.isfinite(scores).all() and scores[:2].min() > scores[2:].max()
+    further = test.head(1).assign(age=4000)
+    assert model.anomaly_score(further).item() > scores[0]
+    shuffled = test.iloc[2:].copy()
+    shuffled["income"] = shuffled["income"].sample(frac=1, random_state=0).to_numpy()  # links broken
+    assert np.median(model.anomaly_score(shuffled).numpy()) > np.median(scores[2:])
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        genlab.train("tabular", str(table), tmp_path / "bad", model={"kind": "gpt", "hidden": 40}, progress=False)

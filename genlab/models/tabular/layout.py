@@ -60,10 +60,12 @@ class TableLayout:
     # -- construction and persistence ---------------------------------------------------------
 
     @classmethod
-    def fit(cls, table: Any, seed: int = 0, mixtures: bool = True) -> TableLayout:
+    def fit(cls, table: Any, seed: int = 0, mixtures: bool = True, tokens: bool = False) -> TableLayout:
         """Fit the encoding to a `genlab.data.TableData`'s training part; `mixtures=False` keeps the columns' facts
-        without the numeric columns' mixtures (a model that needs no matrix, as the copula)."""
+        without the numeric columns' mixtures (a model that needs no matrix, as the copula); `tokens=True` adds
+        each numeric column's token intervals (tokens.py, the gpt kind's encoding)."""
         from genlab.data.tables import column_numbers
+        from genlab.models.tabular.tokens import fit_numeric_tokens
 
         rng = np.random.default_rng(seed)
         columns = []
@@ -73,6 +75,8 @@ class TableLayout:
                 x = column_numbers(table.train[c.name], c)
                 if mixtures:
                     col["modes"] = _fit_modes(x[~np.isnan(x)], rng)
+                if tokens:
+                    col["tokens"] = fit_numeric_tokens(x[~np.isnan(x)])
                 col["has_missing"] = bool(np.isnan(x).any())
                 if c.kind == "datetime":  # samples are rounded to the coarsest unit every value is a whole number of
                     present = x[~np.isnan(x)]
@@ -139,21 +143,8 @@ class TableLayout:
                     flag = spans[(name, "missing")]
                     out[np.arange(len(x)), flag.start + missing.astype(int)] = 1
             elif kind == "categorical":
-                span = spans[(name, "category")]
-                index = {_key(v): i for i, v in enumerate(col["categories"])}
-                slots = np.array([index.get(_key(v), -1) if not is_missing(v) else len(col["categories"])
-                                  for v in frame[name].tolist()])
-                unknown = slots == -1
-                if unknown.any():
-                    from genlab.errors import DataError
-
-                    bad = frame[name].to_numpy()[unknown][0]
-                    raise DataError(f"column {name!r} holds {bad!r}, a category the model never saw",
-                                    f"the model knows {len(col['categories'])} values: "
-                                    f"{', '.join(map(str, col['categories'][:10]))}")
-                if (slots == len(col["categories"])).any() and not col["has_missing"]:
-                    slots = np.where(slots == len(col["categories"]), 0, slots)  # missing where training had none
-                out[np.arange(len(slots)), span.start + slots] = 1
+                slots = category_slots(frame[name], col)
+                out[np.arange(len(slots)), spans[(name, "category")].start + slots] = 1
         return out
 
     # -- decoding -----------------------------------------------------------------------------
@@ -243,6 +234,25 @@ def _fit_modes(x: np.ndarray, rng: np.random.Generator) -> dict[str, list[float]
     weights = mixture.weights_[keep] / mixture.weights_[keep].sum()
     return {"means": means.tolist(), "stds": stds.tolist(), "weights": weights.tolist()}
 
+
+
+def category_slots(values: Any, col: dict[str, Any]) -> np.ndarray:
+    """A categorical column's cells as slots of its categories (missing: the slot after them, or the commonest
+    category's where training had no missing cells); a category never seen is refused."""
+    index = {_key(v): i for i, v in enumerate(col["categories"])}
+    slots = np.array([index.get(_key(v), -1) if not is_missing(v) else len(col["categories"])
+                      for v in values.tolist()], dtype=np.int64)
+    unknown = slots == -1
+    if unknown.any():
+        from genlab.errors import DataError
+
+        bad = values.to_numpy()[unknown][0]
+        raise DataError(f"column {col['name']!r} holds {bad!r}, a category the model never saw",
+                        f"the model knows {len(col['categories'])} values: "
+                        f"{', '.join(map(str, col['categories'][:10]))}")
+    if not col["has_missing"]:
+        slots = np.where(slots == len(col["categories"]), 0, slots)
+    return slots
 
 
 def is_missing(v: Any) -> bool:

@@ -2,8 +2,9 @@
 floats and back.
 
 `kind` picks the model: `tvae` (tvae.py), `ddpm` (ddpm.py) or `ctgan` (ctgan.py, a two-player game: the engine
-runs `train_step`), networks trained on the encoded rows, or `copula` (copula.py), a Gaussian copula fitted in
-closed form (`fit_closed_form`: no training steps). The layout is fitted to the training table when the model
+runs `train_step`), networks trained on the encoded rows; `gpt` (gpt.py), a transformer over the rows as tokens
+(tokens.py); or `copula` (copula.py), a Gaussian copula fitted in closed form (`fit_closed_form`: no training
+steps). The layout is fitted to the training table when the model
 is built (`config_for_data`) and kept in the config as JSON, so a model folder is its config and its weights.
 """
 
@@ -22,7 +23,9 @@ from genlab.models.tabular.conditions import Conditions
 from genlab.models.tabular.copula import GaussianCopula
 from genlab.models.tabular.ctgan import CTGAN, category_counts
 from genlab.models.tabular.ddpm import TabDDPM
-from genlab.models.tabular.layout import TableLayout
+from genlab.models.tabular.gpt import TabularGPT
+from genlab.models.tabular.layout import TableLayout, category_slots
+from genlab.models.tabular.tokens import decode_numbers, encode_numbers, log_volume, vocabulary
 from genlab.models.tabular.tvae import TVAE
 
 MAX_DRAWS_PER_ROW = 1_000  # conditional sampling gives up past this many draws per row asked for ...
@@ -33,20 +36,23 @@ MIN_DRAWS = 200_000  # ... or this many in all, whichever is more
 class TabularConfig:
     FROM_DATA: ClassVar[tuple[str, ...]] = ("layout",)
 
-    kind: Literal["tvae", "ddpm", "ctgan", "copula"] = "tvae"
+    kind: Literal["tvae", "ddpm", "ctgan", "gpt", "copula"] = "tvae"
     """tvae (a variational autoencoder over the encoded rows, Xu et al. 2019), ddpm (Gaussian and multinomial
     diffusion over them, TabDDPM, Kotelnikov et al. 2023), ctgan (a conditional GAN over them with packing and
     training-by-sampling, Xu et al. 2019; it trains with CTGAN's own defaults: lr 2e-4, betas 0.5 0.9, weight
-    decay 1e-6, no gradient clipping, unless given) or copula (a Gaussian copula with the columns' own
-    marginals, fitted in closed form)"""
+    decay 1e-6, no gradient clipping, unless given), gpt (a transformer over each row's columns as tokens, the
+    chain rule in the table's column order) or copula (a Gaussian copula with the columns' own marginals, fitted
+    in closed form)"""
     latent_dim: int = 128
     """size of the latent code"""
     hidden: int | None = None
-    """units of each hidden layer (the encoder's and decoder's, the denoiser's, or the generator's and critic's);
-    default 128 for tvae, 512 for ddpm (a wider denoiser learned faster per second on UCI Adult: docs/tables.md),
-    256 for ctgan (the reference's)"""
+    """units of each hidden layer (the encoder's and decoder's, the denoiser's, or the generator's and critic's;
+    gpt: the residual width, a multiple of 32); default 128 for tvae and gpt, 512 for ddpm (a wider denoiser
+    learned faster per second on UCI Adult: docs/tables.md), 256 for ctgan (the reference's)"""
     depth: int = 2
-    """hidden layers of the encoder and of the decoder"""
+    """hidden layers of the encoder and of the decoder (gpt: transformer blocks)"""
+    dropout: float = 0.0
+    """gpt: dropout on the embeddings and on each block's residual branches"""
     loss_factor: float = 2.0
     """tvae: weight of the reconstruction term against the KL term (TVAE's reference value)"""
     timesteps: int = 100
@@ -63,6 +69,11 @@ class TabularConfig:
         for name in ("latent_dim", "hidden", "depth", "timesteps", "pac"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)} must be >= 1", f"e.g. --model.{name} 128")
+        if self.kind == "gpt" and self.hidden % 32:
+            raise ConfigError(f"hidden = {self.hidden}: the gpt kind's width must be a multiple of 32 (its heads' "
+                              "size)", "e.g. --model.hidden 128")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout = {self.dropout} must be in [0, 1)", "e.g. --model.dropout 0.1")
 
 
 class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
@@ -80,6 +91,10 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
             self.net = GaussianCopula(self.layout.columns)
         elif config.kind == "ddpm":
             self.net = TabDDPM(self.layout.spans, self.layout.width, config.hidden, config.depth, config.timesteps)
+        elif config.kind == "gpt":
+            self.modelled = [c for c in self.layout.columns if c["kind"] != "id"]
+            self.net = TabularGPT([vocabulary(c) for c in self.modelled], config.hidden, config.depth,
+                                  config.dropout)
         elif config.kind == "ctgan":
             self.net = CTGAN(self.layout.spans, self.layout.width, category_counts(self.layout), config.latent_dim,
                              config.hidden, config.depth, config.pac)
@@ -91,13 +106,33 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
     def config_for_data(cls, config: TabularConfig, data: Any) -> TabularConfig:
         if config.layout:  # fine-tuning keeps the encoding it was trained with
             return config
-        layout = TableLayout.fit(data, mixtures=config.kind != "copula")
+        layout = TableLayout.fit(data, mixtures=config.kind not in ("copula", "gpt"), tokens=config.kind == "gpt")
         return dataclasses.replace(config, layout=layout.to_json())
 
     def encode_rows(self, frame: Any, seed: int = 0, clip: bool = True) -> torch.Tensor:
-        """A DataFrame of the training table's columns as (N, width) floats in the layout."""
+        """A DataFrame of the training table's columns as (N, width) floats in the layout (gpt: (N, columns) token
+        indices)."""
         self._require_columns(frame)
+        if self.config.kind == "gpt":
+            return torch.from_numpy(self._tokens(frame)[0])
         return torch.from_numpy(self.layout.encode(frame, seed=seed, clip=clip))
+
+    def _tokens(self, frame: Any) -> tuple[Any, Any]:
+        """gpt: (N, C) int64 tokens of the modelled columns, and (N,) the log volume of the numbers' tokens
+        (tokens.py: bin widths and tails, nats) that makes their NLL a density."""
+        import numpy as np
+
+        numbers = self._numbers(frame)
+        tokens = np.zeros((len(frame), len(self.modelled)), dtype=np.int64)
+        volume = np.zeros(len(frame))
+        for j, col in enumerate(self.modelled):
+            if col["kind"] == "categorical":
+                tokens[:, j] = category_slots(frame[col["name"]], col)
+            else:
+                x = numbers[col["name"]]
+                tokens[:, j], distance = encode_numbers(x, col)
+                volume += log_volume(x, tokens[:, j], distance, col)
+        return tokens, volume
 
     def _require_columns(self, frame: Any) -> None:
         missing = [c["name"] for c in self.layout.columns if c["name"] not in frame.columns]
@@ -110,7 +145,8 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
         """How unlikely each row is (a DataFrame of the training table's columns), in bits per modelled column,
         (B,). tvae: the negative ELBO, the most likely mode of each value, scalars unclipped so that a value
         outside every mode scores high; ddpm: the negative variational bound (ddpm.py), scalars unclipped as well;
-        copula: the negative log density (copula.py)."""
+        copula: the negative log density (copula.py); gpt: the negative log density (tokens.py: a value beyond the
+        range seen pays a Laplace tail)."""
         self.eval()
         if self.config.kind == "ctgan":  # not in bits: minus the critic's score, each row packed with itself (ctgan.py)
             return self.net.critic_score(self.encode_rows(examples, clip=False))
@@ -118,12 +154,17 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
         if self.config.kind == "copula":
             self._require_columns(examples)
             nats = torch.from_numpy(-self.net.log_density(examples, self._numbers(examples))).float()
+        elif self.config.kind == "gpt":
+            self._require_columns(examples)
+            tokens, volume = self._tokens(examples)
+            nats = torch.cat([self.net.nll_per_row(part) for part in torch.from_numpy(tokens).split(4096)])
+            nats = nats.double() + torch.from_numpy(volume)
         elif self.config.kind == "ddpm":
             rows = self.encode_rows(examples, clip=False)
             nats = torch.cat([self.net.nll_per_row(part) for part in rows.split(4096)])
         else:
             nats = self.net.elbo_per_row(self.encode_rows(examples, clip=False))
-        return nats / (max(1, columns) * math.log(2))
+        return (nats / (max(1, columns) * math.log(2))).float()
 
     def _numbers(self, frame: Any) -> dict[str, Any]:
         """Each numeric or datetime column of `frame` as floats (datetimes as seconds), NaN where missing."""
@@ -177,10 +218,22 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
     def _draw(self, n: int, generator: torch.Generator | None, conditions: Conditions) -> Any:
         if self.config.kind == "copula":
             return self.layout.frame(self.net.sample(n, generator, conditions.allowed), n)
+        if self.config.kind == "gpt":
+            return self._draw_tokens(n, generator)
         extra = {"allowed": self._allowed_slots(conditions)} if self.config.kind in ("ddpm", "ctgan") and conditions \
             else {}
         rows = [self.net.sample(min(4096, n - i), generator, **extra) for i in range(0, n, 4096)]
         return self.layout.decode(torch.cat(rows).cpu().numpy())
+
+    def _draw_tokens(self, n: int, generator: torch.Generator | None) -> Any:
+        """gpt: rows of tokens, each number drawn uniformly inside its token's interval."""
+        tokens = torch.cat([self.net.sample(min(4096, n - i), generator) for i in range(0, n, 4096)]).cpu().numpy()
+        u = torch.rand(n, len(self.modelled), generator=generator, dtype=torch.float64).numpy()
+        values = {}
+        for j, col in enumerate(self.modelled):
+            t = tokens[:, j]
+            values[col["name"]] = t if col["kind"] == "categorical" else decode_numbers(t, col, u[:, j])
+        return self.layout.frame(values, n)
 
     def _draw_meeting(self, n: int, generator: torch.Generator | None, conditions: Conditions) -> Any:
         """Draw until n rows meet the conditions, each batch sized by the acceptance so far."""
