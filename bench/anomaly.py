@@ -66,23 +66,28 @@ def wbc(trial: int):
 
 
 def pyod_detectors(seed: int) -> dict:
+    from pyod.models.copod import COPOD
+    from pyod.models.ecod import ECOD
     from pyod.models.hbos import HBOS
     from pyod.models.iforest import IForest
     from pyod.models.knn import KNN
     from pyod.models.vae import VAE
 
     return {"VAE": lambda: VAE(epoch_num=30, verbose=0, random_state=seed),
-            "IForest": lambda: IForest(random_state=seed), "HBOS": lambda: HBOS(), "KNN": lambda: KNN()}
+            "IForest": lambda: IForest(random_state=seed), "HBOS": lambda: HBOS(), "KNN": lambda: KNN(),
+            "COPOD": lambda: COPOD(), "ECOD": lambda: ECOD()}
 
 
 def genlab_scores(kind: str, train, test, args, seed: int) -> np.ndarray:
+    """Train a tabular model of `kind` ("copula:tail": a copula scored by its tail probabilities) on the rows."""
+    kind, _, score = kind.partition(":")
     with tempfile.TemporaryDirectory(prefix="genlab-anomaly-") as folder:
         table = Path(folder) / "train.csv"
         train.to_csv(table, index=False)
         model = {"kind": kind, **json.loads(args.genlab_model)}
         genlab.train("tabular", str(table), Path(folder) / "run", model=model, max_steps=args.steps,
                      batch_size=args.batch_size, progress=False, seed=seed, threads=args.threads, holdout=0)
-        return genlab.load(Path(folder) / "run").anomaly_score(test).numpy()
+        return genlab.load(Path(folder) / "run").anomaly_score(test, **({"score": score} if score else {})).numpy()
 
 
 def part_wbc(args) -> dict:
@@ -103,8 +108,9 @@ def part_wbc(args) -> dict:
         for kind in args.genlab.split(","):
             start = time.perf_counter()
             score = genlab_scores(kind, train, test, args, trial)
-            seconds[f"genlab_{kind}"] = seconds.get(f"genlab_{kind}", 0) + time.perf_counter() - start
-            aucs.setdefault(f"genlab_{kind}", []).append(roc_auc_score(labels, score))
+            name = f"genlab_{kind.replace(':', '_')}"
+            seconds[name] = seconds.get(name, 0) + time.perf_counter() - start
+            aucs.setdefault(name, []).append(roc_auc_score(labels, score))
         print(f"wbc trial {trial}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in aucs.items()), flush=True)
     return {name: {"mean_auroc": round(statistics.mean(v), 4), "std": round(statistics.pstdev(v), 4),
                    "per_trial": [round(a, 4) for a in v], "seconds": round(seconds[name], 1)}
@@ -284,7 +290,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="wbc,fmnist", help="wbc, fmnist or both")
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--genlab", default="tvae", help="genlab tabular kinds to score with")
+    parser.add_argument("--genlab", default="copula:tail,copula,tvae,gpt",
+                        help="wbc: genlab tabular kinds to score with (KIND:tail scores by tail probabilities)")
     parser.add_argument("--genlab-model", default='{"hidden": 64, "latent_dim": 8}')
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch-size", type=int, default=64)

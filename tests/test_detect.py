@@ -57,3 +57,29 @@ def test_the_tabular_ddpm_scores_rows_by_its_variational_bound(run, tmp_path):
     scores = model.anomaly_score(rows).numpy()
     assert scores[:2].min() > scores[2:].max()
     np.testing.assert_array_equal(scores, model.anomaly_score(rows).numpy())  # fixed noise: the same score again
+
+
+def test_the_copula_scores_by_tail_probabilities_with_score_tail(run, tmp_path, capsys):
+    model = genlab.load(run / "run")
+    rows = load_table(run / "people.csv").test.copy()
+    q = model.net.quantiles[model.net.numeric_index["income"]].numpy()
+    rows.loc[0, "income"] = q[-1]  # the largest income seen: far in income's long right tail
+    rows.loc[1, "income"] = q[-1] * 2  # beyond it: further still
+    tail = model.anomaly_score(rows, score="tail").numpy()
+    assert np.isfinite(tail).all() and tail[1] > tail[0] > np.percentile(tail[2:], 90)
+    # by hand: -log of the upper tail for income (its mean exceeds its median), the others' the same way
+    income = model.anomaly_score(rows.head(1), score="tail").item()
+    others = model.anomaly_score(rows.head(1).assign(income=float(np.median(q))), score="tail").item()
+    columns = 5  # age, job, income, joined, rich (the id is not modelled)
+    assert (income - others) * columns * np.log(2) == pytest.approx(-np.log(0.5 / 1000) + np.log(0.5), rel=1e-3)
+    assert not np.allclose(tail, model.anomaly_score(rows).numpy())  # not the density
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["detect", str(run / "run"), "--data", str(tmp_path / "rows.csv"), "--score", "tail",
+                 "--out", str(tmp_path / "s.csv")]) == 0
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"], tail, rtol=1e-4)
+    with pytest.raises(genlab.errors.ConfigError, match="not one of density, tail"):
+        model.anomaly_score(rows, score="depth")
+    genlab.train("tabular", str(run / "people.csv"), tmp_path / "tvae", model={"hidden": 32, "latent_dim": 4},
+                 max_steps=5, progress=False, threads=1)
+    assert main(["detect", str(tmp_path / "tvae"), "--data", str(tmp_path / "rows.csv"), "--score", "tail"]) == 2
+    assert "the tail score is the copula's" in capsys.readouterr().err

@@ -94,3 +94,44 @@ def test_a_binarised_models_anomaly_score_is_its_excess_over_the_binarisations_e
     logistic = VAE(VAEConfig(image_size=(8, 8), widths=(4, 8), hidden_dim=16, latent_dim=3, likelihood="logistic"))
     bound = logistic.log_likelihood(images, k=5, generator=torch.Generator().manual_seed(0))["log_likelihood"]
     torch.testing.assert_close(logistic.eval().anomaly_score(images, k=5), -bound / (64 * math.log(2)))
+
+
+def test_the_codes_mixture_is_fitted_after_training_and_the_score_reads_the_codes_density(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch.nn.functional as F
+    from safetensors.torch import load_file, save_file
+    from sklearn.mixture import GaussianMixture
+
+    import genlab
+
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(image_size=(8, 8), widths=(4, 8), hidden_dim=16, latent_dim=3, latent_mixture=4)).eval()
+    rng = np.random.default_rng(0)
+    bright = rng.random(300) < 0.5  # two kinds of images: the codes fall in two clumps
+    images = np.where(bright[:, None, None, None], rng.integers(150, 256, (300, 1, 8, 8)),
+                      rng.integers(0, 60, (300, 1, 8, 8))).astype(np.uint8)
+    assert not model.has_mixture()  # before fitting: the N(0, I) prior's score
+    model.fit_after_training(SimpleNamespace(train_x=images, train_y=np.zeros(300, int)), seed=3)
+    assert model.has_mixture()
+    x = torch.from_numpy(images).float() / 255
+    with torch.no_grad():
+        mu, _ = model.posterior(x)
+    reference = GaussianMixture(4, covariance_type="full", reg_covar=1e-4, random_state=3).fit(mu.double().numpy())
+    ours = model.code_log_density(mu.double()).numpy()
+    np.testing.assert_allclose(ours, reference.score_samples(mu.double().numpy()), rtol=1e-5)
+    test = torch.from_numpy(images[:5])
+    with torch.no_grad():
+        params = model.decode(mu[:5])
+        excess = (F.binary_cross_entropy_with_logits(params, x[:5], reduction="none").flatten(1).sum(1)
+                  - F.binary_cross_entropy(x[:5], x[:5], reduction="none").flatten(1).sum(1))
+        expected = (excess - model.code_log_density(mu[:5])) / (64 * math.log(2))
+    torch.testing.assert_close(model.anomaly_score(test), expected, rtol=1e-4, atol=1e-4)
+    # a folder written before the mixture existed loads, and scores with the prior
+    folder = model.save_pretrained(tmp_path / "m")
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("mixture_")}, folder / "model.safetensors")
+    old = genlab.load(folder)
+    assert not old.has_mixture() and torch.isfinite(old.anomaly_score(test)).all()
+    assert not hasattr(VAE(VAEConfig(image_size=(8, 8), widths=(4,), latent_mixture=0)), "mixture_weights")

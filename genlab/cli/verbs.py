@@ -195,7 +195,7 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
 
 
 def detect(run: str, data: str | None = None, out: str = "scores.csv", percentile: float = 99.0,
-           anomalies: str | None = None, report: str | None = None) -> None:
+           anomalies: str | None = None, report: str | None = None, score: str | None = None) -> None:
     """Score how unlike the training data each example of --data is, and flag those above a threshold chosen
     without labels: the given percentile of the scores of the run's own held-out data, so that about
     (100 - percentile)% of normal examples are flagged (the expected false-alarm rate). With --anomalies (examples
@@ -210,6 +210,8 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
         percentile: the threshold, as a percentile of the held-out scores (99: about 1% false alarms).
         anomalies: known anomalies, in the same form as --data, to evaluate the detector on.
         report: with --anomalies, the HTML report to write (default: --out with .html for .csv).
+        score: a table copula's score: density (its negative log density, the default) or tail (the tail
+            probabilities of its marginals, COPOD's score: a row extreme in many columns at once).
     """
     import numpy as np
 
@@ -224,14 +226,20 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
                           "give --anomalies FILE (known anomalies), or leave --report out")
     model, record = _load_run(run)
     need(model, AnomalyScorer, run)
+    options = {}
+    if score is not None:
+        if not isinstance(model, TableSampler):
+            raise ConfigError(f"--score {score}: only a table model picks its score", "leave --score out")
+        options["score"] = score
     names, examples = _detect_examples(model, Path(data))
     reference = _detect_reference(model, _run_data(record, "genlab detect"))
-    threshold = float(np.percentile(_scores(model, reference), percentile))
-    scores = _scores(model, examples)
+    threshold = float(np.percentile(_scores(model, reference, options), percentile))
+    scores = _scores(model, examples, options)
     truth = None
     if anomalies is not None:
         odd_names, odd = _detect_examples(model, Path(anomalies))
-        names, scores = names + [f"{anomalies}: {n}" for n in odd_names], np.concatenate([scores, _scores(model, odd)])
+        names = names + [f"{anomalies}: {n}" for n in odd_names]
+        scores = np.concatenate([scores, _scores(model, odd, options)])
         truth = np.r_[np.zeros(len(names) - len(odd_names), int), np.ones(len(odd_names), int)]
     flagged = scores > threshold
     with atomic_path(Path(out)) as partial, partial.open("w", newline="") as f:
@@ -264,15 +272,15 @@ def _detect_report(model: Any, run: str, scores: Any, truth: Any, threshold: flo
     print(f"wrote {path}")
 
 
-def _scores(model: Any, examples: Any, batch: int = 256):
+def _scores(model: Any, examples: Any, options: dict[str, Any], batch: int = 256):
     import numpy as np
 
     if isinstance(examples, torch.Tensor):
-        return np.concatenate([model.anomaly_score(examples[i : i + batch]).numpy()
+        return np.concatenate([model.anomaly_score(examples[i : i + batch], **options).numpy()
                                for i in range(0, len(examples), batch)])
     if isinstance(examples, list):
-        return model.anomaly_score(examples).numpy()
-    return np.concatenate([model.anomaly_score(examples.iloc[i : i + 4096]).numpy()
+        return model.anomaly_score(examples, **options).numpy()
+    return np.concatenate([model.anomaly_score(examples.iloc[i : i + 4096], **options).numpy()
                            for i in range(0, len(examples), 4096)])
 
 

@@ -252,6 +252,7 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
         raise GenlabError("training was interrupted", f"continue with genlab train {family} --resume {run}")
 
     trainer.save_checkpoint(ckpt, weights_only=False)
+    model.fit_after_training(dataset, seed=train_config.seed)
     preview.write(model, trainer.global_step)
     metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     model.save_pretrained(run / "model", card={

@@ -57,6 +57,10 @@ class GenerativeModel(nn.Module):
         engine then saves it as trained. False (the default): the model trains on `loss`."""
         return False
 
+    def fit_after_training(self, data: Any, seed: int = 0) -> None:
+        """Fit what is estimated from the trained network and the data rather than by gradient steps (a VAE's
+        density of its codes), before the engine saves the model. The default: nothing."""
+
     def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
         """The training objective on one batch: a dict with `loss` and anything worth logging. `step` is the
         optimiser step, for objectives that change during training (a KL warm-up); None is the final objective."""

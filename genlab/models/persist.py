@@ -96,6 +96,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> GenerativeMo
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise UnsafeFileError(f"{weights} is corrupt or truncated: {error}",
                               "re-export or re-download the model; do not edit the file") from None
+    missing = [name for name in missing if name not in getattr(model, "OPTIONAL_TENSORS", ())]  # older folders
     if missing or unexpected:
         raise UnsafeFileError(f"{weights} does not match the {family} config: missing {sorted(missing)[:5]}, "
                               f"unexpected {sorted(unexpected)[:5]}", "use the config.json that came with the weights")

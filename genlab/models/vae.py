@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +65,9 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch
     return (-0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / logvar.exp())).sum(-1)
 
 
+MIXTURE_IMAGES = 20_000  # training images the codes' mixture is fitted to at most (a seeded subsample beyond)
+
+
 class ResBlock(nn.Module):
     """Two 3x3 convolutions with a skip; keeps shape."""
 
@@ -94,6 +98,9 @@ class VAEConfig(ConditionalImageConfig):
     """weight of the KL term (beta-VAE when > 1)"""
     kl_warmup_steps: int = 0
     """beta ramps linearly from 0 over these steps"""
+    latent_mixture: int = 10
+    """components of a Gaussian mixture fitted after training to the training images' posterior means (ex-post
+    density estimation, Ghosh et al. 2020), which the anomaly score reads a code's density from (0: none)"""
 
     def __post_init__(self):
         super().__post_init__()
@@ -102,8 +109,9 @@ class VAEConfig(ConditionalImageConfig):
                 "latent_dim must be >= 1 and widths non-empty",
                 "e.g. --model.latent-dim 32 --model.widths [32,64]",
             )
-        if self.beta < 0 or self.kl_warmup_steps < 0:
-            raise ConfigError("beta and kl_warmup_steps must be >= 0", "e.g. --model.beta 1 --model.kl-warmup-steps 0")
+        if self.beta < 0 or self.kl_warmup_steps < 0 or self.latent_mixture < 0:
+            raise ConfigError("beta, kl_warmup_steps and latent_mixture must be >= 0",
+                              "e.g. --model.beta 1 --model.kl-warmup-steps 0 --model.latent-mixture 10")
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -118,6 +126,7 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
 
     family = "vae"
     Config = VAEConfig
+    OPTIONAL_TENSORS = ("mixture_weights", "mixture_means", "mixture_scale_tril")  # folders from before the mixture
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -157,6 +166,11 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
             if i < len(widths) - 1:
                 layers.append(nn.SiLU())
         self.decoder_conv = nn.Sequential(*layers)
+        if c.latent_mixture:  # fitted after training (fit_after_training); all-zero weights: not fitted
+            K, d = c.latent_mixture, c.latent_dim
+            self.register_buffer("mixture_weights", torch.zeros(K))
+            self.register_buffer("mixture_means", torch.zeros(K, d))
+            self.register_buffer("mixture_scale_tril", torch.eye(d).repeat(K, 1, 1))
 
     # -- data domain -------------------------------------------------------------------------
 
@@ -352,16 +366,72 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
     def _excess_bits_nats(self, examples: torch.Tensor, labels, k: int) -> torch.Tensor:
         """E_b[-ELBO(b)] - H(b) in nats, (B,), for b ~ Bernoulli(x): the posterior is q(z | x) for every b (any q
         gives a bound), so the expectation over b is the cross-entropy with the grey levels as targets. The
-        posterior samples come from one seed each example, so a score does not depend on its batch."""
+        posterior samples come from one seed each example, so a score does not depend on its batch.
+
+        With the mixture fitted after training (`fit_after_training`), the score is instead the two-stage model's
+        (Ghosh et al. 2020: a deterministic code, its density from a mixture fitted to the training codes): the
+        excess bits of the reconstruction at the posterior mean plus the code's NLL under the mixture. The prior
+        N(0, I) is not where a trained encoder puts its codes (the aggregate posterior has holes and directions
+        it never uses); the mixture is, so a code in a region the training images never reached costs what it
+        should (docs/anomaly.md has the figures)."""
         if k < 1:
             raise ConfigError(f"k = {k} posterior samples", "pass k 1 or more")
         x = (examples.float() / 255).to(self.encoder_fc[0].weight.device)
         onehot = self._one_hot(labels, len(x))
         mu, logvar = self.posterior(x, onehot)
-        noise = torch.randn(k, 1, mu.shape[1], generator=torch.Generator().manual_seed(0)).to(mu)  # shared by all
         entropy = F.binary_cross_entropy(x, x, reduction="none").flatten(1).sum(1)  # H(Bernoulli(x)) summed
+        if self.has_mixture():
+            params = self.decode(mu, onehot)
+            cross = F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)
+            return cross - entropy - self.code_log_density(mu)
+        noise = torch.randn(k, 1, mu.shape[1], generator=torch.Generator().manual_seed(0)).to(mu)  # shared by all
         cross = torch.zeros(len(x), device=x.device)
         for eps in noise:
             params = self.decode(mu + eps * (0.5 * logvar).exp(), onehot)
             cross += F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1) / k
         return cross - entropy + gaussian_kl(mu, logvar)
+
+    # -- the codes' mixture (ex-post density estimation) ---------------------------------------
+
+    def has_mixture(self) -> bool:
+        return self.config.latent_mixture > 0 and bool(self.mixture_weights.sum() > 0)
+
+    def code_log_density(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) (B,) under the mixture fitted to the training codes."""
+        components = torch.distributions.MultivariateNormal(self.mixture_means, scale_tril=self.mixture_scale_tril)
+        return torch.logsumexp(components.log_prob(z[:, None]) + self.mixture_weights.clamp_min(1e-30).log(), 1)
+
+    @torch.no_grad()
+    def fit_after_training(self, data: Any, seed: int = 0) -> None:
+        """Fit `latent_mixture` full-covariance Gaussians (scikit-learn's EM, seeded) to the posterior means of up
+        to `MIXTURE_IMAGES` training images, each encoded as the anomaly score encodes it (grey levels for a
+        dynamically binarised model, which its score reads; the likelihood's inputs otherwise)."""
+        if not self.config.latent_mixture or getattr(data, "train_x", None) is None or len(data.train_x) < 2:
+            return
+        from sklearn.mixture import GaussianMixture
+
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(data.train_x), min(MIXTURE_IMAGES, len(data.train_x)), replace=False))
+        was_training = self.training
+        self.eval()
+        device = self.encoder_fc[0].weight.device
+        codes = []
+        for start in range(0, len(pick), 500):
+            index = pick[start : start + 500]
+            images = torch.from_numpy(data.train_x[index])
+            x = images.float() / 255 if self.config.binarize == "dynamic" and self.config.likelihood == "bernoulli" \
+                else self.prepare(images, torch.Generator().manual_seed(seed))
+            labels = torch.from_numpy(data.train_y[index]) if self.config.condition == "class" else None
+            codes.append(self.posterior(x.to(device), self._one_hot(labels, len(x)))[0].double().cpu())
+        self.train(was_training)
+        codes = torch.cat(codes).numpy()
+        K = min(self.config.latent_mixture, len(codes))
+        mixture = GaussianMixture(K, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(codes)
+        weights = np.zeros(self.config.latent_mixture)
+        weights[:K] = mixture.weights_
+        means = np.zeros((self.config.latent_mixture, codes.shape[1]))
+        means[:K] = mixture.means_
+        trils = np.repeat(np.eye(codes.shape[1])[None], self.config.latent_mixture, 0)
+        trils[:K] = np.linalg.cholesky(mixture.covariances_)
+        for name, value in (("mixture_weights", weights), ("mixture_means", means), ("mixture_scale_tril", trils)):
+            getattr(self, name).copy_(torch.from_numpy(value))

@@ -141,19 +141,26 @@ class Tabular(GenerativeModel, TableSampler, AnomalyScorer, TwoPlayerGame):
                               "pass rows with every column of the table the model was trained on")
 
     @torch.no_grad()
-    def anomaly_score(self, examples: Any, labels: Any = None) -> torch.Tensor:
+    def anomaly_score(self, examples: Any, labels: Any = None, score: str = "density") -> torch.Tensor:
         """How unlikely each row is (a DataFrame of the training table's columns), in bits per modelled column,
         (B,). tvae: the negative ELBO, the most likely mode of each value, scalars unclipped so that a value
         outside every mode scores high; ddpm: the negative variational bound (ddpm.py), scalars unclipped as well;
         copula: the negative log density (copula.py); gpt: the negative log density (tokens.py: a value beyond the
-        range seen pays a Laplace tail)."""
+        range seen pays a Laplace tail). `score="tail"` (copula): the tail probabilities of its marginals instead,
+        COPOD's score (GaussianCopula.tail_nats)."""
+        if score not in ("density", "tail"):
+            raise ConfigError(f"score {score!r} is not one of density, tail", "e.g. --score tail")
+        if score == "tail" and self.config.kind != "copula":
+            raise ConfigError(f"a {self.config.kind} model scores by its density; the tail score is the copula's",
+                              "train a copula (--model.kind copula) for --score tail, or leave --score out")
         self.eval()
         if self.config.kind == "ctgan":  # not in bits: minus the critic's score, each row packed with itself (ctgan.py)
             return self.net.critic_score(self.encode_rows(examples, clip=False))
         columns = sum(1 for c in self.layout.columns if c["kind"] != "id")
         if self.config.kind == "copula":
             self._require_columns(examples)
-            nats = torch.from_numpy(-self.net.log_density(examples, self._numbers(examples))).float()
+            measure = self.net.tail_nats if score == "tail" else lambda *a: -self.net.log_density(*a)
+            nats = torch.from_numpy(measure(examples, self._numbers(examples))).float()
         elif self.config.kind == "gpt":
             self._require_columns(examples)
             tokens, volume = self._tokens(examples)
