@@ -38,7 +38,7 @@ class Verb(NamedTuple):
 
 
 VERBS: dict[str, Verb] = {
-    "data": Verb("", "list and check datasets (genlab data list | check DATA)"),
+    "data": Verb("", "list, check and make datasets (genlab data list | check DATA | make WHAT)"),
     "train": Verb("", "train a model family into a run folder (genlab train FAMILY --help)"),
     "tune": Verb("", "hyperparameter study with Optuna (genlab tune FAMILY --help; --resume/--report STUDY)"),
     "finetune": Verb("genlab.engine.finetune:finetune", "fine-tune a language model on new text (full or LoRA)"),
@@ -59,7 +59,8 @@ VERBS: dict[str, Verb] = {
 }
 DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets and where they resolve"),
               "check": Verb("genlab.cli.verbs:data_check",
-                            "counts, shapes, classes, column kinds and bad files of a dataset")}
+                            "counts, shapes, classes, column kinds, sound files' rates and lengths, bad files"),
+              "make": Verb("genlab.cli.verbs:data_make", "make a dataset offline: spoken digits (flite)")}
 RUN_OPTIONS = ("data", "out", "resume", "from_study", "trial", "data_max_bad_fraction", "config")
 
 

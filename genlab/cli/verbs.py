@@ -126,6 +126,26 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False,
     print(json.dumps(dataset.report.to_dict(), indent=1) if as_json else dataset.report.summary())
 
 
+def data_make(what: str, out: str = "spoken-digits", per_class: int = 100, voices: str = "slt,kal16,awb,rms",
+              seed: int = 0) -> None:
+    """Make a dataset offline. spoken-digits: each digit's word spoken by Debian's flite synthesiser in several
+    voices, each clip with its own rate and pitch, as OUT/DIGIT/VOICE-NNNN.wav (a teacher corpus, SC09's shape).
+
+    Args:
+        what: the dataset to make: spoken-digits.
+        out: the folder to write.
+        per_class: clips of each class.
+        voices: flite voices, comma-separated, taken in turn (flite -lv lists them).
+        seed: the seed of each clip's rate and pitch.
+    """
+    from genlab.data.speech import make_spoken_digits
+
+    if what != "spoken-digits":
+        raise ConfigError(f"genlab data make {what}: there is no such dataset", "genlab data make spoken-digits")
+    folder = make_spoken_digits(Path(out), per_class, tuple(v for v in voices.split(",") if v), seed)
+    print(f"wrote {10 * per_class:,} clips of spoken digits to {folder} (check them: genlab data check {folder})")
+
+
 def reference(data: str, retrain: bool = False) -> None:
     """Train (once) and cache the reference classifier of an image dataset: the feature space of FD-genlab.
 

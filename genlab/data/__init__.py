@@ -1,9 +1,9 @@
 """The data layer: `load_data(spec)` turns a registered name or a path into arrays or text.
 
 Names resolve cache -> system copy -> download (see `registry.py`); paths may be a
-folder of images (class subfolders become labels), a text file or folder of text
-files, a JSONL file of conversations (genlab.data.chat), or a table (CSV, TSV,
-Parquet; genlab.data.tables). Every result carries a
+folder of images (class subfolders become labels), a folder of sound files (WAV,
+FLAC, OGG; genlab.data.audio), a text file or folder of text files, a JSONL file of
+conversations (genlab.data.chat), or a table (CSV, TSV, Parquet; genlab.data.tables). Every result carries a
 `DataReport` of what was found.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genlab.data.audio import AUDIO_SUFFIXES, load_audio_folder
 from genlab.data.base import DataReport, ImageData, TextData
 from genlab.data.chat import CHAT_SUFFIXES, ChatData, load_chat
 from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
@@ -42,6 +43,8 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             return load_table(path, schema=schema)
         if path.is_file() and path.suffix.lower() in CHAT_SUFFIXES:
             return load_chat(path)
+        if path.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*") if p.is_file()):
+            return load_audio_folder(path, max_bad_fraction=max_bad_fraction, refresh=refresh)
         if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
             data = load_image_folder(path, image_size, max_bad_fraction=max_bad_fraction, refresh=refresh)
         else:

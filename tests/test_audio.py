@@ -1,0 +1,125 @@
+"""Sound: reading, resampling, trimming and normalising clips, the report, log-mel spectrograms (checked against
+librosa) and Griffin-Lim's inverse, and the spoken-digit corpus made by flite."""
+
+from __future__ import annotations
+
+import shutil
+
+import librosa
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from genlab.cli import main
+from genlab.data import load_data
+from genlab.data.audio import fit_length, normalise_loudness, resample, rms_dbfs, trim_silence
+from genlab.data.spectrogram import MelSettings, MelSpectrogram, mel_filterbank
+from genlab.errors import DataError
+
+
+def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def chirp(rate: int = 16_000, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * (200 * t + 1500 * t**2))).astype(np.float32)  # 200 Hz rising to 3.2 kHz
+
+
+def peak_hz(x: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[spectrum.argmax()])
+
+
+def test_the_mel_filterbank_and_log_mel_spectrogram_match_librosa():
+    for s in (MelSettings(), MelSettings(sample_rate=22_050, n_fft=1024, hop=256, n_mels=80, f_min=20, f_max=8000)):
+        ours = mel_filterbank(s).numpy()
+        theirs = librosa.filters.mel(sr=s.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.f_min, fmax=s.f_max,
+                                     htk=False, norm="slaney")
+        np.testing.assert_allclose(ours, theirs, atol=1e-7)
+    x = chirp()
+    ours = MelSpectrogram()(torch.from_numpy(x)[None])[0].numpy()
+    theirs = np.log(np.maximum(librosa.feature.melspectrogram(
+        y=x, sr=16_000, n_fft=1024, hop_length=256, power=1.0, center=True, pad_mode="reflect", n_mels=80), 1e-5))
+    assert ours.shape == theirs.shape == (80, MelSettings().frames(len(x)))
+    np.testing.assert_allclose(ours, theirs, atol=5e-3)
+
+
+def test_griffin_lim_recovers_a_consistent_waveform_as_well_as_librosa():
+    m = MelSpectrogram()
+    x = chirp()
+    magnitude = m.stft(torch.from_numpy(x)[None]).abs()
+
+    def convergence(wave):
+        return float(torch.linalg.norm(m.stft(wave).abs() - magnitude) / torch.linalg.norm(magnitude))
+
+    errors = [convergence(m.griffin_lim(magnitude, it, length=len(x), generator=torch.Generator().manual_seed(0)))
+              for it in (0, 8, 32)]
+    assert errors[0] > 0.4 and errors[0] > errors[1] > errors[2]  # a random phase, then better with each pass
+    theirs = librosa.griffinlim(magnitude[0].numpy(), n_iter=32, hop_length=256, n_fft=1024, length=len(x),
+                                random_state=0)
+    assert errors[2] <= convergence(torch.from_numpy(theirs)[None]) + 0.02
+    # the whole inverse path from the log-mel: the mel bands of the result match the ones asked for
+    log_mel = m(torch.from_numpy(x)[None])
+    back = m.invert(log_mel, iterations=32, length=len(x), generator=torch.Generator().manual_seed(0))
+    loud = log_mel > log_mel.max() - 6  # the bands holding the chirp (within 6 nats, ~52 dB, of the loudest)
+    assert (m(back) - log_mel)[loud].abs().median() < 0.3
+    assert abs(peak_hz(back[0, :4000].numpy(), 16_000) - peak_hz(x[:4000], 16_000)) < 60
+
+
+def test_clips_are_resampled_trimmed_normalised_and_fitted():
+    x = tone(440, 1.0, 44_100)
+    y = resample(x, 44_100, 16_000)
+    assert len(y) == 16_000 and abs(peak_hz(y, 16_000) - 440) < 2
+    padded = np.r_[np.zeros(8000, np.float32), y, np.zeros(4000, np.float32)]
+    trimmed = trim_silence(padded, 16_000)
+    assert abs(len(trimmed) - 16_000) < 0.05 * 16_000  # the silence at both ends gone, to two 25 ms frames
+    assert rms_dbfs(normalise_loudness(y)) == pytest.approx(-20.0, abs=0.01)
+    loud = normalise_loudness(np.r_[np.zeros(1000, np.float32), np.ones(10, np.float32)])  # one spike
+    assert np.abs(loud).max() <= 0.99  # the peak kept under full scale, though the RMS is then below -20
+    assert fit_length(np.arange(10, dtype=np.float32), 4).tolist() == [3, 4, 5, 6]
+    assert fit_length(np.ones(2, np.float32), 6).tolist() == [0, 0, 1, 1, 0, 0]
+
+
+def test_a_folder_of_sound_files_becomes_labelled_clips_with_a_report(tmp_path, capsys):
+    (tmp_path / "low").mkdir()
+    (tmp_path / "high").mkdir()
+    for i in range(6):
+        soundfile.write(tmp_path / "low" / f"{i}.wav", tone(220, 0.5, 8_000), 8_000)
+        stereo = np.stack([tone(880, 0.7, 22_050), tone(880, 0.7, 22_050)], 1)
+        soundfile.write(tmp_path / "high" / f"{i}.flac", stereo, 22_050)
+    soundfile.write(tmp_path / "high" / "silent.wav", np.zeros(8000, np.float32), 16_000)
+    soundfile.write(tmp_path / "high" / "clipped.wav", np.clip(tone(500, 0.5, 16_000, 3.0), -1, 1), 16_000)
+    (tmp_path / "low" / "broken.wav").write_bytes(b"RIFF not really")
+    data = load_data(str(tmp_path), max_bad_fraction=0.2)
+    assert data.kind == "audio" and data.classes == ("high", "low") and data.sample_rate == 16_000
+    assert len(data.train_x) + len(data.test_x) == 13 and data.train_x.dtype == np.float32
+    assert data.train_x.shape[1] == int(round(data.seconds * 16_000)) and data.seconds == pytest.approx(0.7)
+    lows = np.concatenate([data.train_x[data.train_y == 1], data.test_x[data.test_y == 1]])
+    assert all(abs(peak_hz(clip[np.abs(clip) > 0], 16_000) - 220) < 5 for clip in lows)  # resampled, pitch kept
+    notes = "\n".join(data.report.notes)
+    assert "8000 Hz x 6" in notes and "22050 Hz x 6" in notes and "resampled to 16000 Hz" in notes
+    assert "mixed down to mono" in notes and "clipped (over 0.1% of samples at full scale): 1" in notes
+    assert "silent (RMS below -60 dBFS, left out): 1: high/silent.wav" in notes
+    assert data.report.bad_files and data.report.bad_files[0][0] == "low/broken.wav"
+    assert main(["data", "check", str(tmp_path), "--max-bad-fraction", "0.01"]) == 2
+    assert "could not be used" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed (make setup installs it)")
+def test_spoken_digits_are_made_by_flite_in_several_voices(tmp_path, capsys):
+    assert main(["data", "make", "spoken-digits", "--out", str(tmp_path / "sd"), "--per-class", "2",
+                 "--voices", "slt,awb"]) == 0
+    assert "wrote 20 clips" in capsys.readouterr().out
+    files = sorted((tmp_path / "sd").rglob("*.wav"))
+    assert len(files) == 20 and {f.parent.name for f in files} == {str(d) for d in range(10)}
+    data = load_data(str(tmp_path / "sd"))
+    assert data.classes == tuple(str(d) for d in range(10)) and len(data.train_x) + len(data.test_x) == 20
+    first, again = (soundfile.read(tmp_path / "sd" / "7" / "slt-0000.wav")[0] for _ in range(2))
+    np.testing.assert_array_equal(first, again)
+    with pytest.raises(DataError, match="unknown flite voice"):
+        from genlab.data.speech import make_spoken_digits
+
+        make_spoken_digits(tmp_path / "x", 1, ("nobody",))
