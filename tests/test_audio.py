@@ -3,6 +3,8 @@ librosa) and Griffin-Lim's inverse, and the spoken-digit corpus made by flite.""
 
 from __future__ import annotations
 
+import json
+import math
 import shutil
 
 import librosa
@@ -11,6 +13,7 @@ import pytest
 import soundfile
 import torch
 
+import genlab
 from genlab.cli import main
 from genlab.data import load_data
 from genlab.data.audio import fit_length, normalise_loudness, resample, rms_dbfs, trim_silence
@@ -123,3 +126,38 @@ def test_spoken_digits_are_made_by_flite_in_several_voices(tmp_path, capsys):
         from genlab.data.speech import make_spoken_digits
 
         make_spoken_digits(tmp_path / "x", 1, ("nobody",))
+
+
+def test_spectrogram_images_round_trip_to_half_a_level_with_the_highest_band_on_top():
+    from genlab.data.spectrogram import LOG_MAX, from_image, to_image
+
+    s = MelSettings()
+    log_mel = torch.empty(2, 80, 7).uniform_(math.log(s.floor), LOG_MAX, generator=torch.Generator().manual_seed(0))
+    image = to_image(log_mel, s)
+    assert image.shape == (2, 1, 80, 7) and image.dtype == torch.uint8
+    step = (LOG_MAX - math.log(s.floor)) / 255
+    assert (from_image(image, s) - log_mel).abs().max() <= step / 2 + 1e-5
+    assert image[0, 0, 0, 0] == to_image(log_mel[:, -1:], s)[0, 0, 0, 0]  # row 0 is the highest band
+
+
+def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys):
+    (tmp_path / "wavs" / "low").mkdir(parents=True)
+    (tmp_path / "wavs" / "high").mkdir()
+    for i in range(6):
+        soundfile.write(tmp_path / "wavs" / "low" / f"{i}.wav", tone(300 + 10 * i, 0.5, 16_000), 16_000)
+        soundfile.write(tmp_path / "wavs" / "high" / f"{i}.wav", tone(2000 + 50 * i, 0.5, 16_000), 16_000)
+    run = tmp_path / "run"
+    assert main(["train", "vae", "--data", str(tmp_path / "wavs"), "--model.condition", "class", "--max-steps", "2",
+                 "--batch-size", "4", "--out", str(run), "--threads", "1", "--progress", "false"]) == 0
+    model = genlab.load(run / "model")
+    assert model.config.image_size == (80, MelSettings().frames(8000)) and model.config.channels == 1
+    assert json.loads(model.config.sound)["samples"] == 8000
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "3", "--label", "high", "--out", str(tmp_path / "out")]) == 0
+    assert "wrote 3 clips of 0.50 s (16000 Hz WAV" in capsys.readouterr().out
+    clips = sorted((tmp_path / "out").glob("*.wav"))
+    assert len(clips) == 3 and (tmp_path / "out" / "spectrograms.png").exists()
+    wave, rate = soundfile.read(clips[0])
+    assert rate == 16_000 and len(wave) == 8000 and np.isfinite(wave).all()
+    assert main(["sample", str(run), "--out", str(tmp_path / "one.wav")]) == 2
+    assert "a folder of WAV files" in capsys.readouterr().err

@@ -205,13 +205,40 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
         raise ConfigError(f"--where applies to table models; this is a {model.family} model",
                           "condition an image model with --label or --prompt")
     need(model, ImageSampler, run)
-    out = out or "samples.png"
+    sound = bool(getattr(model.config, "sound", ""))
+    out = out or ("samples" if sound else "samples.png")
     options = _options(model, {"temperature": temperature, "sampler": sampler, "steps": steps, "guidance": guidance,
                                "eta": eta, "prompt_prior": prompt_prior})
     images = model.sample(
         n, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed), options=options
     )
+    if sound and not out.lower().endswith((".png", ".jpg", ".jpeg")):
+        return _save_sounds(model, images, Path(out), nrow, seed)
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
+
+
+def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | None, seed: int) -> None:
+    """A spectrogram model's samples as WAV files (16-bit PCM, by Griffin-Lim from each log-mel image) and the
+    grid of their spectrograms, in `folder`."""
+    import soundfile
+
+    from genlab.data.spectrogram import MelSpectrogram, from_image, read_sound_config
+    from genlab.files import atomic_path
+
+    if folder.suffix:
+        raise ConfigError(f"--out {folder}: a sound model writes a folder of WAV files and their spectrograms",
+                          "e.g. --out samples/ (or --out grid.png for the spectrograms alone)")
+    settings, samples = read_sound_config(model.config.sound)
+    with torch.no_grad():
+        waves = MelSpectrogram(settings).invert(from_image(images, settings), length=samples,
+                                                generator=torch.Generator().manual_seed(seed))
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, wave in enumerate(waves.numpy()):
+        with atomic_path(folder / f"sample-{i:03d}.wav") as partial:
+            soundfile.write(partial, wave.clip(-1, 1), settings.sample_rate, subtype="PCM_16", format="WAV")
+    grid = _save_grid(images, str(folder / "spectrograms.png"), nrow)
+    print(f"wrote {len(waves)} clips of {samples / settings.sample_rate:.2f} s ({settings.sample_rate} Hz WAV, phase "
+          f"by Griffin-Lim) to {folder}, and their spectrograms to {grid}")
 
 
 def detect(run: str, data: str | None = None, out: str = "scores.csv", percentile: float = 99.0,

@@ -69,6 +69,7 @@ class ImageData:
     test_y: np.ndarray
     classes: tuple[str, ...]
     report: DataReport
+    sound: str = ""  # spectrograms of sound: their settings (genlab.data.spectrogram.sound_config); "" for images
 
     kind = "image"
 

@@ -8,6 +8,12 @@ band, and the natural log with a floor of 1e-5 (-100 dB), so that silence is a f
 can learn. Frames are centred (the signal reflected at its ends): a clip of N samples has 1 + N // hop
 frames.
 
+As an image (`to_image`, what the image families train on: `spectrogram_images`), a log-mel spectrogram is
+one grey channel, the mel bands as rows with the highest at the top (as spectrograms are drawn) and the frames
+as columns, its values mapped linearly from [log(floor), `LOG_MAX`] onto 0-255 (0.06 nats, about 0.5 dB, a
+level; Riffusion stores spectrograms as 8-bit images the same way). Clips normalised to -20 dBFS RMS (genlab.data.
+audio) peak near 1 nat, so `LOG_MAX` = 4 leaves their loudest bands 3 nats of headroom.
+
 The inverse path: the mel magnitudes back to linear ones by the filterbank's pseudo-inverse, clipped at 0 (the
 least-squares magnitude; librosa solves a non-negative least squares instead), then a phase by fast
 Griffin-Lim (Perraudin, Balazs and Sondergaard, "A fast Griffin-Lim algorithm", WASPAA 2013): Griffin and Lim's
@@ -18,9 +24,14 @@ seeded random phase.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from typing import Any
 
+import numpy as np
 import torch
+
+LOG_MAX = 4.0  # the log-mel value an image's 255 stands for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,3 +116,49 @@ class MelSpectrogram(torch.nn.Module):
             angles = angles / (angles.abs() + 1e-16)
             previous = rebuilt
         return self.istft(magnitude * angles, length)
+
+
+def to_image(log_mel: torch.Tensor, settings: MelSettings) -> torch.Tensor:
+    """(B, n_mels, T) log-mel -> (B, 1, n_mels, T) uint8, the highest band in row 0."""
+    low = math.log(settings.floor)
+    levels = ((log_mel - low) / (LOG_MAX - low) * 255).round().clamp(0, 255)
+    return levels.flip(1)[:, None].to(torch.uint8)
+
+
+def from_image(images: torch.Tensor, settings: MelSettings) -> torch.Tensor:
+    """(B, 1, n_mels, T) uint8 -> (B, n_mels, T) log-mel: `to_image`'s inverse (to half a level)."""
+    low = math.log(settings.floor)
+    return images[:, 0].flip(1).float() / 255 * (LOG_MAX - low) + low
+
+
+def sound_config(settings: MelSettings, samples: int) -> str:
+    """What an image model of spectrograms keeps of its sound (config `sound`): the mel settings and clip length."""
+    return json.dumps({**dataclasses.asdict(settings), "samples": samples, "log_max": LOG_MAX}, sort_keys=True)
+
+
+def read_sound_config(sound: str) -> tuple[MelSettings, int]:
+    spec = json.loads(sound)
+    fields = {f.name for f in dataclasses.fields(MelSettings)}
+    return MelSettings(**{k: v for k, v in spec.items() if k in fields}), int(spec["samples"])
+
+
+def spectrogram_images(audio: Any, settings: MelSettings | None = None) -> Any:
+    """A genlab.data.audio.AudioData as the ImageData of its clips' log-mel spectrograms (`to_image`), the sound
+    settings in its `sound` field: what an image family trains on when --data is sound."""
+    from genlab.data.base import ImageData
+
+    settings = settings or MelSettings(sample_rate=audio.sample_rate)
+    transform = MelSpectrogram(settings)
+
+    def images(clips: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            parts = [to_image(transform(torch.from_numpy(clips[i : i + 256])), settings)
+                     for i in range(0, len(clips), 256)]
+        shape = (0, 1, settings.n_mels, settings.frames(clips.shape[1]))
+        return torch.cat(parts).numpy() if parts else np.zeros(shape, np.uint8)
+
+    report = audio.report
+    report.notes = [*report.notes, f"as images: log-mel spectrograms of {settings.n_mels} bands x "
+                    f"{settings.frames(audio.train_x.shape[1])} frames (n_fft {settings.n_fft}, hop {settings.hop})"]
+    return ImageData(audio.name, images(audio.train_x), audio.train_y, images(audio.test_x), audio.test_y,
+                     audio.classes, report, sound=sound_config(settings, audio.train_x.shape[1]))

@@ -207,6 +207,10 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
         torch.set_num_threads(train_config.threads)
 
     dataset = load_data(data, max_bad_fraction=max_bad_fraction)
+    if dataset.kind == "audio" and cls.data_kind == "image":  # sound, as the images of its spectrograms
+        from genlab.data.spectrogram import spectrogram_images
+
+        dataset = spectrogram_images(dataset)
     if dataset.kind != cls.data_kind and dataset.kind not in cls.also_trains_on:
         example = {"image": "fashion-mnist or a folder of images", "text": "tiny-shakespeare or a text file",
                    "table": "adult or a CSV file"}[cls.data_kind]

@@ -117,12 +117,14 @@ class TwoPlayerGame:
 class ImageConfig:
     """What every image family's config holds: the image shape, filled from the data."""
 
-    FROM_DATA: ClassVar[tuple[str, ...]] = ("channels", "image_size")
+    FROM_DATA: ClassVar[tuple[str, ...]] = ("channels", "image_size", "sound")
 
     channels: int = 1
     """image channels (from the data)"""
     image_size: tuple[int, int] = (28, 28)
     """(height, width) of the images (from the data)"""
+    sound: str = ""
+    """the images are log-mel spectrograms of sound: the mel settings and clip length, as JSON (from the data)"""
 
     def __post_init__(self):
         validate(self)
@@ -132,7 +134,7 @@ class ImageConfig:
 class ConditionalImageConfig(ImageConfig):
     """An image config whose generation may be steered by the class label: the classes come from the data."""
 
-    FROM_DATA: ClassVar[tuple[str, ...]] = ("channels", "image_size", "num_classes", "class_names")
+    FROM_DATA: ClassVar[tuple[str, ...]] = ("channels", "image_size", "sound", "num_classes", "class_names")
 
     condition: Literal["none", "class"] = "none"
     """what steers generation: nothing, or the class label"""
@@ -153,15 +155,16 @@ class ImageModel(GenerativeModel):
     @classmethod
     def config_for_data(cls, config: ImageConfig, data: Any) -> ImageConfig:
         c, h, w = data.shape
+        sound = getattr(data, "sound", "")
         if not isinstance(config, ConditionalImageConfig):
-            return dataclasses.replace(config, channels=c, image_size=(h, w))
+            return dataclasses.replace(config, channels=c, image_size=(h, w), sound=sound)
         if config.condition != "none" and len(data.classes) < 2:
             raise ConfigError(
                 f"condition={config.condition!r} needs labelled data with at least 2 classes; {data.name} "
                 f"has {len(data.classes)}",
                 "use data with labels (a folder with class subfolders) or --model.condition none",
             )
-        return dataclasses.replace(config, channels=c, image_size=(h, w), num_classes=len(data.classes),
+        return dataclasses.replace(config, channels=c, image_size=(h, w), sound=sound, num_classes=len(data.classes),
                                    class_names=tuple(data.classes))
 
     def check_images(self, images: torch.Tensor, what: str = "images") -> None:
