@@ -137,6 +137,7 @@ def test_spectrogram_images_round_trip_to_half_a_level_with_the_highest_band_on_
     assert image.shape == (2, 1, 80, 7) and image.dtype == torch.uint8
     step = (LOG_MAX - math.log(s.floor)) / 255
     assert (from_image(image, s) - log_mel).abs().max() <= step / 2 + 1e-5
+    torch.testing.assert_close(from_image(image.float() / 255, s), from_image(image, s))  # samples are in [0, 1]
     assert image[0, 0, 0, 0] == to_image(log_mel[:, -1:], s)[0, 0, 0, 0]  # row 0 is the highest band
 
 
@@ -159,5 +160,6 @@ def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys)
     assert len(clips) == 3 and (tmp_path / "out" / "spectrograms.png").exists()
     wave, rate = soundfile.read(clips[0])
     assert rate == 16_000 and len(wave) == 8000 and np.isfinite(wave).all()
+    assert rms_dbfs(wave) > -50  # the samples' grey levels read as loudness: sound, not silence
     assert main(["sample", str(run), "--out", str(tmp_path / "one.wav")]) == 2
     assert "a folder of WAV files" in capsys.readouterr().err

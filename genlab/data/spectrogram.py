@@ -126,9 +126,11 @@ def to_image(log_mel: torch.Tensor, settings: MelSettings) -> torch.Tensor:
 
 
 def from_image(images: torch.Tensor, settings: MelSettings) -> torch.Tensor:
-    """(B, 1, n_mels, T) uint8 -> (B, n_mels, T) log-mel: `to_image`'s inverse (to half a level)."""
+    """(B, 1, n_mels, T) uint8 images, or floats in [0, 1] as the image families sample them -> (B, n_mels, T)
+    log-mel: `to_image`'s inverse (to half a level for uint8)."""
     low = math.log(settings.floor)
-    return images[:, 0].flip(1).float() / 255 * (LOG_MAX - low) + low
+    unit = images.float() / 255 if images.dtype == torch.uint8 else images.float().clamp(0, 1)
+    return unit[:, 0].flip(1) * (LOG_MAX - low) + low
 
 
 def sound_config(settings: MelSettings, samples: int) -> str:
