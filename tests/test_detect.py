@@ -83,3 +83,9 @@ def test_the_copula_scores_by_tail_probabilities_with_score_tail(run, tmp_path, 
                  max_steps=5, progress=False, threads=1)
     assert main(["detect", str(tmp_path / "tvae"), "--data", str(tmp_path / "rows.csv"), "--score", "tail"]) == 2
     assert "the tail score is the copula's" in capsys.readouterr().err
+
+
+def test_diffusion_options_are_refused_for_other_families(run, tmp_path, capsys):
+    load_table(run / "people.csv").test.to_csv(tmp_path / "rows.csv", index=False)
+    assert main(["detect", str(run / "run"), "--data", str(tmp_path / "rows.csv"), "--max-log-snr", "0"]) == 2
+    assert "--max-log-snr applies to diffusion models" in capsys.readouterr().err

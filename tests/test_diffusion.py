@@ -384,3 +384,21 @@ def test_text_conditioning_follows_prompts_and_needs_its_encoder(tmp_path, monke
     with pytest.raises(ConfigError, match="text encoder"):
         model.sample(1, prompt="a dress", options=Opts(steps=1))
     text_encoder.load_encoder.cache_clear()
+
+
+def test_detect_takes_the_bounds_grid_and_its_log_snr_cut(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from genlab.cli import main
+    from genlab.data import load_data
+
+    images = load_data("digits").test_x[:6]
+    for i, image in enumerate(images):
+        Image.fromarray(image[0]).save(tmp_path / f"{i}.png")
+    out = tmp_path / "scores.csv"
+    assert main(["detect", str(trained), "--data", str(tmp_path), "--steps", "4", "--max-log-snr", "0",
+                 "--out", str(out)]) == 0
+    assert "bits/dim" in capsys.readouterr().out
+    expected = genlab.load(trained / "model").anomaly_score(torch.from_numpy(images), steps=4, max_log_snr=0)
+    got = np.loadtxt(out, delimiter=",", skiprows=1, usecols=1)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4)

@@ -242,7 +242,8 @@ def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | Non
 
 
 def detect(run: str, data: str | None = None, out: str = "scores.csv", percentile: float = 99.0,
-           anomalies: str | None = None, report: str | None = None, score: str | None = None) -> None:
+           anomalies: str | None = None, report: str | None = None, score: str | None = None,
+           steps: int | None = None, max_log_snr: float | None = None) -> None:
     """Score how unlike the training data each example of --data is, and flag those above a threshold chosen
     without labels: the given percentile of the scores of the run's own held-out data, so that about
     (100 - percentile)% of normal examples are flagged (the expected false-alarm rate). With --anomalies (examples
@@ -253,12 +254,17 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
         run: a run folder (runs/NAME) of a model that scores anomalies (vae, diffusion, gan, gpt, rnn, tabular).
         data: what to score: a table (CSV, TSV, Parquet) for a table model, a text file (one example a line) for a
             language model, an image file or a folder of images for an image model.
-        out: the CSV to write: example, score (bits per dimension), anomalous (and truth, with --anomalies).
+        out: the CSV to write: example, score (bits per dimension; a GAN's or CTGAN's critic in its own units),
+            anomalous (and truth, with --anomalies).
         percentile: the threshold, as a percentile of the held-out scores (99: about 1% false alarms).
         anomalies: known anomalies, in the same form as --data, to evaluate the detector on.
         report: with --anomalies, the HTML report to write (default: --out with .html for .csv).
         score: a table copula's score: density (its negative log density, the default) or tail (the tail
             probabilities of its marginals, COPOD's score: a row extreme in many columns at once).
+        steps: diffusion: the timesteps of the bound's grid (default 16; more is slower and closer to the exact
+            sum).
+        max_log_snr: diffusion: keep only the bound's terms below this log-SNR (0: the global shape, which
+            ranked one-class Fashion-MNIST better than the whole bound; docs/anomaly.md).
     """
     import numpy as np
 
@@ -278,6 +284,12 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
         if not isinstance(model, TableSampler):
             raise ConfigError(f"--score {score}: only a table model picks its score", "leave --score out")
         options["score"] = score
+    for name, value in (("steps", steps), ("max_log_snr", max_log_snr)):
+        if value is not None:
+            if model.family != "diffusion":
+                raise ConfigError(f"--{name.replace('_', '-')} applies to diffusion models; this is a {model.family} "
+                                  "model", f"leave --{name.replace('_', '-')} out")
+            options[name] = value
     names, examples = _detect_examples(model, Path(data))
     reference = _detect_reference(model, _run_data(record, "genlab detect"))
     threshold = float(np.percentile(_scores(model, reference, options), percentile))
@@ -294,7 +306,9 @@ def detect(run: str, data: str | None = None, out: str = "scores.csv", percentil
         writer.writerow(["example", "score", "anomalous"] + (["truth"] if truth is not None else []))
         writer.writerows([name, f"{score:.6g}", int(flag)] + ([int(truth[i])] if truth is not None else [])
                          for i, (name, score, flag) in enumerate(zip(names, scores, flagged, strict=True)))
-    print(f"threshold {threshold:.4g} bits/dim: the {percentile:g}th percentile of {len(reference):,} held-out "
+    critic = model.family == "gan" or getattr(model.config, "kind", None) == "ctgan"
+    units = "(the critic's units)" if critic else "bits/dim"
+    print(f"threshold {threshold:.4g} {units}: the {percentile:g}th percentile of {len(reference):,} held-out "
           f"examples (expected false alarms {100 - percentile:g}%)\nflagged {int(flagged.sum()):,} of {len(scores):,} "
           f"examples; wrote {out}")
     if truth is not None:
