@@ -224,3 +224,20 @@ def test_multi_objective_study_reports_a_pareto_front(tmp_path, space_file):
     assert all(len(t.values) == 2 and t.values[1] > 0 for t in trials)
     page = write_report(study).read_text()
     assert "Pareto front" in page and (study / "figures" / "pareto.png").exists()
+
+
+def test_each_table_kind_searches_its_own_fields_and_the_copula_has_none(tmp_path, capsys):
+    from genlab.config import from_dict
+    from genlab.engine.recipes import recipe_for
+    from genlab.models.tabular.model import TabularConfig
+    from genlab.tune.space import build_space
+
+    recipe = recipe_for("tabular")
+    for kind in ("tvae", "gpt", "ddpm", "ctgan"):
+        space = recipe.search_space_for(from_dict(TabularConfig, {"kind": kind}))
+        build_space(TabularConfig, space)  # every field exists and every range is valid
+        assert ("model.latent_dim" in space) == (kind in ("tvae", "ctgan"))  # gpt and ddpm have no latent code
+    (tmp_path / "t.csv").write_text("a,b\n" + "".join(f"{i},{i % 3}\n" for i in range(50)))
+    assert main(["tune", "tabular", "--data", str(tmp_path / "t.csv"), "--model.kind", "copula", "--trials", "2",
+                 "--out", str(tmp_path / "study")]) == 2
+    assert "nothing to tune" in capsys.readouterr().err

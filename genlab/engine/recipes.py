@@ -38,6 +38,12 @@ class Recipe:
     monitor: str = "val/loss"  # the logged metric best.ckpt keeps the lowest of
     preview: dict[str, Any] = dataclasses.field(default_factory=dict)  # SampleOptions fields of the samples/ previews
     kind_defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # per model kind, over defaults
+    kind_search_space: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # per kind, instead
+
+    def search_space_for(self, config: Any) -> dict[str, Any]:
+        """What `genlab tune` searches for this model config: its kind's own space where the recipe has one (a
+        GPT over a table's columns has no latent code to size), else the family's."""
+        return self.kind_search_space.get(getattr(config, "kind", None), self.search_space)
 
     def defaults_for(self, config: Any) -> dict[str, Any]:
         """`defaults` with those of the model config's kind over them (a family of several models: the tabular
@@ -305,11 +311,28 @@ RECIPES: dict[str, Recipe] = {
                   "val_every": 500, "val_batches": 10, "sample_every": 10**9, "log_every": 50},
         # CTGAN's reference recipe: Adam at 2e-4, betas (0.5, 0.9), L2 1e-6, no clipping, batches of 500
         kind_defaults={"ctgan": {"lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-6, "grad_clip": 0.0}},
-        search_space={"train.lr": {"low": 3e-4, "high": 3e-3, "log": True},
+        search_space={"train.lr": {"low": 3e-4, "high": 3e-3, "log": True},  # tvae's
                       "train.batch_size": {"choices": [250, 500, 1000]},
                       "model.hidden": {"choices": [128, 256, 512]},
                       "model.latent_dim": {"choices": [64, 128, 256]},
-                      "model.loss_factor": {"low": 1.0, "high": 4.0}}),
+                      "model.loss_factor": {"low": 1.0, "high": 4.0}},
+        kind_search_space={
+            "gpt": {"train.lr": {"low": 3e-4, "high": 3e-3, "log": True},
+                    "train.batch_size": {"choices": [250, 500, 1000]},
+                    "model.hidden": {"choices": [64, 128, 192]},
+                    "model.depth": {"low": 1, "high": 4},
+                    "model.dropout": {"low": 0.0, "high": 0.2}},
+            "ddpm": {"train.lr": {"low": 1e-3, "high": 5e-3, "log": True},
+                     "train.batch_size": {"choices": [500, 1024, 2048]},
+                     "model.hidden": {"choices": [256, 512, 1024]},
+                     "model.depth": {"low": 2, "high": 4},
+                     "model.timesteps": {"choices": [50, 100, 200]}},
+            "ctgan": {"train.lr": {"low": 1e-4, "high": 1e-3, "log": True},
+                      "train.batch_size": {"choices": [250, 500, 1000]},
+                      "model.hidden": {"choices": [128, 256]},
+                      "model.latent_dim": {"choices": [64, 128]}},
+            "copula": {},  # fitted in closed form: nothing to search
+        }),
 }
 
 

@@ -530,10 +530,13 @@ def tune(family: str, data: str | None = None, out: str | Path | None = None, ob
     cls = get_family(family)
     override = read_space_file(space) if isinstance(space, (str, Path)) else (space or {})
     recipe = recipe_for(family)
-    merged = {**recipe.search_space, **override}
+    fixed = from_dict(cls.Config, model or {})
+    merged = {**recipe.search_space_for(fixed), **override}
     merged = {k: v for k, v in merged.items() if v is not None}
+    if not merged:
+        raise ConfigError(f"a {family} {getattr(fixed, 'kind', '')} model has nothing to tune (it is fitted in "
+                          "closed form)", "train it with genlab train, or tune another kind (--model.kind tvae)")
     build_space(cls.Config, merged)  # unknown fields and bad ranges fail here, before anything is written
-    from_dict(cls.Config, model or {})
     from_dict(TrainConfig, {**recipe.defaults, **(train or {})})
     settings = StudySettings(family=family, data=data, objectives=tuple(objectives or default_objectives(family)),
                              trials=trials, budget=budget,
