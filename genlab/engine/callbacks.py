@@ -96,6 +96,13 @@ class Preview(pl.Callback):
 
             self.images = split_validation(data)[1][0][:16]
 
+    @staticmethod
+    def count(model) -> int:
+        """64 samples of images up to 32x32, fewer of larger ones (as many pixels, at least 16): a spectrogram
+        model's 80 x 51 preview would otherwise cost minutes on a CPU at the end of every run."""
+        h, w = model.config.image_size
+        return max(16, min(64, 64 * 32 * 32 // (h * w)))
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every == 0 and pl_module.nonfinite is None:
             self.write(pl_module.model, trainer.global_step)
@@ -110,7 +117,8 @@ class Preview(pl.Callback):
         with torch.random.fork_rng(devices=[]):
             if isinstance(model, ImageSampler):
                 generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.seed)
-                written = save_grid(model.sample(64, generator=generator, options=model.sample_options(**self.options)),
+                written = save_grid(model.sample(self.count(model), generator=generator,
+                                                 options=model.sample_options(**self.options)),
                                     path.with_suffix(".png"))
             elif isinstance(model, Translator) and self.images is not None and len(self.images):
                 grid, nrow = translation_grid(model, self.images)

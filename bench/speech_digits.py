@@ -1,0 +1,136 @@
+"""Benchmark: class-conditional spoken digits (issue 22): genlab's diffusion on log-mel spectrograms of spoken
+digits, judged by two speech recognisers nobody here wrote, beside the teacher's own clips.
+
+    python bench/speech_digits.py --threads 1                  # the real run -> bench/results/speech_digits.json
+    python bench/speech_digits.py --per-class 8 --seconds 10 --samples 2 --out /tmp/sd_smoke.json   # smoke test
+
+1. The corpus: `genlab data make spoken-digits` (flite: `--per-class` clips of each digit word, the voices slt,
+   kal16, awb and rms in turn, each clip its own rate and pitch) under `--work`.
+2. The teacher: the held-out clips as genlab's loader makes them (16 kHz, trimmed, -20 dBFS, padded to one
+   length), judged as they are and after the log-mel spectrogram and Griffin-Lim (the ceiling of the
+   representation: what a perfect spectrogram model could reach with this inverse).
+3. genlab: `genlab.train("diffusion", corpus, condition="class")` for `--seconds` of wall clock on the training
+   clips' spectrogram images, then `--samples` clips of each digit (DPM-Solver++, `--steps` network passes,
+   classifier-free guidance `--guidance`), each turned into a waveform by Griffin-Lim (32 iterations).
+4. Judges (genlab.metrics.speech): PocketSphinx with a grammar of the ten digit words, and Whisper tiny.en
+   (faster-whisper, int8); a clip counts when the digit it is heard as is the one asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import genlab  # noqa: E402
+from genlab.data import load_data  # noqa: E402
+from genlab.data.spectrogram import MelSettings, MelSpectrogram, from_image, read_sound_config  # noqa: E402
+from genlab.data.speech import make_spoken_digits  # noqa: E402
+from genlab.metrics.speech import DigitRecogniser, Whisper, digit_of  # noqa: E402
+
+MODEL = {"condition": "class", "widths": (32, 64, 96), "blocks": (1, 1, 1), "attention": (False, False, True)}
+TRAINING = {"lr": 1e-3, "batch_size": 32, "warmup_steps": 50}
+
+
+def judge(waves: np.ndarray, digits: np.ndarray, rate: int, judges: dict) -> dict:
+    """Each judge's share of clips heard as their digit, overall and per digit."""
+    out = {}
+    for name, hear in judges.items():
+        heard = np.array([digit_of(text) if text else None for text in hear(waves, rate)], dtype=object)
+        right = heard == digits
+        out[name] = {"recognised": round(float(right.mean()), 4),
+                     "per_digit": {str(d): round(float(right[digits == d].mean()), 3) for d in np.unique(digits)}}
+    return out
+
+
+def griffin_lim(log_mel: torch.Tensor, settings: MelSettings, samples: int) -> np.ndarray:
+    with torch.no_grad():
+        return MelSpectrogram(settings).invert(log_mel, length=samples,
+                                               generator=torch.Generator().manual_seed(0)).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-class", type=int, default=200, help="clips of each digit in the corpus")
+    parser.add_argument("--seconds", type=float, default=1200, help="genlab's training wall clock")
+    parser.add_argument("--samples", type=int, default=20, help="generated clips of each digit")
+    parser.add_argument("--steps", type=int, default=25, help="sampler steps")
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--model", default="{}", help="JSON overrides of the diffusion config")
+    parser.add_argument("--train", default="{}", help="JSON overrides of the training config")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--work", default="/tmp/genlab-speech-digits")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "speech_digits.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    corpus = work / f"corpus-{args.per_class}"
+    if not (corpus / "done").exists():
+        make_spoken_digits(corpus, args.per_class)
+        (corpus / "done").write_text("")
+    data = load_data(str(corpus))
+    judges = {"pocketsphinx_digits": DigitRecogniser().recognise, "whisper_tiny_en": Whisper().transcribe}
+    classes = np.array([int(c) for c in data.classes])
+    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                           "torch": torch.__version__},
+               "command": "python bench/speech_digits.py " + " ".join(sys.argv[1:]),
+               "corpus": {"clips": len(data.train_x) + len(data.test_x), "train": len(data.train_x),
+                          "test": len(data.test_x), "seconds": data.seconds, "sample_rate": data.sample_rate}}
+    truth = classes[data.test_y]
+    settings = MelSettings(sample_rate=data.sample_rate)
+    results["teacher"] = judge(data.test_x, truth, data.sample_rate, judges)
+    teacher_mel = MelSpectrogram(settings)(torch.from_numpy(data.test_x))
+    results["teacher_griffin_lim"] = judge(griffin_lim(teacher_mel, settings, data.test_x.shape[1]), truth,
+                                           data.sample_rate, judges)
+    print(f"teacher: {results['teacher']}\nteacher through Griffin-Lim: {results['teacher_griffin_lim']}", flush=True)
+
+    run = work / f"run-{int(time.time())}"
+    model_config = {**MODEL, **json.loads(args.model)}
+    training = {**TRAINING, **json.loads(args.train)}
+    start = time.perf_counter()
+    genlab.train("diffusion", str(corpus), run, model=model_config, max_time=f"{int(args.seconds)}s",
+                 max_steps=10**7, sample_every=10**9, val_every=10**9, progress=False, seed=0, threads=args.threads,
+                 **training)
+    trained = time.perf_counter() - start
+    from genlab.files import load_torch_file
+
+    steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
+    model = genlab.load(run / "model")
+    sound_settings, samples = read_sound_config(model.config.sound)
+    from genlab.models.diffusion.model import DiffusionSampleOptions
+
+    wanted = np.repeat(np.arange(len(classes)), args.samples)
+    start = time.perf_counter()
+    images = torch.cat([model.sample(len(part), labels=torch.from_numpy(part),
+                                     generator=torch.Generator().manual_seed(i),
+                                     options=DiffusionSampleOptions(sampler="dpm++", steps=args.steps,
+                                                                    guidance=args.guidance))
+                        for i, part in enumerate(np.array_split(wanted, max(1, len(wanted) // 50)))])
+    sampled = time.perf_counter() - start
+    waves = griffin_lim(from_image(images, sound_settings), sound_settings, samples)
+    results["genlab_diffusion"] = {**judge(waves, classes[wanted], sound_settings.sample_rate, judges),
+                                   "train_seconds": round(trained, 1), "train_steps": steps,
+                                   "sample_seconds": round(sampled, 1),
+                                   "parameters": model.num_parameters(), "model": model_config, "training": training,
+                                   "samples_per_digit": args.samples, "steps": args.steps, "guidance": args.guidance,
+                                   "run": str(run)}
+    print(f"genlab diffusion: {results['genlab_diffusion']}", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
