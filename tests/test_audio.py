@@ -163,3 +163,31 @@ def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys)
     assert rms_dbfs(wave) > -50  # the samples' grey levels read as loudness: sound, not silence
     assert main(["sample", str(run), "--out", str(tmp_path / "one.wav")]) == 2
     assert "a folder of WAV files" in capsys.readouterr().err
+
+
+def test_a_midi_note_is_a_standard_midi_file():
+    from genlab.data.notes import midi_note
+
+    data = midi_note(40, 69, 100, 1.0)
+    assert data[:4] == b"MThd" and int.from_bytes(data[8:10], "big") == 0 and data[14:18] == b"MTrk"
+    track = data[22:]
+    assert len(track) == int.from_bytes(data[18:22], "big") and track.endswith(b"\xff\x2f\x00")
+    assert bytes([0xC0, 40]) in track and bytes([0x90, 69, 100]) in track
+    assert bytes([0x87, 0x40, 0x80, 69, 0]) in track  # note off after 960 ticks (one second), a variable-length delta
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="Debian's fluidsynth is not installed (make setup)")
+def test_notes_are_rendered_at_their_pitch_and_judged_by_pyin(tmp_path, capsys):
+    from genlab.metrics.audio import cents, midi_hz, note_pitch
+
+    assert midi_hz(69) == 440.0 and abs(cents(np.array([466.16]), 69)[0] - 100) < 0.1
+    assert main(["data", "make", "notes", "--out", str(tmp_path / "n"), "--pitches", "57,64", "--instruments",
+                 "piano,flute", "--velocities", "100"]) == 0
+    assert "wrote 4 notes" in capsys.readouterr().out
+    data = load_data(str(tmp_path / "n"))
+    assert data.classes == ("57", "64")
+    clips = np.concatenate([data.train_x, data.test_x])
+    labels = np.concatenate([data.train_y, data.test_y])
+    off = [cents(note_pitch(clip, 16_000), int(data.classes[y]))[0] for clip, y in zip(clips, labels)]
+    assert np.all(np.abs(off) < 50), off  # within a quarter tone of the note asked for
+    assert np.isnan(note_pitch(np.zeros(16_000, np.float32), 16_000)[0])  # silence has no pitch

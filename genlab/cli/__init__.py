@@ -60,7 +60,8 @@ VERBS: dict[str, Verb] = {
 DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets and where they resolve"),
               "check": Verb("genlab.cli.verbs:data_check",
                             "counts, shapes, classes, column kinds, sound files' rates and lengths, bad files"),
-              "make": Verb("genlab.cli.verbs:data_make", "make a dataset offline: spoken digits (flite)")}
+              "make": Verb("genlab.cli.verbs:data_make",
+                           "make a dataset offline: spoken digits (flite), musical notes (FluidSynth)")}
 RUN_OPTIONS = ("data", "out", "resume", "from_study", "trial", "data_max_bad_fraction", "config")
 
 

@@ -126,24 +126,51 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False,
     print(json.dumps(dataset.report.to_dict(), indent=1) if as_json else dataset.report.summary())
 
 
-def data_make(what: str, out: str = "spoken-digits", per_class: int = 100, voices: str = "slt,kal16,awb,rms",
-              seed: int = 0) -> None:
-    """Make a dataset offline. spoken-digits: each digit's word spoken by Debian's flite synthesiser in several
-    voices, each clip with its own rate and pitch, as OUT/DIGIT/VOICE-NNNN.wav (a teacher corpus, SC09's shape).
+def data_make(what: str, out: str | None = None, per_class: int = 100, voices: str = "slt,kal16,awb,rms",
+              instruments: str = "piano,guitar,violin,flute", pitches: str = "48-72", velocities: str = "80,120",
+              seconds: float = 1.0, seed: int = 0) -> None:
+    """Make a dataset offline.
+
+    spoken-digits: each digit's word spoken by Debian's flite synthesiser in several voices, each clip with its
+    own rate and pitch, as OUT/DIGIT/VOICE-NNNN.wav (a teacher corpus, SC09's shape). notes: single notes rendered
+    by FluidSynth with a General MIDI soundfont, every instrument at every velocity for each pitch, as
+    OUT/PITCH/INSTRUMENT-VELOCITY.wav (NSynth's shape; the MIDI pitch is the class).
 
     Args:
-        what: the dataset to make: spoken-digits.
-        out: the folder to write.
-        per_class: clips of each class.
-        voices: flite voices, comma-separated, taken in turn (flite -lv lists them).
-        seed: the seed of each clip's rate and pitch.
+        what: the dataset to make: spoken-digits or notes.
+        out: the folder to write (default: the dataset's name).
+        per_class: spoken-digits: clips of each digit.
+        voices: spoken-digits: flite voices, comma-separated, taken in turn (flite -lv lists them).
+        instruments: notes: General MIDI instruments, comma-separated (piano, organ, guitar, bass, violin,
+            trumpet, flute, clarinet).
+        pitches: notes: MIDI note numbers, a range (48-72) or a list (60,64,67).
+        velocities: notes: MIDI velocities (loudness, 1-127), comma-separated.
+        seconds: notes: how long each note is held (its release rings on).
+        seed: spoken-digits: the seed of each clip's rate and pitch.
     """
-    from genlab.data.speech import make_spoken_digits
+    if what == "spoken-digits":
+        from genlab.data.speech import make_spoken_digits
 
-    if what != "spoken-digits":
-        raise ConfigError(f"genlab data make {what}: there is no such dataset", "genlab data make spoken-digits")
-    folder = make_spoken_digits(Path(out), per_class, tuple(v for v in voices.split(",") if v), seed)
-    print(f"wrote {10 * per_class:,} clips of spoken digits to {folder} (check them: genlab data check {folder})")
+        folder = make_spoken_digits(Path(out or what), per_class, tuple(v for v in voices.split(",") if v), seed)
+        print(f"wrote {10 * per_class:,} clips of spoken digits to {folder} (check them: genlab data check {folder})")
+        return
+    if what == "notes":
+        from genlab.data.notes import make_notes
+
+        try:
+            low, _, high = pitches.partition("-")
+            chosen = tuple(range(int(low), int(high) + 1)) if high else tuple(int(p) for p in pitches.split(","))
+            loudness = tuple(int(v) for v in velocities.split(","))
+        except ValueError:
+            raise ConfigError(f"--pitches {pitches} --velocities {velocities} are not MIDI numbers",
+                              "e.g. --pitches 48-72 --velocities 80,120") from None
+        kinds = tuple(i for i in instruments.split(",") if i)
+        folder = make_notes(Path(out or what), chosen, kinds, loudness, seconds)
+        print(f"wrote {len(chosen) * len(kinds) * len(loudness):,} notes to {folder} "
+              f"(check them: genlab data check {folder})")
+        return
+    raise ConfigError(f"genlab data make {what}: there is no such dataset",
+                      "genlab data make spoken-digits, or genlab data make notes")
 
 
 def reference(data: str, retrain: bool = False) -> None:
