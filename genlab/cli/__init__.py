@@ -16,6 +16,7 @@ import argparse
 import difflib
 import importlib
 import inspect
+import json
 import logging
 import os
 import shlex
@@ -289,13 +290,16 @@ def run_train(family: str, argv: list[str], command: str) -> None:
                        from_study=options.get("from_study"), trial=options.get("trial"),
                        max_bad_fraction=options.get("data_max_bad_fraction", 0.05), command=command, **given)
     from genlab.models import get_family
-    from genlab.models.base import TableSampler, TextGenerator
+    from genlab.models.base import TableSampler, TextGenerator, Vocoder
 
     cls = get_family(family)
-    use = f"genlab generate {run} --prompt TEXT" if issubclass(cls, TextGenerator) \
-        else f"genlab sample {run} --n 1000 --out synthetic.csv" if issubclass(cls, TableSampler) \
-        else f"genlab sample {run} --out samples.png"
-    print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: {use} ; genlab eval {run}")
+    sound = bool(json.loads((run / "model" / "config.json").read_text())["config"].get("sound"))
+    use = f"genlab generate {run} --prompt TEXT ; genlab eval {run}" if issubclass(cls, TextGenerator) \
+        else f"genlab sample {run} --n 1000 --out synthetic.csv ; genlab eval {run}" if issubclass(cls, TableSampler) \
+        else f"genlab sample A_SOUND_MODEL --vocoder {run} --out sounds/" if issubclass(cls, Vocoder) \
+        else f"genlab sample {run} --out sounds/" if sound \
+        else f"genlab sample {run} --out samples.png ; genlab eval {run}"
+    print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: {use}")
 
 
 def run_tune(argv: list[str]) -> None:

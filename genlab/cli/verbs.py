@@ -25,6 +25,7 @@ from genlab.models.base import (
     TableSampler,
     TextGenerator,
     Translator,
+    Vocoder,
     require,
 )
 
@@ -196,7 +197,8 @@ def reference(data: str, retrain: bool = False) -> None:
 def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: str | None = None,
            prompt: str | None = None, nrow: int | None = None, temperature: float | None = None,
            sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-           eta: float | None = None, prompt_prior: float | None = None, where: str | None = None) -> None:
+           eta: float | None = None, prompt_prior: float | None = None, where: str | None = None,
+           vocoder: str | None = None) -> None:
     """Draw n samples from a trained image model and save them as one PNG grid, or n rows from a table model as a
     CSV (or Parquet) file.
 
@@ -218,6 +220,8 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
             captions (default the model's; 0 conditions on the raw prompt embedding).
         where: table models: conditions every row must meet, e.g. "sex=Female,age>40" (= and != for categories,
             several values joined by |; = != < <= > >= for numbers and dates; quote a value holding a comma).
+        vocoder: sound models: a vocoder run (genlab train vocoder) that turns the spectrograms into sound,
+            instead of Griffin-Lim.
     """
     model, _ = _load_run(run, record=False)
     if isinstance(model, TableSampler):
@@ -239,14 +243,17 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
     images = model.sample(
         n, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed), options=options
     )
+    if vocoder is not None and not sound:
+        raise ConfigError(f"--vocoder applies to models of sound; {run} draws images", "leave --vocoder out")
     if sound and not out.lower().endswith((".png", ".jpg", ".jpeg")):
-        return _save_sounds(model, images, Path(out), nrow, seed)
+        return _save_sounds(model, images, Path(out), nrow, seed, vocoder)
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
 
 
-def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | None, seed: int) -> None:
-    """A spectrogram model's samples as WAV files (16-bit PCM, by Griffin-Lim from each log-mel image) and the
-    grid of their spectrograms, in `folder`."""
+def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | None, seed: int,
+                 vocoder: str | None = None) -> None:
+    """A spectrogram model's samples as WAV files (16-bit PCM, from each log-mel image by Griffin-Lim or by the
+    given vocoder) and the grid of their spectrograms, in `folder`."""
     import soundfile
 
     from genlab.data.spectrogram import MelSpectrogram, from_image, read_sound_config
@@ -256,16 +263,27 @@ def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | Non
         raise ConfigError(f"--out {folder}: a sound model writes a folder of WAV files and their spectrograms",
                           "e.g. --out samples/ (or --out grid.png for the spectrograms alone)")
     settings, samples = read_sound_config(model.config.sound)
-    with torch.no_grad():
-        waves = MelSpectrogram(settings).invert(from_image(images, settings), length=samples,
-                                                generator=torch.Generator().manual_seed(seed))
+    log_mel = from_image(images, settings)
+    if vocoder is not None:
+        voice, _ = _load_run(vocoder, record=False)
+        need(voice, Vocoder, vocoder)
+        theirs, _ = read_sound_config(voice.config.sound)
+        if theirs != settings:
+            raise ConfigError(f"the vocoder {vocoder} was trained on other spectrogram settings than {model.family}'s",
+                              "train the vocoder on sound at the same sample rate, or leave --vocoder out")
+        waves, how = voice.vocode(log_mel, length=samples), f"vocoder {vocoder}"
+    else:
+        with torch.no_grad():
+            waves = MelSpectrogram(settings).invert(log_mel, length=samples,
+                                                    generator=torch.Generator().manual_seed(seed))
+        how = "phase by Griffin-Lim"
     folder.mkdir(parents=True, exist_ok=True)
     for i, wave in enumerate(waves.numpy()):
         with atomic_path(folder / f"sample-{i:03d}.wav") as partial:
             soundfile.write(partial, wave.clip(-1, 1), settings.sample_rate, subtype="PCM_16", format="WAV")
     grid = _save_grid(images, str(folder / "spectrograms.png"), nrow)
-    print(f"wrote {len(waves)} clips of {samples / settings.sample_rate:.2f} s ({settings.sample_rate} Hz WAV, phase "
-          f"by Griffin-Lim) to {folder}, and their spectrograms to {grid}")
+    print(f"wrote {len(waves)} clips of {samples / settings.sample_rate:.2f} s ({settings.sample_rate} Hz WAV, {how}) "
+          f"to {folder}, and their spectrograms to {grid}")
 
 
 def detect(run: str, data: str | None = None, out: str = "scores.csv", percentile: float = 99.0,

@@ -251,6 +251,37 @@ class TabularRecipe(Recipe):
                                  weight_decay=train.weight_decay) for player in model.players()]
 
 
+@dataclasses.dataclass(frozen=True)
+class VocoderRecipe(TwoPlayerRecipe):
+    """A vocoder: random windows of the training clips, each batch drawn from a generator seeded by its index."""
+
+    def loaders(
+        self, model: Any, data: Any, train: Any, position: Callable[[], int]
+    ) -> tuple[Iterable, Iterable | None]:
+        """`segment`-sample windows starting at a hop boundary of a random training clip (a seeded `holdout`
+        share of the clips kept for validation: fixed windows of them)."""
+        import numpy as np
+
+        from genlab.data.loader import BatchLoader, DrawnBatches, validation_indices
+
+        clips = torch.from_numpy(data.train_x)
+        fit, val = validation_indices(len(clips), train.holdout)
+        segment, hop = model.config.segment, model.settings.hop
+        starts = (clips.shape[1] - segment) // hop + 1  # window starts: every hop boundary that leaves a window
+
+        def draw(n: int, rng: np.random.Generator) -> tuple[torch.Tensor]:
+            rows = torch.from_numpy(rng.choice(fit, n))
+            offsets = torch.from_numpy(rng.integers(0, starts, n) * hop)
+            return (torch.stack([clips[r, o : o + segment] for r, o in zip(rows, offsets, strict=True)]),)
+
+        val_loader = None
+        if len(val):
+            fixed = draw(max(len(val), train.batch_size), np.random.default_rng(12345))[0]
+            val_loader = BatchLoader((fixed,), train.batch_size, shuffle=False, drop_last=False)
+        per_epoch = max(1, len(fit) * clips.shape[1] // (segment * train.batch_size))
+        return DrawnBatches(draw, train.batch_size, per_epoch, train.seed, position), val_loader
+
+
 RECIPES: dict[str, Recipe] = {
     "vae": Recipe(
         defaults=IMAGE_TRAINING,
@@ -305,6 +336,15 @@ RECIPES: dict[str, Recipe] = {
                       "model.n_layer": {"low": 3, "high": 5},
                       "model.n_embd": {"choices": [96, 128, 192]},
                       "model.muon_lr_ratio": {"low": 5.0, "high": 20.0, "log": True}}),
+    # HiFi-GAN's optimiser (AdamW 2e-4, betas 0.8, 0.99, weight decay 0.01), batches of 8 windows on a CPU
+    "vocoder": VocoderRecipe(
+        defaults={"lr": 2e-4, "betas": (0.8, 0.99), "weight_decay": 0.01, "batch_size": 8, "max_steps": 20000,
+                  "warmup_steps": 0, "grad_clip": 0.0, "val_every": 500, "val_batches": 4, "sample_every": 10**9,
+                  "log_every": 50},
+        search_space={"train.lr": {"low": 1e-4, "high": 1e-3, "log": True},
+                      "model.channels": {"choices": [64, 128, 256]},
+                      "model.stft_weight": {"low": 10.0, "high": 100.0, "log": True},
+                      "model.adversarial_start": {"choices": [0, 1000, 5000]}}),
     "tabular": TabularRecipe(
         # TVAE's reference recipe: Adam at 1e-3 with an L2 penalty of 1e-5, batches of 500
         defaults={"lr": 1e-3, "batch_size": 500, "max_steps": 3000, "weight_decay": 1e-5, "warmup_steps": 0,

@@ -30,6 +30,7 @@ FAMILIES: dict[str, Family] = {
     "rnn": Family("genlab.models.lm.rnn:RNN", "LSTM language model: text from a prompt"),
     "gpt": Family("genlab.models.lm.gpt:GPT", "transformer language model: text, pre-train then fine-tune"),
     "tabular": Family("genlab.models.tabular.model:Tabular", "synthetic rows of a table (TVAE)"),
+    "vocoder": Family("genlab.models.vocoder:HiFiGAN", "learned vocoder: mel spectrograms to sound (HiFi-GAN)"),
 }
 
 

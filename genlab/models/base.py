@@ -384,6 +384,16 @@ class TextLikelihood(Capability):
         raise NotImplementedError
 
 
+class Vocoder(Capability):
+    """Turns log-mel spectrograms (genlab.data.spectrogram's settings) into waveforms."""
+
+    ability = "turn spectrograms into sound"
+
+    def vocode(self, log_mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Waveforms (B, samples) in (-1, 1) from log-mel spectrograms (B, n_mels, T)."""
+        raise NotImplementedError
+
+
 class AnomalyScorer(Capability):
     """Scores how unlike the training data each example is: its negative log-likelihood per dimension."""
 
@@ -396,7 +406,8 @@ class AnomalyScorer(Capability):
 
 
 CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Chat, TableSampler, Reconstructor,
-                                              Translator, Editor, ImageLikelihood, TextLikelihood, AnomalyScorer)
+                                              Translator, Editor, ImageLikelihood, TextLikelihood, AnomalyScorer,
+                                              Vocoder)
 
 
 def require(model: GenerativeModel, capability: type[Capability]) -> None:

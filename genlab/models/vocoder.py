@@ -1,0 +1,285 @@
+"""A learned vocoder: log-mel spectrograms -> waveforms, a small HiFi-GAN.
+
+Kong, Kim and Bae, "HiFi-GAN: Generative Adversarial Networks for Efficient and High Fidelity Speech
+Synthesis", NeurIPS 2020, at the scale of its V3 configuration:
+
+- the generator lifts the 80 mel bands to `channels` with a 7-tap convolution, then upsamples by the hop in
+  stages (`upsample`, 8 x 8 x 4 = 256), each a transposed convolution of twice its stride that halves the
+  channels, followed by multi-receptive-field fusion: the mean of residual blocks of dilated 1-D convolutions,
+  one block per kernel size (`kernels`), one convolution per dilation (`dilations`; HiFi-GAN's block type 2);
+  leaky ReLU 0.1 throughout, weight normalisation on every convolution, a 7-tap convolution to one channel
+  and tanh;
+- two discriminators judge the waveform: multi-period (each of `periods` folds the waveform into rows of that
+  many samples and convolves along the time axis only, so that each sees one phase of the periodic structure)
+  and multi-scale (`scales` 1-D convolutional critics of the waveform and of its 2x and 4x average-pooled
+  copies);
+- the losses are least-squares GAN (LSGAN), feature matching (the L1 distance between the discriminators'
+  activations on real and generated audio, weight `feature_weight`, 2 as HiFi-GAN) and, for reconstruction,
+  Parallel WaveGAN's multi-resolution STFT loss (Yamamoto, Song and Kim, ICASSP 2020: spectral convergence plus
+  log-magnitude L1 at FFT sizes 512, 1024 and 2048), weight `stft_weight` (45, HiFi-GAN's weight on its
+  reconstruction term). The adversarial terms join after `adversarial_start` steps, as Parallel WaveGAN first
+  trains its generator on the STFT loss alone: early adversarial gradients against an untrained generator
+  slow the reconstruction a CPU budget can afford.
+
+Training draws random `segment`-sample windows of the training clips (aligned to the hop) and computes their
+log-mel spectrograms with the same settings the image families' spectrograms use (genlab.data.spectrogram).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from genlab.config import validate
+from genlab.data.spectrogram import MelSettings, MelSpectrogram, read_sound_config, sound_config
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel, TwoPlayerGame, Vocoder
+
+STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop), Hann windows of n_fft
+SLOPE = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class VocoderConfig:
+    FROM_DATA: ClassVar[tuple[str, ...]] = ("sound",)
+
+    channels: int = 128
+    """channels after the input convolution, halved at each upsampling stage"""
+    upsample: tuple[int, ...] = (8, 8, 4)
+    """upsampling factors of the stages; their product must be the spectrogram's hop"""
+    kernels: tuple[int, ...] = (3, 5, 7)
+    """kernel sizes of each stage's residual blocks (multi-receptive-field fusion)"""
+    dilations: tuple[int, ...] = (1, 2)
+    """dilations of each residual block's convolutions"""
+    periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    """the multi-period discriminator's periods"""
+    scales: int = 3
+    """the multi-scale discriminator's scales (1, 1/2, 1/4 of the sample rate)"""
+    segment: int = 8192
+    """samples of each training window (a multiple of the hop)"""
+    stft_weight: float = 45.0
+    """weight of the multi-resolution STFT loss in the generator's loss"""
+    feature_weight: float = 2.0
+    """weight of feature matching in the generator's loss"""
+    adversarial_start: int = 1000
+    """steps of the STFT loss alone before the discriminators join"""
+    d_lr_ratio: float = 1.0
+    """the discriminators' learning rate as a multiple of the generator's"""
+    sound: str = ""
+    """the mel settings and clip length, as JSON (from the data)"""
+
+    def __post_init__(self):
+        validate(self)
+        if self.channels < 2 ** len(self.upsample) or any(u < 2 or u % 2 for u in self.upsample):
+            raise ConfigError(f"channels {self.channels} and upsample {self.upsample}: each factor must be even and "
+                              "the channels must halve at every stage",
+                              "e.g. --model.channels 128 --model.upsample [8,8,4]")
+        largest = max(n for n, _ in STFT_RESOLUTIONS)
+        if self.segment <= largest:
+            raise ConfigError(f"segment {self.segment} must be longer than {largest} samples, the STFT loss's largest "
+                              "window", "e.g. --model.segment 8192")
+        if not self.kernels or not self.dilations or any(k % 2 == 0 for k in self.kernels) or self.scales < 0:
+            raise ConfigError(f"kernels {self.kernels} must be odd sizes and dilations {self.dilations} non-empty",
+                              "e.g. --model.kernels [3,5,7] --model.dilations [1,2]")
+        if self.sound:
+            settings, _ = read_sound_config(self.sound)
+            if math.prod(self.upsample) != settings.hop or self.segment % settings.hop:
+                raise ConfigError(f"upsample {self.upsample} (x{math.prod(self.upsample)}) and segment {self.segment} "
+                                  f"must match the spectrogram's hop of {settings.hop} samples",
+                                  "e.g. --model.upsample [8,8,4] --model.segment 8192 for a hop of 256")
+
+
+def conv1d(c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Module:
+    return weight_norm(nn.Conv1d(c_in, c_out, kernel, stride, padding=dilation * (kernel - 1) // 2,
+                                 dilation=dilation, groups=groups))
+
+
+class ResBlock(nn.Module):
+    """x + conv(leaky_relu(x)) for each dilation in turn (HiFi-GAN's residual block of type 2)."""
+
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.convs = nn.ModuleList(conv1d(channels, channels, kernel, dilation=d) for d in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = x + conv(F.leaky_relu(x, SLOPE))
+        return x
+
+
+class Generator(nn.Module):
+    def __init__(self, n_mels: int, c: VocoderConfig):
+        super().__init__()
+        self.pre = conv1d(n_mels, c.channels, 7)
+        self.ups, self.fusions = nn.ModuleList(), nn.ModuleList()
+        width = c.channels
+        for rate in c.upsample:  # kernel 2r, stride r, padding r/2: exactly r samples out per sample in
+            self.ups.append(weight_norm(nn.ConvTranspose1d(width, width // 2, 2 * rate, rate, padding=rate // 2)))
+            width //= 2
+            self.fusions.append(nn.ModuleList(ResBlock(width, k, c.dilations) for k in c.kernels))
+        self.post = conv1d(width, 1, 7)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, T x hop) samples in (-1, 1)."""
+        x = self.pre(log_mel)
+        for up, blocks in zip(self.ups, self.fusions, strict=True):
+            x = up(F.leaky_relu(x, SLOPE))
+            x = sum(block(x) for block in blocks) / len(blocks)
+        return torch.tanh(self.post(F.leaky_relu(x, SLOPE)))[:, 0]
+
+
+class PeriodCritic(nn.Module):
+    """The waveform folded into (T / p, p) and convolved along T with (5, 1) kernels, stride 3."""
+
+    def __init__(self, period: int, widths: tuple[int, ...] = (32, 64, 128, 128)):
+        super().__init__()
+        self.period = period
+        chans = (1, *widths)
+        self.convs = nn.ModuleList(
+            weight_norm(nn.Conv2d(a, b, (5, 1), (3 if i < len(widths) - 1 else 1, 1), padding=(2, 0)))
+            for i, (a, b) in enumerate(zip(chans[:-1], chans[1:])))
+        self.out = weight_norm(nn.Conv2d(chans[-1], 1, (3, 1), padding=(1, 0)))
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        pad = (-wave.shape[-1]) % self.period
+        x = F.pad(wave[:, None], (0, pad), mode="reflect")
+        x = x.view(len(wave), 1, -1, self.period)
+        features = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), SLOPE)
+            features.append(x)
+        x = self.out(x)
+        return x.flatten(1), [*features, x]
+
+
+class ScaleCritic(nn.Module):
+    """1-D convolutions of growing stride and grouping over the (pooled) waveform, MelGAN's critic, narrowed."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList([conv1d(1, 16, 15), conv1d(16, 64, 41, 4, groups=4),
+                                    conv1d(64, 128, 41, 4, groups=16), conv1d(128, 128, 41, 4, groups=16),
+                                    conv1d(128, 128, 5)])
+        self.out = conv1d(128, 1, 3)
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x, features = wave[:, None], []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), SLOPE)
+            features.append(x)
+        x = self.out(x)
+        return x.flatten(1), [*features, x]
+
+
+class Critics(nn.Module):
+    """Every period critic, then every scale critic (the waveform average-pooled by 2 between scales)."""
+
+    def __init__(self, c: VocoderConfig):
+        super().__init__()
+        self.periods = nn.ModuleList(PeriodCritic(p) for p in c.periods)
+        self.scales = nn.ModuleList(ScaleCritic() for _ in range(c.scales))
+
+    def forward(self, wave: torch.Tensor) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        out = [critic(wave) for critic in self.periods]
+        for i, critic in enumerate(self.scales):
+            if i:
+                wave = F.avg_pool1d(wave[:, None], 4, 2, padding=2)[:, 0]
+            out.append(critic(wave))
+        return out
+
+
+def stft_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Parallel WaveGAN's multi-resolution STFT loss: at each resolution ||S_real - S_fake||_F / ||S_real||_F
+    (spectral convergence) plus mean |log S_real - log S_fake|; averaged over the resolutions."""
+    total = fake.new_zeros(())
+    for n_fft, hop in STFT_RESOLUTIONS:
+        window = torch.hann_window(n_fft, device=fake.device)
+        s_fake, s_real = (torch.stft(x, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-7)
+                          for x in (fake, real))
+        convergence = torch.linalg.norm(s_real - s_fake) / torch.linalg.norm(s_real)
+        total = total + convergence + (s_real.log() - s_fake.log()).abs().mean()
+    return total / len(STFT_RESOLUTIONS)
+
+
+class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
+    family = "vocoder"
+    Config = VocoderConfig
+    data_kind: ClassVar[str] = "audio"
+
+    def __init__(self, config: VocoderConfig):
+        super().__init__(config)
+        if not config.sound:
+            raise ConfigError("a vocoder needs the spectrogram settings of its sound",
+                              "train it with genlab train vocoder --data FOLDER_OF_SOUND")
+        self.settings, _ = read_sound_config(config.sound)
+        self.mel = MelSpectrogram(self.settings)
+        self.generator = Generator(self.settings.n_mels, config)
+        self.discriminator = Critics(config)
+
+    @classmethod
+    def config_for_data(cls, config: VocoderConfig, data: Any) -> VocoderConfig:
+        if config.sound:  # fine-tuning keeps the settings it was trained with
+            return config
+        settings = MelSettings(sample_rate=data.sample_rate)
+        if data.train_x.shape[1] < config.segment:
+            raise ConfigError(f"the clips are {data.train_x.shape[1]} samples long, shorter than a training window of "
+                              f"{config.segment}", f"lower --model.segment (a multiple of {settings.hop})")
+        return dataclasses.replace(config, sound=sound_config(settings, data.train_x.shape[1]))
+
+    def players(self) -> tuple[nn.Module, nn.Module]:
+        return self.generator, self.discriminator
+
+    @torch.no_grad()
+    def vocode(self, log_mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Waveforms (B, length or T x hop) from log-mel spectrograms (B, n_mels, T)."""
+        was_training = self.training
+        self.eval()
+        try:
+            wave = self.generator(log_mel.to(self.mel.filters.device))
+        finally:
+            self.train(was_training)
+        return wave[:, :length] if length else wave
+
+    def train_step(self, batch: Any, update, step: int) -> dict[str, torch.Tensor]:
+        """The discriminators' LSGAN update on real windows against generated ones (once adversarial), then the
+        generator's: the STFT loss (and, once adversarial, LSGAN and feature matching)."""
+        real = batch[0]
+        with torch.no_grad():
+            log_mel = self.mel(real)
+        fake = self.generator(log_mel)[:, : real.shape[1]]
+        c = self.config
+        out: dict[str, torch.Tensor] = {}
+        adversarial = step >= c.adversarial_start
+        if adversarial:
+            d_loss = fake.new_zeros(())
+            for (r, _), (f, _) in zip(self.discriminator(real), self.discriminator(fake.detach()), strict=True):
+                d_loss = d_loss + ((1 - r) ** 2).mean() + (f**2).mean()
+            update(d_loss, 1)
+            out["d_loss"] = d_loss.detach()
+        reconstruction = stft_loss(fake, real)
+        g_loss = c.stft_weight * reconstruction
+        if adversarial:
+            self.discriminator.requires_grad_(False)
+            g_adv = fake.new_zeros(())
+            matching = fake.new_zeros(())
+            with torch.no_grad():
+                real_features = [feats for _, feats in self.discriminator(real)]
+            for (f, feats), target in zip(self.discriminator(fake), real_features, strict=True):
+                g_adv = g_adv + ((1 - f) ** 2).mean()
+                matching = matching + sum((a - b).abs().mean() for a, b in zip(feats, target, strict=True))
+            g_loss = g_loss + g_adv + c.feature_weight * matching
+            self.discriminator.requires_grad_(True)
+            out.update(g_adv=g_adv.detach(), feature_matching=matching.detach())
+        update(g_loss, 0)
+        return {"loss": reconstruction.detach(), **out}
+
+    def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
+        """Validation: the STFT loss of the generator's waveform for held-out windows."""
+        real = batch[0]
+        return {"loss": stft_loss(self.generator(self.mel(real))[:, : real.shape[1]], real)}

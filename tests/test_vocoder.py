@@ -1,0 +1,91 @@
+"""The learned vocoder: the generator's shapes, the STFT loss, the game's two updates, training on sound and
+vocoding a sound model's samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import genlab
+from genlab.cli import main
+from genlab.data.spectrogram import MelSettings, sound_config
+from genlab.errors import ConfigError
+from genlab.models.vocoder import HiFiGAN, VocoderConfig, stft_loss
+from tests.test_audio import tone
+
+TINY = {"channels": 16, "kernels": (3,), "dilations": (1,), "periods": (2, 3), "scales": 1, "segment": 2304,
+        "adversarial_start": 2}
+
+
+def tiny(**over) -> HiFiGAN:
+    return HiFiGAN(VocoderConfig(**{**TINY, **over}, sound=sound_config(MelSettings(), 4096)))
+
+
+def test_the_generator_makes_hop_samples_per_frame_and_the_config_must_match_the_hop():
+    torch.manual_seed(0)
+    model = tiny()
+    wave = model.vocode(torch.randn(2, 80, 9) - 5)
+    assert wave.shape == (2, 9 * 256) and wave.abs().max() < 1
+    assert model.vocode(torch.randn(1, 80, 9), length=2000).shape == (1, 2000)
+    with pytest.raises(ConfigError, match="must match the spectrogram's hop"):
+        VocoderConfig(upsample=(8, 8, 2), sound=sound_config(MelSettings(), 4096))
+    with pytest.raises(ConfigError, match="must be even"):
+        VocoderConfig(upsample=(8, 8, 3))
+    with pytest.raises(ConfigError, match="the STFT loss's largest window"):
+        VocoderConfig(segment=1024)
+
+
+def test_the_multi_resolution_stft_loss_is_zero_for_the_same_wave_and_grows_with_the_difference():
+    x = torch.from_numpy(np.stack([tone(440, 0.5, 16_000), tone(880, 0.5, 16_000)]))
+    assert stft_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    near, far = stft_loss(x * 1.1, x).item(), stft_loss(x.flip(0), x).item()
+    assert 0 < near < far
+
+
+def test_the_discriminators_join_after_adversarial_start():
+    torch.manual_seed(0)
+    model = tiny()
+    players = list(model.players())
+    optimisers = [torch.optim.Adam(p.parameters(), 1e-3) for p in players]
+    updated = []
+
+    def update(loss, player):
+        optimisers[player].zero_grad()
+        loss.backward()
+        optimisers[player].step()
+        updated.append(player)
+
+    batch = (torch.from_numpy(np.stack([tone(300, 2304 / 16_000, 16_000)] * 2)),)
+    before = [p.detach().clone() for p in model.discriminator.parameters()]
+    out = model.train_step(batch, update, step=0)
+    assert updated == [0] and "d_loss" not in out  # the STFT loss alone at first
+    assert all(torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))
+    out = model.train_step(batch, update, step=2)
+    assert updated == [0, 1, 0] and {"d_loss", "g_adv", "feature_matching"} <= set(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.discriminator.parameters()))
+
+
+def test_a_vocoder_trains_on_sound_and_voices_a_sound_models_samples(tmp_path, capsys):
+    (tmp_path / "wavs" / "a").mkdir(parents=True)
+    (tmp_path / "wavs" / "b").mkdir()
+    for i in range(5):
+        soundfile.write(tmp_path / "wavs" / "a" / f"{i}.wav", tone(330 + 20 * i, 0.4, 16_000), 16_000)
+        soundfile.write(tmp_path / "wavs" / "b" / f"{i}.wav", tone(1500 + 50 * i, 0.4, 16_000), 16_000)
+    assert main(["train", "vocoder", "--data", str(tmp_path / "wavs"), "--out", str(tmp_path / "voc"),
+                 "--max-steps", "4", "--batch-size", "2", "--model.channels", "16", "--model.segment", "2304",
+                 "--model.adversarial-start", "2", "--threads", "1", "--progress", "false"]) == 0
+    assert f"--vocoder {tmp_path / 'voc'}" in capsys.readouterr().out
+    voc = genlab.load(tmp_path / "voc" / "model")
+    assert voc.config.channels == 16 and voc.vocode(torch.zeros(1, 80, 5) - 11).shape == (1, 5 * 256)
+    assert main(["train", "vae", "--data", str(tmp_path / "wavs"), "--max-steps", "2", "--batch-size", "4",
+                 "--out", str(tmp_path / "vae"), "--threads", "1", "--progress", "false"]) == 0
+    assert main(["sample", str(tmp_path / "vae"), "--n", "2", "--vocoder", str(tmp_path / "voc"),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert f"vocoder {tmp_path / 'voc'}" in capsys.readouterr().out
+    wave, rate = soundfile.read(sorted((tmp_path / "out").glob("*.wav"))[0])
+    assert rate == 16_000 and len(wave) == 6400
+    with pytest.raises(ConfigError, match="shorter than a training window"):
+        genlab.train("vocoder", str(tmp_path / "wavs"), tmp_path / "v2", model={"segment": 16384}, max_steps=1,
+                     progress=False)
