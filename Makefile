@@ -51,6 +51,7 @@ $(STAMP): pyproject.toml
 data:
 	$(call apt_install,dataset-fashion-mnist,[ -d /usr/share/datasets/fashion-mnist ],genlab will download Fashion-MNIST instead)
 	$(call apt_install,flite,command -v flite >/dev/null,genlab data make spoken-digits and its test need Debian's flite)
+	$(call apt_install,fortunes,[ -f /usr/share/games/fortunes/fortunes ],genlab data make tts-corpus needs Debian's fortunes for its sentences)
 	$(call apt_install,fluidsynth timgm6mb-soundfont,[ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] && command -v fluidsynth >/dev/null,genlab data make notes and its test need fluidsynth and timgm6mb-soundfont)
 
 # Debian's Chromium for the tests that open report.html and the web page in a real browser

@@ -40,3 +40,26 @@ def test_both_judges_hear_flites_digits(tmp_path):
     assert np.mean([digit_of(t) == d for t, d in zip(texts, truth)]) >= 0.75  # tiny.en hears "three" as "free"
     silence = np.zeros((1, 16_000), np.float32)
     assert DigitRecogniser().recognise(silence, 16_000)[0] in ("",) + tuple(DIGITS)  # one word or none, no crash
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed (make setup installs it)")
+def test_a_tts_corpus_is_ljspeech_shaped_with_flites_alignment(tmp_path, capsys):
+    import json
+
+    from genlab.cli import main
+    from genlab.data.speech import FORTUNES
+
+    sentences = 2 if (FORTUNES / "fortunes").exists() else 0
+    assert main(["data", "make", "tts-corpus", "--out", str(tmp_path / "c"), "--digit-strings", "3",
+                 "--sentences", str(sentences), "--voices", "awb"]) == 0
+    assert f"wrote {3 + sentences} utterances" in capsys.readouterr().out
+    rows = [line.split("|") for line in (tmp_path / "c" / "metadata.csv").read_text().splitlines()]
+    aligned = [json.loads(line) for line in (tmp_path / "c" / "alignment.jsonl").read_text().splitlines()]
+    assert len(rows) == len(aligned) == 3 + sentences and all(len(r) == 3 and r[1] == r[2] for r in rows)
+    for (key, _, _), a in zip(rows, aligned):
+        wave, rate = soundfile.read(tmp_path / "c" / "wavs" / f"{key}.wav")
+        assert a["id"] == key and a["phones"][0] == a["phones"][-1] == "pau" and len(a["phones"]) == len(a["ends"])
+        assert np.all(np.diff(a["ends"]) > 0) and abs(a["ends"][-1] - len(wave) / rate) < 0.05  # ends: the clip's
+    digits = rows[0][1].split()
+    assert 3 <= len(digits) <= 6 and set(digits) <= {"zero", "one", "two", "three", "four", "five", "six", "seven",
+                                                     "eight", "nine"}

@@ -129,25 +129,30 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False,
 
 def data_make(what: str, out: str | None = None, per_class: int = 100, voices: str = "slt,kal16,awb,rms",
               instruments: str = "piano,guitar,violin,flute", pitches: str = "48-72", velocities: str = "80,120",
-              seconds: float = 1.0, seed: int = 0) -> None:
+              seconds: float = 1.0, digit_strings: int = 500, sentences: int = 500, seed: int = 0) -> None:
     """Make a dataset offline.
 
     spoken-digits: each digit's word spoken by Debian's flite synthesiser in several voices, each clip with its
     own rate and pitch, as OUT/DIGIT/VOICE-NNNN.wav (a teacher corpus, SC09's shape). notes: single notes rendered
     by FluidSynth with a General MIDI soundfont, every instrument at every velocity for each pitch, as
-    OUT/PITCH/INSTRUMENT-VELOCITY.wav (NSynth's shape; the MIDI pitch is the class).
+    OUT/PITCH/INSTRUMENT-VELOCITY.wav (NSynth's shape; the MIDI pitch is the class). tts-corpus: digit strings and
+    sentences from Debian's fortunes spoken by one flite voice, LJSpeech's layout (wavs/ID.wav, metadata.csv) with
+    flite's phone alignment of each utterance (alignment.jsonl).
 
     Args:
-        what: the dataset to make: spoken-digits or notes.
+        what: the dataset to make: spoken-digits, notes or tts-corpus.
         out: the folder to write (default: the dataset's name).
         per_class: spoken-digits: clips of each digit.
-        voices: spoken-digits: flite voices, comma-separated, taken in turn (flite -lv lists them).
+        voices: spoken-digits: flite voices, comma-separated, taken in turn (flite -lv lists them); tts-corpus:
+            the one voice (the first).
         instruments: notes: General MIDI instruments, comma-separated (piano, organ, guitar, bass, violin,
             trumpet, flute, clarinet).
         pitches: notes: MIDI note numbers, a range (48-72) or a list (60,64,67).
         velocities: notes: MIDI velocities (loudness, 1-127), comma-separated.
         seconds: notes: how long each note is held (its release rings on).
-        seed: spoken-digits: the seed of each clip's rate and pitch.
+        digit_strings: tts-corpus: utterances of 3-6 digit words.
+        sentences: tts-corpus: sentences of 4-16 words from the fortune files.
+        seed: spoken-digits: the seed of each clip's rate and pitch; tts-corpus: of the digits and sentences.
     """
     if what == "spoken-digits":
         from genlab.data.speech import make_spoken_digits
@@ -170,8 +175,16 @@ def data_make(what: str, out: str | None = None, per_class: int = 100, voices: s
         print(f"wrote {len(chosen) * len(kinds) * len(loudness):,} notes to {folder} "
               f"(check them: genlab data check {folder})")
         return
+    if what == "tts-corpus":
+        from genlab.data.speech import make_tts_corpus
+
+        voice = voices.split(",")[0]
+        folder = make_tts_corpus(Path(out or what), digit_strings, sentences, voice, seed)
+        print(f"wrote {digit_strings + sentences:,} utterances of flite's {voice} voice with their phone alignment to "
+              f"{folder}")
+        return
     raise ConfigError(f"genlab data make {what}: there is no such dataset",
-                      "genlab data make spoken-digits, or genlab data make notes")
+                      "genlab data make spoken-digits, notes or tts-corpus")
 
 
 def reference(data: str, retrain: bool = False) -> None:

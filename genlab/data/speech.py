@@ -1,4 +1,4 @@
-"""Spoken digits made offline by a speech synthesiser: a teacher corpus to learn from and measure against.
+"""Speech made offline by a speech synthesiser: teacher corpora to learn from and measure against.
 
 SC09 (the ten digits of Speech Commands) is the usual small benchmark of spoken-digit generation; it is not
 on this machine, so genlab makes its own with Debian's `flite` (CMU's Flite, a diphone/cluster-unit
@@ -6,10 +6,18 @@ synthesiser): each digit's word spoken by several voices (`VOICES`), each clip w
 (flite's `duration_stretch`, 0.8-1.25) and pitch (`int_f0_target_mean`, the voice's mean +-15%), drawn from
 a seeded generator, so that a class is a distribution rather than one recording. Files are written as
 `OUT/DIGIT/VOICE-NNNN.wav` at each voice's own rate: the audio loader resamples them.
+
+A text-to-speech corpus (`make_tts_corpus`) is LJSpeech's layout: `wavs/ID.wav` and `metadata.csv` of
+`ID|text|text` lines, spoken by one voice, plus flite's own alignment of each utterance (`alignment.jsonl`: its
+phones and the time each ends, from `-psdur`), the teacher's durations a non-autoregressive model learns from.
+The texts are digit strings ("four two seven one") and sentences of 4-16 words from the `fortunes` package's
+quotations (public domain or freely distributable, on the machine with Debian's `fortunes`).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -58,4 +66,58 @@ def make_spoken_digits(out: Path, per_class: int = 100, voices: tuple[str, ...] 
             voice = voices[i % len(voices)]
             stretch, pitch = rng.uniform(0.8, 1.25), MEAN_F0[voice] * rng.uniform(0.85, 1.15)
             speak(word, out / str(digit) / f"{voice}-{i:04d}.wav", voice, stretch, pitch)
+    return out
+
+
+FORTUNES = Path("/usr/share/games/fortunes")
+
+
+def speak_aligned(text: str, out: Path, voice: str = "slt") -> tuple[list[str], list[float]]:
+    """Synthesise `text` into `out` and return flite's phones and the second each ends at."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([flite_binary(), "-voice", voice, "-psdur", "-t", text, "-o", str(out)],
+                          capture_output=True, text=True)
+    pairs = [p.rsplit(":", 1) for p in done.stdout.split()]
+    if done.returncode != 0 or not out.exists() or not pairs:
+        raise DataError(f"flite could not speak {text!r} with voice {voice!r}: {done.stderr.strip()[:200]}",
+                        f"choose a voice flite has ({', '.join(MEAN_F0)})")
+    return [p for p, _ in pairs], [float(t) for _, t in pairs]
+
+
+def fortune_sentences(limit: int, seed: int = 0, files: tuple[str, ...] = ("fortunes", "wisdom", "literature",
+                                                                           "people", "science")) -> list[str]:
+    """Up to `limit` sentences of 4-16 words of plain letters and punctuation from Debian's fortune files."""
+    found = [FORTUNES / f for f in files if (FORTUNES / f).exists()]
+    if not found:
+        raise DataError(f"no fortune files under {FORTUNES}", "install Debian's fortunes (make setup does)")
+    sentences = set()
+    for path in found:
+        for entry in path.read_text(errors="replace").split("\n%\n"):
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join(entry.split())):
+                words = sentence.split()
+                if 4 <= len(words) <= 16 and re.fullmatch(r"[A-Za-z ,.;:'!?-]+", sentence) and not sentence.isupper():
+                    sentences.add(sentence)
+    ordered = sorted(sentences)
+    rng = np.random.default_rng(seed)
+    return [ordered[i] for i in rng.permutation(len(ordered))[:limit]]
+
+
+def make_tts_corpus(out: Path, digit_strings: int = 500, sentences: int = 500, voice: str = "slt",
+                    seed: int = 0) -> Path:
+    """An LJSpeech-style corpus of one voice: digit strings of 3-6 digits and fortune sentences, with flite's
+    phone alignment of each."""
+    if voice not in MEAN_F0:
+        raise DataError(f"unknown flite voice {voice!r}", f"use one of {', '.join(MEAN_F0)}")
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(DIGITS[d] for d in rng.integers(0, 10, rng.integers(3, 7))) for _ in range(digit_strings)]
+    texts += fortune_sentences(sentences, seed) if sentences else []
+    out = Path(out)
+    lines, alignments = [], []
+    for i, text in enumerate(texts):
+        key = f"{voice}-{i:05d}"
+        phones, ends = speak_aligned(text, out / "wavs" / f"{key}.wav", voice)
+        lines.append(f"{key}|{text}|{text}")
+        alignments.append(json.dumps({"id": key, "phones": phones, "ends": ends}))
+    (out / "metadata.csv").write_text("\n".join(lines) + "\n")
+    (out / "alignment.jsonl").write_text("\n".join(alignments) + "\n")
     return out
