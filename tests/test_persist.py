@@ -14,7 +14,7 @@ from genlab.config import from_dict
 from genlab.errors import UnsafeFileError
 from genlab.files import load_torch_file as load_checkpoint
 from genlab.models import FAMILIES, get_family
-from genlab.models.base import ImageSampler, TableSampler, TextGenerator, Vocoder
+from genlab.models.base import ImageSampler, TableSampler, TextGenerator, TextToSpeech, Vocoder
 
 TINY_CONFIGS = {
     "vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "image_size": [8, 8]},
@@ -45,6 +45,10 @@ TINY_CONFIGS = {
          "has_missing": False, "modes": {"means": [30.0, 60.0], "stds": [5.0, 8.0], "weights": [0.6, 0.4]}},
         {"name": "job", "kind": "categorical", "dtype": "object", "categories": ["a", "b"], "counts": [5, 3],
          "missing": 1, "has_missing": True}], "columns_order": ["age", "job"]})},
+    "tts": {"width": 32, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn": 64,
+            "phones": ["<pad>", "pau", "f", "ao"],
+            "sound": json.dumps({"sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 80, "f_min": 0.0,
+                                 "f_max": None, "floor": 1e-5, "samples": 8000, "log_max": 4.0})},
     "vocoder": {"channels": 16, "kernels": [3], "dilations": [1], "periods": [2], "scales": 1, "segment": 4096,
                 "sound": json.dumps({"sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 80, "f_min": 0.0,
                                      "f_max": None, "floor": 1e-5, "samples": 8000, "log_max": 4.0})},
@@ -88,6 +92,8 @@ def test_save_load_identical_outputs(family, tmp_path):
     elif isinstance(model, ImageSampler):
         out_a = model.sample(6, generator=torch.Generator().manual_seed(1))
         out_b = loaded.sample(6, generator=torch.Generator().manual_seed(1))
+    elif isinstance(model, TextToSpeech):  # the same phones give the same spectrogram
+        out_a, out_b = (m.synthesize([["pau", "f", "ao", "pau"]])[0] for m in (model, loaded))
     elif isinstance(model, Vocoder):  # the same spectrograms give the same sound
         log_mel = torch.randn(2, 80, 6, generator=torch.Generator().manual_seed(1)) - 5
         out_a, out_b = model.vocode(log_mel), loaded.vocode(log_mel)

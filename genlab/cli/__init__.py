@@ -51,6 +51,7 @@ VERBS: dict[str, Verb] = {
     "generate": Verb("genlab.cli.verbs:generate", "continue a prompt with a language model, streamed"),
     "detect": Verb("genlab.cli.verbs:detect", "anomaly scores of new examples, and a threshold set without labels"),
     "chat": Verb("genlab.cli.verbs:chat", "a conversation with an instruction-tuned language model, streamed"),
+    "speak": Verb("genlab.cli.verbs:speak", "speak text with a text-to-speech model (and a vocoder) into a WAV file"),
     "reconstruct": Verb("genlab.cli.verbs:reconstruct", "encode and decode images"),
     "interpolate": Verb("genlab.cli.verbs:interpolate", "walk the latent line between two images"),
     "translate": Verb("genlab.cli.verbs:translate", "translate images with a pix2pix model"),
@@ -290,13 +291,14 @@ def run_train(family: str, argv: list[str], command: str) -> None:
                        from_study=options.get("from_study"), trial=options.get("trial"),
                        max_bad_fraction=options.get("data_max_bad_fraction", 0.05), command=command, **given)
     from genlab.models import get_family
-    from genlab.models.base import TableSampler, TextGenerator, Vocoder
+    from genlab.models.base import TableSampler, TextGenerator, TextToSpeech, Vocoder
 
     cls = get_family(family)
     sound = bool(json.loads((run / "model" / "config.json").read_text())["config"].get("sound"))
     use = f"genlab generate {run} --prompt TEXT ; genlab eval {run}" if issubclass(cls, TextGenerator) \
         else f"genlab sample {run} --n 1000 --out synthetic.csv ; genlab eval {run}" if issubclass(cls, TableSampler) \
         else f"genlab sample A_SOUND_MODEL --vocoder {run} --out sounds/" if issubclass(cls, Vocoder) \
+        else f'genlab speak {run} --text "four two seven" --out speech.wav' if issubclass(cls, TextToSpeech) \
         else f"genlab sample {run} --out sounds/" if sound \
         else f"genlab sample {run} --out samples.png ; genlab eval {run}"
     print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: {use}")

@@ -263,6 +263,50 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
 
 
+def speak(run: str, text: str | None = None, out: str = "speech.wav", vocoder: str | None = None, pace: float = 1.0,
+          voice: str = "slt", seed: int = 0) -> None:
+    """Speak text with a text-to-speech model: flite's front end turns the text into phones, the model the phones
+    into a log-mel spectrogram, and a vocoder (or Griffin-Lim) the spectrogram into a WAV file.
+
+    Args:
+        run: a tts run folder (genlab train tts) or its model folder.
+        text: what to say.
+        out: the WAV file to write.
+        vocoder: a vocoder run (genlab train vocoder) trained on sound at the same sample rate; default Griffin-Lim.
+        pace: above 1 speaks slower, below 1 faster (the predicted durations are scaled).
+        voice: the flite voice whose front end (lexicon and letter-to-sound rules) gives the phones.
+        seed: Griffin-Lim's starting phase.
+    """
+    import soundfile
+
+    from genlab.data.spectrogram import MelSpectrogram
+    from genlab.data.speech import phonemes
+    from genlab.files import atomic_path
+    from genlab.models.base import TextToSpeech
+
+    if text is None:
+        raise ConfigError("genlab speak needs --text: what to say", 'e.g. --text "four two seven one"')
+    model, _ = _load_run(run, record=False)
+    need(model, TextToSpeech, run)
+    log_mel = model.synthesize([phonemes(text, voice)], pace=pace)[0][None]
+    settings = model.settings
+    if vocoder is not None:
+        voiced, _ = _load_run(vocoder, record=False)
+        need(voiced, Vocoder, vocoder)
+        if voiced.settings != settings:
+            raise ConfigError(f"the vocoder {vocoder} was trained on other spectrogram settings than the tts model",
+                              "train the vocoder on sound at the same sample rate, or leave --vocoder out")
+        wave, how = voiced.vocode(log_mel)[0], f"vocoder {vocoder}"
+    else:
+        with torch.no_grad():
+            wave = MelSpectrogram(settings).invert(log_mel, generator=torch.Generator().manual_seed(seed))[0]
+        how = "Griffin-Lim"
+    path = Path(out)
+    with atomic_path(path) as partial:
+        soundfile.write(partial, wave.clamp(-1, 1).numpy(), settings.sample_rate, subtype="PCM_16", format="WAV")
+    print(f"wrote {len(wave) / settings.sample_rate:.2f} s of speech ({how}) to {path}")
+
+
 def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | None, seed: int,
                  vocoder: str | None = None) -> None:
     """A spectrogram model's samples as WAV files (16-bit PCM, from each log-mel image by Griffin-Lim or by the
@@ -280,8 +324,7 @@ def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | Non
     if vocoder is not None:
         voice, _ = _load_run(vocoder, record=False)
         need(voice, Vocoder, vocoder)
-        theirs, _ = read_sound_config(voice.config.sound)
-        if theirs != settings:
+        if voice.settings != settings:
             raise ConfigError(f"the vocoder {vocoder} was trained on other spectrogram settings than {model.family}'s",
                               "train the vocoder on sound at the same sample rate, or leave --vocoder out")
         waves, how = voice.vocode(log_mel, length=samples), f"vocoder {vocoder}"

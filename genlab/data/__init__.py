@@ -21,6 +21,7 @@ from genlab.data.loader import BatchLoader
 from genlab.data.registry import DATASETS, load_registered
 from genlab.data.tables import TABLE_SUFFIXES, TableData, load_table
 from genlab.data.text import load_text
+from genlab.data.tts import is_tts_corpus, load_tts_corpus
 from genlab.errors import DataError
 
 __all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TableData", "TextData", "list_datasets",
@@ -43,6 +44,8 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             return load_table(path, schema=schema)
         if path.is_file() and path.suffix.lower() in CHAT_SUFFIXES:
             return load_chat(path)
+        if path.is_dir() and is_tts_corpus(path):
+            return load_tts_corpus(path)
         if path.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*") if p.is_file()):
             return load_audio_folder(path, max_bad_fraction=max_bad_fraction, refresh=refresh)
         if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):

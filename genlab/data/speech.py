@@ -84,6 +84,18 @@ def speak_aligned(text: str, out: Path, voice: str = "slt") -> tuple[list[str], 
     return [p for p, _ in pairs], [float(t) for _, t in pairs]
 
 
+def phonemes(text: str, voice: str = "slt") -> list[str]:
+    """flite's phones for `text` (its letter-to-sound rules and lexicon: the front end of genlab's TTS), pauses
+    included; nothing is synthesised."""
+    if not text.strip():
+        raise DataError("there is no text to speak", "pass some words, e.g. --text \"four two seven\"")
+    done = subprocess.run([flite_binary(), "-voice", voice, "-ps", "-t", text, "-o", "none"], capture_output=True,
+                          text=True)
+    if done.returncode != 0 or not done.stdout.split():
+        raise DataError(f"flite found no phones in {text!r}: {done.stderr.strip()[:200]}", "pass words flite can read")
+    return done.stdout.split()
+
+
 def fortune_sentences(limit: int, seed: int = 0, files: tuple[str, ...] = ("fortunes", "wisdom", "literature",
                                                                            "people", "science")) -> list[str]:
     """Up to `limit` sentences of 4-16 words of plain letters and punctuation from Debian's fortune files."""

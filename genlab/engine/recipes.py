@@ -282,6 +282,25 @@ class VocoderRecipe(TwoPlayerRecipe):
         return DrawnBatches(draw, train.batch_size, per_epoch, train.seed, position), val_loader
 
 
+@dataclasses.dataclass(frozen=True)
+class SpeechRecipe(Recipe):
+    """Text-to-speech: the corpus's padded utterances (each batch trimmed to its longest by the model), a seeded
+    `holdout` share kept for validation."""
+
+    def loaders(
+        self, model: Any, data: Any, train: Any, position: Callable[[], int]
+    ) -> tuple[Iterable, Iterable | None]:
+        from genlab.data.loader import BatchLoader, validation_indices
+
+        u = data.train
+        tensors = (u.tokens, u.durations, u.mels, u.frames)
+        fit, val = (torch.from_numpy(i) for i in validation_indices(len(u), train.holdout))
+        val_loader = BatchLoader(tuple(t[val] for t in tensors), train.batch_size, shuffle=False,
+                                 drop_last=False) if len(val) else None
+        return BatchLoader(tuple(t[fit] for t in tensors), train.batch_size, seed=train.seed,
+                           position=position), val_loader
+
+
 RECIPES: dict[str, Recipe] = {
     "vae": Recipe(
         defaults=IMAGE_TRAINING,
@@ -345,6 +364,16 @@ RECIPES: dict[str, Recipe] = {
                       "model.channels": {"choices": [64, 128, 256]},
                       "model.stft_weight": {"low": 10.0, "high": 100.0, "log": True},
                       "model.adversarial_start": {"choices": [0, 1000, 5000]}}),
+    # FastSpeech's optimiser scaled to a CPU: Adam 1e-3 with warm-up, batches of 16 utterances
+    "tts": SpeechRecipe(
+        defaults={"lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0, "batch_size": 16, "max_steps": 5000,
+                  "warmup_steps": 200, "schedule": "cosine", "grad_clip": 1.0, "val_every": 250, "val_batches": 8,
+                  "sample_every": 10**9, "log_every": 50},
+        search_space={"train.lr": {"low": 3e-4, "high": 3e-3, "log": True},
+                      "model.width": {"choices": [96, 128, 192]},
+                      "model.encoder_layers": {"low": 2, "high": 4},
+                      "model.decoder_layers": {"low": 2, "high": 4},
+                      "model.dropout": {"low": 0.0, "high": 0.2}}),
     "tabular": TabularRecipe(
         # TVAE's reference recipe: Adam at 1e-3 with an L2 penalty of 1e-5, batches of 500
         defaults={"lr": 1e-3, "batch_size": 500, "max_steps": 3000, "weight_decay": 1e-5, "warmup_steps": 0,

@@ -31,6 +31,7 @@ FAMILIES: dict[str, Family] = {
     "gpt": Family("genlab.models.lm.gpt:GPT", "transformer language model: text, pre-train then fine-tune"),
     "tabular": Family("genlab.models.tabular.model:Tabular", "synthetic rows of a table (TVAE)"),
     "vocoder": Family("genlab.models.vocoder:HiFiGAN", "learned vocoder: mel spectrograms to sound (HiFi-GAN)"),
+    "tts": Family("genlab.models.tts:FastSpeech", "text-to-speech: phones to mel spectrograms (FastSpeech)"),
 }
 
 

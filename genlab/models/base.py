@@ -394,6 +394,17 @@ class Vocoder(Capability):
         raise NotImplementedError
 
 
+class TextToSpeech(Capability):
+    """Speaks: phone sequences (the front end, genlab.data.speech.phonemes, turns text into them) into log-mel
+    spectrograms, which a vocoder or Griffin-Lim turns into sound."""
+
+    ability = "speak text"
+
+    def synthesize(self, phones: list[list[str]], pace: float = 1.0) -> list[torch.Tensor]:
+        """The log-mel spectrogram (n_mels, T) of each phone sequence; `pace` > 1 speaks slower."""
+        raise NotImplementedError
+
+
 class AnomalyScorer(Capability):
     """Scores how unlike the training data each example is: its negative log-likelihood per dimension."""
 
@@ -407,7 +418,7 @@ class AnomalyScorer(Capability):
 
 CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Chat, TableSampler, Reconstructor,
                                               Translator, Editor, ImageLikelihood, TextLikelihood, AnomalyScorer,
-                                              Vocoder)
+                                              Vocoder, TextToSpeech)
 
 
 def require(model: GenerativeModel, capability: type[Capability]) -> None:
