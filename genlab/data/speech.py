@@ -70,6 +70,10 @@ def make_spoken_digits(out: Path, per_class: int = 100, voices: tuple[str, ...] 
 
 
 FORTUNES = Path("/usr/share/games/fortunes")
+# flite's US English phone set (CMU's, as its cmu_us voices use it): every phone its front end can give
+FLITE_PHONES = ("aa", "ae", "ah", "ao", "aw", "ax", "axr", "ay", "b", "ch", "d", "dh", "eh", "el", "em", "en", "er",
+                "ey", "f", "g", "hh", "ih", "iy", "jh", "k", "l", "m", "n", "ng", "ow", "oy", "p", "pau", "r", "s",
+                "sh", "t", "th", "uh", "uw", "v", "w", "y", "z", "zh")
 
 
 def speak_aligned(text: str, out: Path, voice: str = "slt") -> tuple[list[str], list[float]]:

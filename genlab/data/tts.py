@@ -22,6 +22,7 @@ import torch
 from genlab.data.audio import normalise_loudness, read_audio, resample
 from genlab.data.base import DataReport
 from genlab.data.spectrogram import MelSettings, MelSpectrogram
+from genlab.data.speech import FLITE_PHONES
 from genlab.errors import DataError
 
 PAD = "<pad>"
@@ -101,7 +102,8 @@ def load_tts_corpus(folder: Path, sample_rate: int = 16_000, test_fraction: floa
     report.check_bad_fraction(len(lines), 0.05)
     if not items:
         raise DataError(f"no usable utterances in {folder}", "check metadata.csv, wavs/ and alignment.jsonl")
-    phones = (PAD, *sorted({p for _, ps, _, _ in items for p in ps}))
+    # the front end's whole inventory, so that a text with a phone the corpus lacks can still be spoken
+    phones = (PAD, *sorted(set(FLITE_PHONES) | {p for _, ps, _, _ in items for p in ps}))
     index = {p: i for i, p in enumerate(phones)}
     order = np.random.default_rng(0).permutation(len(items))
     n_test = max(1, int(round(len(items) * test_fraction))) if len(items) >= 20 else 0
@@ -124,7 +126,8 @@ def load_tts_corpus(folder: Path, sample_rate: int = 16_000, test_fraction: floa
     train, test = pack(order[n_test:]), pack(order[:n_test])
     seconds = [float(f) * settings.hop / sample_rate for f in torch.cat([train.frames, test.frames])]
     report.counts = {"train": len(train), "test": len(test)}
-    report.notes += [f"phones: {len(phones) - 1} ({' '.join(phones[1:])})",
+    seen = sorted({p for _, ps, _, _ in items for p in ps})
+    report.notes += [f"phones: {len(seen)} of the front end's {len(phones) - 1} ({' '.join(seen)})",
                      f"utterances of {min(seconds):.2f}-{max(seconds):.2f} s (median {np.median(seconds):.2f} s), "
                      f"{sum(seconds) / 60:.1f} minutes in all"]
     return SpeechCorpus(folder.name, phones, train, test, settings, report)
