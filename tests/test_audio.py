@@ -191,3 +191,10 @@ def test_notes_are_rendered_at_their_pitch_and_judged_by_pyin(tmp_path, capsys):
     off = [cents(note_pitch(clip, 16_000), int(data.classes[y]))[0] for clip, y in zip(clips, labels)]
     assert np.all(np.abs(off) < 50), off  # within a quarter tone of the note asked for
     assert np.isnan(note_pitch(np.zeros(16_000, np.float32), 16_000)[0])  # silence has no pitch
+
+
+def test_griffin_lim_takes_a_spectrogram_shorter_than_its_window():
+    m = MelSpectrogram()
+    wave = m.invert(torch.zeros(1, 80, 2) - 5, length=300, generator=torch.Generator().manual_seed(0))
+    assert wave.shape == (1, 300) and torch.isfinite(wave).all()
+    assert m.invert(torch.zeros(1, 80, 1) - 5).shape == (1, 0)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 LOG_MAX = 4.0  # the log-mel value an image's 255 stands for
 
@@ -107,6 +108,10 @@ class MelSpectrogram(torch.nn.Module):
         """A waveform whose STFT magnitude approaches `magnitude` (B, F, T): fast Griffin-Lim from a random phase.
         Each step takes the phase of the STFT of the current estimate, pushed past it by `momentum` times the
         last step's change (momentum 0 is Griffin and Lim's algorithm)."""
+        frames, minimum = magnitude.shape[-1], self.settings.n_fft // self.settings.hop + 1
+        if frames < minimum:  # too short for the STFT's reflected padding: silence after it, cut off at the end
+            wave = self.griffin_lim(F.pad(magnitude, (0, minimum - frames)), iterations, momentum, None, generator)
+            return wave[..., : length if length is not None else (frames - 1) * self.settings.hop]
         phase = torch.rand(magnitude.shape, generator=generator, device=magnitude.device) * (2 * math.pi)
         angles = torch.polar(torch.ones_like(magnitude), phase)
         previous = torch.zeros_like(angles)
