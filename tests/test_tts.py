@@ -77,3 +77,70 @@ def test_a_tts_model_trains_on_a_flite_corpus_and_speaks_through_the_cli(tmp_pat
     assert rate == 16_000 and len(wave) > 256 and np.isfinite(wave).all()
     assert main(["speak", str(tmp_path / "run"), "--text", "  "]) == 2
     assert "no text to speak" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed (make setup installs it)")
+def test_the_openai_client_speaks_through_v1_audio_speech_with_a_served_vocoder(tmp_path):
+    import io
+
+    openai = pytest.importorskip("openai", reason="pip install openai (make test installs it)")
+    from genlab.serve import create_app
+    from tests.servers import uvicorn_server
+    from tests.test_vocoder import tiny as tiny_vocoder
+
+    model = tiny()  # flite's phones for "four two" are among PHONES
+    model.save_pretrained(tmp_path / "tts")
+    tiny_vocoder().save_pretrained(tmp_path / "voc")
+    app = create_app([f"tts={tmp_path / 'tts'}", f"voc={tmp_path / 'voc'}"])
+    with uvicorn_server(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        cards = {m.id: m for m in client.models.list().data}
+        assert cards["tts"].model_extra["capabilities"] == ["audio.speech"]
+        assert cards["voc"].model_extra["capabilities"] == ["voice"] and cards["voc"].model_extra["kind"] == "audio"
+        for voice in ("voc", "griffin-lim"):
+            speech = client.audio.speech.create(model="tts", voice=voice, input="four two", response_format="wav")
+            wave, rate = soundfile.read(io.BytesIO(speech.content))
+            assert rate == 16_000 and len(wave) > 0 and np.isfinite(wave).all()
+        slow = client.audio.speech.create(model="tts", voice="griffin-lim", input="four two", response_format="wav",
+                                          speed=0.5)
+        assert len(soundfile.read(io.BytesIO(slow.content))[0]) > len(wave)  # half the speed: longer
+        with pytest.raises(openai.BadRequestError, match="no voice 'alloy'"):
+            client.audio.speech.create(model="tts", voice="alloy", input="four", response_format="wav")
+        with pytest.raises(openai.BadRequestError, match="ask for wav"):
+            client.audio.speech.create(model="tts", voice="voc", input="four", response_format="mp3")
+        with pytest.raises(openai.BadRequestError, match="cannot do audio.speech"):
+            client.audio.speech.create(model="voc", voice="voc", input="four", response_format="wav")
+
+
+@pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed (make setup installs it)")
+def test_the_page_speaks_text_and_plays_it_in_chromium(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test installs it)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium binary: apt-get install chromium (make test installs it where apt works)")
+    from genlab.serve import create_app
+    from tests.servers import uvicorn_server, wait_until
+    from tests.test_vocoder import tiny as tiny_vocoder
+
+    tiny().save_pretrained(tmp_path / "tts")
+    tiny_vocoder().save_pretrained(tmp_path / "voc")
+    app = create_app([f"tts={tmp_path / 'tts'}", f"voc={tmp_path / 'voc'}"])
+    with uvicorn_server(app) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run",
+                                                                    "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        wait_until(lambda: page.locator("#model option").count() == 2, 20)
+        page.select_option("#model", "tts")
+        assert page.is_visible("#voice-box") and page.is_hidden("#image-options")
+        assert page.eval_on_selector_all("#voice option", "els => els.map(e => e.value)") == ["voc", "griffin-lim"]
+        page.fill("#prompt", "four two")
+        page.click("#generate")
+        wait_until(lambda: page.locator("#grid audio").count() == 1, 30)
+        wait_until(lambda: page.eval_on_selector("#grid audio", "a => a.readyState") >= 1, 10)  # the WAV decoded
+        duration = page.eval_on_selector("#grid audio", "a => a.duration")
+        meta = page.text_content("#meta")
+        browser.close()
+    assert duration > 0 and "speech by voc" in meta and not errors

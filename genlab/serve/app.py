@@ -35,7 +35,16 @@ from genlab.data.chat import check_messages
 from genlab.errors import GenlabError
 from genlab.models.base import EditOptions, class_labels
 from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
-from genlab.serve.registry import RequestError, Served, complete, edit_images, load_models, read_upload, sample_images
+from genlab.serve.registry import (
+    RequestError,
+    Served,
+    complete,
+    edit_images,
+    load_models,
+    read_upload,
+    sample_images,
+    speak_wav,
+)
 from genlab.serve.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -46,6 +55,7 @@ from genlab.serve.schemas import (
     ImageRequest,
     ImagesResponse,
     ModelList,
+    SpeechRequest,
 )
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -56,6 +66,7 @@ SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"event": {"t
     "type": "string", "description": "a JSON chunk shaped like the non-streaming answer, with a piece of text per "
     "choice, or {\"error\": ...}; the last event is [DONE]"}}}
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
+               "media-src blob:; "
                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 
 
@@ -443,6 +454,32 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             return Response(status_code=499)
         return {"created": int(time.time()), "model": served.name, "seed": seed,
                 "data": [{"b64_json": base64.b64encode(png).decode()} for png in pngs]}
+
+    @app.post("/v1/audio/speech", responses={**ERRORS, 200: {"content": {"audio/wav": {}},
+                                                             "description": "the speech, a 16-bit WAV file"}},
+              response_class=Response, dependencies=guarded)
+    async def audio_speech(body: SpeechRequest, request: Request):
+        served = find(body.model, "audio.speech")
+        cap(len(body.input), config.max_prompt_chars, "input", "send a shorter text")
+        if body.response_format != "wav":
+            raise RequestError(f"response_format {body.response_format!r} is not served", "ask for wav",
+                               param="response_format")
+        if body.instructions:
+            raise RequestError("instructions are not supported by genlab's text-to-speech",
+                               "leave instructions out (use speed for the pace)", param="instructions")
+        voices = [n for n, s in registry.items() if "voice" in s.capabilities
+                  and s.model.settings == served.model.settings]
+        if body.voice != "griffin-lim" and body.voice not in voices:
+            raise RequestError(f"no voice {body.voice!r} for {served.name}",
+                               f"use {' or '.join([*voices, 'griffin-lim'])} (a served vocoder of the same "
+                               "spectrogram settings, or Griffin-Lim)", param="voice")
+        options = {"input": body.input, "speed": body.speed,
+                   "voice": registry[body.voice] if body.voice != "griffin-lim" else None}
+        try:
+            wav = await wait(*workers.submit(speak_wav, served, options), request)
+        except ClientGone:
+            return Response(status_code=499)
+        return Response(content=wav, media_type="audio/wav")
 
     @app.post("/v1/images/edits", response_model=ImagesResponse, responses=ERRORS, dependencies=guarded)
     async def images_edits(

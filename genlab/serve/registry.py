@@ -20,7 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from genlab.errors import ConfigError, GenlabError
-from genlab.models.base import Editor, ImageSampler, TextGenerator, Translator
+from genlab.models.base import Editor, ImageSampler, TextGenerator, TextToSpeech, Translator, Vocoder
 from genlab.serve.limits import Job
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -48,7 +48,9 @@ class Served:
 
     @property
     def kind(self) -> str:
-        return "text" if isinstance(self.model, TextGenerator) else "image"
+        if isinstance(self.model, TextGenerator):
+            return "text"
+        return "audio" if isinstance(self.model, (TextToSpeech, Vocoder)) else "image"
 
     @property
     def conditioning(self) -> str:
@@ -74,13 +76,15 @@ class Served:
     def capabilities(self) -> list[str]:
         if self.kind == "text":
             return ["completions"] + (["chat.completions"] if self.model.has_chat_template else [])
+        if self.kind == "audio":  # a vocoder is a voice of /v1/audio/speech, not an endpoint of its own
+            return ["audio.speech"] if isinstance(self.model, TextToSpeech) else ["voice"]
         can = ["images.generations"] if isinstance(self.model, ImageSampler) else []
         return can + (["images.edits"] if self.edit_modes else [])
 
     def card(self) -> dict[str, Any]:
         config = self.model.config
         options = (["temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed"] if self.kind == "text"
-                   else sorted(self.sample_options | {"seed"}))
+                   else ["voice", "speed"] if self.kind == "audio" else sorted(self.sample_options | {"seed"}))
         if "images.edits" in self.capabilities and "translation" not in self.edit_modes:
             options = sorted(set(options) | {"strength", "mask"})
         return {"id": self.name, "created": self.created, "family": self.family, "kind": self.kind,
@@ -250,6 +254,30 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[byt
     )
     job.check()
     return [to_png(image) for image in images]
+
+
+def speak_wav(job: Job, served: Served, options: dict[str, Any]) -> bytes:
+    """Run on a worker: the text spoken by a text-to-speech model (flite's phones in), voiced by a served vocoder
+    (`options["voice"]`, a Served) or by Griffin-Lim (None), as a 16-bit WAV file."""
+    import soundfile
+
+    from genlab.data.spectrogram import MelSpectrogram
+    from genlab.data.speech import phonemes
+
+    job.check()
+    model = served.model
+    log_mel = model.synthesize([phonemes(options["input"])], pace=1.0 / options["speed"])[0][None]
+    job.check()
+    voice = options["voice"]
+    if voice is not None:
+        wave = voice.model.vocode(log_mel)[0]
+    else:
+        with torch.no_grad():
+            wave = MelSpectrogram(model.settings).invert(log_mel, generator=torch.Generator().manual_seed(0))[0]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave.clamp(-1, 1).cpu().numpy(), model.settings.sample_rate, subtype="PCM_16",
+                    format="WAV")
+    return buffer.getvalue()
 
 
 def edit_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:

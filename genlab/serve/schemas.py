@@ -53,9 +53,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "genlab"
-    family: str = Field(description="vae, gan, pix2pix, diffusion, rnn or gpt")
-    kind: Literal["text", "image"]
-    capabilities: list[str] = Field(description="completions, images.generations, images.edits")
+    family: str = Field(description="vae, gan, pix2pix, diffusion, rnn, gpt, tts or vocoder")
+    kind: Literal["text", "image", "audio"]
+    capabilities: list[str] = Field(description="completions, chat.completions, images.generations, images.edits, "
+                                    "audio.speech, voice (a vocoder: a voice of audio.speech)")
     edit_modes: list[str] = Field(description="for images.edits: translation, image-to-image, inpainting")
     conditioning: Literal["none", "class", "text"] = Field(
         description="what steers image generation: a class or a prompt"
@@ -198,6 +199,19 @@ class ImageRequest(Strict):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"model": "dm-text", "prompt": "a red dress", "n": 4, "seed": 1}]})
+
+
+class SpeechRequest(Strict):
+    model: str = MODEL_FIELD
+    input: str = Field(min_length=1, max_length=HARD_PROMPT_CHARS, description="the text to speak")
+    voice: str = Field(max_length=200, description="a served vocoder's name (GET /v1/models: capability voice), or "
+                       "griffin-lim")
+    response_format: str = Field("wav", max_length=20, description="wav (the only format served)")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="above 1 speaks faster")
+    instructions: str | None = Field(None, max_length=HARD_PROMPT_CHARS, description="not supported: refused")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "tts", "input": "four two seven one", "voice": "voc", "response_format": "wav"}]})
 
 
 class ImageData(BaseModel):
