@@ -144,7 +144,7 @@ def test_spectrogram_images_round_trip_to_half_a_level_with_the_highest_band_on_
 def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys):
     (tmp_path / "wavs" / "low").mkdir(parents=True)
     (tmp_path / "wavs" / "high").mkdir()
-    for i in range(6):
+    for i in range(30):
         soundfile.write(tmp_path / "wavs" / "low" / f"{i}.wav", tone(300 + 10 * i, 0.5, 16_000), 16_000)
         soundfile.write(tmp_path / "wavs" / "high" / f"{i}.wav", tone(2000 + 50 * i, 0.5, 16_000), 16_000)
     run = tmp_path / "run"
@@ -163,6 +163,10 @@ def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys)
     assert rms_dbfs(wave) > -50  # the samples' grey levels read as loudness: sound, not silence
     assert main(["sample", str(run), "--out", str(tmp_path / "one.wav")]) == 2
     assert "a folder of WAV files" in capsys.readouterr().err
+    # judged on spectrogram images, in the features of a classifier genlab trains on the corpus's spectrograms
+    assert main(["eval", str(run), "--n", "16", "--progress", "false"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["class_accuracy"] <= 1 and metrics["reference_accuracy"] >= 0.5 and "fd_genlab" in metrics
 
 
 def test_a_midi_note_is_a_standard_midi_file():

@@ -59,12 +59,15 @@ def _load_run(run: str, record: bool = True):
 
 
 def _run_data(record: dict | None, what: str):
-    from genlab.data import load_data
+    """The run's data as its model saw it (sound as spectrogram images for an image family)."""
+    from genlab.data import as_images, load_data
+    from genlab.models import get_family
 
     if record is None:
         raise GenlabError(f"{what} needs the run's data, but a bare model folder has no config.yaml",
                           "pass the run folder (runs/NAME) or give image files with --image")
-    return load_data(record["data"])
+    data = load_data(record["data"])
+    return as_images(data) if get_family(record["family"]).data_kind == "image" else data
 
 
 def _save_grid(images: torch.Tensor, out: str, nrow: int | None = None) -> Path:

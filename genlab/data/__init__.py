@@ -10,6 +10,7 @@ conversations (genlab.data.chat), or a table (CSV, TSV, Parquet; genlab.data.tab
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,8 @@ from genlab.data.text import load_text
 from genlab.data.tts import is_tts_corpus, load_tts_corpus
 from genlab.errors import DataError
 
-__all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TableData", "TextData", "list_datasets",
-           "load_data", "load_image"]
+__all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TableData", "TextData", "as_images",
+           "list_datasets", "load_data", "load_image"]
 
 
 def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float = 0.05,
@@ -54,6 +55,16 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             data = load_text(path, max_bad_fraction=max_bad_fraction)
     if isinstance(data, ImageData):
         _fill_image_report(data)
+    return data
+
+
+def as_images(data: Any) -> Any:
+    """The data an image family sees: sound as the images of its log-mel spectrograms (genlab.data.spectrogram),
+    anything else as it is."""
+    if getattr(data, "kind", None) == "audio":
+        from genlab.data.spectrogram import spectrogram_images
+
+        return spectrogram_images(data)
     return data
 
 

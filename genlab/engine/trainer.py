@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from genlab.config import TrainConfig, parse_duration, to_dict
-from genlab.data import load_data
+from genlab.data import as_images, load_data
 from genlab.engine.callbacks import Checkpointer, JsonlLogger, Preview, RNGState, StepProgressBar
 from genlab.engine.recipes import Recipe, recipe_for
 from genlab.engine.runs import write_run_config
@@ -207,10 +207,8 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
         torch.set_num_threads(train_config.threads)
 
     dataset = load_data(data, max_bad_fraction=max_bad_fraction)
-    if dataset.kind == "audio" and cls.data_kind == "image":  # sound, as the images of its spectrograms
-        from genlab.data.spectrogram import spectrogram_images
-
-        dataset = spectrogram_images(dataset)
+    if cls.data_kind == "image":  # sound, as the images of its spectrograms
+        dataset = as_images(dataset)
     if dataset.kind != cls.data_kind and dataset.kind not in cls.also_trains_on:
         example = {"image": "fashion-mnist or a folder of images", "text": "tiny-shakespeare or a text file",
                    "table": "adult or a CSV file", "audio": "a folder of sound files (genlab data make spoken-digits)",

@@ -85,6 +85,9 @@ def image_quality(model, data, n: int, seed: int, progress: bool = True,
     if not data.classes or (real_y >= 0).sum() == 0:
         metrics["sample_metrics_skipped"] = "unlabelled data: no reference classifier can be trained"
         return metrics, samples, requested
+    if len(real_x) < 6:  # KID needs 2; precision, recall, density and coverage 5 neighbours and one more
+        raise GenlabError(f"the data's test split holds {len(real_x)} examples: the sample metrics compare against "
+                          "at least 6", "evaluate on data with more examples (10% of a folder is held out)")
     reference = reference_classifier(data, progress=progress)
     metrics |= sample_metrics(reference, real_x, samples, requested=requested)
     if inception_weights:
@@ -152,7 +155,7 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         progress: show progress bars.
     """
     from genlab import load
-    from genlab.data import load_data
+    from genlab.data import as_images, load_data
     from genlab.files import atomic_write
     from genlab.metrics import image_log_likelihood
 
@@ -160,6 +163,8 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     record = read_run_config(run_path)
     model = load(run_path).eval()
     data = load_data(record["data"])
+    if isinstance(model, ImageSampler):  # a model of sound is judged on its spectrogram images
+        data = as_images(data)
     if n is None:
         n = model.eval_samples if isinstance(model, ImageSampler) else \
             model.eval_texts if isinstance(model, TextGenerator) else \
