@@ -63,6 +63,17 @@ class GaussianCopula(nn.Module):
         counts = np.array(c["counts"] + ([c.get("missing", 0)] if c.get("has_missing") else []), dtype=float)
         return np.concatenate([[0.0], np.cumsum(counts / counts.sum())])
 
+    def _category_terms(self, c: dict[str, Any], cells: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell's log frequency (a category never seen: half of one row's) and the middle of its interval
+        of [0, 1] (one never seen: 0.5, z = 0)."""
+        edges = self._category_edges(c)
+        index = {v: i for i, v in enumerate(c["categories"])}
+        slots = np.array([len(c["categories"]) if is_missing(v) else index.get(v, -1) for v in cells.tolist()])
+        known = (slots >= 0) & (slots < len(edges) - 1)
+        s = np.where(known, slots, 0)
+        p = np.where(known, edges[s + 1] - edges[s], 0.5 / max(1, sum(c["counts"])))
+        return np.log(np.maximum(p, 1e-12)), np.where(known, (edges[s] + edges[s + 1]) / 2, 0.5)
+
     def fit(self, frame: Any, values: dict[str, np.ndarray], seed: int = 0) -> None:
         """Fit from the training frame; `values` holds each numeric column as floats (datetimes as seconds)."""
         rng = np.random.default_rng(seed)
@@ -178,15 +189,9 @@ class GaussianCopula(nn.Module):
         for j, (name, role) in enumerate(self.dims):
             c = next(col for col in self.columns if col["name"] == name)
             if c["kind"] == "categorical":
-                edges = self._category_edges(c)
-                index = {v: i for i, v in enumerate(c["categories"])}
-                slots = np.array([len(c["categories"]) if is_missing(v) else index.get(v, -1)
-                                  for v in frame[name].tolist()])
-                known = (slots >= 0) & (slots < len(edges) - 1)
-                s = np.where(known, slots, 0)
-                p = np.where(known, edges[s + 1] - edges[s], 0.5 / max(1, sum(c["counts"])))
-                logf += np.log(np.maximum(p, 1e-12))
-                z[:, j] = np.where(known, _normal_icdf((edges[s] + edges[s + 1]) / 2), 0.0)
+                log_p, middle = self._category_terms(c, frame[name])
+                logf += log_p
+                z[:, j] = _normal_icdf(middle)
             elif role == "missing":
                 rate = float(self.missing_rate[self.numeric_index[name]])
                 gone = np.isnan(values[name])
@@ -230,14 +235,7 @@ class GaussianCopula(nn.Module):
         for name, role in self.dims:
             c = next(col for col in self.columns if col["name"] == name)
             if c["kind"] == "categorical":
-                edges = self._category_edges(c)
-                index = {v: i for i, v in enumerate(c["categories"])}
-                slots = np.array([len(c["categories"]) if is_missing(v) else index.get(v, -1)
-                                  for v in frame[name].tolist()])
-                known = (slots >= 0) & (slots < len(edges) - 1)
-                s = np.where(known, slots, 0)
-                p = np.where(known, edges[s + 1] - edges[s], 0.5 / max(1, sum(c["counts"])))
-                nats -= np.log(np.maximum(p, 1e-12))
+                nats -= self._category_terms(c, frame[name])[0]
             elif role == "missing":
                 rate = float(self.missing_rate[self.numeric_index[name]])
                 gone = np.isnan(values[name])
