@@ -135,3 +135,23 @@ def test_the_codes_mixture_is_fitted_after_training_and_the_score_reads_the_code
     old = genlab.load(folder)
     assert not old.has_mixture() and torch.isfinite(old.anomaly_score(test)).all()
     assert not hasattr(VAE(VAEConfig(image_size=(8, 8), widths=(4,), latent_mixture=0)), "mixture_weights")
+
+
+def test_collapsed_codes_leave_the_mixture_unfitted_instead_of_failing():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    model = VAE(VAEConfig(image_size=(8, 8), widths=(4, 8), hidden_dim=16, latent_dim=3, latent_mixture=4)).eval()
+    with torch.no_grad():
+        for p in model.encoder_fc.parameters():
+            p.zero_()  # every image gets the same code, as a diverged run's encoder gives
+    images = np.random.default_rng(0).integers(0, 256, (50, 1, 8, 8)).astype(np.uint8)
+    model.fit_after_training(SimpleNamespace(train_x=images, train_y=np.zeros(50, int)))
+    assert model.has_mixture()  # one distinct code: a single component, fitted
+    with torch.no_grad():
+        model.encoder_fc[-1].bias.fill_(float("nan"))
+    fresh = VAE(VAEConfig(image_size=(8, 8), widths=(4, 8), hidden_dim=16, latent_dim=3, latent_mixture=4)).eval()
+    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("mixture_")}, strict=False)
+    fresh.fit_after_training(SimpleNamespace(train_x=images, train_y=np.zeros(50, int)))
+    assert not fresh.has_mixture()  # codes that are not finite: the prior stays

@@ -405,7 +405,9 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
     def fit_after_training(self, data: Any, seed: int = 0) -> None:
         """Fit `latent_mixture` full-covariance Gaussians (scikit-learn's EM, seeded) to the posterior means of up
         to `MIXTURE_IMAGES` training images, each encoded as the anomaly score encodes it (grey levels for a
-        dynamically binarised model, which its score reads; the likelihood's inputs otherwise)."""
+        dynamically binarised model, which its score reads; the likelihood's inputs otherwise). Codes a diverged
+        network made (not finite, or collapsed onto a few points EM cannot fit) leave the mixture unfitted: the
+        score then reads the prior."""
         if not self.config.latent_mixture or getattr(data, "train_x", None) is None or len(data.train_x) < 2:
             return
         from sklearn.mixture import GaussianMixture
@@ -425,8 +427,13 @@ class VAE(ImageModel, ImageSampler, Reconstructor, ImageLikelihood, AnomalyScore
             codes.append(self.posterior(x.to(device), self._one_hot(labels, len(x)))[0].double().cpu())
         self.train(was_training)
         codes = torch.cat(codes).numpy()
-        K = min(self.config.latent_mixture, len(codes))
-        mixture = GaussianMixture(K, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(codes)
+        K = min(self.config.latent_mixture, len(np.unique(codes.round(6), axis=0)))
+        if not np.isfinite(codes).all() or K < 1:
+            return  # a diverged network: the score keeps the prior
+        try:
+            mixture = GaussianMixture(K, covariance_type="full", reg_covar=1e-4, random_state=seed).fit(codes)
+        except (ValueError, np.linalg.LinAlgError):  # collapsed codes (a diverged run): the score keeps the prior
+            return
         weights = np.zeros(self.config.latent_mixture)
         weights[:K] = mixture.weights_
         means = np.zeros((self.config.latent_mixture, codes.shape[1]))
