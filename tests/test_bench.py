@@ -30,7 +30,7 @@ def test_the_tables_benchmark_runs_genlab_alone_and_writes_its_figures(tmp_path)
     # the copula is fitted in closed form, so its figures do not depend on how busy the machine is; the trained kinds
     # get 8 s of wall clock, which a loaded machine can cut to a few steps: their figures are checked for form only
     assert results["genlab_copula"]["quality"] > 0.8 and results["genlab_copula"]["tstr"]["auc"] > 0.7
-    for kind in ("genlab_tvae", "genlab_ddpm", "genlab_ctgan", "genlab_copula"):
+    for kind in ("genlab_tvae", "genlab_ddpm", "genlab_ctgan", "genlab_gpt", "genlab_copula"):
         assert results[kind]["steps"] >= 0 and 0 < results[kind]["quality"] <= 1, kind
         assert 0 <= results[kind]["tstr"]["auc"] <= 1 and 0 <= results[kind]["c2st_auc"] <= 1, kind
         privacy = results[kind]["privacy"]
@@ -58,3 +58,26 @@ def test_the_anomaly_benchmark_runs_one_class_of_fashion_mnist_and_writes_its_fi
     assert set(part["detectors"]) == names
     for figures in part["detectors"].values():
         assert 0 <= figures["per_class"]["Trouser"] <= 1 and figures["seconds"] >= 0
+
+
+@pytest.mark.skipif(__import__("shutil").which("flite") is None
+                    or not Path("/usr/share/games/fortunes/fortunes").exists(),
+                    reason="Debian's flite and fortunes are not installed (make setup installs them)")
+def test_the_vocoder_and_tts_benchmarks_run_and_write_their_figures(tmp_path):
+    vocoder = tmp_path / "vocoder.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "vocoder.py"), "--per-class", "3", "--seconds", "4",
+                    "--clips", "2", "--model", '{"channels": 32, "segment": 4096}', "--threads", "1",
+                    "--work", str(tmp_path / "work"), "--out", str(vocoder)], check=True, capture_output=True,
+                   timeout=300)
+    results = json.loads(vocoder.read_text())
+    assert results["clips"] == 2 and results["genlab_vocoder"]["train_steps"] >= 1
+    for side in ("genlab_vocoder", "griffin_lim_32"):
+        assert results[side]["mcd_db"] > 0 and results[side]["lsd_db"] > 0 and results[side]["realtime_factor"] > 0
+    tts = tmp_path / "tts.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "tts.py"), "--digit-strings", "12", "--sentences", "4",
+                    "--seconds", "4", "--held-out", "2", "--threads", "1", "--work", str(tmp_path / "tts"),
+                    "--out", str(tts)], check=True, capture_output=True, timeout=300)
+    results = json.loads(tts.read_text())
+    assert results["held_out"] == 4 and results["corpus"]["utterances"] == 16
+    assert 0 <= results["teacher_flite"]["digits"] <= 0.5  # flite's own digits are heard
+    assert results["genlab_fastspeech"]["digits"] >= 0 and results["genlab_fastspeech"]["train_steps"] >= 1
