@@ -2,7 +2,7 @@
 
     python bench/tables.py                                      # the real run -> bench/results/tables.json
     python bench/tables.py --sdv tvae --sdv-epochs 2 --rows 3000 --out /tmp/tables_smoke.json   # smoke test
-    python bench/tables.py --sdv "" --rows 1500 --budget 8 --out /tmp/t.json   # genlab alone (tests/test_bench.py)
+    python bench/tables.py --sdv "" --rows 1500 --budget 5 --out /tmp/t.json   # genlab alone (tests/test_bench.py)
 
 The same data for everyone: Adult's official split from `genlab.data.load_data("adult")` (32,561
 training rows, 16,281 test rows, missing cells kept). Each synthesizer is fitted on the training rows
