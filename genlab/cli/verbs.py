@@ -282,7 +282,6 @@ def speak(run: str, text: str | None = None, out: str = "speech.wav", vocoder: s
     """
     import soundfile
 
-    from genlab.data.spectrogram import MelSpectrogram
     from genlab.data.speech import phonemes
     from genlab.files import atomic_path
     from genlab.models.base import TextToSpeech
@@ -293,21 +292,31 @@ def speak(run: str, text: str | None = None, out: str = "speech.wav", vocoder: s
     need(model, TextToSpeech, run)
     log_mel = model.synthesize([phonemes(text, voice)], pace=pace)[0][None]
     settings = model.settings
-    if vocoder is not None:
-        voiced, _ = _load_run(vocoder, record=False)
-        need(voiced, Vocoder, vocoder)
-        if voiced.settings != settings:
-            raise ConfigError(f"the vocoder {vocoder} was trained on other spectrogram settings than the tts model",
-                              "train the vocoder on sound at the same sample rate, or leave --vocoder out")
-        wave, how = voiced.vocode(log_mel)[0], f"vocoder {vocoder}"
-    else:
-        with torch.no_grad():
-            wave = MelSpectrogram(settings).invert(log_mel, generator=torch.Generator().manual_seed(seed))[0]
-        how = "Griffin-Lim"
+    waves, how = _voice(log_mel, settings, vocoder, None, seed, "the tts model")
+    wave = waves[0]
     path = Path(out)
     with atomic_path(path) as partial:
         soundfile.write(partial, wave.clamp(-1, 1).numpy(), settings.sample_rate, subtype="PCM_16", format="WAV")
     print(f"wrote {len(wave) / settings.sample_rate:.2f} s of speech ({how}) to {path}")
+
+
+def _voice(log_mel: torch.Tensor, settings: Any, vocoder: str | None, length: int | None, seed: int,
+           whose: str) -> tuple[torch.Tensor, str]:
+    """Waveforms (B, samples) from log-mel spectrograms made with `settings`: by the vocoder run `vocoder`, which
+    must have been trained on the same settings, or by Griffin-Lim from a seeded phase; and how, in words."""
+    from genlab.data.spectrogram import MelSpectrogram
+
+    if vocoder is None:
+        with torch.no_grad():
+            waves = MelSpectrogram(settings).invert(log_mel, length=length,
+                                                    generator=torch.Generator().manual_seed(seed))
+        return waves, "phase by Griffin-Lim"
+    voice, _ = _load_run(vocoder, record=False)
+    need(voice, Vocoder, vocoder)
+    if voice.settings != settings:
+        raise ConfigError(f"the vocoder {vocoder} was trained on other spectrogram settings than {whose}",
+                          "train the vocoder on sound at the same sample rate, or leave --vocoder out")
+    return voice.vocode(log_mel, length=length), f"vocoder {vocoder}"
 
 
 def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | None, seed: int,
@@ -316,26 +325,14 @@ def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | Non
     given vocoder) and the grid of their spectrograms, in `folder`."""
     import soundfile
 
-    from genlab.data.spectrogram import MelSpectrogram, from_image, read_sound_config
+    from genlab.data.spectrogram import from_image, read_sound_config
     from genlab.files import atomic_path
 
     if folder.suffix:
         raise ConfigError(f"--out {folder}: a sound model writes a folder of WAV files and their spectrograms",
                           "e.g. --out samples/ (or --out grid.png for the spectrograms alone)")
     settings, samples = read_sound_config(model.config.sound)
-    log_mel = from_image(images, settings)
-    if vocoder is not None:
-        voice, _ = _load_run(vocoder, record=False)
-        need(voice, Vocoder, vocoder)
-        if voice.settings != settings:
-            raise ConfigError(f"the vocoder {vocoder} was trained on other spectrogram settings than {model.family}'s",
-                              "train the vocoder on sound at the same sample rate, or leave --vocoder out")
-        waves, how = voice.vocode(log_mel, length=samples), f"vocoder {vocoder}"
-    else:
-        with torch.no_grad():
-            waves = MelSpectrogram(settings).invert(log_mel, length=samples,
-                                                    generator=torch.Generator().manual_seed(seed))
-        how = "phase by Griffin-Lim"
+    waves, how = _voice(from_image(images, settings), settings, vocoder, samples, seed, f"{model.family}'s")
     folder.mkdir(parents=True, exist_ok=True)
     for i, wave in enumerate(waves.numpy()):
         with atomic_path(folder / f"sample-{i:03d}.wav") as partial:
