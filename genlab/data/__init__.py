@@ -46,7 +46,7 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
         if path.is_file() and path.suffix.lower() in CHAT_SUFFIXES:
             return load_chat(path)
         if path.is_dir() and is_tts_corpus(path):
-            return load_tts_corpus(path)
+            return load_tts_corpus(path, max_bad_fraction=max_bad_fraction)
         if path.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*") if p.is_file()):
             return load_audio_folder(path, max_bad_fraction=max_bad_fraction, refresh=refresh)
         if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):

@@ -65,7 +65,8 @@ def durations_in_frames(ends: list[float], frames: int, settings: MelSettings) -
     return durations
 
 
-def load_tts_corpus(folder: Path, sample_rate: int = 16_000, test_fraction: float = 0.05) -> SpeechCorpus:
+def load_tts_corpus(folder: Path, sample_rate: int = 16_000, test_fraction: float = 0.05,
+                    max_bad_fraction: float = 0.05) -> SpeechCorpus:
     folder = Path(folder).resolve()
     if not (folder / "alignment.jsonl").exists():
         raise DataError(f"{folder} has no alignment.jsonl: genlab's text-to-speech learns durations from one",
@@ -99,7 +100,7 @@ def load_tts_corpus(folder: Path, sample_rate: int = 16_000, test_fraction: floa
             log_mel = transform(torch.from_numpy(wave)[None])[0]
         phones, ends = alignment[key]
         items.append((text, phones, durations_in_frames(ends, log_mel.shape[1], settings), log_mel))
-    report.check_bad_fraction(len(lines), 0.05)
+    report.check_bad_fraction(len(lines), max_bad_fraction)
     if not items:
         raise DataError(f"no usable utterances in {folder}", "check metadata.csv, wavs/ and alignment.jsonl")
     # the front end's whole inventory, so that a text with a phone the corpus lacks can still be spoken
