@@ -20,25 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import class_samples, command, griffin_lim, machine, train_for, write
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import genlab  # noqa: E402
+import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data import load_data  # noqa: E402
 from genlab.data.spectrogram import MelSettings, MelSpectrogram, from_image, read_sound_config  # noqa: E402
 from genlab.data.speech import make_spoken_digits  # noqa: E402
 from genlab.metrics.speech import DigitRecogniser, Whisper, digit_of  # noqa: E402
 
-MODEL = {"condition": "class", "widths": (32, 64, 96), "blocks": (1, 1, 1), "attention": (False, False, True)}
+MODEL = {"condition": "class", "widths": (32, 64, 96), "blocks": (1, 1, 1), "attention": (False, False, True),
+         "patch": 2}
 TRAINING = {"lr": 1e-3, "batch_size": 32, "warmup_steps": 50}
 
 
@@ -53,12 +49,6 @@ def judge(waves: np.ndarray, digits: np.ndarray, rate: int, judges: dict) -> dic
     return out
 
 
-def griffin_lim(log_mel: torch.Tensor, settings: MelSettings, samples: int) -> np.ndarray:
-    with torch.no_grad():
-        return MelSpectrogram(settings).invert(log_mel, length=samples,
-                                               generator=torch.Generator().manual_seed(0)).numpy()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", type=int, default=200, help="clips of each digit in the corpus")
@@ -70,7 +60,7 @@ def main() -> None:
     parser.add_argument("--train", default="{}", help="JSON overrides of the training config")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", default="/tmp/genlab-speech-digits")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "speech_digits.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speech_digits.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,9 +72,7 @@ def main() -> None:
     data = load_data(str(corpus))
     judges = {"pocketsphinx_digits": DigitRecogniser().recognise, "whisper_tiny_en": Whisper().transcribe}
     classes = np.array([int(c) for c in data.classes])
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                           "torch": torch.__version__},
-               "command": "python bench/speech_digits.py " + " ".join(sys.argv[1:]),
+    results = {"machine": machine(args.threads), "command": command("speech_digits.py"),
                "corpus": {"clips": len(data.train_x) + len(data.test_x), "train": len(data.train_x),
                           "test": len(data.test_x), "seconds": data.seconds, "sample_rate": data.sample_rate}}
     truth = classes[data.test_y]
@@ -96,28 +84,12 @@ def main() -> None:
     print(f"teacher: {results['teacher']}\nteacher through Griffin-Lim: {results['teacher_griffin_lim']}", flush=True)
 
     run = work / f"run-{int(time.time())}"
-    model_config = {**MODEL, **json.loads(args.model)}
-    training = {**TRAINING, **json.loads(args.train)}
-    start = time.perf_counter()
-    genlab.train("diffusion", str(corpus), run, model=model_config, max_time=f"{int(args.seconds)}s",
-                 max_steps=10**7, sample_every=10**9, val_every=10**9, progress=False, seed=0, threads=args.threads,
-                 **training)
-    trained = time.perf_counter() - start
-    from genlab.files import load_torch_file
-
-    steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
+    model_config, training = {**MODEL, **json.loads(args.model)}, {**TRAINING, **json.loads(args.train)}
+    trained, steps = train_for("diffusion", str(corpus), run, args.seconds, args.threads, model_config, training)
     model = genlab.load(run / "model")
     sound_settings, samples = read_sound_config(model.config.sound)
-    from genlab.models.diffusion.model import DiffusionSampleOptions
-
     wanted = np.repeat(np.arange(len(classes)), args.samples)
-    start = time.perf_counter()
-    images = torch.cat([model.sample(len(part), labels=torch.from_numpy(part),
-                                     generator=torch.Generator().manual_seed(i),
-                                     options=DiffusionSampleOptions(sampler="dpm++", steps=args.steps,
-                                                                    guidance=args.guidance))
-                        for i, part in enumerate(np.array_split(wanted, max(1, len(wanted) // 50)))])
-    sampled = time.perf_counter() - start
+    images, sampled = class_samples(model, wanted, args.steps, args.guidance)
     waves = griffin_lim(from_image(images, sound_settings), sound_settings, samples)
     results["genlab_diffusion"] = {**judge(waves, classes[wanted], sound_settings.sample_rate, judges),
                                    "train_seconds": round(trained, 1), "train_steps": steps,
@@ -126,10 +98,7 @@ def main() -> None:
                                    "samples_per_digit": args.samples, "steps": args.steps, "guidance": args.guidance,
                                    "run": str(run)}
     print(f"genlab diffusion: {results['genlab_diffusion']}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out}")
+    write(results, args.out)
 
 
 if __name__ == "__main__":

@@ -8,30 +8,32 @@ fortune sentences, one voice, with flite's phone alignment). genlab's FastSpeech
 wall clock. Held-out texts, new digit strings and sentences none of the corpus holds, are spoken by the teacher
 (flite itself) and by genlab (flite's phones -> FastSpeech -> Griffin-Lim 32, or `--vocoder RUN`), and Whisper
 tiny.en transcribes both: word error rate against the texts (genlab.metrics.speech), digit strings and sentences
-apart, and PocketSphinx's digit grammar on the digit strings' words.
+apart.
+
+A second voice (`--second-voice`, flite's kal16 by default): a corpus of `--second-utterances` of it, and
+`genlab.finetune` of the first voice's run on it for `--finetune-seconds` (full fine-tuning from its weights);
+the held-out texts spoken by the fine-tuned model through the second voice's phones are judged beside flite's
+own second voice.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import command, machine, write
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import genlab  # noqa: E402
+import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data.audio import read_audio, resample  # noqa: E402
 from genlab.data.spectrogram import MelSpectrogram  # noqa: E402
 from genlab.data.speech import DIGITS, fortune_sentences, make_tts_corpus, phonemes, speak  # noqa: E402
+from genlab.engine.finetune import finetune  # noqa: E402
+from genlab.files import load_torch_file  # noqa: E402
 from genlab.metrics.speech import Whisper, word_error_rate  # noqa: E402
 
 
@@ -48,6 +50,34 @@ def held_out_texts(digit_strings: int, sentences: int, taken: set[str], seed: in
     return texts + [("sentence", s) for s in pool[-sentences:]]
 
 
+def speak_all(model, vocoder, texts: list[tuple[str, str]], voice: str) -> tuple[list[np.ndarray], float]:
+    """genlab's waveforms of the texts (flite's phones for `voice` -> the TTS model -> the vocoder or Griffin-Lim 32),
+    and the seconds it took."""
+    inverse = MelSpectrogram(model.settings)
+    waves = []
+    start = time.perf_counter()
+    for _, text in texts:
+        log_mel = model.synthesize([phonemes(text, voice)])[0][None]
+        with torch.no_grad():
+            wave = vocoder.vocode(log_mel) if vocoder else inverse.invert(log_mel,
+                                                                          generator=torch.Generator().manual_seed(0))
+        waves.append(wave[0].numpy())
+    return waves, time.perf_counter() - start
+
+
+def teacher_waves(texts: list[tuple[str, str]], voice: str, rate: int) -> list[np.ndarray]:
+    with tempfile.TemporaryDirectory() as folder:
+        return [resample(*read_audio(speak(text, Path(folder) / f"{i}.wav", voice))[:2], rate)
+                for i, (_, text) in enumerate(texts)]
+
+
+def corpus_for(work: Path, voice: str, digit_strings: int, sentences: int) -> tuple[Path, set[str]]:
+    corpus = work / f"corpus-{voice}-{digit_strings}-{sentences}"
+    if not (corpus / "metadata.csv").exists():
+        make_tts_corpus(corpus, digit_strings, sentences, voice)
+    return corpus, {line.split("|")[1] for line in (corpus / "metadata.csv").read_text().splitlines()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digit-strings", type=int, default=600)
@@ -55,48 +85,38 @@ def main() -> None:
     parser.add_argument("--voice", default="slt")
     parser.add_argument("--seconds", type=float, default=1200, help="genlab's training wall clock")
     parser.add_argument("--held-out", type=int, default=50, help="held-out texts of each kind")
+    parser.add_argument("--second-voice", default="kal16", help="the voice fine-tuned to ('' for none)")
+    parser.add_argument("--second-utterances", type=int, default=200, help="its corpus: half digit strings")
+    parser.add_argument("--finetune-seconds", type=float, default=180, help="the fine-tune's wall clock")
     parser.add_argument("--vocoder", default=None, help="a vocoder run instead of Griffin-Lim")
     parser.add_argument("--model", default="{}")
     parser.add_argument("--train", default="{}")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", default="/tmp/genlab-tts")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "tts.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tts.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    corpus = Path(args.work) / f"corpus-{args.voice}-{args.digit_strings}-{args.sentences}"
-    if not (corpus / "metadata.csv").exists():
-        make_tts_corpus(corpus, args.digit_strings, args.sentences, args.voice)
-    taken = {line.split("|")[1] for line in (corpus / "metadata.csv").read_text().splitlines()}
+    work = Path(args.work)
+    corpus, taken = corpus_for(work, args.voice, args.digit_strings, args.sentences)
     utterances = len(taken)
+    second = None
+    if args.second_voice:
+        half = args.second_utterances // 2
+        second, second_taken = corpus_for(work, args.second_voice, half, args.second_utterances - half)
+        taken |= second_taken
     texts = held_out_texts(args.held_out, args.held_out, set(taken), seed=1)
 
-    run = Path(args.work) / f"run-{int(time.time())}"
+    run = work / f"run-{int(time.time())}"
     start = time.perf_counter()
     genlab.train("tts", str(corpus), run, model=json.loads(args.model), max_time=f"{int(args.seconds)}s",
                  max_steps=10**7, progress=False, seed=0, threads=args.threads, **json.loads(args.train))
     trained = time.perf_counter() - start
-    from genlab.files import load_torch_file
-
     steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
     model = genlab.load(run / "model")
     rate = model.settings.sample_rate
     vocoder = genlab.load(Path(args.vocoder) / "model") if args.vocoder else None
-    inverse = MelSpectrogram(model.settings)
-
-    ours, teacher = [], []
-    start = time.perf_counter()
-    for _, text in texts:
-        log_mel = model.synthesize([phonemes(text, args.voice)])[0][None]
-        with torch.no_grad():
-            wave = vocoder.vocode(log_mel) if vocoder else inverse.invert(log_mel,
-                                                                          generator=torch.Generator().manual_seed(0))
-        ours.append(wave[0].numpy())
-    spoken = time.perf_counter() - start
-    with tempfile.TemporaryDirectory() as folder:
-        for i, (_, text) in enumerate(texts):
-            samples, sr, _ = read_audio(speak(text, Path(folder) / f"{i}.wav", args.voice))
-            teacher.append(resample(samples, sr, rate))
+    ours, spoken = speak_all(model, vocoder, texts, args.voice)
     whisper = Whisper()
 
     def wer(waves: list[np.ndarray], kind: str) -> float:
@@ -104,20 +124,33 @@ def main() -> None:
         heard = [whisper.transcribe(waves[i][None], rate)[0] for i in chosen]
         return round(word_error_rate([texts[i][1] for i in chosen], heard), 4)
 
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                           "torch": torch.__version__},
-               "command": "python bench/tts.py " + " ".join(sys.argv[1:]),
+    def wers(waves: list[np.ndarray]) -> dict[str, float]:
+        return {kind: wer(waves, kind) for kind in ("digits", "sentence")}
+
+    results = {"machine": machine(args.threads), "command": command("tts.py"),
                "corpus": {"utterances": utterances, "voice": args.voice}, "held_out": len(texts),
-               "teacher_flite": {kind: wer(teacher, kind) for kind in ("digits", "sentence")},
-               "genlab_fastspeech": {**{kind: wer(ours, kind) for kind in ("digits", "sentence")},
-                                     "train_seconds": round(trained, 1), "train_steps": steps,
+               "teacher_flite": wers(teacher_waves(texts, args.voice, rate)),
+               "genlab_fastspeech": {**wers(ours), "train_seconds": round(trained, 1), "train_steps": steps,
                                      "parameters": model.num_parameters(), "inverse": args.vocoder or "griffin-lim-32",
                                      "speak_seconds": round(spoken, 1)}}
     print(json.dumps(results, indent=1), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out}")
+    if second is not None:
+        tuned = work / f"{run.name}-{args.second_voice}"
+        start = time.perf_counter()
+        report = finetune(str(run), str(second), out=str(tuned), max_time=f"{int(args.finetune_seconds)}s",
+                                 max_steps=10**7, progress=False, seed=0, threads=args.threads)
+        took = time.perf_counter() - start
+        waves, _ = speak_all(genlab.load(tuned / "model"), vocoder, texts, args.second_voice)
+        results["second_voice"] = {
+            "voice": args.second_voice, "utterances": len(second_taken),
+            "teacher_flite": wers(teacher_waves(texts, args.second_voice, rate)),
+            "genlab_finetuned": {**wers(waves), "finetune_seconds": round(took, 1),
+                                 "finetune_steps": int(load_torch_file(tuned / "checkpoints" / "last.ckpt")
+                                                       ["global_step"]),
+                                 "held_out_loss_before": report["target_loss_before"],
+                                 "held_out_loss_after": report["target_loss_after"]}}
+        print(json.dumps(results["second_voice"], indent=1), flush=True)
+    write(results, args.out)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,49 @@ def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys)
     assert 0 <= metrics["class_accuracy"] <= 1 and metrics["reference_accuracy"] >= 0.5 and "fd_genlab" in metrics
 
 
+def test_diffusion_edits_sound_a_gap_inpainted_a_class_changed_a_morph(tmp_path, capsys):
+    from genlab.cli.verbs import _gap_mask
+
+    (tmp_path / "wavs" / "low").mkdir(parents=True)
+    (tmp_path / "wavs" / "high").mkdir()
+    for i in range(12):
+        soundfile.write(tmp_path / "wavs" / "low" / f"{i}.wav", tone(300 + 10 * i, 0.5, 16_000), 16_000)
+        soundfile.write(tmp_path / "wavs" / "high" / f"{i}.wav", tone(2000 + 50 * i, 0.5, 16_000), 16_000)
+    run = tmp_path / "run"
+    assert main(["train", "diffusion", "--data", str(tmp_path / "wavs"), "--model.condition", "class",
+                 "--model.widths", "[8,16]", "--model.blocks", "[1,1]", "--model.attention", "[false,true]",
+                 "--model.patch", "2", "--max-steps", "2", "--batch-size", "4", "--out", str(run), "--threads", "1",
+                 "--progress", "false"]) == 0
+    model = genlab.load(run / "model")
+    mask = _gap_mask("0.1:0.2", model)  # frames every 16 ms: centres 0.112 ... 0.192 s
+    assert mask.shape == (1, 1, 80, 32) and mask[0, 0, 0].nonzero().flatten().tolist() == list(range(7, 13))
+    assert bool((mask[0, 0] == mask[0, 0, :1]).all())  # every band of those frames
+    clip = tmp_path / "stereo-44k.wav"  # a file unlike the corpus: made into a clip as the corpus's were
+    soundfile.write(clip, np.stack([tone(440, 0.8, 44_100)] * 2, 1), 44_100)
+    capsys.readouterr()
+    assert main(["edit", str(run), "--image", str(clip), "--gap", "0.1:0.2", "--n", "2", "--steps", "3",
+                 "--resample", "1", "--out", str(tmp_path / "gap")]) == 0
+    assert "inpainted" in capsys.readouterr().out
+    names = sorted(p.name for p in (tmp_path / "gap").iterdir())
+    assert names == ["edited-000.wav", "edited-001.wav", "input.wav", "spectrograms.png"]
+    wave, rate = soundfile.read(tmp_path / "gap" / "edited-000.wav")
+    assert rate == 16_000 and len(wave) == 8000 and np.isfinite(wave).all()
+    assert main(["edit", str(run), "--image", "low", "--label", "high", "--strength", "0.5", "--n", "1",
+                 "--steps", "4", "--out", str(tmp_path / "style")]) == 0
+    assert "image-to-image at strength 0.5" in capsys.readouterr().out
+    assert main(["edit", str(run), "--image", "low", "--morph", "high", "--n", "3", "--steps", "4",
+                 "--out", str(tmp_path / "morph")]) == 0
+    assert sorted(p.name for p in (tmp_path / "morph").glob("*.wav")) == [
+        "input.wav", "morph-000.wav", "morph-001.wav", "morph-002.wav", "morph-target.wav"]
+    for bad, message in [(["--gap", "0.4:0.3"], "no spectrogram frame"), (["--gap", "soon"], "START:END"),
+                         (["--gap", "0.1:0.2", "--morph", "high"], "different edits")]:
+        assert main(["edit", str(run), "--image", "low", *bad, "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not sound")
+    assert main(["edit", str(run), "--image", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "x")]) == 2
+    assert "not a sound file" in capsys.readouterr().err
+
+
 def test_a_midi_note_is_a_standard_midi_file():
     from genlab.data.notes import midi_note
 

@@ -4,6 +4,7 @@ bound against the exact denoiser's, and on a trained model), persistence, CLI.""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -131,6 +132,29 @@ def test_each_sampler_runs_two_steps_on_a_tiny_network_reproducibly(sampler):
     b = model.sample(3, options=Opts(sampler=sampler, steps=2), generator=torch.Generator().manual_seed(5))
     assert a.shape == (3, 1, 8, 8) and 0 <= a.min() and a.max() <= 1
     torch.testing.assert_close(a, b)
+
+
+def test_patches_fold_pixels_into_channels_and_back_at_any_size():
+    from genlab.models.diffusion.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(1, (8, 16), (1, 1), (False, True), patch=2)
+    perturb(net)
+    assert net.stem.in_channels == 4 and net.out.out_channels == 4
+    x = torch.randn(2, 1, 9, 7)  # odd sizes: padded to 10 x 8 and cropped back
+    out = net(x, torch.tensor([3, 700]))
+    assert out.shape == x.shape
+    y = x.clone()
+    y[:, :, 0, 0] += 1  # a pixel reaches only its own patch at the stem: the output moves there and nearby
+    moved = (net(y, torch.tensor([3, 700])) - out).abs().sum((0, 1))
+    assert moved[0, 0] > 0
+    with pytest.raises(ConfigError, match="patch"):
+        DiffusionConfig(channels=1, image_size=(8, 8), patch=9)
+    with pytest.raises(ConfigError, match="too small"):
+        Diffusion.config_for_data(DiffusionConfig(patch=4, **TINY),
+                                  SimpleNamespace(shape=(1, 6, 6), classes=(), name="six"))
+    sampled = tiny_model(patch=2, image_size=(9, 7)).sample(2, options=Opts(steps=2))
+    assert sampled.shape == (2, 1, 9, 7)
 
 
 # -- conditioning and guidance ------------------------------------------------------------------

@@ -49,7 +49,8 @@ TINY_CONFIGS = {
             "phones": ["<pad>", "pau", "f", "ao"],
             "sound": json.dumps({"sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 80, "f_min": 0.0,
                                  "f_max": None, "floor": 1e-5, "samples": 8000, "log_max": 4.0})},
-    "vocoder": {"channels": 16, "kernels": [3], "dilations": [1], "periods": [2], "scales": 1, "segment": 4096,
+    "vocoder": {"width": 16, "layers": 1, "channels": 16, "kernels": [3], "dilations": [1], "periods": [2], "scales": 1,
+                "segment": 4096,
                 "sound": json.dumps({"sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 80, "f_min": 0.0,
                                      "f_max": None, "floor": 1e-5, "samples": 8000, "log_max": 4.0})},
 }

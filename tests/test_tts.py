@@ -3,6 +3,7 @@ and synthesis, and training on a flite corpus then speaking through the CLI."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -77,6 +78,16 @@ def test_a_tts_model_trains_on_a_flite_corpus_and_speaks_through_the_cli(tmp_pat
     assert rate == 16_000 and len(wave) > 256 and np.isfinite(wave).all()
     assert main(["speak", str(tmp_path / "run"), "--text", "  "]) == 2
     assert "no text to speak" in capsys.readouterr().err
+    # a second voice: full fine-tuning from the first voice's weights, its held-out loss before and after
+    make_tts_corpus(tmp_path / "kal", digit_strings=24, sentences=0, voice="kal16")
+    assert main(["finetune", str(tmp_path / "run"), "--data", str(tmp_path / "kal"), "--out", str(tmp_path / "ft"),
+                 "--max-steps", "8", "--batch-size", "4", "--lr", "3e-3", "--holdout", "0.25", "--threads", "1",
+                 "--progress", "false"]) == 0
+    report = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert report["family"] == "tts" and report["target_loss_after"] < report["target_loss_before"]
+    assert genlab.load(tmp_path / "ft" / "model").config.phones == model.config.phones
+    assert main(["finetune", str(tmp_path / "run"), "--data", str(tmp_path / "kal"), "--method", "lora"]) == 2
+    assert "for language models" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed (make setup installs it)")

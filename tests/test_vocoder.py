@@ -15,26 +15,55 @@ from genlab.errors import ConfigError
 from genlab.models.vocoder import HiFiGAN, VocoderConfig, stft_loss
 from tests.test_audio import tone
 
-TINY = {"channels": 16, "kernels": (3,), "dilations": (1,), "periods": (2, 3), "scales": 1, "segment": 2304,
-        "adversarial_start": 2}
+TINY = {"generator": "upsample", "channels": 16, "kernels": (3,), "dilations": (1,), "periods": (2, 3), "scales": 1,
+        "segment": 2304, "adversarial_start": 2}
 
 
 def tiny(**over) -> HiFiGAN:
     return HiFiGAN(VocoderConfig(**{**TINY, **over}, sound=sound_config(MelSettings(), 4096)))
 
 
-def test_the_generator_makes_hop_samples_per_frame_and_the_config_must_match_the_hop():
+def test_the_upsampling_generator_makes_hop_samples_per_frame_and_the_config_must_match_the_hop():
     torch.manual_seed(0)
     model = tiny()
     wave = model.vocode(torch.randn(2, 80, 9) - 5)
     assert wave.shape == (2, 9 * 256) and wave.abs().max() < 1
     assert model.vocode(torch.randn(1, 80, 9), length=2000).shape == (1, 2000)
     with pytest.raises(ConfigError, match="must match the spectrogram's hop"):
-        VocoderConfig(upsample=(8, 8, 2), sound=sound_config(MelSettings(), 4096))
+        VocoderConfig(generator="upsample", upsample=(8, 8, 2), sound=sound_config(MelSettings(), 4096))
     with pytest.raises(ConfigError, match="must be even"):
         VocoderConfig(upsample=(8, 8, 3))
     with pytest.raises(ConfigError, match="the STFT loss's largest window"):
         VocoderConfig(segment=1024)
+
+
+def test_the_fourier_generator_makes_one_centred_frame_per_hop_and_pads_to_a_length():
+    torch.manual_seed(0)
+    model = tiny(generator="fourier", width=16, layers=2)
+    wave = model.vocode(torch.randn(2, 80, 9) - 5)
+    assert wave.shape == (2, 8 * 256) and wave.abs().max() <= 1  # frames centred on 0, 256, ..., 8 x 256
+    longer = model.vocode(torch.randn(1, 80, 9) - 5, length=3000)
+    assert longer.shape == (1, 3000) and not longer[0, 2048:].any()
+    with pytest.raises(ConfigError, match="too small"):
+        VocoderConfig(width=4)
+
+
+def test_reconstruction_alone_teaches_the_fourier_generator_a_tone():
+    torch.manual_seed(0)
+    model = tiny(generator="fourier", width=32, layers=2, adversarial_start=10**6)
+    optimiser = torch.optim.Adam(model.generator.parameters(), 3e-3)
+
+    def update(loss, player):
+        assert player == 0
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    batch = (torch.from_numpy(np.stack([tone(440, 2304 / 16_000, 16_000)] * 2)),)
+    first = model.train_step(batch, update, step=0)
+    for step in range(1, 40):
+        last = model.train_step(batch, update, step=step)
+    assert last["mel_l1"] < 0.5 * first["mel_l1"] and last["loss"] < first["loss"]
 
 
 def test_the_multi_resolution_stft_loss_is_zero_for_the_same_wave_and_grows_with_the_difference():
@@ -74,11 +103,12 @@ def test_a_vocoder_trains_on_sound_and_voices_a_sound_models_samples(tmp_path, c
         soundfile.write(tmp_path / "wavs" / "a" / f"{i}.wav", tone(330 + 20 * i, 0.4, 16_000), 16_000)
         soundfile.write(tmp_path / "wavs" / "b" / f"{i}.wav", tone(1500 + 50 * i, 0.4, 16_000), 16_000)
     assert main(["train", "vocoder", "--data", str(tmp_path / "wavs"), "--out", str(tmp_path / "voc"),
-                 "--max-steps", "4", "--batch-size", "2", "--model.channels", "16", "--model.segment", "2304",
+                 "--max-steps", "4", "--batch-size", "2", "--model.width", "16", "--model.layers", "1",
+                 "--model.segment", "2304",
                  "--model.adversarial-start", "2", "--threads", "1", "--progress", "false"]) == 0
     assert f"--vocoder {tmp_path / 'voc'}" in capsys.readouterr().out
     voc = genlab.load(tmp_path / "voc" / "model")
-    assert voc.config.channels == 16 and voc.vocode(torch.zeros(1, 80, 5) - 11).shape == (1, 5 * 256)
+    assert voc.config.width == 16 and voc.vocode(torch.zeros(1, 80, 5) - 11).shape == (1, 4 * 256)
     assert main(["train", "vae", "--data", str(tmp_path / "wavs"), "--max-steps", "2", "--batch-size", "4",
                  "--out", str(tmp_path / "vae"), "--threads", "1", "--progress", "false"]) == 0
     assert main(["sample", str(tmp_path / "vae"), "--n", "2", "--vocoder", str(tmp_path / "voc"),

@@ -320,9 +320,9 @@ def _voice(log_mel: torch.Tensor, settings: Any, vocoder: str | None, length: in
 
 
 def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | None, seed: int,
-                 vocoder: str | None = None) -> None:
+                 vocoder: str | None = None, names: list[str] | None = None) -> None:
     """A spectrogram model's samples as WAV files (16-bit PCM, from each log-mel image by Griffin-Lim or by the
-    given vocoder) and the grid of their spectrograms, in `folder`."""
+    given vocoder; `names` without .wav, default sample-000 ...) and the grid of their spectrograms, in `folder`."""
     import soundfile
 
     from genlab.data.spectrogram import from_image, read_sound_config
@@ -334,8 +334,9 @@ def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | Non
     settings, samples = read_sound_config(model.config.sound)
     waves, how = _voice(from_image(images, settings), settings, vocoder, samples, seed, f"{model.family}'s")
     folder.mkdir(parents=True, exist_ok=True)
-    for i, wave in enumerate(waves.numpy()):
-        with atomic_path(folder / f"sample-{i:03d}.wav") as partial:
+    names = names or [f"sample-{i:03d}" for i in range(len(waves))]
+    for name, wave in zip(names, waves.numpy(), strict=True):
+        with atomic_path(folder / f"{name}.wav") as partial:
             soundfile.write(partial, wave.clip(-1, 1), settings.sample_rate, subtype="PCM_16", format="WAV")
     grid = _save_grid(images, str(folder / "spectrograms.png"), nrow)
     print(f"wrote {len(waves)} clips of {samples / settings.sample_rate:.2f} s ({settings.sample_rate} Hz WAV, {how}) "
@@ -502,28 +503,38 @@ def _sample_rows(model: Any, n: int, out: str, seed: int, where: str | None) -> 
 
 
 def edit(run: str, image: str | None = None, out: str = "edited.png", mask: str | None = None,
-         prompt: str | None = None, label: str | None = None, strength: float | None = None,
-         guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
-         resample: int | None = None, n: int = 4, seed: int = 0) -> None:
-    """Edit an image with a diffusion model: image-to-image (SDEdit) or, with --mask, inpainting (RePaint).
+         gap: str | None = None, morph: str | None = None, prompt: str | None = None, label: str | None = None,
+         strength: float | None = None, guidance: float | None = None, sampler: str | None = None,
+         steps: int | None = None, resample: int | None = None, n: int = 4, seed: int = 0,
+         vocoder: str | None = None) -> None:
+    """Edit an image or a clip of sound with a diffusion model: image-to-image, inpainting, or a morph.
 
-    Writes one grid: the input (with the masked area greyed when there is a mask), then n variations.
+    Images: writes one grid, the input (with the masked area greyed when there is a mask), then n variations.
+    Sound (a model trained on sound edits its spectrogram): writes a folder of WAV files, input.wav (the clip as
+    the model sees it, through the same inverse) and the results, with the grid of their spectrograms.
 
     Args:
         run: a diffusion run folder or model folder.
-        image: an image file (resized to the model's size), test:INDEX or a class name (a test image).
-        out: the PNG file to write.
+        image: an image file (resized to the model's size), a sound file for a sound model (made into a clip as
+            its training clips were), test:INDEX or a class name (a test example).
+        out: the PNG file to write (a folder for a sound model; default edited/ then).
         mask: an image file, white where new pixels are to be generated and black where the input stays.
+        gap: sound: START:END in seconds, the stretch of the clip to generate anew (inpainting, e.g. 0.3:0.5).
+        morph: image-to-image from blends of --image and this second example (same forms as --image): n frames
+            going from the first to the second, each denoised from the same noise at --strength (Riffusion's
+            img2img morph, between two inputs).
         prompt: for text-conditioned models: what the result should show.
-        label: for class-conditional models: the class of the result.
+        label: for class-conditional models: the class of the result (image-to-image toward another class is a
+            style transfer: a clip of one instrument or voice made into another's).
         strength: image-to-image: how much to change, in (0, 1]: 0.3 keeps shapes, 0.8 keeps the layout only
             (default 0.6).
         guidance: classifier-free guidance scale (default the model's).
         sampler: ddim or ddpm (inpainting's default: ddpm), or dpm++ for image-to-image.
         steps: network evaluations of a full denoising (image-to-image runs strength x steps of them).
         resample: inpainting: passes per step (RePaint's resampling; 1 is plain replacement; default 3).
-        n: how many variations, each from its own noise.
+        n: how many variations (morph: frames), each from its own noise (morph: one noise for all).
         seed: the seed of the random numbers.
+        vocoder: sound: a vocoder run that voices the results (default Griffin-Lim).
     """
     from genlab.data import load_image
     from genlab.models.base import check_count
@@ -533,9 +544,16 @@ def edit(run: str, image: str | None = None, out: str = "edited.png", mask: str 
     model, record = _load_run(run)
     need(model, Editor, run)
     check_count(n, "variations")
+    sound = getattr(model.config, "sound", "")
+    if sum(x is not None for x in (mask, gap, morph)) > 1:
+        raise ConfigError("--mask, --gap and --morph are different edits", "give one of them")
+    if gap is not None and not sound:
+        raise ConfigError("--gap edits a stretch of a clip of sound, and this model makes images",
+                          "use --mask FILE to inpaint an image")
     options = _options(model, {"strength": strength, "guidance": guidance, "sampler": sampler, "steps": steps,
                                "resample": resample}, editing=True)
-    x, test_label = _image_spec(image, model, record)
+    example = _clip_spec if sound else _image_spec
+    x, test_label = example(image, model, record)
     source = (x.float() / 255)[None].expand(n, -1, -1, -1)
     m = None
     if mask:
@@ -545,13 +563,69 @@ def edit(run: str, image: str | None = None, out: str = "edited.png", mask: str 
             raise ConfigError(
                 f"the mask {mask} is all black: nothing to inpaint", "paint white where new pixels should go"
             )
+    elif gap is not None:
+        m = _gap_mask(gap, model)
     if label is None and test_label is not None and model.config.condition == "class":
         label = test_label
-    result = model.edit(source, mask=m, labels=label, prompt=prompt, generator=torch.Generator().manual_seed(seed),
-                        options=options)
-    shown = source[:1] if m is None else source[:1] * (1 - m) + 0.5 * m
-    what = "inpainted" if m is not None else f"image-to-image at strength {options.strength}"
-    print(f"wrote the input and {n} results ({what}) to {_save_grid(torch.cat([shown, result]), out, nrow=n + 1)}")
+    if morph is not None:
+        y, _ = example(morph, model, record)
+        blend = torch.linspace(0, 1, n)[:, None, None, None]
+        starts = (1 - blend) * (x.float() / 255) + blend * (y.float() / 255)
+        result = torch.cat([model.edit(start[None], labels=label, prompt=prompt, options=options,
+                                       generator=torch.Generator().manual_seed(seed)) for start in starts])
+        shown, what, names = torch.stack([x, y]).float() / 255, f"a morph at strength {options.strength}", \
+            ["input", "morph-target", *(f"morph-{i:03d}" for i in range(n))]
+    else:
+        result = model.edit(source, mask=m, labels=label, prompt=prompt, options=options,
+                            generator=torch.Generator().manual_seed(seed))
+        shown = source[:1] if m is None or sound else source[:1] * (1 - m) + 0.5 * m
+        what = "inpainted" if m is not None else f"image-to-image at strength {options.strength}"
+        names = ["input", *(f"edited-{i:03d}" for i in range(n))]
+    if sound:
+        folder = Path("edited" if out == "edited.png" else out)
+        _save_sounds(model, torch.cat([shown, result]), folder, len(shown) + n, seed, vocoder, names)
+        print(f"({what}: the input first, then the results)")
+        return
+    print(f"wrote the input and {n} results ({what}) to "
+          f"{_save_grid(torch.cat([shown, result]), out, nrow=len(shown) + n)}")
+
+
+def _clip_spec(spec: str, model, record: dict | None):
+    """A sound model's input: the spectrogram image (uint8 (1, n_mels, T)) of a sound file made into a clip as the
+    training clips were, or of a test example (`test:INDEX`, a class name); and its test label (or None)."""
+    from genlab.data.audio import AUDIO_SUFFIXES, load_clip
+    from genlab.data.spectrogram import MelSpectrogram, read_sound_config, to_image
+
+    path = Path(spec)
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        if not path.is_file():
+            raise ConfigError(f"sound file {spec} does not exist", "check the path")
+        settings, samples = read_sound_config(model.config.sound)
+        clip = load_clip(path, settings.sample_rate, samples)
+        with torch.no_grad():
+            return to_image(MelSpectrogram(settings)(torch.from_numpy(clip)[None]), settings)[0], None
+    if path.is_file():
+        raise ConfigError(f"{spec} is not a sound file, and this model edits sound",
+                          f"give a {', '.join(AUDIO_SUFFIXES)} file, test:INDEX or a class name")
+    return _image_spec(spec, model, record)
+
+
+def _gap_mask(gap: str, model) -> torch.Tensor:
+    """The inpainting mask (1, 1, n_mels, T) of the frames whose centres lie in the --gap START:END seconds."""
+    from genlab.data.spectrogram import read_sound_config
+
+    settings, samples = read_sound_config(model.config.sound)
+    seconds = samples / settings.sample_rate
+    try:
+        start, end = (float(v) for v in gap.split(":"))
+    except ValueError:
+        raise ConfigError(f"--gap {gap!r} is not START:END in seconds", "e.g. --gap 0.3:0.5") from None
+    centres = torch.arange(settings.frames(samples)) * settings.hop / settings.sample_rate
+    columns = (centres >= start) & (centres <= end)
+    if not 0 <= start < end or not columns.any():
+        raise ConfigError(f"--gap {gap}: no spectrogram frame of the {seconds:.2f} s clip lies in it",
+                          f"give START < END within 0:{seconds:.2f}")
+    return columns.float().expand(1, 1, settings.n_mels, -1).clone()
 
 
 def _image_spec(spec: str, model, record: dict | None, shape: tuple[int, int, int] | None = None):

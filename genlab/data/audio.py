@@ -115,6 +115,15 @@ def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
+def load_clip(path: Path, sample_rate: int, length: int) -> np.ndarray:
+    """One audio file as a folder's clips are made: mono, resampled, trimmed, loudness-normalised and cut or
+    padded to `length` samples (what a sound model of that folder expects as input)."""
+    samples, rate, _ = read_audio(path)
+    if len(samples) == 0 or rms_dbfs(samples) < SILENT_DBFS:
+        raise DataError(f"{path} holds no sound (silent or empty)", "give a clip with sound in it")
+    return fit_length(normalise_loudness(trim_silence(resample(samples, rate, sample_rate), sample_rate)), length)
+
+
 def rms_dbfs(samples: np.ndarray) -> float:
     return 20 * math.log10(float(np.sqrt(np.mean(samples**2))) + 1e-12)
 

@@ -1,4 +1,6 @@
-"""Fine-tuning a saved language model on new text: all weights (`full`) or low-rank adapters (`lora`).
+"""Fine-tuning a saved model on new data: a language model's weights (`full`) or low-rank adapters (`lora`), and
+any other trained network in full (a text-to-speech model on a new voice, a vocoder, an image family on new
+images): training starts from its weights, with its config, on the new data (`_finetune_network`).
 
 On a JSONL file of conversations it is instruction tuning (`sft`, or `lora` on conversations): the
 chat template's tokens are added to the tokenizer, the embedding grows by their rows, and the loss
@@ -89,12 +91,17 @@ def finetune(
     progress: bool = True,
     callbacks: list | None = None,
 ) -> dict[str, float]:
-    """Fine-tune a trained language model on new text; the result is a new run folder with a merged model.
+    """Fine-tune a trained model on new data; the result is a new run folder (with a merged model for LoRA).
+
+    Language models take new text (full, LoRA, or instruction tuning); any other trained network is fine-tuned in
+    full from its weights (a text-to-speech model on a new voice's corpus, a vocoder on new sound), the held-out
+    loss on the new data before and after in finetune.json.
 
     Args:
         run: the pre-trained run folder (runs/NAME) or model folder.
-        data: the target text: a file, a folder of text files, or a registered text dataset; or a JSONL file
-            of conversations for instruction tuning (docs/chat.md).
+        data: the target data: for a language model a text file, a folder of text files, a registered text
+            dataset, or a JSONL file of conversations for instruction tuning (docs/chat.md); for another family
+            data of the kind it trains on (a speech corpus for tts, a folder of sound for a vocoder).
         method: `full` trains every weight; `lora` trains rank-`rank` adapters and merges them for export
             (default: lora where the family has adapter layers, else full); `sft` is full on conversations.
         rank: LoRA rank.
@@ -103,7 +110,8 @@ def finetune(
         out: the new run folder (default RUN-ft-METHOD).
         max_steps: optimiser steps (the cosine schedule decays over them).
         max_time: an optional wall-clock budget such as 3m.
-        lr: peak learning rate (default: pre-training's for full, 1e-2 for lora; docs/lm.md says how they were chosen).
+        lr: peak learning rate (default: pre-training's for full, 1e-2 for lora; docs/lm.md says how they were chosen;
+            a third of pre-training's for other families).
         batch_size: windows per batch (default the family's).
         warmup_steps: linear warm-up steps.
         dropout: dropout while fine-tuning (default the base model's). A few minutes on a new corpus is
@@ -140,8 +148,11 @@ def finetune(
                           "use --method full, sft (full, on conversations) or lora")
     base = load(run)
     if not isinstance(base, LanguageModel):
-        raise ConfigError(f"{run} holds a {base.family} model; fine-tuning is for language models",
-                          f"fine-tune a run of the {' or '.join(families_with(LanguageModel))} family")
+        if method not in ("full", None):
+            raise ConfigError(f"--method {method} is for language models; {run} holds a {base.family} model",
+                              "leave --method out (full fine-tuning)")
+        return _finetune_network(base, run, data, out, max_steps, max_time, lr, batch_size, warmup_steps, holdout,
+                                 seed, threads, progress, callbacks)
     fields = {f.name for f in dataclasses.fields(base.config)}
     method = method or ("lora" if "lora_rank" in fields else "full")
     if method == "lora" and "lora_rank" not in fields:  # the configs that declare adapters
@@ -233,4 +244,62 @@ def finetune(
     print(f"target-domain test loss {before['target']:.4f} -> {after['target']:.4f} nats/token" +
           (f"; base domain {before['base']:.4f} -> {after['base']:.4f} (given up {after['base'] - before['base']:+.4f})"
            if base_text else "") + f"\nfine-tuned model: {out_path / 'model'}")
+    return report
+
+
+def _finetune_network(base, run: str, data: str, out: str | None, max_steps: int, max_time: str | None,
+                      lr: float | None, batch_size: int | None, warmup_steps: int, holdout: float, seed: int,
+                      threads: int | None, progress: bool, callbacks: list | None) -> dict[str, float]:
+    """Full fine-tuning of a trained network other than a language model: its config (which keeps what it was
+    trained with: a TTS model's phones and spectrogram settings, a vocoder's sound) checked against the new data,
+    training from its weights at the family's recipe (`lr` default: a third of pre-training's, as fine-tuning
+    moves less), and the held-out loss on the new data before and after, in finetune.json."""
+    from genlab import load
+    from genlab.config import TrainConfig, from_dict
+    from genlab.data import as_images, load_data
+    from genlab.engine.recipes import recipe_for
+    from genlab.engine.trainer import fit
+    from genlab.models import get_family
+
+    cls = get_family(base.family)
+    target = load_data(data)
+    if cls.data_kind == "image":
+        target = as_images(target)
+    if target.kind != cls.data_kind and target.kind not in cls.also_trains_on:
+        raise ConfigError(f"{run} holds a {base.family} model, which trains on {cls.data_kind} data; {data} is "
+                          f"{target.kind} data", f"fine-tune it on {cls.data_kind} data")
+    config = cls.config_for_data(base.config, target)
+    if config != base.config:
+        raise ConfigError(f"{data} does not fit the {base.family} model of {run} as it was trained "
+                          "(image size, classes or sound settings differ)",
+                          "fine-tune on data of the same shape, or train a new model on it")
+    recipe = recipe_for(base.family)
+    options = {**recipe.defaults, "max_steps": max_steps, "max_time": max_time,
+               "lr": lr or recipe.defaults.get("lr", 1e-3) / 3, "warmup_steps": warmup_steps, "seed": seed,
+               "threads": threads, "progress": progress, "holdout": holdout, "sample_every": 10**9}
+    if batch_size:
+        options["batch_size"] = batch_size
+    train_config = from_dict(TrainConfig, options)
+    _, held_out = recipe.loaders(base, target, train_config, lambda: 0)
+
+    @torch.no_grad()
+    def held_out_loss(model) -> float | None:
+        """None when nothing is held out (--holdout 0, or fewer than 20 training examples)."""
+        if held_out is None:
+            return None
+        model.eval()
+        losses = [float(model.loss(batch)["loss"]) for batch in held_out]
+        return sum(losses) / len(losses)
+
+    before = held_out_loss(base)
+    out_path = Path(out or f"{str(run).rstrip('/')}-ft")
+    fit(base.family, data, config, train_config, out_path, callbacks=[StartFrom(base.state_dict()), *(callbacks or [])],
+        command=f"genlab finetune {run} --data {data}")
+    after = held_out_loss(load(out_path / "model"))
+    report = {"method": "full", "base_run": str(run), "data": data, "family": base.family,
+              "target_loss_before": before, "target_loss_after": after}
+    atomic_write(out_path / "finetune.json", json.dumps(report, indent=1))
+    print((f"held-out loss on {data}: {before:.4f} -> {after:.4f}" if held_out is not None else
+           "nothing held out to measure the fine-tuning on (--holdout 0, or fewer than 20 training examples)")
+          + f"\nfine-tuned model: {out_path / 'model'}")
     return report

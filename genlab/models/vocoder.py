@@ -1,25 +1,38 @@
-"""A learned vocoder: log-mel spectrograms -> waveforms, a small HiFi-GAN.
+"""A learned vocoder: log-mel spectrograms -> waveforms, a GAN with HiFi-GAN's critics and losses.
 
-Kong, Kim and Bae, "HiFi-GAN: Generative Adversarial Networks for Efficient and High Fidelity Speech
-Synthesis", NeurIPS 2020, at the scale of its V3 configuration:
+Two generators (`generator`):
 
-- the generator lifts the 80 mel bands to `channels` with a 7-tap convolution, then upsamples by the hop in
-  stages (`upsample`, 8 x 8 x 4 = 256), each a transposed convolution of twice its stride that halves the
-  channels, followed by multi-receptive-field fusion: the mean of residual blocks of dilated 1-D convolutions,
-  one block per kernel size (`kernels`), one convolution per dilation (`dilations`; HiFi-GAN's block type 2);
-  leaky ReLU 0.1 throughout, weight normalisation on every convolution, a 7-tap convolution to one channel
-  and tanh;
-- two discriminators judge the waveform: multi-period (each of `periods` folds the waveform into rows of that
-  many samples and convolves along the time axis only, so that each sees one phase of the periodic structure)
-  and multi-scale (`scales` 1-D convolutional critics of the waveform and of its 2x and 4x average-pooled
-  copies);
-- the losses are least-squares GAN (LSGAN), feature matching (the L1 distance between the discriminators'
-  activations on real and generated audio, weight `feature_weight`, 2 as HiFi-GAN) and, for reconstruction,
-  Parallel WaveGAN's multi-resolution STFT loss (Yamamoto, Song and Kim, ICASSP 2020: spectral convergence plus
-  log-magnitude L1 at FFT sizes 512, 1024 and 2048), weight `stft_weight` (45, HiFi-GAN's weight on its
-  reconstruction term). The adversarial terms join after `adversarial_start` steps, as Parallel WaveGAN first
-  trains its generator on the STFT loss alone: early adversarial gradients against an untrained generator
-  slow the reconstruction a CPU budget can afford.
+- "fourier" (the default; Siuzdak, "Vocos: Closing the gap between time-domain and Fourier-based neural vocoders
+  for high-quality audio synthesis", ICLR 2024): every layer runs at the spectrogram's frame rate. A 7-tap
+  convolution lifts the mel bands to `width`, `layers` ConvNeXt blocks (Liu et al. 2022: a 7-tap depthwise
+  convolution, LayerNorm, a 3x pointwise expansion with GELU, a learned per-channel layer scale, a residual)
+  mix them, and a linear head gives each frame's STFT: a log-magnitude and a phase angle for each of the
+  n_fft / 2 + 1 bins. The log-magnitude is a correction to a prior, the magnitude whose mel bands best match
+  the input (the mel filterbank's pseudo-inverse, as FreeV: Lv et al., "FreeV: Free Lunch For Vocoders Through
+  Pseudo Inversed Mel Filter", Interspeech 2024), so that training starts from Griffin-Lim's magnitudes and
+  spends its steps on the phase and the detail the mel bands lost. The inverse STFT (the spectrogram's own
+  window and hop) makes the waveform. Nothing is upsampled by convolutions, so a CPU trains and runs it many
+  times faster than the alternative;
+- "upsample" (Kong, Kim and Bae, "HiFi-GAN: Generative Adversarial Networks for Efficient and High Fidelity
+  Speech Synthesis", NeurIPS 2020, at the scale of its V3 configuration): the mel bands lifted to `channels`
+  with a 7-tap convolution, then upsampled by the hop in stages (`upsample`, 8 x 8 x 4 = 256), each a
+  transposed convolution of twice its stride that halves the channels, followed by multi-receptive-field
+  fusion: the mean of residual blocks of dilated 1-D convolutions, one block per kernel size (`kernels`), one
+  convolution per dilation (`dilations`; HiFi-GAN's block type 2); leaky ReLU 0.1 throughout, weight
+  normalisation on every convolution, a 7-tap convolution to one channel and tanh.
+
+Two discriminators judge the waveform: multi-period (each of `periods` folds the waveform into rows of that many
+samples and convolves along the time axis only, so that each sees one phase of the periodic structure) and
+multi-scale (`scales` 1-D convolutional critics of the waveform and of its 2x and 4x average-pooled copies).
+
+The losses are least-squares GAN (LSGAN), feature matching (the L1 distance between the discriminators'
+activations on real and generated audio, weight `feature_weight`, 2 as HiFi-GAN) and two reconstruction terms:
+HiFi-GAN's L1 distance between the log-mel spectrograms of the generated and real windows (`mel_weight`, 45 as
+HiFi-GAN), and Parallel WaveGAN's multi-resolution STFT loss (Yamamoto, Song and Kim, ICASSP 2020: spectral
+convergence plus log-magnitude L1 at FFT sizes 512, 1024 and 2048; `stft_weight`), which constrains the phase
+through the resolutions' disagreement. The adversarial terms join after `adversarial_start` steps, as Parallel
+WaveGAN first trains its generator on reconstruction alone: early adversarial gradients against an untrained
+generator slow the reconstruction a CPU budget can afford.
 
 Training draws random `segment`-sample windows of the training clips (aligned to the hop) and computes their
 log-mel spectrograms with the same settings the image families' spectrograms use (genlab.data.spectrogram).
@@ -29,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +50,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from genlab.config import validate
-from genlab.data.spectrogram import MelSettings, MelSpectrogram, read_sound_config, sound_config
+from genlab.data.spectrogram import MelSettings, MelSpectrogram, mel_filterbank, read_sound_config, sound_config
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, TwoPlayerGame, Vocoder
 
@@ -49,8 +62,15 @@ SLOPE = 0.1
 class VocoderConfig:
     FROM_DATA: ClassVar[tuple[str, ...]] = ("sound",)
 
+    generator: Literal["fourier", "upsample"] = "fourier"
+    """the generator: frame-rate ConvNeXt blocks and an inverse STFT (Vocos), or upsampling convolutions
+    (HiFi-GAN)"""
+    width: int = 256
+    """the Fourier generator's channels"""
+    layers: int = 8
+    """the Fourier generator's ConvNeXt blocks"""
     channels: int = 128
-    """channels after the input convolution, halved at each upsampling stage"""
+    """the upsampling generator's channels after the input convolution, halved at each upsampling stage"""
     upsample: tuple[int, ...] = (8, 8, 4)
     """upsampling factors of the stages; their product must be the spectrogram's hop"""
     kernels: tuple[int, ...] = (3, 5, 7)
@@ -63,7 +83,9 @@ class VocoderConfig:
     """the multi-scale discriminator's scales (1, 1/2, 1/4 of the sample rate)"""
     segment: int = 8192
     """samples of each training window (a multiple of the hop)"""
-    stft_weight: float = 45.0
+    mel_weight: float = 45.0
+    """weight of the log-mel L1 distance in the generator's loss"""
+    stft_weight: float = 20.0
     """weight of the multi-resolution STFT loss in the generator's loss"""
     feature_weight: float = 2.0
     """weight of feature matching in the generator's loss"""
@@ -76,6 +98,9 @@ class VocoderConfig:
 
     def __post_init__(self):
         validate(self)
+        if self.width < 8 or self.layers < 1:
+            raise ConfigError(f"width {self.width} and layers {self.layers} are too small",
+                              "e.g. --model.width 256 --model.layers 8")
         if self.channels < 2 ** len(self.upsample) or any(u < 2 or u % 2 for u in self.upsample):
             raise ConfigError(f"channels {self.channels} and upsample {self.upsample}: each factor must be even and "
                               "the channels must halve at every stage",
@@ -89,7 +114,8 @@ class VocoderConfig:
                               "e.g. --model.kernels [3,5,7] --model.dilations [1,2]")
         if self.sound:
             settings, _ = read_sound_config(self.sound)
-            if math.prod(self.upsample) != settings.hop or self.segment % settings.hop:
+            upsampled = math.prod(self.upsample) if self.generator == "upsample" else settings.hop
+            if upsampled != settings.hop or self.segment % settings.hop:
                 raise ConfigError(f"upsample {self.upsample} (x{math.prod(self.upsample)}) and segment {self.segment} "
                                   f"must match the spectrogram's hop of {settings.hop} samples",
                                   "e.g. --model.upsample [8,8,4] --model.segment 8192 for a hop of 256")
@@ -132,6 +158,54 @@ class Generator(nn.Module):
             x = up(F.leaky_relu(x, SLOPE))
             x = sum(block(x) for block in blocks) / len(blocks)
         return torch.tanh(self.post(F.leaky_relu(x, SLOPE)))[:, 0]
+
+
+class ConvNeXtBlock(nn.Module):
+    """x + scale * W2 gelu(W1 norm(depthwise_conv(x))), over (B, T, C) frames."""
+
+    def __init__(self, width: int, layer_scale: float):
+        super().__init__()
+        self.depthwise = nn.Conv1d(width, width, 7, padding=3, groups=width)
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.expand = nn.Linear(width, 3 * width)
+        self.project = nn.Linear(3 * width, width)
+        self.scale = nn.Parameter(torch.full((width,), layer_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        return x + self.scale * self.project(F.gelu(self.expand(self.norm(h))))
+
+
+class FourierGenerator(nn.Module):
+    """Log-mel (B, n_mels, T) -> ConvNeXt blocks at the frame rate -> each frame's STFT -> inverse STFT."""
+
+    def __init__(self, settings: MelSettings, c: VocoderConfig):
+        super().__init__()
+        self.n_fft, self.hop = settings.n_fft, settings.hop
+        self.pre = nn.Conv1d(settings.n_mels, c.width, 7, padding=3)
+        self.norm = nn.LayerNorm(c.width, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(c.width, 1 / c.layers) for _ in range(c.layers))
+        self.final_norm = nn.LayerNorm(c.width, eps=1e-6)
+        self.head = nn.Linear(c.width, settings.n_fft + 2)
+        with torch.no_grad():  # the magnitude starts at the prior
+            self.head.weight[: settings.n_fft // 2 + 1].zero_()
+            self.head.bias.zero_()
+        self.register_buffer("window", torch.hann_window(settings.n_fft), persistent=False)
+        self.register_buffer("inverse", torch.linalg.pinv(mel_filterbank(settings)), persistent=False)
+        self.floor = settings.floor
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, T) -> (B, (T - 1) x hop) samples: frame t is centred on sample t x hop, as the forward
+        STFT (centred) put it."""
+        x = self.norm(self.pre(log_mel).transpose(1, 2))
+        for block in self.blocks:
+            x = block(x)
+        correction, phase = self.head(self.final_norm(x)).transpose(1, 2).chunk(2, dim=1)
+        prior = torch.log(torch.clamp(self.inverse @ torch.exp(log_mel), min=self.floor))
+        # exp keeps magnitudes positive and makes silence (a large negative log) cheap to say; the clamp keeps
+        # an untrained head from overflowing. The phase is the raw output, an angle wrapped by cos and sin.
+        spectrum = torch.polar((prior + correction).clamp(max=math.log(100.0)).exp(), phase)
+        return torch.istft(spectrum, self.n_fft, self.hop, window=self.window, center=True)
 
 
 class PeriodCritic(nn.Module):
@@ -219,7 +293,8 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
                               "train it with genlab train vocoder --data FOLDER_OF_SOUND")
         self.settings, _ = read_sound_config(config.sound)
         self.mel = MelSpectrogram(self.settings)
-        self.generator = Generator(self.settings.n_mels, config)
+        self.generator = (FourierGenerator(self.settings, config) if config.generator == "fourier"
+                          else Generator(self.settings.n_mels, config))
         self.discriminator = Critics(config)
 
     @classmethod
@@ -237,22 +312,28 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
 
     @torch.no_grad()
     def vocode(self, log_mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """Waveforms (B, length or T x hop) from log-mel spectrograms (B, n_mels, T)."""
+        """Waveforms in [-1, 1] from log-mel spectrograms (B, n_mels, T): (B, length), cut or padded with silence,
+        or as many samples as the generator makes ((T - 1) x hop for the Fourier generator, T x hop for the
+        upsampling one)."""
         was_training = self.training
         self.eval()
         try:
-            wave = self.generator(log_mel.to(self.mel.filters.device))
+            wave = self.generator(log_mel.to(self.mel.filters.device)).clamp(-1, 1)
         finally:
             self.train(was_training)
-        return wave[:, :length] if length else wave
+        if length:
+            wave = F.pad(wave, (0, max(0, length - wave.shape[1])))[:, :length]
+        return wave
 
     def train_step(self, batch: Any, update, step: int) -> dict[str, torch.Tensor]:
         """The discriminators' LSGAN update on real windows against generated ones (once adversarial), then the
-        generator's: the STFT loss (and, once adversarial, LSGAN and feature matching)."""
+        generator's: the log-mel and multi-resolution STFT losses (and, once adversarial, LSGAN and feature
+        matching)."""
         real = batch[0]
         with torch.no_grad():
             log_mel = self.mel(real)
         fake = self.generator(log_mel)[:, : real.shape[1]]
+        fake = F.pad(fake, (0, real.shape[1] - fake.shape[1]))
         c = self.config
         out: dict[str, torch.Tensor] = {}
         adversarial = step >= c.adversarial_start
@@ -262,8 +343,9 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
                 d_loss = d_loss + ((1 - r) ** 2).mean() + (f**2).mean()
             update(d_loss, 1)
             out["d_loss"] = d_loss.detach()
+        mel_distance = (self.mel(fake) - log_mel).abs().mean()
         reconstruction = stft_loss(fake, real)
-        g_loss = c.stft_weight * reconstruction
+        g_loss = c.mel_weight * mel_distance + c.stft_weight * reconstruction
         if adversarial:
             self.discriminator.requires_grad_(False)
             g_adv = fake.new_zeros(())
@@ -277,9 +359,12 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
             self.discriminator.requires_grad_(True)
             out.update(g_adv=g_adv.detach(), feature_matching=matching.detach())
         update(g_loss, 0)
-        return {"loss": reconstruction.detach(), **out}
+        return {"loss": reconstruction.detach(), "mel_l1": mel_distance.detach(), **out}
 
     def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
-        """Validation: the STFT loss of the generator's waveform for held-out windows."""
+        """Validation: the STFT loss of the generator's waveform for held-out windows, and the log-mel L1."""
         real = batch[0]
-        return {"loss": stft_loss(self.generator(self.mel(real))[:, : real.shape[1]], real)}
+        log_mel = self.mel(real)
+        fake = self.generator(log_mel)[:, : real.shape[1]]
+        fake = F.pad(fake, (0, real.shape[1] - fake.shape[1]))
+        return {"loss": stft_loss(fake, real), "mel_l1": (self.mel(fake) - log_mel).abs().mean()}

@@ -59,6 +59,9 @@ class DiffusionConfig(ConditionalImageConfig):
     """residual blocks per level on the way down (one more on the way up)"""
     attention: tuple[bool, ...] = (False, False, True, True)
     """self-attention at these levels"""
+    patch: int = 1
+    """fold patch x patch pixels into channels before the U-Net (space-to-depth; 2 runs its first level on a
+    quarter of the pixels, for larger images such as spectrograms)"""
     dropout: float = 0.0
     """dropout in the residual blocks"""
     schedule: Literal["linear", "cosine"] = "linear"
@@ -104,6 +107,8 @@ class DiffusionConfig(ConditionalImageConfig):
                 f"U-Net widths {list(self.widths)} must be multiples of 4 and at least 8",
                 "e.g. [16,32,48,64]",
             )
+        if not 1 <= self.patch <= 8:
+            raise ConfigError(f"patch {self.patch} must be 1 to 8", "e.g. --model.patch 2")
         if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
                               "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
@@ -155,7 +160,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         super().__init__(config)
         c = config
         cond_dim = {"none": 0, "class": 4 * c.widths[0], "text": c.text_dim}[c.condition]
-        self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim)
+        self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim, c.patch)
         # Class conditioning: one embedding per class plus the "no class" of classifier-free guidance.
         self.class_embed = nn.Embedding(c.num_classes + 1, cond_dim) if c.condition == "class" else None
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -172,9 +177,10 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
     def config_for_data(cls, config: DiffusionConfig, data) -> DiffusionConfig:
         config = super().config_for_data(config, data)
         h, w = config.image_size
-        if min(h, w) < 2 ** (len(config.widths) - 1):
-            raise ConfigError(f"{h}x{w} images are too small for a {len(config.widths)}-level U-Net",
-                              "use fewer --model.widths levels")
+        if min(h, w) < config.patch * 2 ** (len(config.widths) - 1):
+            raise ConfigError(f"{h}x{w} images are too small for a {len(config.widths)}-level U-Net on "
+                              f"{config.patch}x{config.patch} patches", "use fewer --model.widths levels or a smaller "
+                              "--model.patch")
         if config.condition == "text":
             from genlab.models.diffusion.text import encoder_dim
 

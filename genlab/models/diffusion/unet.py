@@ -7,6 +7,11 @@ block's second GroupNorm is followed by `(1 + scale) * h + shift` from that embe
 resolutions only, where it is cheap. Down-sampling is a stride-2 convolution and
 up-sampling nearest-neighbour + 3x3 convolution; skips are concatenated.
 
+`patch` > 1 folds each patch x patch square of pixels into channels before the first convolution and unfolds
+the output the same way (space-to-depth, the invertible first downsampling of Hoogeboom, Heek and Salimans,
+"simple diffusion", ICML 2023): the full-resolution levels, where a CPU spends most of its time, run at
+1/patch^2 of the pixels. Sizes that patch does not divide are padded (replicating the edge) and cropped back.
+
 CPU speed: most of the cost of a U-Net is the convolutions at full resolution, so
 `blocks` can put fewer residual blocks there and more at the coarse levels, where
 parameters are cheap; the whole network runs channels-last, which is what oneDNN's
@@ -95,8 +100,10 @@ class UNet(nn.Module):
     """
 
     def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
-                 dropout: float = 0.0, cond_dim: int = 0):
+                 dropout: float = 0.0, cond_dim: int = 0, patch: int = 1):
         super().__init__()
+        self.patch = patch
+        channels *= patch * patch
         if not len(widths) == len(blocks) == len(attention):
             raise ValueError("widths, blocks and attention need one entry per level")
         emb_dim = 4 * widths[0]
@@ -145,6 +152,10 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(t, cond)
+        size = x.shape[-2:]
+        if self.patch > 1:
+            x = F.pad(x, (0, -size[1] % self.patch, 0, -size[0] % self.patch), mode="replicate")
+            x = F.pixel_unshuffle(x, self.patch)
         h = self.stem(x.contiguous(memory_format=torch.channels_last))
         hs = [h]
         for level, down in zip(self.down, self.downsample):
@@ -161,4 +172,7 @@ class UNet(nn.Module):
             if not isinstance(up, nn.Identity):
                 target = hs[-1].shape[-2:]  # odd sizes (7 -> 14 -> 28 works; 7 -> 4 -> 7 needs the exact size)
                 h = up(F.interpolate(h, size=target, mode="nearest"))
-        return self.out(F.silu(self.out_norm(h)))
+        out = self.out(F.silu(self.out_norm(h)))
+        if self.patch > 1:
+            out = F.pixel_shuffle(out, self.patch)[..., : size[0], : size[1]]
+        return out

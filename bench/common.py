@@ -1,0 +1,70 @@
+"""What the sound benchmarks share: the machine's description, a wall-clock-budgeted genlab run, class-conditional
+spectrogram samples turned into sound, and writing the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import genlab  # noqa: E402
+
+
+def machine(threads: int | None = None) -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "threads": threads or torch.get_num_threads(), "torch": torch.__version__}
+
+
+def command(script: str) -> str:
+    return f"python bench/{script} " + " ".join(sys.argv[1:])
+
+
+def train_for(family: str, data: str, run: Path, seconds: float, threads: int | None, model: dict,
+              training: dict) -> tuple[float, int]:
+    """genlab.train for `seconds` of wall clock (no sampling or validation passes in between); the seconds it took
+    and the optimiser steps it made."""
+    from genlab.files import load_torch_file
+
+    start = time.perf_counter()
+    genlab.train(family, data, run, model=model, max_time=f"{int(seconds)}s", max_steps=10**7, sample_every=10**9,
+                 val_every=10**9, progress=False, seed=0, threads=threads, **training)
+    took = time.perf_counter() - start
+    return took, int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
+
+
+def class_samples(model, wanted: np.ndarray, steps: int, guidance: float) -> tuple[torch.Tensor, float]:
+    """Spectrogram images of the classes `wanted` (indices), DPM-Solver++ with classifier-free guidance, 50 at a
+    time, each part its own seed; and the seconds it took."""
+    from genlab.models.diffusion.model import DiffusionSampleOptions
+
+    options = DiffusionSampleOptions(sampler="dpm++", steps=steps, guidance=guidance)
+    start = time.perf_counter()
+    images = torch.cat([model.sample(len(part), labels=torch.from_numpy(part), options=options,
+                                     generator=torch.Generator().manual_seed(i))
+                        for i, part in enumerate(np.array_split(wanted, max(1, len(wanted) // 50)))])
+    return images, time.perf_counter() - start
+
+
+def griffin_lim(log_mel: torch.Tensor, settings, samples: int) -> np.ndarray:
+    """Griffin-Lim (32 iterations) from a fixed phase seed: genlab's default inverse."""
+    from genlab.data.spectrogram import MelSpectrogram
+
+    with torch.no_grad():
+        return MelSpectrogram(settings).invert(log_mel, length=samples,
+                                               generator=torch.Generator().manual_seed(0)).numpy()
+
+
+def write(results: dict, out: str) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path}")
