@@ -212,6 +212,74 @@ def test_diffusion_edits_sound_a_gap_inpainted_a_class_changed_a_morph(tmp_path,
     assert "not a sound file" in capsys.readouterr().err
 
 
+def sound_diffusion(folder):
+    """A class-conditional diffusion of 0.5 s clips' spectrograms (untrained), saved to `folder`."""
+    from genlab.data.spectrogram import sound_config
+    from genlab.models.diffusion import Diffusion, DiffusionConfig
+
+    torch.manual_seed(0)
+    config = DiffusionConfig(channels=1, image_size=(80, MelSettings().frames(8000)), condition="class",
+                             num_classes=2, class_names=("low", "high"), widths=(8, 16), blocks=(1, 1),
+                             attention=(False, True), patch=2, sample_steps=2,
+                             sound=sound_config(MelSettings(), 8000))
+    Diffusion(config).save_pretrained(folder)
+
+
+def test_the_openai_client_gets_clips_of_a_served_model_of_sound(tmp_path):
+    import base64
+    import io
+
+    openai = pytest.importorskip("openai", reason="pip install openai (make test installs it)")
+    from genlab.serve import create_app
+    from tests.servers import uvicorn_server
+    from tests.test_vocoder import tiny as tiny_vocoder
+
+    sound_diffusion(tmp_path / "digits")
+    tiny_vocoder().save_pretrained(tmp_path / "voc")
+    app = create_app([f"digits={tmp_path / 'digits'}", f"voc={tmp_path / 'voc'}"])
+    with uvicorn_server(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        card = next(m for m in client.models.list().data if m.id == "digits").model_extra
+        assert card["sound"] == {"sample_rate": 16_000, "seconds": 0.5} and "voice" in card["options"]
+        for voice in ("voc", "griffin-lim"):
+            result = client.images.generate(model="digits", prompt="high", n=2, extra_body={"voice": voice, "seed": 3})
+            assert len(result.data) == 2
+            for item in result.data:
+                wave, rate = soundfile.read(io.BytesIO(base64.b64decode(item.model_extra["b64_wav"])))
+                assert rate == 16_000 and len(wave) == 8000 and np.isfinite(wave).all()
+                assert base64.b64decode(item.b64_json)[:8] == b"\x89PNG\r\n\x1a\n"  # and its spectrogram
+        with pytest.raises(openai.BadRequestError, match="no voice 'alloy'"):
+            client.images.generate(model="digits", prompt="high", extra_body={"voice": "alloy"})
+
+
+def test_the_page_plays_the_clips_of_a_model_of_sound_in_chromium(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test installs it)")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium binary: apt-get install chromium (make test installs it where apt works)")
+    from genlab.serve import create_app
+    from tests.servers import uvicorn_server, wait_until
+
+    sound_diffusion(tmp_path / "digits")
+    with uvicorn_server(create_app([f"digits={tmp_path / 'digits'}"])) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run",
+                                                                    "--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        wait_until(lambda: page.locator("#model option").count() == 1, 20)
+        assert page.is_visible("#voice-box") and "0.5 s clips of sound" in page.text_content("#about")
+        page.fill("#n", "2")
+        page.click("#generate")
+        wait_until(lambda: page.locator("#grid figure audio").count() == 2, 30)
+        wait_until(lambda: page.eval_on_selector_all("#grid audio", "as => as.every(a => a.readyState >= 1)"), 10)
+        durations = page.eval_on_selector_all("#grid audio", "as => as.map(a => a.duration)")
+        meta = page.text_content("#meta")
+        browser.close()
+    assert durations == [pytest.approx(0.5, abs=0.01)] * 2 and "2 clip(s)" in meta and not errors
+
+
 def test_a_midi_note_is_a_standard_midi_file():
     from genlab.data.notes import midi_note
 

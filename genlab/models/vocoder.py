@@ -30,9 +30,11 @@ activations on real and generated audio, weight `feature_weight`, 2 as HiFi-GAN)
 HiFi-GAN's L1 distance between the log-mel spectrograms of the generated and real windows (`mel_weight`, 45 as
 HiFi-GAN), and Parallel WaveGAN's multi-resolution STFT loss (Yamamoto, Song and Kim, ICASSP 2020: spectral
 convergence plus log-magnitude L1 at FFT sizes 512, 1024 and 2048; `stft_weight`), which constrains the phase
-through the resolutions' disagreement. The adversarial terms join after `adversarial_start` steps, as Parallel
-WaveGAN first trains its generator on reconstruction alone: early adversarial gradients against an untrained
-generator slow the reconstruction a CPU budget can afford.
+through the resolutions' disagreement. The Fourier generator's phases are also pulled toward the real window's
+own (`phase_weight`, APNet's anti-wrapped losses on the phase, group delay and instantaneous frequency). The
+adversarial terms join after `adversarial_start` steps, as Parallel WaveGAN first trains its generator on
+reconstruction alone: early adversarial gradients against an untrained generator slow the reconstruction a CPU
+budget can afford.
 
 Training draws random `segment`-sample windows of the training clips (aligned to the hop) and computes their
 log-mel spectrograms with the same settings the image families' spectrograms use (genlab.data.spectrogram).
@@ -87,6 +89,8 @@ class VocoderConfig:
     """weight of the log-mel L1 distance in the generator's loss"""
     stft_weight: float = 20.0
     """weight of the multi-resolution STFT loss in the generator's loss"""
+    phase_weight: float = 30.0
+    """weight of APNet's phase losses against the real window's STFT phase (the Fourier generator; 0: none)"""
     feature_weight: float = 2.0
     """weight of feature matching in the generator's loss"""
     adversarial_start: int = 1000
@@ -194,9 +198,8 @@ class FourierGenerator(nn.Module):
         self.register_buffer("inverse", torch.linalg.pinv(mel_filterbank(settings)), persistent=False)
         self.floor = settings.floor
 
-    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, T) -> (B, (T - 1) x hop) samples: frame t is centred on sample t x hop, as the forward
-        STFT (centred) put it."""
+    def frames(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each frame's log-magnitude and phase, (B, n_fft / 2 + 1, T) each."""
         x = self.norm(self.pre(log_mel).transpose(1, 2))
         for block in self.blocks:
             x = block(x)
@@ -204,8 +207,15 @@ class FourierGenerator(nn.Module):
         prior = torch.log(torch.clamp(self.inverse @ torch.exp(log_mel), min=self.floor))
         # exp keeps magnitudes positive and makes silence (a large negative log) cheap to say; the clamp keeps
         # an untrained head from overflowing. The phase is the raw output, an angle wrapped by cos and sin.
-        spectrum = torch.polar((prior + correction).clamp(max=math.log(100.0)).exp(), phase)
+        return (prior + correction).clamp(max=math.log(100.0)), phase
+
+    def synthesise(self, log_magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """(B, (T - 1) x hop) samples: frame t is centred on sample t x hop, as the (centred) forward STFT put it."""
+        spectrum = torch.polar(log_magnitude.exp(), phase)
         return torch.istft(spectrum, self.n_fft, self.hop, window=self.window, center=True)
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return self.synthesise(*self.frames(log_mel))
 
 
 class PeriodCritic(nn.Module):
@@ -266,6 +276,20 @@ class Critics(nn.Module):
                 wave = F.avg_pool1d(wave[:, None], 4, 2, padding=2)[:, 0]
             out.append(critic(wave))
         return out
+
+
+def anti_wrapped(x: torch.Tensor) -> torch.Tensor:
+    """|x| of a phase difference taken to (-pi, pi]: how far apart two angles are, whatever their wrapping."""
+    return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
+
+
+def phase_loss(phase: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """APNet's phase losses (Ai and Ling, "APNet: An All-Frame-Level Neural Vocoder Incorporating Direct
+    Prediction of Amplitude and Phase Spectra", IEEE/ACM TASLP 2023), on (B, F, T) phases: the anti-wrapped
+    distance of the instantaneous phase, of the group delay (its difference across frequency) and of the
+    instantaneous frequency (its difference across time), summed."""
+    return (anti_wrapped(phase - true).mean() + anti_wrapped(phase.diff(dim=1) - true.diff(dim=1)).mean()
+            + anti_wrapped(phase.diff(dim=2) - true.diff(dim=2)).mean())
 
 
 def stft_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -332,10 +356,18 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         real = batch[0]
         with torch.no_grad():
             log_mel = self.mel(real)
-        fake = self.generator(log_mel)[:, : real.shape[1]]
-        fake = F.pad(fake, (0, real.shape[1] - fake.shape[1]))
         c = self.config
         out: dict[str, torch.Tensor] = {}
+        phase_term = None
+        if isinstance(self.generator, FourierGenerator):
+            log_magnitude, phase = self.generator.frames(log_mel)
+            fake = self.generator.synthesise(log_magnitude, phase)
+            if c.phase_weight:
+                phase_term = phase_loss(phase, self.mel.stft(real).angle())
+                out["phase"] = phase_term.detach()
+        else:
+            fake = self.generator(log_mel)
+        fake = F.pad(fake[:, : real.shape[1]], (0, max(0, real.shape[1] - fake.shape[1])))
         adversarial = step >= c.adversarial_start
         if adversarial:
             d_loss = fake.new_zeros(())
@@ -346,6 +378,8 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         mel_distance = (self.mel(fake) - log_mel).abs().mean()
         reconstruction = stft_loss(fake, real)
         g_loss = c.mel_weight * mel_distance + c.stft_weight * reconstruction
+        if phase_term is not None:
+            g_loss = g_loss + c.phase_weight * phase_term
         if adversarial:
             self.discriminator.requires_grad_(False)
             g_adv = fake.new_zeros(())

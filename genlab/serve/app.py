@@ -433,6 +433,29 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             head["object"] = "chat.completion"
         return await text_response(served, options, body, request, head, choice, chunk, opening)
 
+    def voice_named(voice: str, settings: Any, whose: str) -> Served | None:
+        """The served vocoder `voice` of spectrograms made with `settings` (None: Griffin-Lim), or a refusal naming
+        the voices there are."""
+        if voice == "griffin-lim":
+            return None
+        voices = [n for n, s in registry.items() if "voice" in s.capabilities and s.model.settings == settings]
+        if voice not in voices:
+            raise RequestError(f"no voice {voice!r} for {whose}",
+                               f"use {' or '.join([*voices, 'griffin-lim'])} (a served vocoder of the same "
+                               "spectrogram settings, or Griffin-Lim)", param="voice")
+        return registry[voice]
+
+    def voice_of(served: Served, voice: str | None) -> Served | None:
+        """What voices an image model of sound's samples; a model of images takes no voice."""
+        if not served.sound:
+            if voice is not None:
+                raise RequestError(f"{served.name} makes images, not sound: it takes no voice", "leave voice out",
+                                   param="voice")
+            return None
+        from genlab.data.spectrogram import read_sound_config
+
+        return voice_named(voice or "griffin-lim", read_sound_config(served.sound)[0], served.name)
+
     @app.post("/v1/images/generations", response_model=ImagesResponse, responses=ERRORS, dependencies=guarded)
     async def images_generations(body: ImageRequest, request: Request):
         served = find(body.model, "images.generations")
@@ -447,13 +470,16 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         sample = {k: getattr(body, k) for k in ("steps", "guidance", "sampler", "temperature") if k in takes}
         prompt = [body.prompt] * body.n if body.prompt and served.conditioning == "text" else None
         seed = seed_of(body.seed)
-        options = {"n": body.n, "labels": labels, "prompt": prompt, "seed": seed, "sample": sample}
+        options = {"n": body.n, "labels": labels, "prompt": prompt, "seed": seed, "sample": sample,
+                   "voice": voice_of(served, body.voice)}
         try:
-            pngs = await wait(*workers.submit(sample_images, served, options), request)
+            made = await wait(*workers.submit(sample_images, served, options), request)
         except ClientGone:
             return Response(status_code=499)
         return {"created": int(time.time()), "model": served.name, "seed": seed,
-                "data": [{"b64_json": base64.b64encode(png).decode()} for png in pngs]}
+                "data": [{"b64_json": base64.b64encode(png).decode(),
+                          **({"b64_wav": base64.b64encode(wav).decode()} if wav is not None else {})}
+                         for png, wav in made]}
 
     @app.post("/v1/audio/speech", responses={**ERRORS, 200: {"content": {"audio/wav": {}},
                                                              "description": "the speech, a 16-bit WAV file"}},
@@ -467,14 +493,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         if body.instructions:
             raise RequestError("instructions are not supported by genlab's text-to-speech",
                                "leave instructions out (use speed for the pace)", param="instructions")
-        voices = [n for n, s in registry.items() if "voice" in s.capabilities
-                  and s.model.settings == served.model.settings]
-        if body.voice != "griffin-lim" and body.voice not in voices:
-            raise RequestError(f"no voice {body.voice!r} for {served.name}",
-                               f"use {' or '.join([*voices, 'griffin-lim'])} (a served vocoder of the same "
-                               "spectrogram settings, or Griffin-Lim)", param="voice")
         options = {"input": body.input, "speed": body.speed,
-                   "voice": registry[body.voice] if body.voice != "griffin-lim" else None}
+                   "voice": voice_named(body.voice, served.model.settings, served.name)}
         try:
             wav = await wait(*workers.submit(speak_wav, served, options), request)
         except ClientGone:

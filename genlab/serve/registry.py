@@ -53,6 +53,12 @@ class Served:
         return "audio" if isinstance(self.model, (TextToSpeech, Vocoder)) else "image"
 
     @property
+    def sound(self) -> str:
+        """An image model of sound's spectrogram settings and clip length (genlab.data.spectrogram.sound_config), or
+        "" for a model of images."""
+        return getattr(self.model.config, "sound", "") if self.kind == "image" else ""
+
+    @property
     def conditioning(self) -> str:
         """none, class or text: what steers an image model's samples and edits."""
         return self.model.config.condition if isinstance(self.model, (ImageSampler, Editor)) else "none"
@@ -84,14 +90,21 @@ class Served:
     def card(self) -> dict[str, Any]:
         config = self.model.config
         options = (["temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed"] if self.kind == "text"
-                   else ["voice", "speed"] if self.kind == "audio" else sorted(self.sample_options | {"seed"}))
+                   else ["voice", "speed"] if self.kind == "audio"
+                   else sorted(self.sample_options | {"seed"} | ({"voice"} if self.sound else set())))
+        sound = None
+        if self.sound:
+            from genlab.data.spectrogram import read_sound_config
+
+            settings, samples = read_sound_config(self.sound)
+            sound = {"sample_rate": settings.sample_rate, "seconds": samples / settings.sample_rate}
         if "images.edits" in self.capabilities and "translation" not in self.edit_modes:
             options = sorted(set(options) | {"strength", "mask"})
         return {"id": self.name, "created": self.created, "family": self.family, "kind": self.kind,
                 "capabilities": self.capabilities, "edit_modes": self.edit_modes, "conditioning": self.conditioning,
                 "classes": list(config.class_names) if self.conditioning == "class" else [],
                 "options": options, "image_size": list(config.image_size) if self.kind == "image" else None,
-                "channels": config.channels if self.kind == "image" else None,
+                "channels": config.channels if self.kind == "image" else None, "sound": sound,
                 "parameters": self.model.num_parameters()}
 
 
@@ -240,8 +253,9 @@ def _mask_from(values: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy((np.asarray(pil) >= 128).astype(np.float32))[None, None]
 
 
-def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:
-    """Run on a worker: `n` images from the model's `sample`, as PNG bytes."""
+def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[tuple[bytes, bytes | None]]:
+    """Run on a worker: `n` images from the model's `sample`, as PNG bytes, each with its sound as WAV bytes for a
+    model of sound (voiced by `options["voice"]`, a served vocoder, or by Griffin-Lim: None)."""
     job.check()
     model = served.model
     kwargs = {k: v for k, v in options["sample"].items() if v is not None}
@@ -253,13 +267,35 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[byt
         options=model.sample_options(**kwargs),
     )
     job.check()
-    return [to_png(image) for image in images]
+    pngs = [to_png(image) for image in images]
+    if not served.sound:
+        return [(png, None) for png in pngs]
+    from genlab.data.spectrogram import MelSpectrogram, from_image, read_sound_config
+
+    settings, samples = read_sound_config(served.sound)
+    log_mel = from_image(images, settings)
+    voice = options.get("voice")
+    if voice is not None:
+        waves = voice.model.vocode(log_mel, length=samples)
+    else:
+        with torch.no_grad():
+            waves = MelSpectrogram(settings).invert(log_mel, length=samples,
+                                                    generator=torch.Generator().manual_seed(options["seed"]))
+    job.check()
+    return [(png, to_wav(wave, settings.sample_rate)) for png, wave in zip(pngs, waves, strict=True)]
+
+
+def to_wav(wave: torch.Tensor, sample_rate: int) -> bytes:
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave.clamp(-1, 1).cpu().numpy(), sample_rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
 
 
 def speak_wav(job: Job, served: Served, options: dict[str, Any]) -> bytes:
     """Run on a worker: the text spoken by a text-to-speech model (flite's phones in), voiced by a served vocoder
     (`options["voice"]`, a Served) or by Griffin-Lim (None), as a 16-bit WAV file."""
-    import soundfile
 
     from genlab.data.spectrogram import MelSpectrogram
     from genlab.data.speech import phonemes
@@ -274,10 +310,7 @@ def speak_wav(job: Job, served: Served, options: dict[str, Any]) -> bytes:
     else:
         with torch.no_grad():
             wave = MelSpectrogram(model.settings).invert(log_mel, generator=torch.Generator().manual_seed(0))[0]
-    buffer = io.BytesIO()
-    soundfile.write(buffer, wave.clamp(-1, 1).cpu().numpy(), model.settings.sample_rate, subtype="PCM_16",
-                    format="WAV")
-    return buffer.getvalue()
+    return to_wav(wave, model.settings.sample_rate)
 
 
 def edit_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:

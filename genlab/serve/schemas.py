@@ -48,6 +48,11 @@ class Health(BaseModel):
     counts: dict[str, int] = Field(description="finished requests by outcome since start-up")
 
 
+class SoundShape(BaseModel):
+    sample_rate: int
+    seconds: float
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -65,6 +70,8 @@ class ModelCard(BaseModel):
     options: list[str] = Field(description="generation options this model takes (temperature, steps, guidance, ...)")
     image_size: list[int] | None = Field(None, description="[height, width] of the images it makes")
     channels: int | None = None
+    sound: SoundShape | None = Field(None, description="an image model of sound (its images are spectrograms): the "
+                                     "clips it makes; its images.generations answers carry b64_wav")
     parameters: int
 
 
@@ -194,6 +201,8 @@ class ImageRequest(Strict):
     guidance: float | None = Field(None, ge=0, le=100, description="diffusion models: classifier-free guidance scale")
     sampler: str | None = Field(None, max_length=40, description="diffusion models: the sampler (e.g. ddim, ddpm)")
     size: str | None = Field(None, max_length=20, description="WIDTHxHEIGHT; must be the model's own size if given")
+    voice: str | None = Field(None, max_length=200, description="models of sound: what makes the spectrograms sound, "
+                              "a served vocoder's name (GET /v1/models: capability voice) or griffin-lim (default)")
     response_format: Literal["b64_json"] = "b64_json"
     user: str | None = Field(None, max_length=200)
 
@@ -216,6 +225,8 @@ class SpeechRequest(Strict):
 
 class ImageData(BaseModel):
     b64_json: str = Field(description="a PNG image, base64-encoded")
+    b64_wav: str | None = Field(None, description="models of sound: the sound of the spectrogram image, a 16-bit WAV "
+                                "file, base64-encoded (genlab's extension of the images shape)")
 
 
 class ImagesResponse(BaseModel):
