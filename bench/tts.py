@@ -10,6 +10,10 @@ wall clock. Held-out texts, new digit strings and sentences none of the corpus h
 tiny.en transcribes both: word error rate against the texts (genlab.metrics.speech), digit strings and sentences
 apart.
 
+The anchor (`--coqui`, the Python of a venv holding coqui-tts: bench/coqui_anchor.py gives its install): Coqui
+TTS's Glow-TTS trained on the same corpus for the same `--seconds` on the same threads, speaking the same held-out
+texts (characters in, Griffin-Lim 32 out), judged by the same Whisper.
+
 A second voice (`--second-voice`, flite's kal16 by default): a corpus of `--second-utterances` of it, and
 `genlab.finetune` of the first voice's run on it for `--finetune-seconds` (full fine-tuning from its weights);
 the held-out texts spoken by the fine-tuned model through the second voice's phones are judged beside flite's
@@ -78,6 +82,23 @@ def corpus_for(work: Path, voice: str, digit_strings: int, sentences: int) -> tu
     return corpus, {line.split("|")[1] for line in (corpus / "metadata.csv").read_text().splitlines()}
 
 
+def coqui(args, corpus: Path, texts: list[tuple[str, str]], rate: int, wers) -> dict:
+    """The anchor: Coqui TTS's Glow-TTS trained on the same corpus for the same wall clock in its own venv
+    (bench/coqui_anchor.py), speaking the same held-out texts through Griffin-Lim 32; judged as genlab is."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as folder:
+        listing = Path(folder) / "texts.json"
+        listing.write_text(json.dumps([text for _, text in texts]))
+        out = Path(folder) / "coqui"
+        subprocess.run([args.coqui, str(Path(__file__).parent / "coqui_anchor.py"), "--corpus", str(corpus),
+                        "--seconds", str(args.seconds), "--texts", str(listing), "--out", str(out),
+                        "--threads", str(args.threads or torch.get_num_threads())], check=True)
+        waves = [resample(*read_audio(out / f"{i:04d}.wav")[:2], rate) for i in range(len(texts))]
+        anchor = json.loads((out / "anchor.json").read_text())
+    return {**wers(waves), **anchor}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digit-strings", type=int, default=600)
@@ -89,12 +110,17 @@ def main() -> None:
     parser.add_argument("--second-utterances", type=int, default=200, help="its corpus: half digit strings")
     parser.add_argument("--finetune-seconds", type=float, default=180, help="the fine-tune's wall clock")
     parser.add_argument("--vocoder", default=None, help="a vocoder run instead of Griffin-Lim")
+    parser.add_argument("--coqui", default="/tmp/coquivenv/bin/python",
+                        help="the Python of the Coqui TTS venv (bench/coqui_anchor.py says how to make it); '' skips")
     parser.add_argument("--model", default="{}")
     parser.add_argument("--train", default="{}")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", default="/tmp/genlab-tts")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tts.json"))
     args = parser.parse_args()
+    if args.coqui and not Path(args.coqui).exists():
+        parser.error(f"--coqui {args.coqui} does not exist: make the anchor's venv as bench/coqui_anchor.py says, or "
+                     "pass --coqui '' to run genlab alone")
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -134,6 +160,9 @@ def main() -> None:
                                      "parameters": model.num_parameters(), "inverse": args.vocoder or "griffin-lim-32",
                                      "speak_seconds": round(spoken, 1)}}
     print(json.dumps(results, indent=1), flush=True)
+    if args.coqui:
+        results["coqui_glow_tts"] = coqui(args, corpus, texts, rate, wers)
+        print(json.dumps(results["coqui_glow_tts"], indent=1), flush=True)
     if second is not None:
         tuned = work / f"{run.name}-{args.second_voice}"
         start = time.perf_counter()

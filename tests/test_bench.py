@@ -76,7 +76,7 @@ def test_the_vocoder_and_tts_benchmarks_run_and_write_their_figures(tmp_path):
     tts = tmp_path / "tts.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "tts.py"), "--digit-strings", "12", "--sentences", "4",
                     "--seconds", "4", "--held-out", "2", "--second-utterances", "20", "--finetune-seconds", "3",
-                    "--threads", "1", "--work", str(tmp_path / "tts"),
+                    "--coqui", "", "--threads", "1", "--work", str(tmp_path / "tts"),
                     "--out", str(tts)], check=True, capture_output=True, timeout=300)
     results = json.loads(tts.read_text())
     assert results["held_out"] == 4 and results["corpus"]["utterances"] == 16
