@@ -30,10 +30,11 @@ activations on real and generated audio, weight `feature_weight`, 2 as HiFi-GAN)
 HiFi-GAN's L1 distance between the log-mel spectrograms of the generated and real windows (`mel_weight`, 45 as
 HiFi-GAN), and Parallel WaveGAN's multi-resolution STFT loss (Yamamoto, Song and Kim, ICASSP 2020: spectral
 convergence plus log-magnitude L1 at FFT sizes 512, 1024 and 2048; `stft_weight`), which constrains the phase
-through the resolutions' disagreement. The Fourier generator's frames are also pulled toward the real window's
-STFT before the inverse mixes them: its log-magnitudes (`amplitude_weight`, floored at the spectrogram's floor)
-and its phases (`phase_weight`, APNet's anti-wrapped losses on the phase, group delay and instantaneous
-frequency). The
+through the resolutions' disagreement. The Fourier generator's phases are also pulled toward the real window's
+own before the inverse STFT mixes them with the magnitudes (`phase_weight`, APNet's anti-wrapped losses on the
+phase, group delay and instantaneous frequency). APNet's log-magnitude loss against the real STFT was tried
+and left out: its median-seeking L1 lowers the energy of peaky (harmonic) bands, and the mel-cepstral
+distortion rose (docs/audio.md). The
 adversarial terms join after `adversarial_start` steps, as Parallel WaveGAN first trains its generator on
 reconstruction alone: early adversarial gradients against an untrained generator slow the reconstruction a CPU
 budget can afford.
@@ -91,8 +92,6 @@ class VocoderConfig:
     """weight of the log-mel L1 distance in the generator's loss"""
     stft_weight: float = 20.0
     """weight of the multi-resolution STFT loss in the generator's loss"""
-    amplitude_weight: float = 45.0
-    """weight of APNet's log-magnitude loss against the real window's STFT (the Fourier generator; 0: none)"""
     phase_weight: float = 30.0
     """weight of APNet's phase losses against the real window's STFT phase (the Fourier generator; 0: none)"""
     feature_weight: float = 2.0
@@ -362,20 +361,12 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
             log_mel = self.mel(real)
         c = self.config
         out: dict[str, torch.Tensor] = {}
-        phase_term = amplitude_term = None
+        phase_term = None
         if isinstance(self.generator, FourierGenerator):
             log_magnitude, phase = self.generator.frames(log_mel)
             fake = self.generator.synthesise(log_magnitude, phase)
-            true = self.mel.stft(real)
-            # APNet's amplitude loss: the predicted log-magnitude against the real window's, both floored at the
-            # spectrogram's floor (below it is silence to the representation), before the inverse STFT mixes the
-            # magnitude with the phase
-            floor = math.log(self.settings.floor)
-            amplitude_term = (log_magnitude.clamp_min(floor) - true.abs().clamp_min(self.settings.floor).log()).abs()
-            amplitude_term = amplitude_term.mean()
-            out["amplitude"] = amplitude_term.detach()
             if c.phase_weight:
-                phase_term = phase_loss(phase, true.angle())
+                phase_term = phase_loss(phase, self.mel.stft(real).angle())
                 out["phase"] = phase_term.detach()
         else:
             fake = self.generator(log_mel)
@@ -392,8 +383,6 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         g_loss = c.mel_weight * mel_distance + c.stft_weight * reconstruction
         if phase_term is not None:
             g_loss = g_loss + c.phase_weight * phase_term
-        if amplitude_term is not None:
-            g_loss = g_loss + c.amplitude_weight * amplitude_term
         if adversarial:
             self.discriminator.requires_grad_(False)
             g_adv = fake.new_zeros(())
