@@ -14,6 +14,12 @@ digits, judged by two speech recognisers nobody here wrote, beside the teacher's
    classifier-free guidance `--guidance`), each turned into a waveform by Griffin-Lim (32 iterations).
 4. Judges (genlab.metrics.speech): PocketSphinx with a grammar of the ten digit words, and Whisper tiny.en
    (faster-whisper, int8); a clip counts when the digit it is heard as is the one asked for.
+5. Editing (`genlab edit`'s paths), on `--edits` held-out clips: a gap of `--gap` seconds in the middle of each
+   clip (where the centred word is) silenced, then inpainted by the model (RePaint, DDIM 25 steps, 2 passes, the
+   clip's digit as the label): heard as the right digit, against the gapped clip left silent; and image-to-image
+   toward the next digit ((d + 1) mod 10, strength 0.7): heard as the new digit.
+
+`--run RUN` judges a run trained before (its model and step count) instead of training one.
 """
 
 from __future__ import annotations
@@ -49,6 +55,42 @@ def judge(waves: np.ndarray, digits: np.ndarray, rate: int, judges: dict) -> dic
     return out
 
 
+def editing(model, data, classes: np.ndarray, judges: dict, n: int, gap: float) -> dict:
+    """The gap-inpainting and class-change measures of step 5."""
+    from genlab.data.spectrogram import to_image
+    from genlab.models.diffusion.model import DiffusionEditOptions
+
+    settings, samples = read_sound_config(model.config.sound)
+    clips, digits = data.test_x[:n], data.test_y[:n]
+    with torch.no_grad():
+        images = to_image(MelSpectrogram(settings)(torch.from_numpy(clips)), settings).float() / 255
+    centres = torch.arange(images.shape[-1]) * settings.hop / settings.sample_rate
+    middle = samples / settings.sample_rate / 2
+    mask = ((centres - middle).abs() <= gap / 2).float().expand(1, 1, images.shape[-2], -1).contiguous()
+    gapped = images * (1 - mask)  # the gap's frames at the floor: silence
+    start = time.perf_counter()
+    inpainted = torch.cat([model.edit(images[i : i + 50], mask=mask, labels=torch.from_numpy(digits[i : i + 50]),
+                                      generator=torch.Generator().manual_seed(i),
+                                      options=DiffusionEditOptions(sampler="ddim", steps=25, resample=2))
+                           for i in range(0, len(images), 50)])
+    inpaint_seconds = time.perf_counter() - start
+    targets = (digits + 1) % len(classes)
+    moved = torch.cat([model.edit(images[i : i + 50], labels=torch.from_numpy(targets[i : i + 50]),
+                                  generator=torch.Generator().manual_seed(i),
+                                  options=DiffusionEditOptions(sampler="dpm++", steps=25, strength=0.7))
+                       for i in range(0, len(images), 50)])
+
+    def heard(batch: torch.Tensor, wanted: np.ndarray) -> dict:
+        waves = griffin_lim(from_image(batch, settings), settings, samples)
+        return {name: judged["recognised"] for name, judged in judge(waves, classes[wanted], settings.sample_rate,
+                                                                       judges).items()}
+
+    return {"clips": len(clips), "gap_seconds": gap, "gap_frames": int(mask[0, 0, 0].sum()),
+            "gap_left_silent": heard(gapped, digits), "gap_inpainted": heard(inpainted, digits),
+            "inpaint_seconds": round(inpaint_seconds, 1), "to_next_digit_strength_0.7": heard(moved, targets),
+            "unedited_through_griffin_lim": heard(images, digits)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", type=int, default=200, help="clips of each digit in the corpus")
@@ -60,6 +102,9 @@ def main() -> None:
     parser.add_argument("--train", default="{}", help="JSON overrides of the training config")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", default="/tmp/genlab-speech-digits")
+    parser.add_argument("--edits", type=int, default=100, help="held-out clips the editing part uses (0: none)")
+    parser.add_argument("--gap", type=float, default=0.15, help="seconds inpainted in each clip's middle")
+    parser.add_argument("--run", default=None, help="judge this trained run instead of training one")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speech_digits.json"))
     args = parser.parse_args()
     if args.threads:
@@ -83,21 +128,34 @@ def main() -> None:
                                            data.sample_rate, judges)
     print(f"teacher: {results['teacher']}\nteacher through Griffin-Lim: {results['teacher_griffin_lim']}", flush=True)
 
-    run = work / f"run-{int(time.time())}"
     model_config, training = {**MODEL, **json.loads(args.model)}, {**TRAINING, **json.loads(args.train)}
-    trained, steps = train_for("diffusion", str(corpus), run, args.seconds, args.threads, model_config, training)
+    if args.run:
+        from genlab.engine.runs import read_run_config
+        from genlab.files import load_torch_file
+
+        run, trained = Path(args.run), None
+        steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
+        record = read_run_config(run)
+        model_config = {k: v for k, v in record["model"].items() if k in model_config}
+        training = {k: v for k, v in record["train"].items() if k in training}
+    else:
+        run = work / f"run-{int(time.time())}"
+        trained, steps = train_for("diffusion", str(corpus), run, args.seconds, args.threads, model_config, training)
     model = genlab.load(run / "model")
     sound_settings, samples = read_sound_config(model.config.sound)
     wanted = np.repeat(np.arange(len(classes)), args.samples)
     images, sampled = class_samples(model, wanted, args.steps, args.guidance)
     waves = griffin_lim(from_image(images, sound_settings), sound_settings, samples)
     results["genlab_diffusion"] = {**judge(waves, classes[wanted], sound_settings.sample_rate, judges),
-                                   "train_seconds": round(trained, 1), "train_steps": steps,
+                                   "train_seconds": trained and round(trained, 1), "train_steps": steps,
                                    "sample_seconds": round(sampled, 1),
                                    "parameters": model.num_parameters(), "model": model_config, "training": training,
                                    "samples_per_digit": args.samples, "steps": args.steps, "guidance": args.guidance,
                                    "run": str(run)}
     print(f"genlab diffusion: {results['genlab_diffusion']}", flush=True)
+    if args.edits:
+        results["genlab_editing"] = editing(model, data, classes, judges, args.edits, args.gap)
+        print(f"genlab editing: {results['genlab_editing']}", flush=True)
     write(results, args.out)
 
 

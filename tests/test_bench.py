@@ -94,7 +94,7 @@ def test_the_spoken_digits_and_notes_benchmarks_run_and_write_their_figures(tmp_
     tiny = ["--seconds", "3", "--samples", "1", "--steps", "2", "--threads", "1",
             "--model", '{"widths": [8, 16], "blocks": [1, 1], "attention": [false, true]}']
     digits = tmp_path / "digits.json"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "speech_digits.py"), "--per-class", "3", *tiny,
+    subprocess.run([sys.executable, str(ROOT / "bench" / "speech_digits.py"), "--per-class", "3", "--edits", "3", *tiny,
                     "--work", str(tmp_path / "digits"), "--out", str(digits)], check=True, capture_output=True,
                    timeout=300)
     results = json.loads(digits.read_text())
@@ -104,6 +104,10 @@ def test_the_spoken_digits_and_notes_benchmarks_run_and_write_their_figures(tmp_
         assert all(0 <= judged["recognised"] <= 1 for name, judged in results[side].items()
                    if name in ("pocketsphinx_digits", "whisper_tiny_en"))
     assert results["teacher"]["pocketsphinx_digits"]["recognised"] >= 0.5  # flite's own digits are heard
+    edits = results["genlab_editing"]
+    assert edits["clips"] == 3 and edits["gap_frames"] >= 8  # 0.15 s: 9 or 10 frames of 16 ms
+    for part in ("gap_left_silent", "gap_inpainted", "to_next_digit_strength_0.7", "unedited_through_griffin_lim"):
+        assert set(edits[part]) == {"pocketsphinx_digits", "whisper_tiny_en"}
     notes = tmp_path / "notes.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "notes.py"), "--pitches", "60,67", "--instruments",
                     "piano,flute", *tiny, "--work", str(tmp_path / "notes"), "--out", str(notes)], check=True,
