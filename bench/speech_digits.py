@@ -130,10 +130,11 @@ def main() -> None:
 
     model_config, training = {**MODEL, **json.loads(args.model)}, {**TRAINING, **json.loads(args.train)}
     if args.run:
-        from genlab.engine.runs import read_run_config
+        from genlab.engine.runs import read_metrics, read_run_config
         from genlab.files import load_torch_file
 
-        run, trained = Path(args.run), None
+        run = Path(args.run)
+        trained = max(row["time"] for row in read_metrics(run))  # the training's wall clock, as it logged it
         steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
         record = read_run_config(run)
         model_config = {k: v for k, v in record["model"].items() if k in model_config}
@@ -147,7 +148,7 @@ def main() -> None:
     images, sampled = class_samples(model, wanted, args.steps, args.guidance)
     waves = griffin_lim(from_image(images, sound_settings), sound_settings, samples)
     results["genlab_diffusion"] = {**judge(waves, classes[wanted], sound_settings.sample_rate, judges),
-                                   "train_seconds": trained and round(trained, 1), "train_steps": steps,
+                                   "train_seconds": round(trained, 1), "train_steps": steps,
                                    "sample_seconds": round(sampled, 1),
                                    "parameters": model.num_parameters(), "model": model_config, "training": training,
                                    "samples_per_digit": args.samples, "steps": args.steps, "guidance": args.guidance,
