@@ -28,6 +28,20 @@ def command(script: str) -> str:
     return f"python bench/{script} " + " ".join(sys.argv[1:])
 
 
+def diffusion_arguments(parser, seconds: float, samples: int, work: str, out: str) -> None:
+    """The options every class-conditional sound benchmark takes: genlab's budget and sampling, overrides, threads,
+    where the corpus and runs go, and the results file."""
+    parser.add_argument("--seconds", type=float, default=seconds, help="genlab's training wall clock")
+    parser.add_argument("--samples", type=int, default=samples, help="generated clips of each class")
+    parser.add_argument("--steps", type=int, default=25, help="sampler steps")
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--model", default="{}", help="JSON overrides of the diffusion config")
+    parser.add_argument("--train", default="{}", help="JSON overrides of the training config")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--work", default=work)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / out))
+
+
 def train_for(family: str, data: str, run: Path, seconds: float, threads: int | None, model: dict,
               training: dict) -> tuple[float, int]:
     """genlab.train for `seconds` of wall clock (no sampling or validation passes in between); the seconds it took

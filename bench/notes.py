@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import class_samples, command, griffin_lim, machine, train_for, write
+from common import class_samples, command, diffusion_arguments, griffin_lim, machine, train_for, write
 
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data import load_data  # noqa: E402
@@ -62,15 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pitches", default="48-72", help="MIDI note numbers: a range or a list")
     parser.add_argument("--instruments", default="piano,guitar,violin,flute,trumpet")
-    parser.add_argument("--seconds", type=float, default=1200, help="genlab's training wall clock")
-    parser.add_argument("--samples", type=int, default=8, help="generated notes of each pitch")
-    parser.add_argument("--steps", type=int, default=25, help="sampler steps")
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--model", default="{}", help="JSON overrides of the diffusion config")
-    parser.add_argument("--train", default="{}", help="JSON overrides of the training config")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--work", default="/tmp/genlab-notes")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "notes.json"))
+    diffusion_arguments(parser, seconds=2400, samples=8, work="/tmp/genlab-notes", out="notes.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

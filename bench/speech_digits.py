@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import class_samples, command, griffin_lim, machine, train_for, write
+from common import class_samples, command, diffusion_arguments, griffin_lim, machine, train_for, write
 
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data import load_data  # noqa: E402
@@ -94,18 +94,10 @@ def editing(model, data, classes: np.ndarray, judges: dict, n: int, gap: float) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-class", type=int, default=200, help="clips of each digit in the corpus")
-    parser.add_argument("--seconds", type=float, default=1200, help="genlab's training wall clock")
-    parser.add_argument("--samples", type=int, default=20, help="generated clips of each digit")
-    parser.add_argument("--steps", type=int, default=25, help="sampler steps")
-    parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--model", default="{}", help="JSON overrides of the diffusion config")
-    parser.add_argument("--train", default="{}", help="JSON overrides of the training config")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--work", default="/tmp/genlab-speech-digits")
+    diffusion_arguments(parser, seconds=2400, samples=20, work="/tmp/genlab-speech-digits", out="speech_digits.json")
     parser.add_argument("--edits", type=int, default=100, help="held-out clips the editing part uses (0: none)")
     parser.add_argument("--gap", type=float, default=0.15, help="seconds inpainted in each clip's middle")
     parser.add_argument("--run", default=None, help="judge this trained run instead of training one")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "speech_digits.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

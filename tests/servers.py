@@ -30,6 +30,26 @@ def uvicorn_server(app):
         sock.close()
 
 
+def open_page(playwright, url: str, models: int):
+    """Chromium (the system's; skips the test without one) on the served page, once its model menu holds `models`
+    entries, allowed to play sound; (browser, page, the page's uncaught errors)."""
+    import shutil
+
+    import pytest
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium binary: apt-get install chromium (make test installs it where apt works)")
+    browser = playwright.chromium.launch(executable_path=chromium, args=[
+        "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    wait_until(lambda: page.locator("#model option").count() == models, 20)
+    return browser, page, errors
+
+
 def wait_until(condition, seconds: float) -> float:
     start = time.monotonic()
     while not condition():

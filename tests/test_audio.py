@@ -254,21 +254,12 @@ def test_the_openai_client_gets_clips_of_a_served_model_of_sound(tmp_path):
 
 def test_the_page_plays_the_clips_of_a_model_of_sound_in_chromium(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test installs it)")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium binary: apt-get install chromium (make test installs it where apt works)")
     from genlab.serve import create_app
-    from tests.servers import uvicorn_server, wait_until
+    from tests.servers import open_page, uvicorn_server, wait_until
 
     sound_diffusion(tmp_path / "digits")
     with uvicorn_server(create_app([f"digits={tmp_path / 'digits'}"])) as url, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                                                                    "--autoplay-policy=no-user-gesture-required"])
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")
-        wait_until(lambda: page.locator("#model option").count() == 1, 20)
+        browser, page, errors = open_page(p, url, models=1)
         assert page.is_visible("#voice-box") and "0.5 s clips of sound" in page.text_content("#about")
         page.fill("#n", "2")
         page.click("#generate")

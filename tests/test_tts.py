@@ -126,24 +126,15 @@ def test_the_openai_client_speaks_through_v1_audio_speech_with_a_served_vocoder(
 @pytest.mark.skipif(shutil.which("flite") is None, reason="Debian's flite is not installed (make setup installs it)")
 def test_the_page_speaks_text_and_plays_it_in_chromium(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test installs it)")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium binary: apt-get install chromium (make test installs it where apt works)")
     from genlab.serve import create_app
-    from tests.servers import uvicorn_server, wait_until
+    from tests.servers import open_page, uvicorn_server, wait_until
     from tests.test_vocoder import tiny as tiny_vocoder
 
     tiny().save_pretrained(tmp_path / "tts")
     tiny_vocoder().save_pretrained(tmp_path / "voc")
     app = create_app([f"tts={tmp_path / 'tts'}", f"voc={tmp_path / 'voc'}"])
     with uvicorn_server(app) as url, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--no-first-run",
-                                                                    "--autoplay-policy=no-user-gesture-required"])
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url + "/")
-        wait_until(lambda: page.locator("#model option").count() == 2, 20)
+        browser, page, errors = open_page(p, url, models=2)
         page.select_option("#model", "tts")
         assert page.is_visible("#voice-box") and page.is_hidden("#image-options")
         assert page.eval_on_selector_all("#voice option", "els => els.map(e => e.value)") == ["voc", "griffin-lim"]
