@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--second-voice", default="kal16", help="the voice fine-tuned to ('' for none)")
     parser.add_argument("--second-utterances", type=int, default=200, help="its corpus: half digit strings")
     parser.add_argument("--finetune-seconds", type=float, default=180, help="the fine-tune's wall clock")
+    parser.add_argument("--finetune-lr", type=float, default=None, help="the fine-tune's peak learning rate "
+                        "(default genlab finetune's: a third of pre-training's)")
+    parser.add_argument("--run", default=None, help="a first-voice run trained before, instead of training one")
     parser.add_argument("--vocoder", default=None, help="a vocoder run instead of Griffin-Lim")
     parser.add_argument("--coqui", default="/tmp/coquivenv/bin/python",
                         help="the Python of the Coqui TTS venv (bench/coqui_anchor.py says how to make it); '' skips")
@@ -133,11 +136,17 @@ def main() -> None:
         taken |= second_taken
     texts = held_out_texts(args.held_out, args.held_out, set(taken), seed=1)
 
-    run = work / f"run-{int(time.time())}"
-    start = time.perf_counter()
-    genlab.train("tts", str(corpus), run, model=json.loads(args.model), max_time=f"{int(args.seconds)}s",
-                 max_steps=10**7, progress=False, seed=0, threads=args.threads, **json.loads(args.train))
-    trained = time.perf_counter() - start
+    if args.run:  # a first voice trained before: its wall clock as its log has it
+        from genlab.engine.runs import read_metrics
+
+        run = Path(args.run)
+        trained = max(row["time"] for row in read_metrics(run))
+    else:
+        run = work / f"run-{int(time.time())}"
+        start = time.perf_counter()
+        genlab.train("tts", str(corpus), run, model=json.loads(args.model), max_time=f"{int(args.seconds)}s",
+                     max_steps=10**7, progress=False, seed=0, threads=args.threads, **json.loads(args.train))
+        trained = time.perf_counter() - start
     steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
     model = genlab.load(run / "model")
     rate = model.settings.sample_rate
@@ -164,16 +173,16 @@ def main() -> None:
         results["coqui_glow_tts"] = coqui(args, corpus, texts, rate, wers)
         print(json.dumps(results["coqui_glow_tts"], indent=1), flush=True)
     if second is not None:
-        tuned = work / f"{run.name}-{args.second_voice}"
+        tuned = work / f"{run.name}-{args.second_voice}-{int(time.time())}"
         start = time.perf_counter()
         report = finetune(str(run), str(second), out=str(tuned), max_time=f"{int(args.finetune_seconds)}s",
-                                 max_steps=10**7, progress=False, seed=0, threads=args.threads)
+                          max_steps=10**7, lr=args.finetune_lr, progress=False, seed=0, threads=args.threads)
         took = time.perf_counter() - start
         waves, _ = speak_all(genlab.load(tuned / "model"), vocoder, texts, args.second_voice)
         results["second_voice"] = {
             "voice": args.second_voice, "utterances": len(second_taken),
             "teacher_flite": wers(teacher_waves(texts, args.second_voice, rate)),
-            "genlab_finetuned": {**wers(waves), "finetune_seconds": round(took, 1),
+            "genlab_finetuned": {**wers(waves), "finetune_seconds": round(took, 1), "lr": args.finetune_lr,
                                  "finetune_steps": int(load_torch_file(tuned / "checkpoints" / "last.ckpt")
                                                        ["global_step"]),
                                  "held_out_loss_before": report["target_loss_before"],
