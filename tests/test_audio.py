@@ -31,6 +31,16 @@ def chirp(rate: int = 16_000, seconds: float = 1.0) -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * (200 * t + 1500 * t**2))).astype(np.float32)  # 200 Hz rising to 3.2 kHz
 
 
+def tone_folders(root, per_class: int, seconds: float = 0.5, names=("low", "high"), low=(300, 10),
+                 high=(2000, 50)):
+    """A folder of sound with two classes of tones, low and high, each tone its own frequency (start + step x i)."""
+    for name, (start, step) in zip(names, (low, high), strict=True):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            soundfile.write(root / name / f"{i}.wav", tone(start + step * i, seconds, 16_000), 16_000)
+    return root
+
+
 def peak_hz(x: np.ndarray, rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return float(np.fft.rfftfreq(len(x), 1 / rate)[spectrum.argmax()])
@@ -142,11 +152,7 @@ def test_spectrogram_images_round_trip_to_half_a_level_with_the_highest_band_on_
 
 
 def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys):
-    (tmp_path / "wavs" / "low").mkdir(parents=True)
-    (tmp_path / "wavs" / "high").mkdir()
-    for i in range(30):
-        soundfile.write(tmp_path / "wavs" / "low" / f"{i}.wav", tone(300 + 10 * i, 0.5, 16_000), 16_000)
-        soundfile.write(tmp_path / "wavs" / "high" / f"{i}.wav", tone(2000 + 50 * i, 0.5, 16_000), 16_000)
+    tone_folders(tmp_path / "wavs", 30)
     run = tmp_path / "run"
     assert main(["train", "vae", "--data", str(tmp_path / "wavs"), "--model.condition", "class", "--max-steps", "2",
                  "--batch-size", "4", "--out", str(run), "--threads", "1", "--progress", "false"]) == 0
@@ -172,11 +178,7 @@ def test_an_image_family_trains_on_sound_and_samples_wav_files(tmp_path, capsys)
 def test_diffusion_edits_sound_a_gap_inpainted_a_class_changed_a_morph(tmp_path, capsys):
     from genlab.cli.verbs import _gap_mask
 
-    (tmp_path / "wavs" / "low").mkdir(parents=True)
-    (tmp_path / "wavs" / "high").mkdir()
-    for i in range(12):
-        soundfile.write(tmp_path / "wavs" / "low" / f"{i}.wav", tone(300 + 10 * i, 0.5, 16_000), 16_000)
-        soundfile.write(tmp_path / "wavs" / "high" / f"{i}.wav", tone(2000 + 50 * i, 0.5, 16_000), 16_000)
+    tone_folders(tmp_path / "wavs", 12)
     run = tmp_path / "run"
     assert main(["train", "diffusion", "--data", str(tmp_path / "wavs"), "--model.condition", "class",
                  "--model.widths", "[8,16]", "--model.blocks", "[1,1]", "--model.attention", "[false,true]",

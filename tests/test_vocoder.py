@@ -13,7 +13,7 @@ from genlab.cli import main
 from genlab.data.spectrogram import MelSettings, sound_config
 from genlab.errors import ConfigError
 from genlab.models.vocoder import HiFiGAN, VocoderConfig, stft_loss
-from tests.test_audio import tone
+from tests.test_audio import tone, tone_folders
 
 TINY = {"generator": "upsample", "channels": 16, "kernels": (3,), "dilations": (1,), "periods": (2, 3), "scales": 1,
         "segment": 2304, "adversarial_start": 2}
@@ -97,11 +97,7 @@ def test_the_discriminators_join_after_adversarial_start():
 
 
 def test_a_vocoder_trains_on_sound_and_voices_a_sound_models_samples(tmp_path, capsys):
-    (tmp_path / "wavs" / "a").mkdir(parents=True)
-    (tmp_path / "wavs" / "b").mkdir()
-    for i in range(5):
-        soundfile.write(tmp_path / "wavs" / "a" / f"{i}.wav", tone(330 + 20 * i, 0.4, 16_000), 16_000)
-        soundfile.write(tmp_path / "wavs" / "b" / f"{i}.wav", tone(1500 + 50 * i, 0.4, 16_000), 16_000)
+    tone_folders(tmp_path / "wavs", 5, seconds=0.4, names=("a", "b"), low=(330, 20), high=(1500, 50))
     assert main(["train", "vocoder", "--data", str(tmp_path / "wavs"), "--out", str(tmp_path / "voc"),
                  "--max-steps", "4", "--batch-size", "2", "--model.width", "16", "--model.layers", "1",
                  "--model.segment", "2304",
