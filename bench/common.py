@@ -55,26 +55,35 @@ def train_for(family: str, data: str, run: Path, seconds: float, threads: int | 
     return took, int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
 
 
-def class_samples(model, wanted: np.ndarray, steps: int, guidance: float) -> tuple[torch.Tensor, float]:
-    """Spectrogram images of the classes `wanted` (indices), DPM-Solver++ with classifier-free guidance, 50 at a
-    time, each part its own seed; and the seconds it took."""
+def class_samples(model, per_class: int, steps: int, guidance: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """`per_class` clips of each of a class-conditional sound model's classes: the class index of each, their
+    waveforms (the spectrogram images by DPM-Solver++ with classifier-free guidance, 50 at a time, each part its
+    own seed, then Griffin-Lim 32), and the seconds the sampling took."""
     from genlab.models.diffusion.model import DiffusionSampleOptions
 
+    wanted = np.repeat(np.arange(model.config.num_classes), per_class)
     options = DiffusionSampleOptions(sampler="dpm++", steps=steps, guidance=guidance)
     start = time.perf_counter()
     images = torch.cat([model.sample(len(part), labels=torch.from_numpy(part), options=options,
                                      generator=torch.Generator().manual_seed(i))
                         for i, part in enumerate(np.array_split(wanted, max(1, len(wanted) // 50)))])
-    return images, time.perf_counter() - start
+    return wanted, sound_of(images, model), time.perf_counter() - start
+
+
+def sound_of(images: torch.Tensor, model) -> np.ndarray:
+    """The waveforms of a sound model's spectrogram images (floats in [0, 1] or uint8): Griffin-Lim 32 from a
+    fixed phase seed, genlab's default inverse."""
+    from genlab.data.spectrogram import from_image, read_sound_config
+
+    settings, samples = read_sound_config(model.config.sound)
+    return griffin_lim(from_image(images, settings), settings, samples)
 
 
 def griffin_lim(log_mel: torch.Tensor, settings, samples: int) -> np.ndarray:
     """Griffin-Lim (32 iterations) from a fixed phase seed: genlab's default inverse."""
-    from genlab.data.spectrogram import MelSpectrogram
+    from genlab.data.spectrogram import voice
 
-    with torch.no_grad():
-        return MelSpectrogram(settings).invert(log_mel, length=samples,
-                                               generator=torch.Generator().manual_seed(0)).numpy()
+    return voice(log_mel, settings, None, samples).numpy()
 
 
 def write(results: dict, out: str) -> None:

@@ -33,7 +33,7 @@ from common import class_samples, command, diffusion_arguments, griffin_lim, mac
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data import load_data  # noqa: E402
 from genlab.data.notes import make_notes  # noqa: E402
-from genlab.data.spectrogram import MelSettings, MelSpectrogram, from_image, read_sound_config  # noqa: E402
+from genlab.data.spectrogram import MelSettings, MelSpectrogram  # noqa: E402
 from genlab.metrics.audio import cents, note_pitch  # noqa: E402
 
 MODEL = {"condition": "class", "widths": (32, 64, 96), "blocks": (1, 1, 1), "attention": (False, False, True),
@@ -89,11 +89,8 @@ def main() -> None:
     model_config, training = {**MODEL, **json.loads(args.model)}, {**TRAINING, **json.loads(args.train)}
     trained, steps = train_for("diffusion", str(corpus), run, args.seconds, args.threads, model_config, training)
     model = genlab.load(run / "model")
-    sound, samples = read_sound_config(model.config.sound)
-    wanted = np.repeat(np.arange(len(classes)), args.samples)
-    images, sampled = class_samples(model, wanted, args.steps, args.guidance)
-    waves = griffin_lim(from_image(images, sound), sound, samples)
-    results["genlab_diffusion"] = {**judge(waves, classes[wanted], sound.sample_rate),
+    wanted, waves, sampled = class_samples(model, args.samples, args.steps, args.guidance)
+    results["genlab_diffusion"] = {**judge(waves, classes[wanted], data.sample_rate),
                                    "train_seconds": round(trained, 1), "train_steps": steps,
                                    "sample_seconds": round(sampled, 1), "parameters": model.num_parameters(),
                                    "model": model_config, "training": training, "samples_per_pitch": args.samples,

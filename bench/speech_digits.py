@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import class_samples, command, diffusion_arguments, griffin_lim, machine, train_for, write
+from common import class_samples, command, diffusion_arguments, griffin_lim, machine, sound_of, train_for, write
 
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data import load_data  # noqa: E402
-from genlab.data.spectrogram import MelSettings, MelSpectrogram, from_image, read_sound_config  # noqa: E402
+from genlab.data.spectrogram import MelSettings, MelSpectrogram, read_sound_config  # noqa: E402
 from genlab.data.speech import make_spoken_digits  # noqa: E402
 from genlab.metrics.speech import DigitRecogniser, Whisper, digit_of  # noqa: E402
 
@@ -81,9 +81,8 @@ def editing(model, data, classes: np.ndarray, judges: dict, n: int, gap: float) 
                        for i in range(0, len(images), 50)])
 
     def heard(batch: torch.Tensor, wanted: np.ndarray) -> dict:
-        waves = griffin_lim(from_image(batch, settings), settings, samples)
-        return {name: judged["recognised"] for name, judged in judge(waves, classes[wanted], settings.sample_rate,
-                                                                       judges).items()}
+        return {name: judged["recognised"] for name, judged in judge(sound_of(batch, model), classes[wanted],
+                                                                       settings.sample_rate, judges).items()}
 
     return {"clips": len(clips), "gap_seconds": gap, "gap_frames": int(mask[0, 0, 0].sum()),
             "gap_left_silent": heard(gapped, digits), "gap_inpainted": heard(inpainted, digits),
@@ -135,11 +134,8 @@ def main() -> None:
         run = work / f"run-{int(time.time())}"
         trained, steps = train_for("diffusion", str(corpus), run, args.seconds, args.threads, model_config, training)
     model = genlab.load(run / "model")
-    sound_settings, samples = read_sound_config(model.config.sound)
-    wanted = np.repeat(np.arange(len(classes)), args.samples)
-    images, sampled = class_samples(model, wanted, args.steps, args.guidance)
-    waves = griffin_lim(from_image(images, sound_settings), sound_settings, samples)
-    results["genlab_diffusion"] = {**judge(waves, classes[wanted], sound_settings.sample_rate, judges),
+    wanted, waves, sampled = class_samples(model, args.samples, args.steps, args.guidance)
+    results["genlab_diffusion"] = {**judge(waves, classes[wanted], data.sample_rate, judges),
                                    "train_seconds": round(trained, 1), "train_steps": steps,
                                    "sample_seconds": round(sampled, 1),
                                    "parameters": model.num_parameters(), "model": model_config, "training": training,

@@ -34,7 +34,7 @@ from common import command, machine, write
 
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data.audio import read_audio, resample  # noqa: E402
-from genlab.data.spectrogram import MelSpectrogram  # noqa: E402
+from genlab.data.spectrogram import voice  # noqa: E402
 from genlab.data.speech import DIGITS, fortune_sentences, make_tts_corpus, phonemes, speak  # noqa: E402
 from genlab.engine.finetune import finetune  # noqa: E402
 from genlab.files import load_torch_file  # noqa: E402
@@ -54,18 +54,14 @@ def held_out_texts(digit_strings: int, sentences: int, taken: set[str], seed: in
     return texts + [("sentence", s) for s in pool[-sentences:]]
 
 
-def speak_all(model, vocoder, texts: list[tuple[str, str]], voice: str) -> tuple[list[np.ndarray], float]:
-    """genlab's waveforms of the texts (flite's phones for `voice` -> the TTS model -> the vocoder or Griffin-Lim 32),
-    and the seconds it took."""
-    inverse = MelSpectrogram(model.settings)
+def speak_all(model, vocoder, texts: list[tuple[str, str]], speaker: str) -> tuple[list[np.ndarray], float]:
+    """genlab's waveforms of the texts (flite's phones for `speaker` -> the TTS model -> the vocoder or Griffin-Lim
+    32), and the seconds it took."""
     waves = []
     start = time.perf_counter()
     for _, text in texts:
-        log_mel = model.synthesize([phonemes(text, voice)])[0][None]
-        with torch.no_grad():
-            wave = vocoder.vocode(log_mel) if vocoder else inverse.invert(log_mel,
-                                                                          generator=torch.Generator().manual_seed(0))
-        waves.append(wave[0].numpy())
+        log_mel = model.synthesize([phonemes(text, speaker)])[0][None]
+        waves.append(voice(log_mel, model.settings, vocoder)[0].numpy())
     return waves, time.perf_counter() - start
 
 

@@ -304,19 +304,16 @@ def _voice(log_mel: torch.Tensor, settings: Any, vocoder: str | None, length: in
            whose: str) -> tuple[torch.Tensor, str]:
     """Waveforms (B, samples) from log-mel spectrograms made with `settings`: by the vocoder run `vocoder`, which
     must have been trained on the same settings, or by Griffin-Lim from a seeded phase; and how, in words."""
-    from genlab.data.spectrogram import MelSpectrogram
+    from genlab.data.spectrogram import voice
 
     if vocoder is None:
-        with torch.no_grad():
-            waves = MelSpectrogram(settings).invert(log_mel, length=length,
-                                                    generator=torch.Generator().manual_seed(seed))
-        return waves, "phase by Griffin-Lim"
-    voice, _ = _load_run(vocoder, record=False)
-    need(voice, Vocoder, vocoder)
-    if voice.settings != settings:
+        return voice(log_mel, settings, None, length, seed), "phase by Griffin-Lim"
+    voiced, _ = _load_run(vocoder, record=False)
+    need(voiced, Vocoder, vocoder)
+    if voiced.settings != settings:
         raise ConfigError(f"the vocoder {vocoder} was trained on other spectrogram settings than {whose}",
                           "train the vocoder on sound at the same sample rate, or leave --vocoder out")
-    return voice.vocode(log_mel, length=length), f"vocoder {vocoder}"
+    return voice(log_mel, settings, voiced, length), f"vocoder {vocoder}"
 
 
 def _save_sounds(model: Any, images: torch.Tensor, folder: Path, nrow: int | None, seed: int,

@@ -123,6 +123,16 @@ class MelSpectrogram(torch.nn.Module):
         return self.istft(magnitude * angles, length)
 
 
+def voice(log_mel: torch.Tensor, settings: MelSettings, vocoder: Any = None, length: int | None = None,
+          seed: int = 0) -> torch.Tensor:
+    """Waveforms (B, samples) of log-mel spectrograms made with `settings`: by a learned vocoder (a model with
+    `vocode`, trained on the same settings) or, without one, by Griffin-Lim from a phase seeded by `seed`."""
+    if vocoder is not None:
+        return vocoder.vocode(log_mel, length=length)
+    with torch.no_grad():
+        return MelSpectrogram(settings).invert(log_mel, length=length, generator=torch.Generator().manual_seed(seed))
+
+
 def to_image(log_mel: torch.Tensor, settings: MelSettings) -> torch.Tensor:
     """(B, n_mels, T) log-mel -> (B, 1, n_mels, T) uint8, the highest band in row 0."""
     low = math.log(settings.floor)

@@ -30,7 +30,7 @@ FAMILIES: dict[str, Family] = {
     "rnn": Family("genlab.models.lm.rnn:RNN", "LSTM language model: text from a prompt"),
     "gpt": Family("genlab.models.lm.gpt:GPT", "transformer language model: text, pre-train then fine-tune"),
     "tabular": Family("genlab.models.tabular.model:Tabular", "synthetic rows of a table (TVAE)"),
-    "vocoder": Family("genlab.models.vocoder:HiFiGAN", 
+    "vocoder": Family("genlab.models.vocoder:HiFiGAN",
                       "learned vocoder: mel spectrograms to sound (Vocos or HiFi-GAN generator)"),
     "tts": Family("genlab.models.tts:FastSpeech", "text-to-speech: phones to mel spectrograms (FastSpeech)"),
 }

@@ -34,10 +34,9 @@ through the resolutions' disagreement. The Fourier generator's phases are also p
 own before the inverse STFT mixes them with the magnitudes (`phase_weight`, APNet's anti-wrapped losses on the
 phase, group delay and instantaneous frequency). APNet's log-magnitude loss against the real STFT was tried
 and left out: its median-seeking L1 lowers the energy of peaky (harmonic) bands, and the mel-cepstral
-distortion rose (docs/audio.md). The
-adversarial terms join after `adversarial_start` steps, as Parallel WaveGAN first trains its generator on
-reconstruction alone: early adversarial gradients against an untrained generator slow the reconstruction a CPU
-budget can afford.
+distortion rose (docs/audio.md). The adversarial terms join after `adversarial_start` steps, as Parallel
+WaveGAN first trains its generator on reconstruction alone: early adversarial gradients against an untrained
+generator slow the reconstruction a CPU budget can afford.
 
 Training draws random `segment`-sample windows of the training clips (aligned to the hop) and computes their
 log-mel spectrograms with the same settings the image families' spectrograms use (genlab.data.spectrogram).
@@ -281,6 +280,12 @@ class Critics(nn.Module):
         return out
 
 
+def to_length(wave: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, length) samples: `wave` cut, or padded with silence (the Fourier generator makes (T - 1) x hop samples
+    of T frames, the upsampling one T x hop)."""
+    return F.pad(wave, (0, max(0, length - wave.shape[1])))[:, :length]
+
+
 def anti_wrapped(x: torch.Tensor) -> torch.Tensor:
     """|x| of a phase difference taken to (-pi, pi]: how far apart two angles are, whatever their wrapping."""
     return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
@@ -348,9 +353,7 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
             wave = self.generator(log_mel.to(self.mel.filters.device)).clamp(-1, 1)
         finally:
             self.train(was_training)
-        if length:
-            wave = F.pad(wave, (0, max(0, length - wave.shape[1])))[:, :length]
-        return wave
+        return to_length(wave, length) if length else wave
 
     def train_step(self, batch: Any, update, step: int) -> dict[str, torch.Tensor]:
         """The discriminators' LSGAN update on real windows against generated ones (once adversarial), then the
@@ -370,7 +373,7 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
                 out["phase"] = phase_term.detach()
         else:
             fake = self.generator(log_mel)
-        fake = F.pad(fake[:, : real.shape[1]], (0, max(0, real.shape[1] - fake.shape[1])))
+        fake = to_length(fake, real.shape[1])
         adversarial = step >= c.adversarial_start
         if adversarial:
             d_loss = fake.new_zeros(())
@@ -402,6 +405,5 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         """Validation: the STFT loss of the generator's waveform for held-out windows, and the log-mel L1."""
         real = batch[0]
         log_mel = self.mel(real)
-        fake = self.generator(log_mel)[:, : real.shape[1]]
-        fake = F.pad(fake, (0, real.shape[1] - fake.shape[1]))
+        fake = to_length(self.generator(log_mel), real.shape[1])
         return {"loss": stft_loss(fake, real), "mel_l1": (self.mel(fake) - log_mel).abs().mean()}

@@ -270,17 +270,11 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[tup
     pngs = [to_png(image) for image in images]
     if not served.sound:
         return [(png, None) for png in pngs]
-    from genlab.data.spectrogram import MelSpectrogram, from_image, read_sound_config
+    from genlab.data.spectrogram import from_image, read_sound_config, voice
 
     settings, samples = read_sound_config(served.sound)
-    log_mel = from_image(images, settings)
-    voice = options.get("voice")
-    if voice is not None:
-        waves = voice.model.vocode(log_mel, length=samples)
-    else:
-        with torch.no_grad():
-            waves = MelSpectrogram(settings).invert(log_mel, length=samples,
-                                                    generator=torch.Generator().manual_seed(options["seed"]))
+    vocoder = options.get("voice")
+    waves = voice(from_image(images, settings), settings, vocoder and vocoder.model, samples, options["seed"])
     job.check()
     return [(png, to_wav(wave, settings.sample_rate)) for png, wave in zip(pngs, waves, strict=True)]
 
@@ -296,21 +290,15 @@ def to_wav(wave: torch.Tensor, sample_rate: int) -> bytes:
 def speak_wav(job: Job, served: Served, options: dict[str, Any]) -> bytes:
     """Run on a worker: the text spoken by a text-to-speech model (flite's phones in), voiced by a served vocoder
     (`options["voice"]`, a Served) or by Griffin-Lim (None), as a 16-bit WAV file."""
-
-    from genlab.data.spectrogram import MelSpectrogram
+    from genlab.data.spectrogram import voice
     from genlab.data.speech import phonemes
 
     job.check()
     model = served.model
     log_mel = model.synthesize([phonemes(options["input"])], pace=1.0 / options["speed"])[0][None]
     job.check()
-    voice = options["voice"]
-    if voice is not None:
-        wave = voice.model.vocode(log_mel)[0]
-    else:
-        with torch.no_grad():
-            wave = MelSpectrogram(model.settings).invert(log_mel, generator=torch.Generator().manual_seed(0))[0]
-    return to_wav(wave, model.settings.sample_rate)
+    vocoder = options["voice"]
+    return to_wav(voice(log_mel, model.settings, vocoder and vocoder.model)[0], model.settings.sample_rate)
 
 
 def edit_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:
