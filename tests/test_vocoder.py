@@ -37,20 +37,61 @@ def test_the_upsampling_generator_makes_hop_samples_per_frame_and_the_config_mus
         VocoderConfig(segment=1024)
 
 
-def test_the_fourier_generator_makes_one_centred_frame_per_hop_and_pads_to_a_length():
+@pytest.mark.parametrize("phase", ["griffin-lim", "learned"])
+def test_the_fourier_generator_makes_one_centred_frame_per_hop_and_pads_to_a_length(phase):
     torch.manual_seed(0)
-    model = tiny(generator="fourier", width=16, layers=2)
-    wave = model.vocode(torch.randn(2, 80, 9) - 5)
+    model = tiny(generator="fourier", width=16, layers=2, phase=phase)
+    assert model.is_game() == (phase == "learned") and (model.discriminator is None) == (phase == "griffin-lim")
+    log_mel = torch.randn(2, 80, 9) - 5
+    wave = model.vocode(log_mel)
     assert wave.shape == (2, 8 * 256) and wave.abs().max() <= 1  # frames centred on 0, 256, ..., 8 x 256
+    assert torch.equal(wave, model.vocode(log_mel))  # the same spectrogram always sounds the same
     longer = model.vocode(torch.randn(1, 80, 9) - 5, length=3000)
     assert longer.shape == (1, 3000) and not longer[0, 2048:].any()
     with pytest.raises(ConfigError, match="too small"):
         VocoderConfig(width=4)
+    with pytest.raises(ConfigError, match="iterations"):
+        VocoderConfig(iterations=0)
+
+
+def test_a_magnitude_generator_starts_at_the_pseudo_inverse_and_learns_a_tones_magnitudes():
+    torch.manual_seed(0)
+    model = tiny(generator="fourier", width=32, layers=2)
+    wave = torch.from_numpy(np.stack([tone(440, 2304 / 16_000, 16_000)] * 2))
+    log_mel = model.mel(wave)
+    start, _ = model.generator.frames(log_mel)  # the head starts at zero: the prior, the filterbank's pseudo-inverse
+    prior = torch.clamp(model.mel.magnitude(log_mel), min=model.settings.floor).log()
+    assert torch.allclose(start, prior.clamp(max=np.log(100.0)), atol=1e-4)
+    optimiser = torch.optim.Adam(model.generator.parameters(), 3e-3)
+    first = model.loss((wave,))
+    for _ in range(60):
+        out = model.loss((wave,))
+        optimiser.zero_grad()
+        out["loss"].backward()
+        optimiser.step()
+    last = model.loss((wave,))
+    assert last["spectral_convergence"] < 0.5 * first["spectral_convergence"] and last["loss"] < first["loss"]
+
+
+def test_a_vocoder_saved_before_the_phase_choice_loads_as_the_learned_phase_it_was(tmp_path):
+    import json
+
+    from genlab.models.persist import save_pretrained
+
+    model = tiny(generator="fourier", width=16, layers=1, phase="learned")
+    save_pretrained(model, tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["config"]["phase"], config["config"]["iterations"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = genlab.load(tmp_path / "old")
+    assert loaded.config.phase == "learned" and loaded.is_game()
+    log_mel = torch.randn(1, 80, 9) - 5
+    assert torch.equal(loaded.vocode(log_mel), model.vocode(log_mel))
 
 
 def test_reconstruction_alone_teaches_the_fourier_generator_a_tone():
     torch.manual_seed(0)
-    model = tiny(generator="fourier", width=32, layers=2, adversarial_start=10**6)
+    model = tiny(generator="fourier", width=32, layers=2, phase="learned", adversarial_start=10**6)
     optimiser = torch.optim.Adam(model.generator.parameters(), 3e-3)
 
     def update(loss, player):

@@ -65,7 +65,8 @@ DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets an
               "check": Verb("genlab.cli.verbs:data_check",
                             "counts, shapes, classes, column kinds, sound files' rates and lengths, bad files"),
               "make": Verb("genlab.cli.verbs:data_make",
-                           "make a dataset offline: spoken digits or a TTS corpus (flite), notes (FluidSynth)")}
+                           "make a dataset offline: spoken digits or a TTS corpus (flite), notes (FluidSynth), "
+                           "shapes (captioned scenes)")}
 RUN_OPTIONS = ("data", "out", "resume", "from_study", "trial", "data_max_bad_fraction", "config")
 
 

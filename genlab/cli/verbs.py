@@ -132,7 +132,8 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False,
 
 def data_make(what: str, out: str | None = None, per_class: int = 100, voices: str = "slt,kal16,awb,rms",
               instruments: str = "piano,guitar,violin,flute", pitches: str = "48-72", velocities: str = "80,120",
-              seconds: float = 1.0, digit_strings: int = 500, sentences: int = 500, seed: int = 0) -> None:
+              seconds: float = 1.0, digit_strings: int = 500, sentences: int = 500, n: int = 10_000, size: int = 32,
+              objects: str = "1-3", hold_out: str = "", seed: int = 0) -> None:
     """Make a dataset offline.
 
     spoken-digits: each digit's word spoken by Debian's flite synthesiser in several voices, each clip with its
@@ -140,10 +141,13 @@ def data_make(what: str, out: str | None = None, per_class: int = 100, voices: s
     by FluidSynth with a General MIDI soundfont, every instrument at every velocity for each pitch, as
     OUT/PITCH/INSTRUMENT-VELOCITY.wav (NSynth's shape; the MIDI pitch is the class). tts-corpus: digit strings and
     sentences from Debian's fortunes spoken by one flite voice, LJSpeech's layout (wavs/ID.wav, metadata.csv) with
-    flite's phone alignment of each utterance (alignment.jsonl).
+    flite's phone alignment of each utterance (alignment.jsonl). shapes: scenes of coloured circles, squares and
+    triangles with their objects and captions (genlab.data.shapes), as OUT/{train,test,heldout}/NNNNNN.png with a
+    metadata.jsonl in each (Hugging Face ImageFolder's layout) and OUT/shapes.json; genlab.metrics.shapes scores
+    whether an image shows what a caption asks.
 
     Args:
-        what: the dataset to make: spoken-digits, notes or tts-corpus.
+        what: the dataset to make: spoken-digits, notes, tts-corpus or shapes.
         out: the folder to write (default: the dataset's name).
         per_class: spoken-digits: clips of each digit.
         voices: spoken-digits: flite voices, comma-separated, taken in turn (flite -lv lists them); tts-corpus:
@@ -155,7 +159,13 @@ def data_make(what: str, out: str | None = None, per_class: int = 100, voices: s
         seconds: notes: how long each note is held (its release rings on).
         digit_strings: tts-corpus: utterances of 3-6 digit words.
         sentences: tts-corpus: sentences of 4-16 words from the fortune files.
-        seed: spoken-digits: the seed of each clip's rate and pitch; tts-corpus: of the digits and sentences.
+        n: shapes: scenes in train/ and test/ (test/ a tenth of them).
+        size: shapes: the images' width and height in pixels (32-256).
+        objects: shapes: how many objects a scene holds, a range (1-3) or one count (2).
+        hold_out: shapes: (colour, shape) pairs no train or test scene holds, comma-separated ("red circle,blue
+            square"); heldout/ holds scenes with them.
+        seed: spoken-digits: the seed of each clip's rate and pitch; tts-corpus: of the digits and sentences;
+            shapes: of every scene.
     """
     if what == "spoken-digits":
         from genlab.data.speech import make_spoken_digits
@@ -186,8 +196,19 @@ def data_make(what: str, out: str | None = None, per_class: int = 100, voices: s
         print(f"wrote {digit_strings + sentences:,} utterances of flite's {voice} voice with their phone alignment to "
               f"{folder}")
         return
+    if what == "shapes":
+        from genlab.data.shapes import make_shapes
+
+        low, _, high = objects.partition("-")
+        if not (low.strip().isdigit() and (high.strip().isdigit() or not high)):
+            raise ConfigError(f"--objects {objects} is not a count or a range of counts", "e.g. --objects 1-3")
+        pairs = tuple(tuple(pair.split()) for pair in hold_out.split(",") if pair.strip())
+        folder = make_shapes(Path(out or what), n, size, (int(low), int(high or low)), pairs, seed=seed)
+        held = f" (heldout/ holds scenes with {hold_out})" if pairs else ""
+        print(f"wrote {n:,} scenes of shapes to {folder}{held} (check them: genlab data check {folder})")
+        return
     raise ConfigError(f"genlab data make {what}: there is no such dataset",
-                      "genlab data make spoken-digits, notes or tts-corpus")
+                      "genlab data make spoken-digits, notes, tts-corpus or shapes")
 
 
 def reference(data: str, retrain: bool = False) -> None:

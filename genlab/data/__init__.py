@@ -1,7 +1,7 @@
 """The data layer: `load_data(spec)` turns a registered name or a path into arrays or text.
 
 Names resolve cache -> system copy -> download (see `registry.py`); paths may be a
-folder of images (class subfolders become labels), a folder of sound files (WAV,
+folder of images (class subfolders become labels), a shapes set (genlab.data.shapes), a folder of sound files (WAV,
 FLAC, OGG; genlab.data.audio), a text file or folder of text files, a JSONL file of
 conversations (genlab.data.chat), or a table (CSV, TSV, Parquet; genlab.data.tables). Every result carries a
 `DataReport` of what was found.
@@ -20,6 +20,7 @@ from genlab.data.chat import CHAT_SUFFIXES, ChatData, load_chat
 from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
 from genlab.data.loader import BatchLoader
 from genlab.data.registry import DATASETS, load_registered
+from genlab.data.shapes import is_shapes_folder, load_shapes
 from genlab.data.tables import TABLE_SUFFIXES, TableData, load_table
 from genlab.data.text import load_text
 from genlab.data.tts import is_tts_corpus, load_tts_corpus
@@ -49,7 +50,9 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             return load_tts_corpus(path, max_bad_fraction=max_bad_fraction)
         if path.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*") if p.is_file()):
             return load_audio_folder(path, max_bad_fraction=max_bad_fraction, refresh=refresh)
-        if path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
+        if path.is_dir() and is_shapes_folder(path):
+            data = load_shapes(path, image_size)
+        elif path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
             data = load_image_folder(path, image_size, max_bad_fraction=max_bad_fraction, refresh=refresh)
         else:
             data = load_text(path, max_bad_fraction=max_bad_fraction)

@@ -70,6 +70,10 @@ class ImageData:
     classes: tuple[str, ...]
     report: DataReport
     sound: str = ""  # spectrograms of sound: their settings (genlab.data.spectrogram.sound_config); "" for images
+    # (train, test): every caption and every object ({"shape", "colour", "size", "x", "y"}) of each image, for
+    # sets that have them (genlab.data.shapes)
+    captions: tuple[list[list[str]], list[list[str]]] | None = None
+    objects: tuple[list[list[dict]], list[list[dict]]] | None = None
 
     kind = "image"
 

