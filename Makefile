@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	  $(PIP) install -q "torch==$(TORCH_VERSION)" 2>/dev/null \
 	  || $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,style]"
 	@$(PY) -m compileall -q genlab  # bytecode up front: a verb then starts without compiling genlab's modules
 	@touch $(STAMP)
 

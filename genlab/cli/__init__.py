@@ -59,6 +59,8 @@ VERBS: dict[str, Verb] = {
     "edit": Verb("genlab.cli.verbs:edit",
                  "edit an image or a clip of sound with a diffusion model: image-to-image, inpainting, a morph"),
     "reference": Verb("genlab.cli.verbs:reference", "train (once) the reference classifier behind FD-genlab"),
+    "style": Verb("genlab.cli.verbs:style", "restyle a photo after a style image (Gatys, or a trained AdaIN model)"),
+    "style-train": Verb("genlab.cli.verbs:style_train", "train a feed-forward AdaIN style-transfer model"),
     "serve": Verb("genlab.serve:serve", "serve models over HTTP (OpenAI-shaped API) with a web page"),
 }
 DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets and where they resolve"),

@@ -379,15 +379,15 @@ RECIPES: dict[str, Recipe] = {
                       "model.n_embd": {"choices": [96, 128, 192]},
                       "model.muon_lr_ratio": {"low": 5.0, "high": 20.0, "log": True}}),
     # HiFi-GAN's optimiser (AdamW, betas 0.8, 0.99, weight decay 0.01) at Vocos's peak rate (5e-4; HiFi-GAN's 2e-4
-    # learned the Fourier generator slower in 300 s pilots), batches of 8 windows on a CPU
+    # learned the Fourier generator slower in 300 s pilots), batches of 8 windows on a CPU; the search space holds
+    # the Fourier generator's size, which both of its phases have
     "vocoder": VocoderRecipe(
         defaults={"lr": 5e-4, "betas": (0.8, 0.99), "weight_decay": 0.01, "batch_size": 8, "max_steps": 20000,
                   "warmup_steps": 0, "grad_clip": 0.0, "val_every": 500, "val_batches": 4, "sample_every": 10**9,
                   "log_every": 50},
         search_space={"train.lr": {"low": 1e-4, "high": 1e-3, "log": True},
-                      "model.channels": {"choices": [64, 128, 256]},
-                      "model.stft_weight": {"low": 10.0, "high": 100.0, "log": True},
-                      "model.adversarial_start": {"choices": [0, 1000, 5000]}}),
+                      "model.width": {"choices": [128, 256, 384]},
+                      "model.layers": {"choices": [4, 8, 12]}}),
     # FastSpeech's optimiser scaled to a CPU: Adam 1e-3 with warm-up, batches of 16 utterances
     "tts": SpeechRecipe(
         defaults={"lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 0.0, "batch_size": 16, "max_steps": 5000,

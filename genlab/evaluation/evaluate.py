@@ -349,17 +349,21 @@ def model_figures(model, data, seed: int) -> list[tuple[torch.Tensor, int, str]]
             figures.append((line, 9, f"{a} to {b}: the middle image is the latent midpoint"))
     if isinstance(model, ImageSampler) and model.config.condition != "none":
         c = model.config
-        labels = torch.arange(c.num_classes).repeat_interleave(10)
+        labels, prompts = torch.arange(c.num_classes).repeat_interleave(10), None
         caption = "one row per class: " + ", ".join(c.class_names)
-        if c.condition == "text":
+        if c.condition == "text" and getattr(c, "example_prompts", ()):  # trained on captions: some of them
+            rows = list(c.example_prompts[:8])
+            labels, prompts = None, [p for p in rows for _ in range(10)]
+            caption = "one row per prompt: " + ", ".join(repr(p) for p in rows)
+        elif c.condition == "text":
             from genlab.models.diffusion.text import class_prompt
 
             caption = "one row per prompt: " + ", ".join(repr(class_prompt(name)) for name in c.class_names)
         # a fast sampler where the family has a choice (diffusion: DPM-Solver++, 20 steps)
         fast = {k: v for k, v in {"sampler": "dpm++", "steps": 20}.items()
                 if k in {f.name for f in dataclasses.fields(model.sample_options)}}
-        images = model.sample(len(labels), labels=labels, generator=torch.Generator().manual_seed(seed),
-                              options=model.sample_options(**fast))
+        images = model.sample(len(prompts or labels), labels=labels, prompt=prompts,
+                              generator=torch.Generator().manual_seed(seed), options=model.sample_options(**fast))
         figures.append((images, 10, caption))
     if isinstance(model, Translator):
         grid, n = translation_grid(model, data.test_x[:16])

@@ -182,9 +182,14 @@ class ImageModel(GenerativeModel):
 def class_labels(config: Any, labels: Any, n: int) -> torch.Tensor | None:
     """Class indices (n,) from ints or class names (one for all n, or one each) for a model whose config has
     `condition` "class" (or "text", whose captions come from class names); None for an unconditional model.
-    No labels: cycle through the classes."""
-    if config.condition not in ("class", "text"):
+    No labels: cycle through the classes. A text model trained on captions of each image (`example_prompts`)
+    takes prompts, not labels: None."""
+    prompts = getattr(config, "example_prompts", ())
+    if config.condition not in ("class", "text") or (config.condition == "text" and prompts):
         if labels is not None:
+            if prompts:
+                raise ConfigError("this model was trained on captions and takes a prompt, not labels",
+                                  f"e.g. --prompt {prompts[0]!r}")
             raise ConfigError("this model is unconditional and takes no labels", "drop --label")
         return None
     if labels is None:

@@ -1,0 +1,446 @@
+"""Neural style transfer on EfficientNet-Lite0 features: Gatys optimisation and a feed-forward AdaIN model.
+
+A photo takes on the look of a style image (a painting, a texture) when, in the feature space of a
+network trained on natural images, its activations keep the photo's layout at one depth while their
+second-order statistics at several depths match the style image's.
+
+- `Gatys`: Gatys, Ecker and Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
+  The output's pixels are optimised (L-BFGS or Adam, a fixed number of steps) to match the content
+  image's features at one depth (eq. 1) and the style image's Gram matrices at several (eq. 3-5).
+- `AdaINStylizer`: Huang and Belongie, "Arbitrary Style Transfer in Real-time with Adaptive Instance
+  Normalization", ICCV 2017. A frozen encoder, AdaIN (the content features' channel means and standard
+  deviations replaced by the style's, eq. 8), and a decoder trained to turn that target back into pixels
+  whose features match it (content loss, eq. 12) and whose feature statistics at several depths match the
+  style's (style loss, eq. 13). One forward pass per image, for any style image.
+
+Both read genlab.metrics.features' EfficientNet-Lite0 (VGG-19's weights are on no package index). Its
+stages end in residual sums of linear bottlenecks, whose activations are peaky (low entropy); Wang, Li and
+Vasconcelos, "Rethinking and Improving the Robustness of Image Style Transfer", CVPR 2021, show that the
+statistics of such features stylise poorly, and that a softmax transform of the activations (SWAG)
+restores their entropy and with it the stylisation. `swag` takes the softmax over channels at each
+position, at a temperature in units of the layer's standard deviation (Lite0's shallow stages reach
++-80, where a unit temperature would give one-hot vectors), before Gram matrices or means and deviations
+are taken; the content loss and AdaIN read the raw features. `temperature=0` turns SWAG off.
+
+Images cross this module as floats in [0, 1], (B, 3, H, W); `load_stylizer` / `save_pretrained` keep an
+AdaIN model as config.json + model.safetensors (the decoder: the encoder is the pip package's, shared).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.config import from_dict, to_dict, validate
+from genlab.errors import ConfigError, GenlabError, UnsafeFileError
+from genlab.metrics.features import CHANNELS, STRIDES, check_layers, efficientnet_features
+
+log = logging.getLogger(__name__)
+
+STYLE_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the stem (ReLU6) carries colour best
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+KIND, FORMAT_VERSION = "adain-style", 1
+
+
+# -- statistics -----------------------------------------------------------------------------------
+
+
+def swag(features: torch.Tensor, temperature: float, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Wang et al.'s softmax transform over channels, (B, C, H, W) -> (B, C, H, W), at `temperature` x `scale`
+    (the layer's standard deviation); times C so that the values average 1 and Gram entries stay O(1)."""
+    if temperature <= 0:
+        return features
+    return features.shape[1] * torch.softmax(features / (temperature * scale), dim=1)
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrices (B, C, C) of features (B, C, H, W), averaged over positions (Gatys eq. 3)."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (h * w)
+
+
+def mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's mean and standard deviation over positions, each (B, C, 1, 1)."""
+    mean = features.mean(dim=(2, 3), keepdim=True)
+    return mean, (features.var(dim=(2, 3), keepdim=True, unbiased=False) + eps).sqrt()
+
+
+def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Huang and Belongie eq. 8: the content features normalised per channel, then given the style's channel means
+    and deviations. (B, C, H, W) and (B, C, h, w) -> (B, C, H, W)."""
+    c_mean, c_std = mean_std(content, eps)
+    s_mean, s_std = mean_std(style, eps)
+    return (content - c_mean) / c_std * s_std + s_mean
+
+
+def as_rgb(images: torch.Tensor, what: str) -> torch.Tensor:
+    """A batch (B, 3, H, W) or one image (3, H, W) as float in [0, 1] (uint8 is divided by 255); anything else is a
+    ConfigError naming the fix."""
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ConfigError(f"the {what} image has shape {tuple(images.shape)}; style transfer takes RGB images "
+                          "(B, 3, H, W)", "convert grey or RGBA images to RGB (genlab's verbs do)")
+    if min(images.shape[-2:]) < 16:
+        raise ConfigError(f"the {what} image is {images.shape[-2]}x{images.shape[-1]}: too small for the features",
+                          "give images of at least 16x16 (32x32 or more stylises better)")
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float().clamp(0, 1)
+
+
+# -- Gatys: optimise the pixels -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GatysOptions:
+    """How Gatys optimisation stylises: the layers, the weights and the optimiser."""
+
+    steps: int = 150
+    """optimiser steps (L-BFGS: function evaluations)"""
+    content_layer: str = "stage3"
+    """the depth whose features keep the content image's layout"""
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    """the depths whose Gram matrices carry the style"""
+    style_weight: float = 100.0
+    """style against content: both losses are relative squared errors, so 1 weighs them alike"""
+    temperature: float = 1.0
+    """SWAG's softmax temperature in units of each layer's standard deviation (0: raw features, no softmax)"""
+    tv_weight: float = 1.0
+    """total variation of the pixels: damps the high-frequency noise pixel optimisation leaves (Mahendran and
+    Vedaldi 2015; Johnson et al. 2016)"""
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    """L-BFGS, as Gatys et al., or Adam"""
+    lr: float = 0.02
+    """Adam's step on pixels in [0, 1] (L-BFGS takes unit steps)"""
+    init: Literal["content", "noise"] = "content"
+    """where the output starts: the content image (keeps it more faithfully) or noise"""
+
+    def __post_init__(self):
+        validate(self)
+        check_layers((self.content_layer, *self.style_layers))
+        if min(self.steps, self.style_weight, self.temperature, self.tv_weight) < 0 or self.lr <= 0:
+            raise ConfigError("steps, style_weight, temperature and tv_weight must be >= 0 and lr > 0",
+                              "e.g. steps=150, style_weight=100, temperature=1, tv_weight=1, lr=0.02")
+
+
+class Gatys:
+    """The Gatys objective for one content and one style image; `run` optimises an output image against it."""
+
+    def __init__(self, content: torch.Tensor, style: torch.Tensor, options: GatysOptions | None = None):
+        self.options = o = options or GatysOptions()
+        self.content, style = as_rgb(content, "content"), as_rgb(style, "style")
+        if self.content.shape[0] != 1 or style.shape[0] != 1:
+            raise ConfigError("Gatys optimisation stylises one content image with one style image",
+                              "call it once per pair")
+        self.net = efficientnet_features("lite0", str(self.content.device))
+        with torch.no_grad():
+            self.target = self.net(self.content, (o.content_layer,))[o.content_layer]
+            feats = self.net(style, o.style_layers)
+            # SWAG's temperature scale per layer is the style's: one fixed transform for the target and the output
+            self.scales = {name: f.std() for name, f in feats.items()}
+            self.grams = {name: gram(swag(f, o.temperature, self.scales[name])) for name, f in feats.items()}
+            # total variation relative to the content's own, as the other losses are relative
+            self.tv_scale = self.content.diff(dim=-1).abs().mean() + self.content.diff(dim=-2).abs().mean() + 1e-3
+
+    def losses(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Content, style and total loss of `image` (1, 3, H, W) in [0, 1]: relative squared errors, so that
+        the style weight means the same at any temperature and layer."""
+        o = self.options
+        feats = self.net(image, (o.content_layer, *o.style_layers))
+        content = F.mse_loss(feats[o.content_layer], self.target) / self.target.pow(2).mean()
+        style = sum(F.mse_loss(gram(swag(feats[name], o.temperature, self.scales[name])), g) / g.pow(2).mean()
+                    for name, g in self.grams.items()) / len(self.grams)
+        tv = (image.diff(dim=-1).abs().mean() + image.diff(dim=-2).abs().mean()) / self.tv_scale
+        return {"content": content, "style": style, "tv": tv,
+                "loss": content + o.style_weight * style + o.tv_weight * tv}
+
+    def run(self, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The stylised image (1, 3, H, W) in [0, 1] after `steps` (default the options') optimiser steps."""
+        o = self.options
+        steps = o.steps if steps is None else steps
+        start = self.content if o.init == "content" else torch.rand(self.content.shape, generator=generator)
+        image = start.clone().requires_grad_(True)
+        if o.optimizer == "adam":
+            optimizer = torch.optim.Adam([image], lr=o.lr)
+            for _ in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                self.losses(image)["loss"].backward()
+                optimizer.step()
+                with torch.no_grad():
+                    image.clamp_(0, 1)
+            return image.detach()
+        if steps == 0:
+            return image.detach()
+        # L-BFGS counts function evaluations; one `step` call runs up to max_iter of them. The pixels are clamped
+        # to [0, 1] inside the objective (a projection L-BFGS does not know about would break its line search).
+        optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=steps, max_eval=steps, history_size=20,
+                                      tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = self.losses(image.clamp(0, 1))["loss"]
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return image.detach().clamp(0, 1)
+
+
+def gatys(content: torch.Tensor, style: torch.Tensor, options: GatysOptions | None = None,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Stylise one content image with one style image by Gatys optimisation: (1, 3, H, W) in [0, 1]."""
+    return Gatys(content, style, options).run(generator=generator)
+
+
+# -- AdaIN: a trained decoder ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaINConfig:
+    """A feed-forward AdaIN model: the encoder depth, the decoder's widths and the training losses' weights."""
+
+    depth: Literal["stage2", "stage3", "stage4"] = "stage3"
+    """the encoder depth where AdaIN mixes content and style (stage3: 40 channels at 1/8 of the size)"""
+    widths: tuple[int, ...] = (128, 64, 32)
+    """decoder channels after each 2x upsampling, one per halving of the encoder (stage2: 2, stage3: 3, stage4: 4)"""
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    """the depths whose SWAG statistics (means and deviations) the style loss matches"""
+    style_weight: float = 3.0
+    """style loss against content loss"""
+    temperature: float = 1.0
+    """SWAG's softmax temperature in units of each layer's standard deviation (0: raw features)"""
+
+    def __post_init__(self):
+        validate(self)
+        check_layers(self.style_layers)
+        levels = int(math.log2(STRIDES[self.depth]))
+        if len(self.widths) != levels or min(self.widths) < 1:
+            raise ConfigError(f"widths {self.widths}: depth {self.depth} halves the image {levels} times, so the "
+                              f"decoder needs {levels} positive widths", f"e.g. widths={decoder_widths(self.depth)}")
+        if self.style_weight < 0 or self.temperature < 0:
+            raise ConfigError("style_weight and temperature must be >= 0", "e.g. style_weight=3, temperature=1")
+
+
+def decoder_widths(depth: str) -> tuple[int, ...]:
+    """The default decoder widths for an encoder depth: 32 channels at full size, twice as many at each halving up
+    to 128 (stage3: (128, 64, 32))."""
+    levels = int(math.log2(STRIDES[depth]))
+    return tuple(min(128, 32 * 2 ** (levels - 1 - i)) for i in range(levels))
+
+
+def _conv(cin: int, cout: int) -> nn.Conv2d:
+    # reflection padding, as AdaIN's decoder: zero padding leaves dark borders on stylised images
+    return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
+
+
+class AdaINStylizer(nn.Module):
+    """Huang and Belongie's feed-forward style transfer on EfficientNet-Lite0: any content, any style, one pass."""
+
+    def __init__(self, config: AdaINConfig | None = None):
+        super().__init__()
+        self.config = c = config or AdaINConfig()
+        layers: list[nn.Module] = [_conv(CHANNELS[c.depth], c.widths[0]), nn.ReLU()]
+        width = c.widths[0]
+        for w in c.widths:  # the encoder's halvings mirrored: upsample, then two convolutions
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), _conv(width, w), nn.ReLU(), _conv(w, w), nn.ReLU()]
+            width = w
+        layers.append(_conv(width, 3))  # pixels in [0, 1], unbounded while training (clamped when stylising)
+        self.decoder = nn.Sequential(*layers)
+
+    @property
+    def encoder(self):
+        # the pip package's frozen network, shared and kept out of this model's weights (and of .train())
+        return efficientnet_features("lite0", str(self.decoder[0].weight.device))
+
+    def decode(self, target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        # "same" padding rounds each halving up, so the decoder's output covers the image: crop it to `size`
+        return self.decoder(target)[..., : size[0], : size[1]]
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """Unclamped stylised images (B, 3, H, W) of content (B, 3, H, W) and style (B or 1, 3, h, w) in [0, 1];
+        `alpha` in [0, 1] blends the AdaIN target with the content's own features (Huang and Belongie eq. 14)."""
+        depth = self.config.depth
+        f_content = self.encoder(content, (depth,))[depth]
+        target = adain(f_content, self.encoder(style, (depth,))[depth])
+        target = alpha * target + (1 - alpha) * f_content
+        return self.decode(target, content.shape[-2:])
+
+    @torch.no_grad()
+    def stylize(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """Content (B, 3, H, W) in the style of `style` (one image, or one per content image): floats in [0, 1] or
+        uint8 in; floats in [0, 1] out, the content's size."""
+        if not 0 <= alpha <= 1:
+            raise ConfigError(f"alpha = {alpha} must be in [0, 1]", "1 is full style, 0 the content as it is")
+        content, style = as_rgb(content, "content"), as_rgb(style, "style")
+        if style.shape[0] not in (1, content.shape[0]):
+            raise ConfigError(f"{style.shape[0]} style images for {content.shape[0]} content images",
+                              "give one style image, or one per content image")
+        return self(content, style, alpha).clamp(0, 1)  # one style image is encoded once, its statistics broadcast
+
+    def loss(self, content: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Huang and Belongie's training objective on a batch of (content, style) pairs in [0, 1]: the decoded
+        image's features against the AdaIN target (eq. 12) plus the style weight times the squared differences of
+        SWAG-transformed channel means and deviations across the style layers (eq. 13), each relative to the
+        style's own, so that every layer counts alike."""
+        c = self.config
+        depth = c.depth
+        with torch.no_grad():
+            style_feats = self.encoder(style, (depth, *c.style_layers))
+            target = adain(self.encoder(content, (depth,))[depth], style_feats[depth])
+            style_feats = {name: style_feats[name] for name in c.style_layers}
+            scales = {n: f.std(dim=(1, 2, 3), keepdim=True) for n, f in style_feats.items()}  # per image
+            style_stats = {n: mean_std(swag(f, c.temperature, scales[n])) for n, f in style_feats.items()}
+        out = self.decode(target, content.shape[-2:])
+        feats = self.encoder(out, (depth, *c.style_layers))
+        content_loss = F.mse_loss(feats[depth], target) / target.pow(2).mean()
+        style_loss = out.new_zeros(())
+        for name, (s_mean, s_std) in style_stats.items():
+            mean, std = mean_std(swag(feats[name], c.temperature, scales[name]))
+            norm = (s_mean.pow(2) + s_std.pow(2)).mean()
+            style_loss = style_loss + (F.mse_loss(mean, s_mean) + F.mse_loss(std, s_std)) / norm
+        style_loss = style_loss / len(style_stats)
+        return {"loss": content_loss + c.style_weight * style_loss, "content": content_loss, "style": style_loss}
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | Path, card: dict[str, object] | None = None) -> Path:
+        """config.json, model.safetensors (the decoder) and a README.md card, each written atomically."""
+        from safetensors.torch import save_model
+
+        from genlab import __version__
+        from genlab.files import atomic_path, atomic_write
+
+        folder = Path(folder)
+        with atomic_path(folder / WEIGHTS_FILE) as tmp:
+            save_model(self, str(tmp), metadata={"kind": KIND, "format": str(FORMAT_VERSION)})
+        meta = {"kind": KIND, "format": FORMAT_VERSION, "genlab_version": __version__, "config": to_dict(self.config)}
+        atomic_write(folder / CONFIG_FILE, json.dumps(meta, indent=2))
+        lines = ["# genlab AdaIN style-transfer model", "",
+                 "Huang and Belongie's AdaIN on EfficientNet-Lite0 features (docs/style-transfer.md).", "",
+                 f"- decoder parameters: {sum(p.numel() for p in self.parameters()):,}"]
+        lines += [f"- {k}: {v}" for k, v in (card or {}).items()]
+        lines += ["", "```", f"genlab style CONTENT.png --style STYLE.png --method adain --model {folder}", "```", ""]
+        atomic_write(folder / CARD_FILE, "\n".join(lines))
+        return folder
+
+
+def load_stylizer(folder: str | Path, device: str = "cpu") -> AdaINStylizer:
+    """An AdaIN model from a folder written by `save_pretrained` (or `genlab style-train`), never unpickling."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    from genlab.files import refuse_pickle
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise GenlabError(f"{folder} has no {CONFIG_FILE}: it is not an AdaIN style model",
+                          "pass the folder genlab style-train wrote (--out), or use --method gatys, which needs none")
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text())
+        kind, config = meta["kind"], from_dict(AdaINConfig, meta["config"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ConfigError) as error:
+        raise UnsafeFileError(f"{folder / CONFIG_FILE} is not an AdaIN style model's config ({error})",
+                              "train one with genlab style-train") from None
+    if kind != KIND or not isinstance(meta.get("format"), int) or meta["format"] > FORMAT_VERSION:
+        raise UnsafeFileError(f"{folder} holds a {kind!r} model of format {meta.get('format')}, not an {KIND} model "
+                              f"of format {FORMAT_VERSION} or older", "train one with genlab style-train")
+    model = AdaINStylizer(config)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise GenlabError(f"{folder} has no {WEIGHTS_FILE}", "train the model again with genlab style-train")
+    refuse_pickle(weights)
+    try:
+        missing, unexpected = load_model(model, weights, strict=False, device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise UnsafeFileError(f"{weights} is corrupt or truncated: {error}", "train the model again") from None
+    if missing or unexpected:
+        raise UnsafeFileError(f"{weights} does not match its config: missing {sorted(missing)[:5]}, unexpected "
+                              f"{sorted(unexpected)[:5]}", "use the config.json that came with the weights")
+    return model.to(device).eval()
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def resize_short_side(image: np.ndarray | torch.Tensor, side: int, what: str = "content") -> torch.Tensor:
+    """One image (3, H, W) or (1, 3, H, W), uint8 or [0, 1], as float (1, 3, h, w) in [0, 1] whose short side is
+    `side`: features are read at a scale, so content, style and training crops are brought to the same one."""
+    x = as_rgb(image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image)), what)  # a copy
+    scale = side / min(x.shape[-2:])
+    size = (max(side, round(x.shape[-2] * scale)), max(side, round(x.shape[-1] * scale)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _prepared(images: Sequence[np.ndarray | torch.Tensor], short_side: int, what: str) -> list[torch.Tensor]:
+    if not len(images):
+        raise ConfigError(f"no {what} images to train on", f"give a folder with at least one {what} image")
+    return [resize_short_side(image, short_side, what)[0] for image in images]
+
+
+def _crops(images: list[torch.Tensor], n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """n random size x size crops (B, 3, size, size) of randomly chosen images, half of them mirrored."""
+    out = []
+    for i in torch.randint(len(images), (n,), generator=generator).tolist():
+        image = images[i]
+        top = int(torch.randint(image.shape[1] - size + 1, (1,), generator=generator))
+        left = int(torch.randint(image.shape[2] - size + 1, (1,), generator=generator))
+        crop = image[:, top : top + size, left : left + size]
+        out.append(crop.flip(-1) if torch.rand((), generator=generator) < 0.5 else crop)
+    return torch.stack(out)
+
+
+Images = Sequence[np.ndarray | torch.Tensor]
+
+
+def fit(model: AdaINStylizer, contents: Images, styles: Images,
+        steps: int = 2000, batch_size: int = 8, crop: int = 128, short_side: int = 256, lr: float = 1e-3,
+        max_seconds: float | None = None, seed: int = 0, log_every: int = 100) -> list[dict[str, float]]:
+    """Train the decoder on random crops of the content and style images (uint8 or [0, 1] arrays (3, H, W)):
+    AdamW with a cosine decay over `steps`, stopping early after `max_seconds`. Returns the logged losses.
+
+    The encoder stays frozen (its weights are ImageNet's and are not saved); the crops are drawn from a generator
+    seeded with `seed`, so that a run is repeatable on one machine."""
+    if steps < 1 or batch_size < 1 or crop < 16 or crop > short_side:
+        raise ConfigError(f"steps={steps}, batch_size={batch_size}, crop={crop}, short_side={short_side}",
+                          "give steps and batch_size >= 1 and 16 <= crop <= short_side")
+    generator = torch.Generator().manual_seed(seed)
+    contents, styles = _prepared(contents, short_side, "content"), _prepared(styles, short_side, "style")
+    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    model.train()
+    history, start = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        losses = model.loss(_crops(contents, batch_size, crop, generator), _crops(styles, batch_size, crop, generator))
+        if not torch.isfinite(losses["loss"]):
+            from genlab.errors import NonFiniteLossError
+
+            raise NonFiniteLossError(f"the AdaIN loss became {losses['loss'].item()} at step {step}",
+                                     "lower --lr or --style-weight")
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        schedule.step()
+        elapsed = time.perf_counter() - start
+        done = step == steps or (max_seconds is not None and elapsed >= max_seconds)
+        if step % log_every == 0 or step == 1 or done:
+            history.append({"step": step, "seconds": round(elapsed, 2), **{k: v.item() for k, v in losses.items()}})
+            log.info("style step %d: loss %.4f (content %.4f, style %.4f)", step, *(history[-1][k] for k in
+                                                                                 ("loss", "content", "style")))
+        if done:
+            break
+    return history
+
+
+__all__ = ["AdaINConfig", "AdaINStylizer", "Gatys", "GatysOptions", "adain", "decoder_widths", "fit", "gatys", "gram",
+           "load_stylizer", "mean_std", "resize_short_side", "swag"]
