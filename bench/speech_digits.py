@@ -14,7 +14,11 @@ digits, judged by two speech recognisers nobody here wrote, beside the teacher's
    classifier-free guidance `--guidance`), each turned into a waveform by Griffin-Lim (32 iterations).
 4. Judges (genlab.metrics.speech): PocketSphinx with a grammar of the ten digit words, and Whisper tiny.en
    (faster-whisper, int8); a clip counts when the digit it is heard as is the one asked for.
-5. Editing (`genlab edit`'s paths), on `--edits` held-out clips: a gap of `--gap` seconds in the middle of each
+5. genlab's own measure (as `genlab eval` gives it for a model of sound): the reference classifier genlab trains on
+   the corpus's spectrogram images (`genlab reference`), its classifier score and class accuracy and FD-genlab
+   against the held-out clips' spectrograms, for the samples and for the teacher through Griffin-Lim, each
+   re-analysed from its waveform, beside the held-out clips' own. Labelled genlab's: it is not FAD.
+6. Editing (`genlab edit`'s paths), on `--edits` held-out clips: a gap of `--gap` seconds in the middle of each
    clip (where the centred word is) silenced, then inpainted by the model (RePaint, DDIM 25 steps, 2 passes, the
    clip's digit as the label): heard as the right digit, against the gapped clip left silent; and image-to-image
    toward the next digit ((d + 1) mod 10, strength 0.7): heard as the new digit.
@@ -53,6 +57,26 @@ def judge(waves: np.ndarray, digits: np.ndarray, rate: int, judges: dict) -> dic
         out[name] = {"recognised": round(float(right.mean()), 4),
                      "per_digit": {str(d): round(float(right[digits == d].mean()), 3) for d in np.unique(digits)}}
     return out
+
+
+def classifier_figures(reference, real: np.ndarray, waves: np.ndarray | None, labels: np.ndarray, settings) -> dict:
+    """Step 5 for clips `waves` (None: the held-out clips themselves) of class indices `labels`: their log-mel
+    spectrogram images through the reference classifier, against the held-out clips' images `real`."""
+    from genlab.data.spectrogram import to_image
+    from genlab.metrics.images import class_accuracy, classifier_score, fd_genlab, kid_genlab
+
+    if waves is None:  # the held-out clips: their score and accuracy (a Frechet distance to themselves is 0)
+        _, probs = reference.embed(real)
+        return {"classifier_score": round(classifier_score(probs), 3),
+                "class_accuracy": round(class_accuracy(probs, torch.as_tensor(labels)), 4)}
+    with torch.no_grad():
+        images = to_image(MelSpectrogram(settings)(torch.from_numpy(np.asarray(waves, np.float32))), settings)
+    real_features, _ = reference.embed(real)
+    features, probs = reference.embed(images)
+    return {"fd_genlab": round(fd_genlab(real_features, features), 3),
+            "kid_genlab": round(kid_genlab(real_features, features)[0], 4),
+            "classifier_score": round(classifier_score(probs), 3),
+            "class_accuracy": round(class_accuracy(probs, torch.as_tensor(labels)), 4)}
 
 
 def editing(model, data, classes: np.ndarray, judges: dict, n: int, gap: float) -> dict:
@@ -115,8 +139,8 @@ def main() -> None:
     settings = MelSettings(sample_rate=data.sample_rate)
     results["teacher"] = judge(data.test_x, truth, data.sample_rate, judges)
     teacher_mel = MelSpectrogram(settings)(torch.from_numpy(data.test_x))
-    results["teacher_griffin_lim"] = judge(griffin_lim(teacher_mel, settings, data.test_x.shape[1]), truth,
-                                           data.sample_rate, judges)
+    teacher_waves = griffin_lim(teacher_mel, settings, data.test_x.shape[1])
+    results["teacher_griffin_lim"] = judge(teacher_waves, truth, data.sample_rate, judges)
     print(f"teacher: {results['teacher']}\nteacher through Griffin-Lim: {results['teacher_griffin_lim']}", flush=True)
 
     model_config, training = {**MODEL, **json.loads(args.model)}, {**TRAINING, **json.loads(args.train)}
@@ -142,6 +166,19 @@ def main() -> None:
                                    "samples_per_digit": args.samples, "steps": args.steps, "guidance": args.guidance,
                                    "run": str(run)}
     print(f"genlab diffusion: {results['genlab_diffusion']}", flush=True)
+
+    from genlab.data.spectrogram import spectrogram_images
+    from genlab.metrics.reference import reference_classifier
+
+    spectrograms = spectrogram_images(data, settings)
+    reference = reference_classifier(spectrograms, progress=False)
+    real = spectrograms.test_x
+    results["genlab_reference_classifier"] = {
+        "reference_accuracy": round(float(reference.accuracy), 4),
+        "held_out_clips": classifier_figures(reference, real, None, data.test_y, settings),
+        "teacher_griffin_lim": classifier_figures(reference, real, teacher_waves, data.test_y, settings),
+        "genlab_diffusion": classifier_figures(reference, real, waves, wanted, settings)}
+    print(f"reference classifier: {results['genlab_reference_classifier']}", flush=True)
     if args.edits:
         results["genlab_editing"] = editing(model, data, classes, judges, args.edits, args.gap)
         print(f"genlab editing: {results['genlab_editing']}", flush=True)
