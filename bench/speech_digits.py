@@ -121,6 +121,8 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=100, help="held-out clips the editing part uses (0: none)")
     parser.add_argument("--gap", type=float, default=0.15, help="seconds inpainted in each clip's middle")
     parser.add_argument("--run", default=None, help="judge this trained run instead of training one")
+    parser.add_argument("--reference-steps", type=int, default=None,
+                        help="the reference classifier's least updates (default genlab reference's; smoke tests: few)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,10 +170,11 @@ def main() -> None:
     print(f"genlab diffusion: {results['genlab_diffusion']}", flush=True)
 
     from genlab.data.spectrogram import spectrogram_images
-    from genlab.metrics.reference import reference_classifier
+    from genlab.metrics.reference import ReferenceConfig, reference_classifier
 
     spectrograms = spectrogram_images(data, settings)
-    reference = reference_classifier(spectrograms, progress=False)
+    steps = {} if args.reference_steps is None else {"min_steps": args.reference_steps}
+    reference = reference_classifier(spectrograms, ReferenceConfig(**steps), progress=False)
     real = spectrograms.test_x
     results["genlab_reference_classifier"] = {
         "reference_accuracy": round(float(reference.accuracy), 4),
