@@ -83,25 +83,25 @@ def validation_indices(n: int, fraction: float = 0.05, cap: int = 5000) -> tuple
     return order[n_val:], order[:n_val]
 
 
-def split_validation(data, fraction: float = 0.05, cap: int = 5000) -> tuple[tuple, tuple]:
+def split_validation(data, fraction: float = 0.05, cap: int = 5000, rows: bool = False) -> tuple[tuple, tuple]:
     """Hold out a fixed slice of the training split for validation; the test split stays for evaluation.
-    A fraction of 0 holds out nothing."""
+    A fraction of 0 holds out nothing. Each part is (images, labels), and with `rows` each image's row in the
+    training split too (data with captions of each image: the model looks its captions up by it)."""
     train, val = validation_indices(len(data.train_x), fraction, cap)
 
-    def as_tensor(a):
-        return torch.from_numpy(np.ascontiguousarray(a))
+    def part(indices: np.ndarray) -> tuple[torch.Tensor, ...]:
+        tensors = (torch.from_numpy(np.ascontiguousarray(data.train_x[indices])),
+                   torch.from_numpy(np.ascontiguousarray(data.train_y[indices])))
+        return (*tensors, torch.from_numpy(indices.astype(np.int64))) if rows else tensors
 
-    return (as_tensor(data.train_x[train]), as_tensor(data.train_y[train])), (
-        as_tensor(data.train_x[val]),
-        as_tensor(data.train_y[val]),
-    )
+    return part(train), part(val)
 
 
 def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int],
-                  holdout: float = 0.05) -> tuple[BatchLoader, BatchLoader | None]:
-    """(images uint8, labels) batches: shuffled and resumable for training, in order for validation
-    (None when `holdout` is 0: the model trains on the whole training split)."""
-    train, val = split_validation(data, holdout)
+                  holdout: float = 0.05, rows: bool = False) -> tuple[BatchLoader, BatchLoader | None]:
+    """(images uint8, labels) batches, and each image's row with `rows`: shuffled and resumable for training,
+    in order for validation (None when `holdout` is 0: the model trains on the whole training split)."""
+    train, val = split_validation(data, holdout, rows=rows)
     return (BatchLoader(train, batch_size, seed=seed, position=position),
             BatchLoader(val, batch_size, shuffle=False, drop_last=False) if holdout > 0 else None)
 

@@ -92,7 +92,11 @@ class MelSpectrogram(torch.nn.Module):
         return torch.istft(spectrum, s.n_fft, s.hop, window=self.window, center=True, length=length)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.clamp(self.filters @ self.stft(wave).abs(), min=self.settings.floor))
+        return self.log_mel(self.stft(wave).abs())
+
+    def log_mel(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """The log-mel spectrogram of STFT magnitudes (B, n_fft // 2 + 1, T), floored at `floor`."""
+        return torch.log(torch.clamp(self.filters @ magnitude, min=self.settings.floor))
 
     def magnitude(self, log_mel: torch.Tensor) -> torch.Tensor:
         """Linear magnitudes (B, n_fft // 2 + 1, T) whose mel bands best match exp(log_mel), clipped at 0."""

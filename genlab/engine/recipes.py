@@ -113,19 +113,10 @@ class DiffusionRecipe(Recipe):
         draws one of that image's captions for it (`Diffusion.use_captions`)."""
         if model.config.condition != "text" or not getattr(data, "captions", None):
             return super().loaders(model, data, train, position)
-        import numpy as np
-
-        from genlab.data.loader import BatchLoader, validation_indices
+        from genlab.data.loader import image_loaders
 
         model.use_captions(data.captions[0])
-        fit, val = validation_indices(len(data.train_x), train.holdout)
-
-        def part(rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-            return (torch.from_numpy(np.ascontiguousarray(data.train_x[rows])), torch.from_numpy(data.train_y[rows]),
-                    torch.from_numpy(np.asarray(rows, dtype=np.int64)))
-
-        return (BatchLoader(part(fit), train.batch_size, seed=train.seed, position=position),
-                BatchLoader(part(val), train.batch_size, shuffle=False, drop_last=False) if len(val) else None)
+        return image_loaders(data, train.batch_size, train.seed, position, train.holdout, rows=True)
 
     def callbacks(self, model: Any, data: Any, train: Any) -> list[Any]:
         from genlab.engine.callbacks import EMAUpdate

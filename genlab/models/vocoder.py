@@ -393,7 +393,8 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
                 wave = self.mel.griffin_lim(magnitude, self.config.iterations, generator=seed)
         finally:
             self.train(was_training)
-        return to_length(wave.clamp(-1, 1), length) if length else wave.clamp(-1, 1)
+        wave = wave.clamp(-1, 1)
+        return to_length(wave, length) if length else wave
 
     def train_step(self, batch: Any, update, step: int) -> dict[str, torch.Tensor]:
         """The discriminators' LSGAN update on real windows against generated ones (once adversarial), then the
@@ -401,7 +402,8 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         matching)."""
         real = batch[0]
         with torch.no_grad():
-            log_mel = self.mel(real)
+            spectrum = self.mel.stft(real)  # once: its magnitudes make the input, its angles the phase target
+            log_mel = self.mel.log_mel(spectrum.abs())
         c = self.config
         out: dict[str, torch.Tensor] = {}
         phase_term = None
@@ -409,7 +411,7 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
             log_magnitude, phase = self.generator.frames(log_mel)
             fake = self.generator.synthesise(log_magnitude, phase)
             if c.phase_weight:
-                phase_term = phase_loss(phase, self.mel.stft(real).angle())
+                phase_term = phase_loss(phase, spectrum.angle())
                 out["phase"] = phase_term.detach()
         else:
             fake = self.generator(log_mel)
@@ -448,8 +450,8 @@ class HiFiGAN(GenerativeModel, TwoPlayerGame, Vocoder):
         real = batch[0]
         if not self.is_game():
             magnitude = self.mel.stft(real).abs()
-            log_mel = torch.log(torch.clamp(self.mel.filters @ magnitude, min=self.settings.floor))
-            return magnitude_loss(self.generator.frames(log_mel)[0], magnitude, self.settings.floor)
+            return magnitude_loss(self.generator.frames(self.mel.log_mel(magnitude))[0], magnitude,
+                                  self.settings.floor)
         log_mel = self.mel(real)
         fake = to_length(self.generator(log_mel), real.shape[1])
         return {"loss": stft_loss(fake, real), "mel_l1": (self.mel(fake) - log_mel).abs().mean()}

@@ -206,6 +206,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             self.register_buffer("text_center", torch.zeros(c.text_dim))
             self.register_buffer("text_scale", torch.tensor(c.text_dim**0.5))
         self._bank: CaptionBank | None = None  # text models: the captions training draws from
+        self._empty: torch.Tensor | None = None  # attending models: the empty prompt's pieces, made once
         self._text_fitted = False  # pooled text models: caption statistics set for this training
 
     @classmethod
@@ -337,7 +338,9 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
     def _null_condition(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """What classifier-free guidance trained as "no condition": the empty prompt's pieces, or a zero vector."""
         if self.attends:
-            return self.encode_prompts([""]).expand(n, -1, -1).to(device)
+            if self._empty is None:  # every training step asks for it: tokenised once
+                self._empty = self.encode_prompts([""])
+            return self._empty.expand(n, -1, -1).to(device)
         return torch.zeros(n, self.config.text_dim, device=device)
 
     def _training_condition(self, labels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -386,9 +389,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             labels = class_labels(c, labels, n)
             return table[labels.to(table.device)], table[c.num_classes].expand(n, -1)
         if prompt is None and self.captioned:  # no prompt: the training captions kept with the model, in turn
-            if labels is not None:
-                raise ConfigError("this model was trained on captions and takes a prompt, not labels",
-                                  f"e.g. --prompt {c.example_prompts[0]!r}")
+            class_labels(c, labels, n)  # refuses labels with a clear error
             prompt = [c.example_prompts[i % len(c.example_prompts)] for i in range(n)]
         elif prompt is None:  # no prompt: the class captions, cycled or as asked by labels
             from genlab.models.diffusion.text import class_prompt
