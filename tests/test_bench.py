@@ -155,3 +155,18 @@ def test_the_style_benchmark_runs_at_tiny_settings_and_writes_its_figures(tmp_pa
         assert figures["style_loss_efficientnet_lite1_mean"] > 0
     assert all(seconds > 0 for seconds in results["genlab"]["adain"]["stylise_256x256_seconds"].values())
     assert results["anchor"]["style_loss_efficientnet_lite1_mean"] > 0
+
+
+def test_the_colourise_benchmark_runs_at_tiny_settings_and_writes_its_figures(tmp_path):
+    out = tmp_path / "colourise.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "colourise.py"), "--smoke", "--threads", "1",
+                    "--work", str(tmp_path / "work"), "--out", str(out)], check=True, capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    assert results["budget"]["smoke"] and results["data"]["held_out_scenes"] == 6
+    assert results["real"]["objects_colour_correct"] == 1.0  # the detector reads the real scenes' colours back
+    assert results["grey"]["objects_colour_correct"] == 0.0 and results["grey"]["delta_e_objects"] > 20
+    for name in ("genlab_pix2pix", "l1_regression"):
+        figures = results[name]
+        assert figures["train_steps"] >= 1 and figures["objects"] == results["real"]["objects"]
+        assert 0 <= figures["objects_colour_correct"] <= 1 and figures["psnr_db"] > 5 and figures["delta_e"] >= 0
+    assert Path(results["examples"]).is_file()

@@ -14,7 +14,7 @@ from genlab.config import from_dict
 from genlab.errors import UnsafeFileError
 from genlab.files import load_torch_file as load_checkpoint
 from genlab.models import FAMILIES, get_family
-from genlab.models.base import ImageSampler, TableSampler, TextGenerator, TextToSpeech, Vocoder
+from genlab.models.base import ImageSampler, TableSampler, TextGenerator, TextToSpeech, VideoGenerator, Vocoder
 
 TINY_CONFIGS = {
     "vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "image_size": [8, 8]},
@@ -40,6 +40,8 @@ TINY_CONFIGS = {
         "class_names": ["a", "b", "c"],
         "sample_steps": 4,
     },
+    "video": {"widths": [32, 32], "blocks": [1, 1], "frames": 3, "image_size": [8, 8], "patch": 2,
+              "condition": "class", "num_classes": 3, "class_names": ["a", "b", "c"], "sample_steps": 2},
     "tabular": {"hidden": 8, "latent_dim": 2, "layout": json.dumps({"columns": [
         {"name": "age", "kind": "numeric", "dtype": "int64", "integer": True, "minimum": 18.0, "maximum": 80.0,
          "has_missing": False, "modes": {"means": [30.0, 60.0], "stds": [5.0, 8.0], "weights": [0.6, 0.4]}},
@@ -93,6 +95,9 @@ def test_save_load_identical_outputs(family, tmp_path):
     elif isinstance(model, ImageSampler):
         out_a = model.sample(6, generator=torch.Generator().manual_seed(1))
         out_b = loaded.sample(6, generator=torch.Generator().manual_seed(1))
+    elif isinstance(model, VideoGenerator):
+        out_a = model.sample_video(2, generator=torch.Generator().manual_seed(1))
+        out_b = loaded.sample_video(2, generator=torch.Generator().manual_seed(1))
     elif isinstance(model, TextToSpeech):  # the same phones give the same spectrogram
         out_a, out_b = (m.synthesize([["pau", "f", "ao", "pau"]])[0] for m in (model, loaded))
     elif isinstance(model, Vocoder):  # the same spectrograms give the same sound

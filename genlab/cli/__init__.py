@@ -48,7 +48,8 @@ VERBS: dict[str, Verb] = {
                  "genlab.cli:show_metrics"),
     "compare": Verb("genlab.evaluation.compare:compare", "runs side by side, ranked, with a recommendation per goal",
                     "genlab.evaluation.compare:print_table"),
-    "sample": Verb("genlab.cli.verbs:sample", "draw images from an image model into a PNG grid"),
+    "sample": Verb("genlab.cli.verbs:sample",
+                   "draw images into a PNG grid, rows into a table, or clips into GIF/MP4 files"),
     "generate": Verb("genlab.cli.verbs:generate", "continue a prompt with a language model, streamed"),
     "detect": Verb("genlab.cli.verbs:detect", "anomaly scores of new examples, and a threshold set without labels"),
     "chat": Verb("genlab.cli.verbs:chat", "a conversation with an instruction-tuned language model, streamed"),
@@ -58,6 +59,8 @@ VERBS: dict[str, Verb] = {
     "translate": Verb("genlab.cli.verbs:translate", "translate images with a pix2pix model"),
     "edit": Verb("genlab.cli.verbs:edit",
                  "edit an image or a clip of sound with a diffusion model: image-to-image, inpainting, a morph"),
+    "video": Verb("genlab.cli.verbs:video",
+                  "continue a clip, raise its frame rate or animate a still with a video model (GIF or MP4)"),
     "reference": Verb("genlab.cli.verbs:reference", "train (once) the reference classifier behind FD-genlab"),
     "style": Verb("genlab.cli.verbs:style", "restyle a photo after a style image (Gatys, or a trained AdaIN model)"),
     "style-train": Verb("genlab.cli.verbs:style_train", "train a feed-forward AdaIN style-transfer model"),
@@ -68,7 +71,7 @@ DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets an
                             "counts, shapes, classes, column kinds, sound files' rates and lengths, bad files"),
               "make": Verb("genlab.cli.verbs:data_make",
                            "make a dataset offline: spoken digits or a TTS corpus (flite), notes (FluidSynth), "
-                           "shapes (captioned scenes)")}
+                           "shapes (captioned scenes), moving-fashion (clips)")}
 RUN_OPTIONS = ("data", "out", "resume", "from_study", "trial", "data_max_bad_fraction", "config")
 
 

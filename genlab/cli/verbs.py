@@ -25,12 +25,13 @@ from genlab.models.base import (
     TableSampler,
     TextGenerator,
     Translator,
+    VideoGenerator,
     Vocoder,
     require,
 )
 
 VERB_OF = {ImageSampler: "sample", TableSampler: "sample", TextGenerator: "generate", Reconstructor: "reconstruct",
-           Translator: "translate", Editor: "edit"}  # the verb that uses each capability
+           Translator: "translate", Editor: "edit", VideoGenerator: "video"}  # the verb that uses each capability
 
 
 def need(model, capability: type, run: str) -> None:
@@ -132,8 +133,9 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False,
 
 def data_make(what: str, out: str | None = None, per_class: int = 100, voices: str = "slt,kal16,awb,rms",
               instruments: str = "piano,guitar,violin,flute", pitches: str = "48-72", velocities: str = "80,120",
-              seconds: float = 1.0, digit_strings: int = 500, sentences: int = 500, n: int = 10_000, size: int = 32,
-              objects: str = "1-3", hold_out: str = "", seed: int = 0) -> None:
+              seconds: float = 1.0, digit_strings: int = 500, sentences: int = 500, n: int = 10_000,
+              size: int | None = None, objects: str = "1-3", hold_out: str = "", frames: int = 20, items: int = 2,
+              speed: str = "2-4", seed: int = 0) -> None:
     """Make a dataset offline.
 
     spoken-digits: each digit's word spoken by Debian's flite synthesiser in several voices, each clip with its
@@ -144,10 +146,11 @@ def data_make(what: str, out: str | None = None, per_class: int = 100, voices: s
     flite's phone alignment of each utterance (alignment.jsonl). shapes: scenes of coloured circles, squares and
     triangles with their objects and captions (genlab.data.shapes), as OUT/{train,test,heldout}/NNNNNN.png with a
     metadata.jsonl in each (Hugging Face ImageFolder's layout) and OUT/shapes.json; genlab.metrics.shapes scores
-    whether an image shows what a caption asks.
+    whether an image shows what a caption asks. moving-fashion: clips of Fashion-MNIST garments bouncing in a
+    canvas (Moving MNIST's shape; genlab.data.video), OUT/{train,test}/clips.npy with labels and item tracks.
 
     Args:
-        what: the dataset to make: spoken-digits, notes, tts-corpus or shapes.
+        what: the dataset to make: spoken-digits, notes, tts-corpus, shapes or moving-fashion.
         out: the folder to write (default: the dataset's name).
         per_class: spoken-digits: clips of each digit.
         voices: spoken-digits: flite voices, comma-separated, taken in turn (flite -lv lists them); tts-corpus:
@@ -159,11 +162,16 @@ def data_make(what: str, out: str | None = None, per_class: int = 100, voices: s
         seconds: notes: how long each note is held (its release rings on).
         digit_strings: tts-corpus: utterances of 3-6 digit words.
         sentences: tts-corpus: sentences of 4-16 words from the fortune files.
-        n: shapes: scenes in train/ and test/ (test/ a tenth of them).
-        size: shapes: the images' width and height in pixels (32-256).
+        n: shapes: scenes in train/ and test/ (test/ a tenth of them); moving-fashion: training clips (and a
+            tenth as many test clips).
+        size: shapes: the images' width and height in pixels (32-256, default 32); moving-fashion: the canvas
+            (default 64).
         objects: shapes: how many objects a scene holds, a range (1-3) or one count (2).
         hold_out: shapes: (colour, shape) pairs no train or test scene holds, comma-separated ("red circle,blue
             square"); heldout/ holds scenes with them.
+        frames: moving-fashion: frames per clip.
+        items: moving-fashion: garments per clip (all of the clip's class).
+        speed: moving-fashion: the range of the garments' speeds in pixels per frame.
         seed: spoken-digits: the seed of each clip's rate and pitch; tts-corpus: of the digits and sentences;
             shapes: of every scene.
     """
@@ -203,12 +211,24 @@ def data_make(what: str, out: str | None = None, per_class: int = 100, voices: s
         if not (low.strip().isdigit() and (high.strip().isdigit() or not high)):
             raise ConfigError(f"--objects {objects} is not a count or a range of counts", "e.g. --objects 1-3")
         pairs = tuple(tuple(pair.split()) for pair in hold_out.split(",") if pair.strip())
-        folder = make_shapes(Path(out or what), n, size, (int(low), int(high or low)), pairs, seed=seed)
+        folder = make_shapes(Path(out or what), n, size or 32, (int(low), int(high or low)), pairs, seed=seed)
         held = f" (heldout/ holds scenes with {hold_out})" if pairs else ""
         print(f"wrote {n:,} scenes of shapes to {folder}{held} (check them: genlab data check {folder})")
         return
+    if what == "moving-fashion":
+        from genlab.data.video import make_moving_fashion
+
+        try:
+            low, _, high = speed.partition("-")
+            speeds = (float(low), float(high or low))
+        except ValueError:
+            raise ConfigError(f"--speed {speed} is not a range of pixels per frame", "e.g. --speed 2-4") from None
+        folder = make_moving_fashion(Path(out or what), n, frames, size or 64, items, speeds, seed=seed)
+        print(f"wrote {n:,} training and {max(1, n // 10):,} test clips of moving Fashion-MNIST to {folder} "
+              f"(check them: genlab data check {folder})")
+        return
     raise ConfigError(f"genlab data make {what}: there is no such dataset",
-                      "genlab data make spoken-digits, notes, tts-corpus or shapes")
+                      "genlab data make spoken-digits, notes, tts-corpus, shapes or moving-fashion")
 
 
 def reference(data: str, retrain: bool = False) -> None:
@@ -235,9 +255,9 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
            prompt: str | None = None, nrow: int | None = None, temperature: float | None = None,
            sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
            eta: float | None = None, prompt_prior: float | None = None, where: str | None = None,
-           vocoder: str | None = None) -> None:
-    """Draw n samples from a trained image model and save them as one PNG grid, or n rows from a table model as a
-    CSV (or Parquet) file.
+           vocoder: str | None = None, video_format: str = "gif") -> None:
+    """Draw n samples from a trained image model and save them as one PNG grid, n rows from a table model as a
+    CSV (or Parquet) file, or n clips from a video model as GIF or MP4 files with a PNG grid of their frames.
 
     Args:
         run: a run folder (runs/NAME) or a model folder.
@@ -259,8 +279,17 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
             several values joined by |; = != < <= > >= for numbers and dates; quote a value holding a comma).
         vocoder: sound models: a vocoder run (genlab train vocoder) that turns the spectrograms into sound,
             instead of Griffin-Lim.
+        video_format: video models: gif or mp4 (H.264, needs the imageio-ffmpeg package).
     """
     model, _ = _load_run(run, record=False)
+    if isinstance(model, VideoGenerator):
+        if prompt is not None or where is not None or vocoder is not None or prompt_prior is not None:
+            raise ConfigError("--prompt, --where, --vocoder and --prompt-prior do not apply to a video model",
+                              "a video model takes --n, --label, --seed, --sampler, --steps, --guidance, --out")
+        options = _options(model, {"temperature": temperature, "sampler": sampler, "steps": steps,
+                                   "guidance": guidance})
+        clips = model.sample_video(n, labels=label, generator=torch.Generator().manual_seed(seed), options=options)
+        return _save_clips(model, clips, Path(out or "samples"), video_format, nrow)
     if isinstance(model, TableSampler):
         given = {"label": label, "prompt": prompt, "nrow": nrow, "temperature": temperature, "sampler": sampler,
                  "steps": steps, "guidance": guidance, "eta": eta, "prompt_prior": prompt_prior}
@@ -285,6 +314,77 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
     if sound and not out.lower().endswith((".png", ".jpg", ".jpeg")):
         return _save_sounds(model, images, Path(out), nrow, seed, vocoder)
     print(f"wrote {n} samples to {_save_grid(images, out, nrow)}")
+
+
+def _save_clips(model, clips: torch.Tensor, out: Path, video_format: str, nrow: int | None = None) -> None:
+    """Clips as OUT/NNN.gif (or .mp4) and OUT/frames.png, a grid with a row per clip and a column per frame."""
+    from PIL import Image
+
+    from genlab.data.video import frame_grid, write_video
+
+    if video_format not in ("gif", "mp4"):
+        raise ConfigError(f"--video-format {video_format!r}", "use gif or mp4")
+    if out.suffix.lower() in (".gif", ".mp4") and len(clips) == 1:
+        print(f"wrote {write_video(out, clips[0], model.config.fps)}")
+        return
+    for i, clip in enumerate(clips):
+        write_video(out / f"{i:03d}.{video_format}", clip, model.config.fps)
+    grid = frame_grid(clips[:nrow] if nrow else clips)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(out / "frames.png")
+    print(f"wrote {len(clips)} clips ({video_format}) and frames.png to {out}")
+
+
+def video(run: str, input: str, task: str = "predict", out: str = "video.gif", context: int | None = None,
+          factor: int = 2, label: str | None = None, mean: bool = False, seed: int = 0,
+          sampler: str | None = None, steps: int | None = None, guidance: float | None = None) -> None:
+    """Make a clip from a given one or from a still with a video model: predict what comes next, raise the frame
+    rate, or animate a picture. Writes a GIF or MP4 (by the suffix of --out).
+
+    Args:
+        run: a video run folder (genlab train video) or its model folder.
+        input: a video file (GIF, MP4, ...) for predict and interpolate; an image file for animate.
+        task: predict (the frames after the first --context of the input), interpolate (--factor times the
+            frame rate) or animate (a clip that starts from the image).
+        out: the .gif or .mp4 file to write.
+        context: predict: frames of the input to continue from (default half the model's clip length).
+        factor: interpolate: frames out per frame in (2: twice the frame rate).
+        label: class models: the class of the clip (default: none, the unconditional model).
+        mean: predict and interpolate: the mean of the possible frames (the forecast of least squared error, one
+            network evaluation) instead of one sample.
+        seed: the seed of the random numbers.
+        sampler: ddpm, ddim or dpm++ (default the model's).
+        steps: network evaluations of the sampler (default the model's).
+        guidance: classifier-free guidance scale of class models.
+    """
+    from genlab.data.images import load_image
+    from genlab.data.video import read_clip, write_video
+
+    model, _ = _load_run(run, record=False)
+    need(model, VideoGenerator, run)
+    c = model.config
+    options = _options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "mean": mean or None})
+    kwargs = {"labels": [label] if label is not None else None, "options": options,
+              "generator": torch.Generator().manual_seed(seed)}
+    if label is None and c.condition == "class":
+        kwargs["labels"] = None
+    fps = c.fps
+    if task == "animate":
+        clip = model.animate(torch.from_numpy(load_image(input, c.channels, c.image_size))[None], **kwargs)[0]
+    elif task in ("predict", "interpolate"):
+        frames, fps = read_clip(input, c.channels, c.image_size)
+        frames = torch.from_numpy(frames)[None]
+        if task == "predict":
+            k = c.frames // 2 if context is None else context
+            if not 1 <= k <= len(frames[0]):
+                raise ConfigError(f"--context {k} for an input of {len(frames[0])} frames",
+                                  f"use 1 .. {min(len(frames[0]), c.frames - 1)}")
+            clip = torch.cat([frames[0, :k].float() / 255, model.predict(frames[:, :k], **kwargs)[0]])
+        else:
+            clip = model.interpolate(frames, factor, **kwargs)[0]
+            fps = fps * factor
+    else:
+        raise ConfigError(f"--task {task!r}", "use predict, interpolate or animate")
+    print(f"wrote {len(clip)} frames to {write_video(out, clip, fps)}")
 
 
 def speak(run: str, text: str | None = None, out: str = "speech.wav", vocoder: str | None = None, pace: float = 1.0,

@@ -24,14 +24,16 @@ from genlab.data.shapes import is_shapes_folder, load_shapes
 from genlab.data.tables import TABLE_SUFFIXES, TableData, load_table
 from genlab.data.text import load_text
 from genlab.data.tts import is_tts_corpus, load_tts_corpus
+from genlab.data.video import VideoData, is_video_folder, load_video
 from genlab.errors import DataError
 
 __all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TableData", "TextData", "as_images",
-           "list_datasets", "load_data", "load_image"]
+           "VideoData", "list_datasets", "load_data", "load_image"]
 
 
 def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float = 0.05,
-              refresh: bool = False, schema: str | None = None) -> ImageData | TextData | ChatData | TableData:
+              refresh: bool = False, schema: str | None = None
+              ) -> ImageData | TextData | ChatData | TableData | VideoData:
     """Load a registered dataset by name, or the images, text, conversations or table at a path (`schema`: a
     table's column kinds, genlab.data.tables)."""
     if spec in DATASETS:
@@ -46,6 +48,8 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             return load_table(path, schema=schema)
         if path.is_file() and path.suffix.lower() in CHAT_SUFFIXES:
             return load_chat(path)
+        if path.is_dir() and is_video_folder(path):
+            return load_video(path)
         if path.is_dir() and is_tts_corpus(path):
             return load_tts_corpus(path, max_bad_fraction=max_bad_fraction)
         if path.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.rglob("*") if p.is_file()):

@@ -9,18 +9,23 @@ the data is stored and any image folder works:
 - superres: the image reduced `scale` times by area averaging (each low-resolution pixel is the
   mean of the block it covers, as a camera sensor integrates light). `upscale` (bicubic) brings
   it back to full size: the input of the translation network and the floor it must beat.
+- colourise: the grey image of the same CIE lightness (`genlab.data.colour.grey`: the sRGB encoding of the
+  luminance), which is what a black-and-white photo keeps; the model restores the colour (a, b in Lab) and
+  the grey image itself, with a = b = 0, is the floor it must beat.
 
 All functions take and return float images in [0, 1], shaped (B, C, H, W).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genlab.errors import ConfigError
+from genlab.data.colour import chroma, grey
+from genlab.errors import ConfigError, DataError
 
-TASKS = ("sketch", "superres")
+TASKS = ("sketch", "superres", "colourise")
 
 # Sobel kernels (x: left minus right, y: top minus bottom), normalised so a 0 -> 1 step edge has magnitude 1.
 _SOBEL_X = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4
@@ -61,9 +66,28 @@ def upscale(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def task_input(images: torch.Tensor, task: str, scale: int = 4, threshold: float = 0.25) -> torch.Tensor:
-    """The condition a translation model gets for target `images`: a sketch or a low-resolution image."""
+    """The condition a translation model gets for target `images`: a sketch, a low-resolution image or the grey
+    image."""
     if task == "sketch":
         return sketch(images, threshold)
     if task == "superres":
         return downscale(images, scale)
+    if task == "colourise":
+        if images.shape[1] != 3:
+            raise DataError(f"colourising learns from colour images; these have {images.shape[1]} channel(s)",
+                            "train on colour (RGB) images")
+        return grey(images)
     raise ConfigError(f"unknown translation task {task!r}", f"use one of {', '.join(TASKS)}")
+
+
+def check_colour(images: np.ndarray, name: str, least: float = 0.01, visible: float = 5.0, sample: int = 512) -> None:
+    """Refuse images with no colour to learn: uint8 (N, C, H, W) with one channel, or whose pixels have a chroma
+    above `visible` (C*ab; a difference of 5 is plain to see) in fewer than `least` of them (grey photos saved as
+    RGB, whose JPEG noise leaves a chroma of 1 or 2), judged on `sample` images spread over the set."""
+    fix = "colourising learns from colour images: train on a folder of colour (RGB) pictures"
+    if images.shape[1] != 3:
+        raise DataError(f"{name} is grey ({images.shape[1]} channel); there is no colour to learn", fix)
+    picked = images[np.linspace(0, len(images) - 1, min(sample, len(images))).round().astype(int)]
+    share = (chroma(torch.from_numpy(picked).float() / 255) > visible).float().mean().item()
+    if share < least:
+        raise DataError(f"{name} is grey: {share:.2%} of its pixels show a colour (a chroma above {visible:g})", fix)

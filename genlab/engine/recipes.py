@@ -350,6 +350,14 @@ RECIPES: dict[str, Recipe] = {
                       "model.schedule": {"choices": ["linear", "cosine"]},
                       "model.min_snr_gamma": {"choices": [0.0, 1.0, 5.0]},
                       "model.ema_decay": {"choices": [0.99, 0.999, 0.9995]}}),
+    # the image diffusion recipe at a CPU's batch of clips
+    "video": DiffusionRecipe(
+        defaults={"lr": 5e-4, "batch_size": 8, "max_steps": 4000, "warmup_steps": 100, "schedule": "cosine",
+                  "grad_clip": 1.0, "val_every": 500, "val_batches": 4, "sample_every": 10**9, "log_every": 50},
+        search_space={"train.lr": {"low": 1e-4, "high": 2e-3, "log": True},
+                      "model.widths": {"choices": [[32, 64], [64, 128], [64, 128, 192]]},
+                      "model.mean_share": {"choices": [0.1, 0.25, 0.5]},
+                      "model.ema_decay": {"choices": [0.99, 0.999]}}),
     "rnn": LanguageRecipe(
         defaults={**TEXT_TRAINING, "lr": 4e-3, "warmup_steps": 50, "betas": (0.9, 0.99)},
         search_space={"train.lr": {"low": 1e-3, "high": 2e-2, "log": True},

@@ -212,7 +212,8 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
     if dataset.kind != cls.data_kind and dataset.kind not in cls.also_trains_on:
         example = {"image": "fashion-mnist or a folder of images", "text": "tiny-shakespeare or a text file",
                    "table": "adult or a CSV file", "audio": "a folder of sound files (genlab data make spoken-digits)",
-                   "speech": "a corpus of texts and sound (genlab data make tts-corpus)"}[cls.data_kind]
+                   "speech": "a corpus of texts and sound (genlab data make tts-corpus)",
+                   "video": "a folder of clips (genlab data make moving-fashion)"}[cls.data_kind]
         raise DataError(f"the {family} family trains on {cls.data_kind} data, but --data {data} is "
                         f"{dataset.kind} data",
                         f"pass {cls.data_kind} data such as {example}")

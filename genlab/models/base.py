@@ -16,6 +16,7 @@ capability classes it inherits, one method with one signature each:
 | `ImageLikelihood` | `log_likelihood(images, labels, k=, generator=, data_generator=)`      |
 | `TextLikelihood`  | `log_likelihood(text) -> nats per token, bits per char`                |
 | `AnomalyScorer`   | `anomaly_score(examples, labels=) -> bits per dimension, (B,)`         |
+| `VideoGenerator`  | `sample_video(n, labels=, ...)`, `complete(clips, known, ...)` -> clips in [0, 1] |
 
 Callers (the CLI, `eval`, `compare`, `tune`, the server) dispatch with `isinstance` on these
 classes and `require(model, Capability)`, which names the families that can when one cannot.
@@ -39,7 +40,8 @@ from genlab.errors import ConfigError
 class GenerativeModel(nn.Module):
     family: ClassVar[str]
     Config: ClassVar[type]
-    data_kind: ClassVar[Literal["image", "text", "table"]] = "image"  # what `--data` must be
+    # what `--data` must be
+    data_kind: ClassVar[Literal["image", "text", "table", "audio", "speech", "video"]] = "image"
     also_trains_on: ClassVar[tuple[str, ...]] = ()  # other data kinds it takes (language models: "chat")
 
     def __init__(self, config: Any):
@@ -410,6 +412,25 @@ class TextToSpeech(Capability):
         raise NotImplementedError
 
 
+class VideoGenerator(Capability):
+    """Makes clips (B, T, C, H, W) in [0, 1]: from noise, or around the frames it is given (the first k: animation
+    and prediction; every f-th: frame interpolation)."""
+
+    ability = "generate video"
+    sample_options: ClassVar[type[SampleOptions]] = SampleOptions
+
+    def sample_video(self, n: int, *, labels: Any = None, generator: torch.Generator | None = None,
+                     options: SampleOptions | None = None) -> torch.Tensor:
+        """n clips in [0, 1], (n, T, C, H, W); `labels` as `ImageSampler.sample`'s."""
+        raise NotImplementedError
+
+    def complete(self, clips: torch.Tensor, known: torch.Tensor, *, labels: Any = None,
+                 generator: torch.Generator | None = None, options: SampleOptions | None = None) -> torch.Tensor:
+        """Clips (B, T, C, H, W) in [0, 1] (or uint8) whose frames where `known` (T,) or (B, T) is True are kept
+        and the others made to fit them; returns full clips in [0, 1]."""
+        raise NotImplementedError
+
+
 class AnomalyScorer(Capability):
     """Scores how unlike the training data each example is: its negative log-likelihood per dimension."""
 
@@ -423,7 +444,7 @@ class AnomalyScorer(Capability):
 
 CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Chat, TableSampler, Reconstructor,
                                               Translator, Editor, ImageLikelihood, TextLikelihood, AnomalyScorer,
-                                              Vocoder, TextToSpeech)
+                                              Vocoder, TextToSpeech, VideoGenerator)
 
 
 def require(model: GenerativeModel, capability: type[Capability]) -> None:

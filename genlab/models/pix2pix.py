@@ -1,13 +1,20 @@
 """pix2pix (Isola et al. 2017): image-to-image translation with a U-Net generator and a PatchGAN discriminator.
 
 The pairs come from any image dataset through a task transform (`genlab.data.paired`): edge-map
-sketches -> images, or images reduced `scale` times -> full size (super-resolution). The generator
-sees the condition at full size (the sketch, or the bicubic upscaling of the low-resolution image)
-and emits the image in [-1, 1]; its skip connections carry the input's detail straight to the
-output. The discriminator scores overlapping patches of (condition, image) pairs. The generator's
-loss is the adversarial term plus lambda x L1 to the target (eq. 4, lambda = 100): L1 gets the
-low frequencies right, the discriminator the sharp detail. The adversarial parts (losses,
+sketches -> images, images reduced `scale` times -> full size (super-resolution), or grey images ->
+colour. The generator sees the condition at full size (the sketch, or the bicubic upscaling of the
+low-resolution image) and emits the image in [-1, 1]; its skip connections carry the input's detail
+straight to the output. The discriminator scores overlapping patches of (condition, image) pairs. The
+generator's loss is the adversarial term plus lambda x L1 to the target (eq. 4, lambda = 100): L1 gets
+the low frequencies right, the discriminator the sharp detail. The adversarial parts (losses,
 spectral norm) are genlab.models.adversarial's, the EMA genlab.models.ema's.
+
+A colouriser works in CIE Lab, as Isola et al.'s colourisation results and Zhang et al. 2016 do: the
+generator sees the lightness L and emits only the colour channels ab (the discriminator scores (L, ab)
+pairs), and the translation is L with the predicted ab, so it keeps the grey image's lightness exactly
+and the losses judge colour alone. L1 alone regresses to the mean of the plausible colours, which is
+greyish where colour is ambiguous (Zhang et al.'s point); the adversarial term pushes towards one
+plausible, saturated colour instead.
 
 A translation model makes nothing from noise: it is a `Translator`, not an `ImageSampler`.
 """
@@ -24,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.data.paired import low_resolution_size, task_input, upscale
+from genlab.data.colour import AB_RANGE, lab_to_rgb, lightness, rgb_to_lab
+from genlab.data.paired import check_colour, low_resolution_size, task_input, upscale
 from genlab.errors import ConfigError
 from genlab.metrics.images import psnr
 from genlab.models.adversarial import LossKind, discriminator_loss, generator_loss, gradient_penalty, spectral
@@ -94,8 +102,8 @@ class PatchDiscriminator(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class Pix2PixConfig(ImageConfig):
-    task: Literal["sketch", "superres"] = "sketch"
-    """what the model translates from: an edge-map sketch, or a low-resolution image"""
+    task: Literal["sketch", "superres", "colourise"] = "sketch"
+    """what the model translates from: an edge-map sketch, a low-resolution image, or a grey image (to colour)"""
     scale: int = 4
     """superres: the low-resolution input is H/scale x W/scale"""
     sketch_threshold: float = 0.25
@@ -128,8 +136,8 @@ class Pix2PixConfig(ImageConfig):
 
 
 class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
-    """Image-to-image translation: --model.task sketch (edge maps -> images), or --model.task superres with
-    --model.scale 4."""
+    """Image-to-image translation: --model.task sketch (edge maps -> images), --model.task superres with
+    --model.scale 4, or --model.task colourise (grey -> colour, trained on colour images)."""
 
     family = "pix2pix"
     Config = Pix2PixConfig
@@ -137,15 +145,26 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
     def __init__(self, config: Pix2PixConfig):
         super().__init__(config)
         c = config
-        self.generator = UNet(self.input_shape[0], c.channels, c.widths)
-        self.discriminator = PatchDiscriminator(self.input_shape[0] + c.channels, c.d_widths, c.spectral_norm)
+        if c.task == "colourise" and c.channels != 3:
+            raise ConfigError(f"a colouriser makes colour (3-channel) images, not {c.channels}-channel ones",
+                              "train it on colour images (--model.channels comes from the data)")
+        out = 2 if c.task == "colourise" else c.channels  # a colouriser emits Lab's ab; L is its input
+        self.generator = UNet(self.input_shape[0], out, c.widths)
+        self.discriminator = PatchDiscriminator(self.input_shape[0] + out, c.d_widths, c.spectral_norm)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+
+    @classmethod
+    def config_for_data(cls, config: Pix2PixConfig, data) -> Pix2PixConfig:
+        """The image shape from the data; a colouriser refuses grey data, which has no colour to learn."""
+        if config.task == "colourise":
+            check_colour(data.train_x, data.name)
+        return super().config_for_data(config, data)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of what `translate` takes: a one-channel sketch, or the low-resolution image."""
+        """(C, H, W) of what `translate` takes: a one-channel sketch or grey image, or the low-resolution image."""
         c = self.config
-        if c.task == "sketch":
+        if c.task in ("sketch", "colourise"):
             return (1, *c.image_size)
         return (c.channels, *low_resolution_size(c.image_size, c.scale))
 
@@ -157,8 +176,8 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
     # -- data domain -------------------------------------------------------------------------
 
     def make_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Target images (uint8, or float in [0, 1]) -> the condition its task gives: a sketch or a low-res
-        image."""
+        """Target images (uint8, or float in [0, 1]) -> the condition its task gives: a sketch, a low-res
+        image or the grey image."""
         x = images.float() / 255 if images.dtype == torch.uint8 else images
         self.check_images(x, "target images")
         return task_input(x, self.config.task, self.config.scale, self.config.sketch_threshold)
@@ -170,10 +189,27 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
         return conditions, None
 
     def lift(self, condition: torch.Tensor) -> torch.Tensor:
-        """A condition in [0, 1] -> the network's full-size input in [-1, 1] (bicubic upscaling for superres)."""
+        """A condition in [0, 1] -> the network's full-size input in [-1, 1] (bicubic upscaling for superres; the
+        lightness L / 50 - 1 of a grey image for colourise)."""
+        if self.config.task == "colourise":
+            return lightness(condition) / 50 - 1
         if self.config.task == "superres":
             condition = upscale(condition, self.config.image_size)
         return condition * 2 - 1
+
+    def target(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> what the generator learns to emit, in [-1, 1]: the image, or a colouriser's
+        ab / 110."""
+        if self.config.task == "colourise":
+            return rgb_to_lab(images)[:, 1:] / AB_RANGE
+        return images * 2 - 1
+
+    def image(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The network's input `x` and output `out` -> images in [0, 1]: for a colouriser, the input's L with the
+        predicted ab, brought into the sRGB gamut by reducing chroma (genlab.data.colour.lab_to_rgb), so L is kept."""
+        if self.config.task == "colourise":
+            return lab_to_rgb(torch.cat([(x + 1) * 50, out * AB_RANGE], dim=1))
+        return (out + 1) / 2
 
     # -- training ----------------------------------------------------------------------------
 
@@ -186,7 +222,7 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
         c = self.config
         images, _ = batch
         target = images.float() / 255
-        x, real = self.lift(self.make_input(target)), target * 2 - 1
+        x, real = self.lift(self.make_input(target)), self.target(target)
         fake = self.generator(x)
         d_real, d_fake = self.discriminator(torch.cat([x, x]), torch.cat([real, fake.detach()])).chunk(2)
         d_loss = discriminator_loss(c.loss, d_real, d_fake)
@@ -219,7 +255,7 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
 
     @torch.no_grad()
     def translate(self, conditions: torch.Tensor, chunk: int = 500) -> torch.Tensor:
-        """Conditions (B, *input_shape) in [0, 1] (a sketch, or a low-resolution image) ->
+        """Conditions (B, *input_shape) in [0, 1] (a sketch, a low-resolution image, or a grey image) ->
         images (B, C, H, W) in [0, 1]."""
         if conditions.dim() != 4 or tuple(conditions.shape[1:]) != self.input_shape:
             raise ConfigError(
@@ -228,6 +264,8 @@ class Pix2Pix(ImageModel, TwoPlayerGame, Translator):
                 "pass images of that size (genlab translate resizes files)",
             )
         device = next(self.parameters()).device
-        out = [self.generator_ema(self.lift(conditions[i : i + chunk].to(device).float()))
-               for i in range(0, len(conditions), chunk)]
-        return (torch.cat(out) + 1) / 2
+        out = []
+        for i in range(0, len(conditions), chunk):
+            x = self.lift(conditions[i : i + chunk].to(device).float())
+            out.append(self.image(x, self.generator_ema(x)))
+        return torch.cat(out)

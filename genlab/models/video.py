@@ -1,0 +1,453 @@
+"""Video diffusion: a space-time U-Net that denoises whole clips around the frames it is given.
+
+One model does four jobs (the masked conditional video diffusion of Voleti, Jolicoeur-Martineau and Pal,
+NeurIPS 2022, "MCVD"): each training clip hides a random set of its frames from the network, which sees the
+others clean beside the noisy clip (as extra input channels, with a mask channel) and denoises the hidden ones.
+The sets drawn are the jobs: none known (generation from noise, class-conditional by classifier-free
+guidance), the first k known (k = 1: animating a still; larger k: predicting the next frames) and every f-th
+known (frame interpolation, f = 2 and 4). Sampling runs the image family's samplers (genlab.models.diffusion
+.schedule) over the hidden frames and returns the known ones as given.
+
+The network factorises space and time (Ho et al., "Video Diffusion Models", NeurIPS 2022): every residual
+block and spatial attention works on each frame alone (frames folded into the batch), and temporal attention
+mixes each pixel's features across the frames, with sinusoidal frame positions; the image U-Net's blocks are
+reused as they are. Frames are folded patch x patch into channels first (space-to-depth, as the image U-Net's
+`patch`), which is what makes 20 frames of 64x64 affordable on a CPU.
+
+A forecast scored by squared error is best as the mean of the futures, not one sampled future. The network's
+x0 estimate at the last timestep, where x_T carries no trace of the clip, is that mean: E[x0 | known frames]. So
+a share of the training clips with known frames (`mean_share`) sits at the last timestep with the plain x0
+error (min-SNR's weight is 0 there and would never train it), and `VideoSampleOptions.mean` returns the
+forecast from one network evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import ConfigError
+from genlab.models.base import (
+    ConditionalImageConfig,
+    GenerativeModel,
+    SampleOptions,
+    VideoGenerator,
+    check_count,
+    class_labels,
+)
+from genlab.models.diffusion.schedule import SAMPLERS, NoiseSchedule, sample_loop
+from genlab.models.diffusion.unet import Attention, ResBlock, group_norm, timestep_embedding
+from genlab.models.ema import ema_decay, ema_update
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoConfig(ConditionalImageConfig):
+    FROM_DATA: ClassVar[tuple[str, ...]] = (*ConditionalImageConfig.FROM_DATA, "frames", "fps")
+
+    frames: int = 20
+    """frames per clip (from the data)"""
+    fps: float = 10.0
+    """frames per second of the data, for the files sampling writes (from the data)"""
+    widths: tuple[int, ...] = (64, 128)
+    """U-Net channels per resolution, fine to coarse"""
+    blocks: tuple[int, ...] = (1, 2)
+    """residual blocks per level on the way down (one more on the way up)"""
+    attention: tuple[bool, ...] = (False, True)
+    """spatial self-attention (within each frame) at these levels"""
+    temporal: tuple[bool, ...] = (True, True)
+    """temporal self-attention (across the frames, at each pixel) at these levels"""
+    patch: int = 4
+    """fold patch x patch pixels of each frame into channels before the U-Net"""
+    dropout: float = 0.0
+    """dropout in the residual blocks"""
+    timesteps: int = 1000
+    """diffusion steps T of training (cosine schedule, v prediction)"""
+    min_snr_gamma: float = 5.0
+    """loss weight min(SNR, gamma) / (SNR + 1) (Hang et al. 2023); 0: plain MSE"""
+    ema_decay: float = 0.999
+    """samples come from this moving average of the weights (0: the raw weights)"""
+    cond_drop: float = 0.1
+    """class models: fraction of training clips without their class (for classifier-free guidance)"""
+    free_share: float = 0.2
+    """of training clips, the share with no frame known (generation from noise)"""
+    interpolate_share: float = 0.3
+    """of training clips, the share with every 2nd or 4th frame known (interpolation); the rest know their first
+    k frames, k uniform in 1 .. T/2 (animation and prediction)"""
+    mean_share: float = 0.25
+    """of training clips with known frames, the share at the last timestep, trained on the plain error of x0:
+    the mean forecast `VideoSampleOptions.mean` returns"""
+    sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++"
+    """the sampler by default"""
+    sample_steps: int = 25
+    """network evaluations a sample takes by default"""
+    guidance: float = 2.0
+    """classifier-free guidance scale of class models by default (1: the conditional model alone)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        levels = len(self.widths)
+        if not levels or not levels == len(self.blocks) == len(self.attention) == len(self.temporal):
+            raise ConfigError("widths, blocks, attention and temporal need one entry per U-Net level",
+                              "e.g. --model.widths [64,128] --model.blocks [1,2] --model.attention [false,true] "
+                              "--model.temporal [true,true]")
+        if any(w % 32 for w in self.widths):
+            raise ConfigError(f"widths {list(self.widths)} must be multiples of 32 (attention heads of 32)",
+                              "e.g. [64,128]")
+        if not 1 <= self.patch <= 16 or not 2 <= self.frames <= 64:
+            raise ConfigError(f"patch {self.patch} and frames {self.frames}: need 1-16 and 2-64",
+                              "e.g. --model.patch 4 (frames come from the data)")
+        shares = (self.free_share, self.interpolate_share, self.mean_share)
+        if min(shares) < 0 or self.free_share + self.interpolate_share > 1 or self.mean_share > 1:
+            raise ConfigError(f"free_share {self.free_share}, interpolate_share {self.interpolate_share} and "
+                              f"mean_share {self.mean_share} must be shares (the first two summing to 1 at most)",
+                              "e.g. --model.free-share 0.2 --model.interpolate-share 0.3")
+        if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
+            raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
+                              "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSampleOptions(SampleOptions):
+    """How to sample clips; unset fields take the model's defaults (its config)."""
+
+    steps: int | None = None
+    """network evaluations (default: the model's sample_steps)"""
+    sampler: Literal["ddpm", "ddim", "dpm++"] | None = None
+    """the sampler (default: the model's)"""
+    guidance: float | None = None
+    """classifier-free guidance scale of class models (default: the model's)"""
+    mean: bool = False
+    """frames to fill around known ones: the mean of what they could be (the forecast of least squared error, one
+    network evaluation) instead of one sample of it"""
+    progress: bool = False
+    """show a progress bar"""
+
+
+# -- the network ---------------------------------------------------------------------------------------------
+
+
+class TemporalAttention(nn.Module):
+    """Multi-head self-attention across the frames at each pixel of a feature map (B*T, C, H, W), with sinusoidal
+    frame positions added to the normalised features and a residual connection (zero at initialisation)."""
+
+    def __init__(self, channels: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        bt, c, h, w = x.shape
+        b, d = bt // frames, c // self.heads
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, frames, h * w, c).transpose(1, 2)
+        tokens = tokens + timestep_embedding(torch.arange(frames, device=x.device), c).to(x.dtype)
+        q, k, v = self.qkv(tokens).view(b * h * w, frames, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, frames, c)
+        out = self.proj(out).transpose(1, 2).reshape(bt, h, w, c).permute(0, 3, 1, 2)
+        return x + out
+
+
+class SpaceTimeBlock(nn.Module):
+    """A residual block, then attention within each frame and across the frames where the level has them."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, spatial: bool, temporal: bool):
+        super().__init__()
+        self.res = ResBlock(c_in, c_out, emb_dim, dropout)
+        self.spatial = Attention(c_out) if spatial else None
+        self.temporal = TemporalAttention(c_out) if temporal else None
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, frames: int) -> torch.Tensor:
+        h = self.res(h, emb)
+        if self.spatial is not None:
+            h = self.spatial(h)
+        if self.temporal is not None:
+            h = self.temporal(h, frames)
+        return h
+
+
+class SpaceTimeUNet(nn.Module):
+    """v prediction of a clip: (x_t, known frames, their mask, t, class) -> (B, T, C, H, W). The input of each
+    frame is its noisy pixels, its known pixels (zero where unknown) and a mask plane; the time and class
+    embedding drives every residual block (FiLM), as in the image U-Net."""
+
+    def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
+                 temporal: tuple[bool, ...], dropout: float, num_classes: int, patch: int):
+        super().__init__()
+        self.patch = patch
+        emb_dim = 4 * widths[0]
+        self.time_dim = widths[0]
+        self.time_mlp = nn.Sequential(nn.Linear(widths[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # one embedding per class plus the "no class" (the last row) of classifier-free guidance
+        self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.stem = nn.Conv2d((2 * channels + 1) * patch * patch, widths[0], 3, padding=1)
+
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        skips, c = [widths[0]], widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            level = nn.ModuleList()
+            for j in range(n):
+                level.append(SpaceTimeBlock(c if j == 0 else w, w, emb_dim, dropout, attention[i], temporal[i]))
+                skips.append(w)
+            self.down.append(level)
+            c = w
+            last = i == len(widths) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv2d(c, c, 3, stride=2, padding=1))
+            if not last:
+                skips.append(c)
+        self.mid = nn.ModuleList([SpaceTimeBlock(c, c, emb_dim, dropout, True, True),
+                                  SpaceTimeBlock(c, c, emb_dim, dropout, False, True)])
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i in reversed(range(len(widths))):
+            level = nn.ModuleList()
+            for _ in range(blocks[i] + 1):
+                level.append(SpaceTimeBlock(c + skips.pop(), widths[i], emb_dim, dropout, attention[i], temporal[i]))
+                c = widths[i]
+            self.up.append(level)
+            self.upsample.append(nn.Conv2d(c, c, 3, padding=1) if i > 0 else nn.Identity())
+        self.out_norm = group_norm(c)
+        self.out = nn.Conv2d(c, channels * patch * patch, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        b, frames, c, height, width = x.shape
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        if self.class_embed is not None and labels is not None:
+            emb = emb + self.class_embed(labels)
+        emb = F.silu(emb).repeat_interleave(frames, 0)  # one embedding per clip, for each of its frames
+        plane = mask.to(x.dtype)[:, :, None, None, None].expand(b, frames, 1, height, width)
+        h = torch.cat([x, known, plane], 2).flatten(0, 1)  # (B*T, 2C+1, H, W): frames are batch items
+        p = self.patch
+        h = F.pad(h, (0, -width % p, 0, -height % p), mode="replicate")
+        h = self.stem(F.pixel_unshuffle(h, p).contiguous(memory_format=torch.channels_last))
+        hs = [h]
+        for level, down in zip(self.down, self.downsample):
+            for block in level:
+                h = block(h, emb, frames)
+                hs.append(h)
+            if not isinstance(down, nn.Identity):
+                h = down(h)
+                hs.append(h)
+        for block in self.mid:
+            h = block(h, emb, frames)
+        for level, up in zip(self.up, self.upsample):
+            for block in level:
+                h = block(torch.cat([h, hs.pop()], dim=1), emb, frames)
+            if not isinstance(up, nn.Identity):
+                h = up(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
+        out = F.pixel_shuffle(self.out(F.silu(self.out_norm(h))), p)[..., :height, :width]
+        return out.reshape(b, frames, c, height, width)
+
+
+# -- the family ----------------------------------------------------------------------------------------------
+
+
+class VideoDiffusion(GenerativeModel, VideoGenerator):
+    family = "video"
+    Config = VideoConfig
+    data_kind = "video"
+    sample_options = VideoSampleOptions
+
+    def __init__(self, config: VideoConfig):
+        super().__init__(config)
+        c = config
+        classes = c.num_classes if c.condition == "class" else 0
+        self.net = SpaceTimeUNet(c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout, classes, c.patch)
+        self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
+        self.schedule = NoiseSchedule("cosine", c.timesteps, prediction="v")
+
+    @classmethod
+    def config_for_data(cls, config: VideoConfig, data: Any) -> VideoConfig:
+        frames, channels, h, w = data.shape
+        if config.condition != "none" and len(data.classes) < 2:
+            raise ConfigError(f"condition={config.condition!r} needs clips in at least 2 classes; {data.name} has "
+                              f"{len(data.classes)}", "use labelled clips or --model.condition none")
+        return dataclasses.replace(config, channels=channels, image_size=(h, w), frames=frames,
+                                   fps=float(getattr(data, "fps", 10.0)), num_classes=len(data.classes),
+                                   class_names=tuple(data.classes))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def update_ema(self, step: int) -> None:
+        ema_update(self.net_ema, self.net, ema_decay(self.config.ema_decay, step))
+
+    # -- training ----------------------------------------------------------------------------
+
+    def draw_known(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Which frames each of n training clips shows the network, (n, T) bool: none (free generation), every
+        2nd or 4th from the first (interpolation) or the first k, k uniform in 1 .. T/2 (animation, prediction)."""
+        c, frames = self.config, self.config.frames
+        u = torch.rand(n, generator=generator)
+        index = torch.arange(frames)
+        k = torch.randint(1, max(2, frames // 2 + 1), (n,), generator=generator)
+        stride = torch.where(torch.rand(n, generator=generator) < 0.5, 2, 4)
+        first_k = index[None] < k[:, None]
+        every = index[None] % stride[:, None] == 0
+        interpolate = (u >= c.free_share) & (u < c.free_share + c.interpolate_share)
+        known = torch.where(interpolate[:, None], every, first_k)
+        return known & (u >= c.free_share)[:, None]
+
+    def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
+        """The weighted denoising loss of the hidden frames of (clips uint8 (B, T, C, H, W), labels)."""
+        clips, labels = batch[:2]
+        c = self.config
+        x0 = clips.float() / 127.5 - 1
+        n, device = len(x0), x0.device
+        known = self.draw_known(n).to(device)
+        t = torch.randint(0, c.timesteps, (n,), device=device)
+        mean = known.any(1) & (torch.rand(n, device=device) < c.mean_share)
+        t = torch.where(mean, c.timesteps - 1, t)
+        noise = torch.randn_like(x0)
+        out = self.net(self.schedule.add_noise(x0, noise, t), x0 * known[..., None, None, None], known, t,
+                       self._training_labels(labels))
+        per_frame = (out - self.schedule.target(x0, noise, t)).pow(2).flatten(2).mean(2)  # (B, T)
+        hidden = (~known).float()
+        per_clip = (per_frame * hidden).sum(1) / hidden.sum(1).clamp_min(1)
+        weight = torch.ones_like(per_clip)
+        if c.min_snr_gamma > 0:
+            snr = self.schedule.snr(t)
+            weight = snr.clamp(max=c.min_snr_gamma) / (snr + 1)
+        # at the last timestep v = -x0 (to 1e-4): weight 1 trains the plain x0 error, the mean forecast
+        weight = torch.where(mean, 1.0, weight)
+        return {"loss": (weight * per_clip).mean(), "mse": per_clip.mean().detach()}
+
+    def _training_labels(self, labels: torch.Tensor) -> torch.Tensor | None:
+        if self.net.class_embed is None:
+            return None
+        drop = torch.rand(len(labels), device=labels.device) < self.config.cond_drop
+        return torch.where(drop | (labels < 0), self.config.num_classes, labels)
+
+    # -- sampling ----------------------------------------------------------------------------
+
+    def _options(self, options: SampleOptions | None) -> VideoSampleOptions:
+        o = options if isinstance(options, VideoSampleOptions) else VideoSampleOptions(
+            **dataclasses.asdict(options or SampleOptions()))
+        c = self.config
+        o = dataclasses.replace(o, steps=c.sample_steps if o.steps is None else int(o.steps),
+                                sampler=o.sampler or c.sampler,
+                                guidance=c.guidance if o.guidance is None else float(o.guidance))
+        if o.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {o.sampler!r}", f"use one of {', '.join(SAMPLERS)}")
+        if not 1 <= o.steps <= c.timesteps:
+            raise ConfigError(f"steps = {o.steps} is out of range", f"use 1 .. {c.timesteps} (10-25 for dpm++)")
+        if o.guidance < 0:
+            raise ConfigError(f"guidance = {o.guidance} must be >= 0", "use 1 for none, 1.5-3 for stronger classes")
+        return o
+
+    def _labels(self, labels: Any, n: int, device: torch.device) -> torch.Tensor | None:
+        if self.net.class_embed is None:
+            class_labels(self.config, labels, n)  # refuses labels for a model without classes
+            return None
+        return class_labels(self.config, labels, n).to(device)
+
+    def check_clips(self, clips: torch.Tensor) -> torch.Tensor:
+        """Clips as floats in [-1, 1], refusing a shape that is not (B, T, C, H, W) of this model's frames."""
+        c = self.config
+        expected = (c.frames, c.channels, *c.image_size)
+        if clips.dim() != 5 or tuple(clips.shape[1:]) != expected:
+            shape = ", ".join(map(str, expected))
+            raise ConfigError(f"clips of shape {tuple(clips.shape)}; this model takes (B, {shape})",
+                              f"give clips of {c.frames} frames of {c.image_size[0]}x{c.image_size[1]} with "
+                              f"{c.channels} channel(s) (genlab's verbs cut and resize video files)")
+        clips = clips.float() / 255 if clips.dtype == torch.uint8 else clips.float()
+        return clips * 2 - 1
+
+    @torch.no_grad()
+    def _fill(self, x0: torch.Tensor, known: torch.Tensor, labels: torch.Tensor | None,
+              generator: torch.Generator | None, o: VideoSampleOptions) -> torch.Tensor:
+        net, schedule, n = self.net_ema, self.schedule, len(x0)
+        device = x0.device
+        given = x0 * known[..., None, None, None]
+        guided = labels is not None and o.guidance != 1.0
+        null = torch.full_like(labels, self.config.num_classes) if labels is not None else None
+
+        def denoise(x: torch.Tensor, t: torch.Tensor):
+            if guided:  # one batch for the conditional and unconditional outputs
+                out_c, out_u = net(torch.cat([x, x]), torch.cat([given, given]), torch.cat([known, known]),
+                                   torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+                out = out_u + o.guidance * (out_c - out_u)
+            else:
+                out = net(x, given, known, t, labels)
+            return schedule.denoise(x, t, out, clip=True)
+
+        if o.mean and generator is None:  # a forecast is one answer: its x_T, which it should ignore, is fixed too
+            generator = torch.Generator(device).manual_seed(0)
+        x = torch.randn(x0.shape, generator=generator, device=device) * o.temperature
+        if o.mean:
+            out, _ = denoise(x, torch.full((n,), self.config.timesteps - 1, device=device))
+        else:
+            out = sample_loop(schedule, denoise, x, schedule.timesteps_for(o.steps), o.sampler, generator=generator,
+                              progress=o.progress)
+        out = torch.where(known[..., None, None, None], x0, out)
+        return ((out + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample_video(self, n: int, *, labels: Any = None, generator: torch.Generator | None = None,
+                     options: SampleOptions | None = None) -> torch.Tensor:
+        """n clips in [0, 1], (n, T, C, H, W); `labels`: class names or indices (class models; None cycles through
+        the classes)."""
+        check_count(n, "clips")
+        o = self._options(options)
+        c = self.config
+        device = next(self.parameters()).device
+        x0 = torch.zeros(n, c.frames, c.channels, *c.image_size, device=device)
+        known = torch.zeros(n, c.frames, dtype=torch.bool, device=device)
+        return self._fill(x0, known, self._labels(labels, n, device), generator, o)
+
+    @torch.no_grad()
+    def complete(self, clips: torch.Tensor, known: torch.Tensor, *, labels: Any = None,
+                 generator: torch.Generator | None = None, options: SampleOptions | None = None) -> torch.Tensor:
+        """Clips (B, T, C, H, W) (uint8, or floats in [0, 1]) with the frames where `known` ((T,) or (B, T) bool)
+        is True kept and the rest made to fit them; full clips in [0, 1]."""
+        device = next(self.parameters()).device
+        x0 = self.check_clips(clips).to(device)
+        known = torch.as_tensor(known, dtype=torch.bool, device=device).expand(len(x0), self.config.frames)
+        return self._fill(x0, known, self._labels(labels, len(x0), device), generator, self._options(options))
+
+    def predict(self, context: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The frames after `context` (B, k, C, H, W), k < T: (B, T - k, C, H, W) in [0, 1]; `kwargs` as
+        `complete`'s (options=VideoSampleOptions(mean=True) for the forecast of least squared error)."""
+        k, frames = context.shape[1], self.config.frames
+        if not 1 <= k < frames:
+            raise ConfigError(f"a context of {k} frames for a model of {frames}", f"give 1 .. {frames - 1} frames")
+        clips = torch.zeros(len(context), frames, *context.shape[2:], dtype=context.dtype)
+        clips[:, :k] = context
+        return self.complete(clips, torch.arange(frames) < k, **kwargs)[:, k:]
+
+    def interpolate(self, clip: torch.Tensor, factor: int, **kwargs) -> torch.Tensor:
+        """`factor` times the frame rate of clips (B, m, C, H, W): (B, (m - 1) * factor + 1, C, H, W) in [0, 1],
+        the given frames at every factor-th place, made in windows of this model's length that share their end
+        frames; `kwargs` as `complete`'s."""
+        frames = self.config.frames
+        per_window = (frames - 1) // factor  # intervals between given frames one window holds
+        if factor < 2 or per_window < 1:
+            raise ConfigError(f"factor {factor} for a model of {frames} frames", f"use 2 .. {frames - 1}")
+        b, m = clip.shape[:2]
+        given = clip.float() / 255 if clip.dtype == torch.uint8 else clip.float()
+        out = [given[:, :1]]
+        for start in range(0, m - 1, per_window):
+            stop = min(m - 1, start + per_window)
+            window = torch.zeros(b, frames, *clip.shape[2:])
+            places = torch.arange(stop - start + 1) * factor
+            window[:, places] = given[:, start: stop + 1]
+            known = torch.zeros(frames, dtype=torch.bool)
+            known[places] = True
+            filled = self.complete(window, known, **kwargs)
+            out.append(filled[:, 1: places[-1] + 1].cpu())
+        return torch.cat(out, 1)
+
+    def animate(self, first: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Clips (B, T, C, H, W) in [0, 1] that start from still images `first` (B, C, H, W)."""
+        return torch.cat([first[:, None].float() / (255 if first.dtype == torch.uint8 else 1),
+                          self.predict(first[:, None], **kwargs)], 1)

@@ -1,0 +1,244 @@
+"""Video: moving Fashion-MNIST's generator and files, video files in and out, the video diffusion family's jobs
+(generation, completion, prediction, interpolation, animation) through the API, the engine and the CLI, and the
+video metrics against independent computations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import genlab
+from genlab.cli import main
+from genlab.data import load_data
+from genlab.data.base import DataReport, ImageData
+from genlab.data.video import bounce, frame_grid, make_moving_fashion, read_clip, read_video, write_video
+from genlab.errors import ConfigError, DataError
+from genlab.metrics.video import centroids, class_keeping, motion, motion_distance, prediction_errors
+from genlab.models.video import VideoConfig, VideoDiffusion, VideoSampleOptions
+
+TINY = {"widths": (32, 64), "blocks": (1, 1), "patch": 4, "sample_steps": 2}
+
+
+def garments(classes: int = 3, per_class: int = 4, size: int = 8) -> ImageData:
+    """A stand-in for Fashion-MNIST: per class, bright squares of one size with a class-specific pattern."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((classes * per_class, 1, size, size), np.uint8)
+    for i in range(len(x)):
+        x[i, 0, 1:-1, 1:-1] = 120 + 40 * (i // per_class) + rng.integers(0, 20)
+    y = np.repeat(np.arange(classes), per_class)
+    return ImageData("garments", x, y, x.copy(), y.copy(), tuple(f"c{i}" for i in range(classes)),
+                     DataReport(name="garments", kind="image"))
+
+
+@pytest.fixture(scope="module")
+def moving(tmp_path_factory):
+    return make_moving_fashion(tmp_path_factory.mktemp("video") / "moving", n=40, frames=6, size=24, items=2,
+                               speed=(1.0, 2.0), source=garments())
+
+
+def test_bounce_stays_inside_at_constant_speed():
+    rng = np.random.default_rng(1)
+    corners = bounce(50, 40, 2, 20.0, (2.0, 3.0), rng)
+    assert corners.min() >= 0 and corners.max() <= 20
+    speed = np.linalg.norm(np.diff(corners, axis=1), axis=-1)  # (50, 39, 2)
+    # a step that meets a wall folds back and is shorter; every other step is the item's own speed
+    top = speed.max(1)
+    assert (top >= 2.0 - 1e-9).all() and (top <= 3.0 + 1e-9).all()
+    assert (np.isclose(speed, top[:, None]).mean(1) > 0.6).all()
+
+
+def test_moving_fashion_layout(moving):
+    data = load_data(str(moving))
+    assert data.kind == "video" and data.shape == (6, 1, 24, 24)
+    assert len(data.train_x) == 40 and len(data.test_x) == 4 and data.classes == ("c0", "c1", "c2")
+    assert data.train_x.dtype == np.uint8 and data.train_x.max() > 100
+    # each frame's centroid is the mean of its two items' centres while they do not overlap
+    tracks = data.tracks[0]
+    apart = np.abs(tracks[:, :, 0] - tracks[:, :, 1]).max(-1) >= 8
+    measured = centroids(data.train_x)
+    assert np.abs(measured - tracks.mean(2))[apart].max() < 0.75
+    again = make_moving_fashion(moving.parent / "again", n=40, frames=6, size=24, items=2, speed=(1.0, 2.0),
+                                source=garments())
+    assert (again / "train" / "clips.npy").read_bytes() == (moving / "train" / "clips.npy").read_bytes()
+    with pytest.raises(ConfigError, match="too small"):
+        make_moving_fashion(moving.parent / "bad", n=10, size=16, source=garments(size=10))
+
+
+def test_video_files_round_trip(tmp_path, moving):
+    clip = load_data(str(moving)).train_x[0]
+    write_video(tmp_path / "a.gif", clip, fps=5)
+    frames, fps = read_video(tmp_path / "a.gif")
+    assert frames.shape == (6, 24, 24, 3) and fps == 5
+    assert np.array_equal(frames[..., 0], clip[:, 0])  # grey GIF frames are exact
+    write_video(tmp_path / "a.mp4", torch.from_numpy(clip).float() / 255, fps=5)
+    again, fps = read_clip(tmp_path / "a.mp4", 1, (24, 24))
+    assert again.shape == (6, 1, 24, 24) and fps == 5 and np.abs(again.astype(int) - clip).mean() < 4
+    with pytest.raises(ConfigError, match="gif or .mp4"):
+        write_video(tmp_path / "a.avi", clip)
+    (tmp_path / "bad.gif").write_bytes(b"GIF89a not really")
+    with pytest.raises(DataError, match="cannot read"):
+        read_video(tmp_path / "bad.gif")
+    grid = frame_grid(clip[None].repeat(2, 0))
+    assert grid.shape == (2 * 25 - 1, 6 * 25 - 1, 1)
+
+
+def test_a_folder_of_video_files(tmp_path, moving):
+    data = load_data(str(moving))
+    for i in range(6):
+        write_video(tmp_path / "clips" / ("train" if i < 4 else "test") / f"c{i % 2}" / f"{i}.gif", data.train_x[i])
+    folder = load_data(str(tmp_path / "clips"))
+    assert folder.kind == "video" and folder.shape == (6, 1, 24, 24) and folder.classes == ("c0", "c1")
+    assert len(folder.train_x) == 4 and len(folder.test_x) == 2 and list(folder.train_y) == [0, 0, 1, 1]
+
+
+def tiny(moving, **overrides) -> VideoDiffusion:
+    data = load_data(str(moving))
+    config = VideoDiffusion.config_for_data(VideoConfig(**{"condition": "class", **TINY, **overrides}), data)
+    torch.manual_seed(0)
+    return VideoDiffusion(config).eval()
+
+
+def test_known_frames_are_the_jobs(moving):
+    model = tiny(moving, free_share=0.2, interpolate_share=0.3)
+    known = model.draw_known(4000, torch.Generator().manual_seed(0))
+    none = ~known.any(1)
+    assert abs(none.float().mean() - 0.2) < 0.03
+    prefix = known.any(1) & (known == (torch.arange(6) < known.sum(1, keepdim=True))).all(1)
+    every = known.any(1) & ~prefix  # [1,0,1,0,1,0] or [1,0,0,0,1,0]: never a prefix
+    assert abs(every.float().mean() - 0.3) < 0.03 and abs(prefix.float().mean() - 0.5) < 0.03
+    assert set(known[every].sum(1).tolist()) == {2, 3}
+    assert set(known[prefix].sum(1).tolist()) == {1, 2, 3}  # up to half the frames known for prediction
+
+
+def test_jobs_keep_what_is_given(moving):
+    model = tiny(moving)
+    data = load_data(str(moving))
+    clips = torch.from_numpy(data.test_x[:2])
+    known = torch.tensor([True, True, False, False, True, False])
+    out = model.complete(clips, known, labels=[0, 1], generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 6, 1, 24, 24) and 0 <= out.min() and out.max() <= 1
+    assert torch.allclose(out[:, known], clips[:, known].float() / 255)
+    future = model.predict(clips[:, :2], options=VideoSampleOptions(mean=True))
+    assert future.shape == (2, 4, 1, 24, 24)
+    assert torch.equal(future, model.predict(clips[:, :2], options=VideoSampleOptions(mean=True)))
+    slow = model.interpolate(clips[:, ::2], 2, options=VideoSampleOptions(steps=1))  # 3 frames -> 5
+    assert slow.shape == (2, 5, 1, 24, 24) and torch.allclose(slow[:, ::2], clips[:, 0:6:2].float() / 255)
+    long = model.interpolate(clips.repeat(1, 2, 1, 1, 1)[:, :7], 2, options=VideoSampleOptions(steps=1))  # windows
+    assert long.shape == (2, 13, 1, 24, 24)
+    animated = model.animate(clips[:, 0], options=VideoSampleOptions(steps=1))
+    assert animated.shape == (2, 6, 1, 24, 24) and torch.allclose(animated[:, 0], clips[:, 0].float() / 255)
+    samples = model.sample_video(3, labels="c2", generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, 6, 1, 24, 24)
+    with pytest.raises(ConfigError, match="this model takes"):
+        model.complete(clips[:, :5], torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ConfigError, match="unknown class"):
+        model.sample_video(1, labels="c9")
+    with pytest.raises(ConfigError, match="context of 6"):
+        model.predict(clips)
+    with pytest.raises(ConfigError, match="factor 9"):
+        model.interpolate(clips, 9)
+
+
+def test_training_learns_the_motion(moving):
+    """Thirty steps on one clip: the mean forecast of its last frames from its first beats copying the last known
+    frame and black frames (an untrained model forecasts grey)."""
+    model = tiny(moving, condition="none", ema_decay=0.0, mean_share=0.5)
+    data = load_data(str(moving))
+    clip = torch.from_numpy(data.train_x[:1])
+    truth = clip[:, 3:].float() / 255
+    options = VideoSampleOptions(mean=True)
+    copy_last = prediction_errors(clip[:, 2:3].expand_as(truth), truth)["mse"]
+    black = prediction_errors(torch.zeros_like(truth), truth)["mse"]
+    assert prediction_errors(model.predict(clip[:, :3], options=options), truth)["mse"] > 2 * black
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=3e-3)
+    model.train()
+    torch.manual_seed(0)
+    for _ in range(30):
+        loss = model.loss((clip.repeat(4, 1, 1, 1, 1), torch.zeros(4, dtype=torch.long)))["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.net_ema.load_state_dict(model.net.state_dict())
+    model.eval()
+    after = prediction_errors(model.predict(clip[:, :3], options=options), truth)["mse"]
+    assert after < 0.75 * copy_last and after < 0.75 * black
+
+
+def test_engine_cli_and_files(moving, tmp_path, capsys):
+    run = genlab.train("video", str(moving), tmp_path / "run", model={**TINY, "condition": "class"}, max_steps=2,
+                       batch_size=4, val_every=1, progress=False)
+    model = genlab.load(run / "model")
+    assert isinstance(model, VideoDiffusion) and model.config.frames == 6 and model.config.class_names[0] == "c0"
+    assert main(["sample", str(run), "--n", "2", "--out", str(tmp_path / "samples"), "--label", "c1",
+                 "--steps", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["000.gif", "001.gif", "frames.png"]
+    assert main(["sample", str(run), "--n", "1", "--out", str(tmp_path / "one.mp4"), "--steps", "1"]) == 0
+    assert read_video(tmp_path / "one.mp4")[0].shape[0] == 6
+    clip = tmp_path / "in.gif"
+    write_video(clip, load_data(str(moving)).test_x[0])
+    assert main(["video", str(run), str(clip), "--task", "predict", "--context", "2", "--mean", "true",
+          "--out", str(tmp_path / "next.gif")]) == 0
+    assert read_video(tmp_path / "next.gif")[0].shape[0] == 6
+    assert main(["video", str(run), str(clip), "--task", "interpolate", "--factor", "2", "--steps", "1",
+          "--out", str(tmp_path / "slow.gif")]) == 0
+    frames, fps = read_video(tmp_path / "slow.gif")
+    assert frames.shape[0] == 11 and fps == 20
+    from PIL import Image
+
+    Image.fromarray(load_data(str(moving)).test_x[0, 0, 0]).save(tmp_path / "still.png")
+    assert main(["video", str(run), str(tmp_path / "still.png"), "--task", "animate", "--steps", "1",
+          "--label", "c0", "--out", str(tmp_path / "moving.gif")]) == 0
+    assert read_video(tmp_path / "moving.gif")[0].shape[0] == 6
+    capsys.readouterr()
+    for argv, message in ((["video", str(run), str(clip), "--task", "reverse"], "use predict"),
+                          (["video", str(run), str(tmp_path / "none.gif")], "does not exist"),
+                          (["sample", str(run), "--prompt", "a coat"], "do not apply to a video model")):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    # an image family refuses video data, naming what it takes
+    assert main(["train", "vae", "--data", str(moving), "--out", str(tmp_path / "vae"), "--max-steps", "1"]) == 2
+    assert "video data" in capsys.readouterr().err
+
+
+def test_prediction_errors_against_skimage():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((2, 3, 1, 24, 24)).astype(np.float32)
+    pred = np.clip(truth + rng.normal(0, 0.1, truth.shape), 0, 1).astype(np.float32)
+    scores = prediction_errors(torch.from_numpy(pred), torch.from_numpy(truth))
+    assert scores["mse_per_frame"] == pytest.approx(((pred - truth) ** 2).sum((2, 3, 4)).mean(), rel=1e-5)
+    assert scores["mse"] == pytest.approx(((pred - truth) ** 2).mean(), rel=1e-5)
+    reference = np.mean([structural_similarity(p[0], t[0], data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                               use_sample_covariance=False)
+                         for p, t in zip(pred.reshape(-1, 1, 24, 24), truth.reshape(-1, 1, 24, 24))])
+    assert scores["ssim"] == pytest.approx(reference, abs=2e-3)
+    with pytest.raises(ConfigError):
+        prediction_errors(torch.zeros(1, 2, 1, 4, 4), torch.zeros(1, 3, 1, 4, 4))
+
+
+def test_motion_statistics():
+    clips = np.zeros((2, 8, 1, 32, 32), np.uint8)
+    for t in range(8):
+        clips[0, t, 0, 10:14, 2 + 3 * t: 6 + 3 * t] = 255  # 3 px per frame to the right
+        clips[1, t, 0, 10:14, 10:14] = 255  # still
+    stats = motion(clips[:1])
+    assert np.allclose(stats["speed"], 3) and np.allclose(stats["acceleration"], 0)
+    assert np.allclose(centroids(clips[1:])[0], [12, 12])
+    moving_vs_still = motion_distance(clips[1:], clips[:1])
+    assert moving_vs_still["speed_w1"] == pytest.approx(3) and motion_distance(clips[:1], clips[:1])["speed_w1"] == 0
+    keeping = class_keeping(np.array([[1, 1, 1, 2], [0, 0, 0, 0]]), asked=np.array([1, 3]))
+    assert keeping == {"agreement": 7 / 8, "clips_all_agree": 0.5, "asked_class": 3 / 8}
+
+
+def test_config_refuses_bad_settings():
+    with pytest.raises(ConfigError, match="one entry per U-Net level"):
+        VideoConfig(widths=(32, 64), blocks=(1,))
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        VideoConfig(widths=(48, 64))
+    with pytest.raises(ConfigError, match="shares"):
+        VideoConfig(free_share=0.8, interpolate_share=0.4)
+    assert dataclasses.replace(VideoConfig(), frames=8).frames == 8
