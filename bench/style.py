@@ -6,9 +6,11 @@ histogram matching at equal content SSIM, and the feed-forward model stylises a 
 
 - Data: scikit-image's bundled pictures, all offline. Content to stylise: astronaut, chelsea, coffee, rocket.
   Styles: brick, grass, gravel (grey textures), hubble_deep_field, immunohistochemistry, retina. The AdaIN
-  decoder trains on other photos (camera, coins, clock, moon, page, the motorcycle stereo pair) and on the
-  first --train-styles styles only: the rest are styles it never saw.
-- Every image is brought to 256x256 (short side 256, centre crop).
+  model (the `style` family, trained through the engine as `genlab train style` trains it) learns from other
+  photos (camera, coins, clock, moon, page, the motorcycle stereo pair) and from the first --train-styles styles
+  only: the rest are styles it never saw.
+- Every image is brought to 256x256 (short side 256, centre crop), except the training styles, which the training
+  crops read whole at that scale.
 - Held-out style loss: the relative squared error of Gram matrices, mean((G - G_style)^2) / mean(G_style^2),
   averaged over layers, in networks no method optimised against: EfficientNet-Lite1 (ImageNet weights trained
   separately from Lite0's, 21 blocks against 16; raw features of stages 1-5, no softmax), and a VGG-like network
@@ -156,23 +158,43 @@ def histogram_matching(photo: torch.Tensor, style: torch.Tensor) -> torch.Tensor
 
 
 def train_adain(args, styles: list[str]):
-    from genlab.models.style import AdaINStylizer, fit, load_stylizer
+    """The style family trained through the engine (genlab.train), as `genlab train style` trains it, on the training
+    photos (each brought to size x size, so that the folder's images share a shape) and the first styles (whole);
+    or a trained model loaded (--adain-model)."""
+    import tempfile
+
+    from PIL import Image
+
+    import genlab
 
     if args.adain_model:
-        return load_stylizer(args.adain_model), {"loaded_from": args.adain_model}
-    torch.manual_seed(0)
-    model = AdaINStylizer()
-    contents = [picture(n).transpose(2, 0, 1) for n in TRAIN_CONTENTS]
-    looks = [picture(n).transpose(2, 0, 1) for n in styles]
-    start = time.perf_counter()
-    history = fit(model, contents, looks, steps=args.adain_steps, batch_size=args.batch_size, crop=args.crop,
-                  short_side=args.size, max_seconds=args.adain_seconds, seed=0, log_every=50)
-    info = {"steps": history[-1]["step"], "seconds": round(time.perf_counter() - start, 1), "losses": history[-1],
-            "train_contents": list(TRAIN_CONTENTS), "train_styles": styles, "batch_size": args.batch_size,
-            "crop": args.crop}
-    if args.save_adain:
-        model.save_pretrained(args.save_adain, {"trained by": "bench/style.py"})
-    return model.eval(), info
+        return genlab.load(args.adain_model), {"loaded_from": args.adain_model}
+    with tempfile.TemporaryDirectory(prefix="genlab-style-bench-") as tmp:  # the image folders; the run unless kept
+        scratch = Path(tmp)
+        (scratch / "content").mkdir()
+        (scratch / "styles").mkdir()
+        for name in TRAIN_CONTENTS:
+            array = (square(picture(name), args.size)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(array).save(scratch / "content" / f"{name}.png")
+        for name in styles:
+            Image.fromarray(picture(name)).save(scratch / "styles" / f"{name}.png")
+        start = time.perf_counter()
+        out = Path(args.save_adain) if args.save_adain else scratch / "run"
+        run = genlab.train("style", str(scratch / "content"), out,
+                           {"styles": str(scratch / "styles"), "short_side": args.size, "crop": args.crop},
+                           max_steps=args.adain_steps, max_time=f"{args.adain_seconds:g}s",
+                           batch_size=args.batch_size, seed=0, holdout=0.0, log_every=50, progress=False,
+                           threads=args.threads)
+        seconds = round(time.perf_counter() - start, 1)
+        metrics = run / "metrics.jsonl"  # the logged losses, every log_every steps (none yet in a 2-step smoke run)
+        logged = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+        card = (run / "model" / "README.md").read_text()  # the engine's model card records the steps taken
+        steps = int(next(line for line in card.splitlines() if line.startswith("- steps: ")).split(": ")[1])
+        model = genlab.load(run)
+    info = {"steps": steps, "seconds": seconds, "losses": ([m for m in logged if "train/loss" in m] or [{}])[-1],
+            "run": args.save_adain or None, "train_contents": list(TRAIN_CONTENTS), "train_styles": styles,
+            "batch_size": args.batch_size, "crop": args.crop}
+    return model, info
 
 
 def stylisation_seconds(model, size: int, repeats: int = 5) -> dict:
@@ -201,8 +223,8 @@ def main() -> None:
     parser.add_argument("--gatys-steps", type=int, default=150)
     parser.add_argument("--adain-steps", type=int, default=20000)
     parser.add_argument("--adain-seconds", type=float, default=1200, help="AdaIN's training wall clock")
-    parser.add_argument("--adain-model", default="", help="a trained AdaIN model folder: skip training")
-    parser.add_argument("--save-adain", default="", help="save the trained AdaIN model here")
+    parser.add_argument("--adain-model", default="", help="a trained style model's run folder: skip training")
+    parser.add_argument("--save-adain", default="", help="train the style model into this run folder")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None)

@@ -51,10 +51,16 @@ from genlab.metrics.reference import ReferenceConfig, reference_classifier  # no
 from genlab.metrics.video import class_keeping, motion_distance, prediction_errors  # noqa: E402
 from genlab.models.video import VideoSampleOptions  # noqa: E402
 
-MODEL = {"condition": "class", "widths": [96, 192], "blocks": [1, 2], "patch": 8}
+MODEL = {"condition": "class", "widths": [64, 128], "blocks": [1, 2], "patch": 8, "mean_share": 0.5}
+TRAINING = {"batch_size": 8, "lr": 1e-3}
 OPENSTL_FILES = ("openstl/modules/convlstm_modules.py", "openstl/models/convlstm_model.py",
                  "openstl/utils/predrnn_utils.py")
 CONTEXT = 10
+OPENSTL_MIRROR = "/work/.mirror/chengtan9907+OpenSTL/repo"  # where genlab's tool library fetches the repository
+
+
+def parse_openstl_default() -> str:
+    return OPENSTL_MIRROR
 
 
 # -- the anchor: OpenSTL's ConvLSTM ----------------------------------------------------------------------------
@@ -205,7 +211,7 @@ def interpolation(model, clips: np.ndarray, factor: int, options: VideoSampleOpt
 def genlab_side(args, data_path: Path, out: Path) -> dict:
     run = Path(args.work) / f"run-video-{int(time.time())}"
     took, steps = train_for("video", str(data_path), run, args.seconds, args.threads,
-                            {**MODEL, **json.loads(args.model)}, {"batch_size": 8, **json.loads(args.train)})
+                            {**MODEL, **json.loads(args.model)}, {**TRAINING, **json.loads(args.train)})
     out.write_text(json.dumps({"run": str(run), "train_seconds": round(took, 1), "train_steps": steps}))
     return {}
 
@@ -231,14 +237,15 @@ def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
     mean_options = VideoSampleOptions(mean=True)
     sample_options = VideoSampleOptions(steps=args.steps, guidance=1.0)
 
-    def forecast(options: VideoSampleOptions) -> tuple[torch.Tensor, float]:
+    def forecast(options: VideoSampleOptions, n: int | None = None) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
         parts = [model.predict(c, labels=y, options=options, generator=torch.Generator().manual_seed(i))
-                 for i, (c, y) in enumerate(zip(torch.split(context, 50), torch.split(labels, 50)))]
+                 for i, (c, y) in enumerate(zip(torch.split(context[:n], 50), torch.split(labels[:n], 50)))]
         return torch.cat(parts), time.perf_counter() - start
 
     mean, mean_seconds = forecast(mean_options)
-    sampled, sample_seconds = forecast(sample_options)
+    few = args.sampled
+    sampled, sample_seconds = forecast(sample_options, few)
     start = time.perf_counter()
     anchor = anchor_predict(args, data, Path(args.work) / "convlstm.pt", clips)
     anchor_seconds = time.perf_counter() - start
@@ -246,7 +253,8 @@ def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
     results["prediction"] = {
         "protocol": f"{args.eval} test clips, frames 11-20 from frames 1-10",
         "genlab_mean": {**prediction_errors(mean, truth), "seconds": round(mean_seconds, 1)},
-        "genlab_sampled": {**prediction_errors(sampled, truth), "seconds": round(sample_seconds, 1)},
+        "genlab_sampled": {**prediction_errors(sampled, truth[:few]), "clips": len(sampled),
+                           "seconds": round(sample_seconds, 1)},
         "openstl_convlstm": {**prediction_errors(anchor, truth), "seconds": round(anchor_seconds, 1)},
         "copy_last_frame": prediction_errors(copy_last, truth)}
 
@@ -258,9 +266,9 @@ def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
                                               options=VideoSampleOptions(steps=args.steps))
                            for i, part in enumerate(torch.split(wanted, 50))])
     generation_seconds = time.perf_counter() - start
-    first = torch.from_numpy(clips[:, 0])
+    first = torch.from_numpy(clips[:few, 0])
     animated = torch.cat([model.animate(f, labels=y, options=sample_options, generator=torch.Generator().manual_seed(i))
-                          for i, (f, y) in enumerate(zip(torch.split(first, 50), torch.split(labels, 50)))])
+                          for i, (f, y) in enumerate(zip(torch.split(first, 50), torch.split(labels[:few], 50)))])
     still = real[:, :1].expand_as(real)
     shuffled = real[:, torch.randperm(real.shape[1], generator=torch.Generator().manual_seed(0))]
     results["generation"] = {
@@ -269,13 +277,13 @@ def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
                               **class_keeping(frame_classes(judge, generated), wanted.numpy()),
                               **motion_distance(generated, real)},
         "animated_from_test_first_frames": {"clips": len(animated),
-                                            **class_keeping(frame_classes(judge, animated), labels.numpy()),
+                                            **class_keeping(frame_classes(judge, animated), labels[:few].numpy()),
                                             **motion_distance(animated, real)},
         "real_test_clips": class_keeping(frame_classes(judge, real), labels.numpy()),
         "reference_still_frames": motion_distance(still, real),
         "reference_shuffled_frames": motion_distance(shuffled, real)}
     results["interpolation"] = {f"{f}x": {"mean": interpolation(model, clips, f, mean_options),
-                                          "sampled": interpolation(model, clips, f, sample_options)}
+                                          "sampled": interpolation(model, clips[:few], f, sample_options)}
                                 for f in (2, 4)}
     results["genlab"] = genlab_part
     results["openstl_convlstm"] = anchor_part
@@ -303,16 +311,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=10000, help="training clips made (and a tenth for test)")
     parser.add_argument("--seconds", type=float, default=2400, help="each model's training wall clock")
-    parser.add_argument("--eval", type=int, default=200, help="test clips scored")
+    parser.add_argument("--eval", type=int, default=200, help="test clips scored by the mean forecasts")
+    parser.add_argument("--sampled", type=int, default=50, help="test clips scored by sampled frames (slower)")
+    parser.add_argument("--eval-threads", type=int, default=2, help="threads of the scoring, after training")
     parser.add_argument("--samples", type=int, default=10, help="class-conditional clips per class")
-    parser.add_argument("--steps", type=int, default=25, help="sampler steps")
+    parser.add_argument("--steps", type=int, default=10, help="sampler steps (DPM-Solver++)")
     parser.add_argument("--reference-steps", type=int, default=None, help="the frame judge's minimum updates")
     parser.add_argument("--model", default="{}", help="JSON overrides of genlab's video config")
     parser.add_argument("--train", default="{}", help="JSON overrides of genlab's training config")
     parser.add_argument("--anchor-hidden", type=int, default=64)
     parser.add_argument("--anchor-layers", type=int, default=2)
     parser.add_argument("--anchor-filter", type=int, default=3)
-    parser.add_argument("--openstl", default="/work/.mirror/chengtan9907+OpenSTL/repo",
+    parser.add_argument("--openstl", default=OPENSTL_MIRROR,
                         help="a git mirror of github.com/chengtan9907/OpenSTL")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--work", default="/tmp/genlab-video")
@@ -340,12 +350,12 @@ def main() -> None:
         if process.wait() != 0:
             raise SystemExit(f"the {role} side failed (exit {process.returncode})")
         parts[role] = json.loads(part_out.read_text())
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.eval_threads)
     data = load_video(data_path)
     results = {"machine": machine(args.threads), "command": command("video.py"),
                "data": {"clips": args.n, "shape": list(data.shape), "test_clips": len(data.test_x)},
                "genlab_model": {**MODEL, **json.loads(args.model)},
+               "genlab_training": {**TRAINING, **json.loads(args.train)},
                **evaluate(args, data, parts["genlab"], parts["anchor"])}
     print(json.dumps({k: results[k] for k in ("prediction", "interpolation")}, indent=1), flush=True)
     write(results, args.out)

@@ -170,3 +170,34 @@ def test_the_colourise_benchmark_runs_at_tiny_settings_and_writes_its_figures(tm
         assert figures["train_steps"] >= 1 and figures["objects"] == results["real"]["objects"]
         assert 0 <= figures["objects_colour_correct"] <= 1 and figures["psnr_db"] > 5 and figures["delta_e"] >= 0
     assert Path(results["examples"]).is_file()
+
+
+def test_the_video_benchmark_parts_run_on_tiny_clips(tmp_path):
+    """The video benchmark's full run takes an hour; its parts run here on tiny clips: OpenSTL's ConvLSTM, loaded
+    from the repository's mirror (where this machine has one), trained for a moment and asked for the next frames,
+    and interpolation scored against linear blending."""
+    import argparse
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import video as bench
+
+    from genlab.data.video import load_video, make_moving_fashion
+    from genlab.models.video import VideoConfig, VideoDiffusion, VideoSampleOptions
+    from tests.test_video import garments
+
+    data = load_video(make_moving_fashion(tmp_path / "clips", n=10, frames=20, size=16, source=garments()))
+    model = VideoDiffusion(VideoDiffusion.config_for_data(
+        VideoConfig(widths=(32, 32), blocks=(1, 1), patch=4), data)).eval()
+    scores = bench.interpolation(model, data.test_x, 4, VideoSampleOptions(mean=True))
+    assert scores["frames_made"] == 12 and scores["linear_blend_psnr"] > scores["genlab_psnr"]  # untrained: grey
+    args = argparse.Namespace(openstl=bench.parse_openstl_default(), seconds=1.0, anchor_hidden=8, anchor_layers=1,
+                              anchor_filter=3, work=str(tmp_path))
+    if not Path(args.openstl).exists():
+        pytest.skip(f"no OpenSTL mirror at {args.openstl}: the anchor's part is not run here")
+    trained = bench.train_anchor(args, data, tmp_path / "convlstm.pt")
+    assert trained["train_steps"] >= 1 and len(trained["openstl_commit"]) == 40
+    future = bench.anchor_predict(args, data, tmp_path / "convlstm.pt", data.test_x)
+    assert future.shape == (1, 10, 1, 16, 16) and 0 <= float(future.min()) and float(future.max()) <= 1
+    assert torch.isfinite(future).all()

@@ -14,7 +14,15 @@ from genlab.config import from_dict
 from genlab.errors import UnsafeFileError
 from genlab.files import load_torch_file as load_checkpoint
 from genlab.models import FAMILIES, get_family
-from genlab.models.base import ImageSampler, TableSampler, TextGenerator, TextToSpeech, VideoGenerator, Vocoder
+from genlab.models.base import (
+    ImageSampler,
+    Stylizer,
+    TableSampler,
+    TextGenerator,
+    TextToSpeech,
+    VideoGenerator,
+    Vocoder,
+)
 
 TINY_CONFIGS = {
     "vae": {"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3, "image_size": [8, 8]},
@@ -51,6 +59,7 @@ TINY_CONFIGS = {
             "phones": ["<pad>", "pau", "f", "ao"],
             "sound": json.dumps({"sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 80, "f_min": 0.0,
                                  "f_max": None, "floor": 1e-5, "samples": 8000, "log_max": 4.0})},
+    "style": {"widths": [8, 8, 4], "short_side": 32, "crop": 16},
     "vocoder": {"width": 16, "layers": 1, "channels": 16, "kernels": [3], "dilations": [1], "periods": [2], "scales": 1,
                 "segment": 4096,
                 "sound": json.dumps({"sample_rate": 16000, "n_fft": 1024, "hop": 256, "n_mels": 80, "f_min": 0.0,
@@ -103,6 +112,9 @@ def test_save_load_identical_outputs(family, tmp_path):
     elif isinstance(model, Vocoder):  # the same spectrograms give the same sound
         log_mel = torch.randn(2, 80, 6, generator=torch.Generator().manual_seed(1)) - 5
         out_a, out_b = model.vocode(log_mel), loaded.vocode(log_mel)
+    elif isinstance(model, Stylizer):  # the same photos and style give the same images (the encoder: the package's)
+        content, style = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(1)), torch.rand(1, 3, 16, 16)
+        out_a, out_b = model.stylize(content, style, alpha=0.8), loaded.stylize(content, style, alpha=0.8)
     else:  # image translation: the same inputs give the same outputs
         inputs = torch.rand(6, *model.input_shape, generator=torch.Generator().manual_seed(1))
         out_a, out_b = model.translate(inputs), loaded.translate(inputs)

@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import httpx
@@ -433,3 +434,271 @@ def test_a_worker_flushes_subnormals_on_its_own_thread_only():
     with denormals_flushed():
         assert (torch.tensor([1e-39]) * 1.0).item() == 0
     assert flushed_there == [True] and (torch.tensor([1e-39]) * 1.0).item() != 0
+
+
+# -- videos: OpenAI's Videos API through the official client, and the page ----------------------
+
+@pytest.fixture(scope="module")
+def video_registry(tmp_path_factory):
+    """Two tiny video models (genlab.models.video: 6 frames of 16x16 at 4 fps, 2 sampling steps, spread weights),
+    class-conditional ("clips") and unconditional ("free"), saved and loaded. Built from configs rather than
+    trained, as the other models here: serving does not care how good they are."""
+    from genlab.models.video import VideoConfig, VideoDiffusion
+
+    root = tmp_path_factory.mktemp("video")
+    for name, condition in (("clips", "class"), ("free", "none")):
+        classes = {"num_classes": 3, "class_names": CLASSES} if condition == "class" else {}
+        model = VideoDiffusion(VideoConfig(image_size=(16, 16), frames=6, fps=4.0, widths=(32, 64), blocks=(1, 1),
+                                           patch=4, sample_steps=2, condition=condition, **classes))
+        torch.manual_seed(0)
+        with torch.no_grad():  # residual branches start at zero; spread them so that clips depend on the seed
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        model.save_pretrained(root / name / "model")
+    return load_models([str(root / "clips"), str(root / "free")])
+
+
+def test_videos_through_the_official_openai_client(video_registry, tmp_path):
+    openai = pytest.importorskip("openai")
+    from genlab.data.video import read_video
+
+    def frames_of(content: bytes) -> np.ndarray:
+        path = tmp_path / f"{len(list(tmp_path.iterdir()))}.mp4"
+        path.write_bytes(content)
+        frames, fps = read_video(path)
+        assert fps == 4
+        return frames
+
+    def png(content: bytes) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(content)))
+
+    app = create_app(video_registry, ServeConfig(**FAST, max_videos=3))
+    with uvicorn_server(app) as url, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the client marks OpenAI's own (Sora) API deprecated
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        card = {m.id: m for m in client.models.list()}["clips"].model_dump()
+        assert card["kind"] == "video" and card["capabilities"] == ["videos"] and card["classes"] == list(CLASSES)
+        assert card["video"] == {"frames": 6, "fps": 4.0, "seconds": 1.5} and card["image_size"] == [16, 16]
+
+        dog = client.videos.create_and_poll(model="clips", prompt="Dog", seconds="1", size="16x16",
+                                            extra_body={"seed": 3})
+        assert (dog.status, dog.progress, dog.seconds, dog.size, dog.model) == ("completed", 100, "1", "16x16", "clips")
+        assert dog.completed_at >= dog.created_at and dog.model_dump()["seed"] == 3
+        clip = frames_of(client.videos.download_content(dog.id).content)  # variant "video": the MP4
+        assert clip.shape == (4, 16, 16, 3)  # 1 s at 4 fps: the model's first 4 frames of 6
+        sheet_png = client.videos.download_content(dog.id, variant="spritesheet").content
+        sheet, thumbnail = png(sheet_png), png(client.videos.download_content(dog.id, variant="thumbnail").content)
+        assert sheet.shape == (16, 4 * 17 - 1) and np.array_equal(thumbnail, sheet[:, :16])  # frames, 1 px apart
+        tiles = np.stack([sheet[:, 17 * i: 17 * i + 16] for i in range(4)])
+        assert tiles.std() > 1 and np.abs(clip[..., 0].astype(int) - tiles).mean() < 4  # H.264 is near, not exact
+        again = client.videos.create_and_poll(model="clips", prompt="dog", seconds="1", extra_body={"seed": 3})
+        assert client.videos.download_content(again.id, variant="spritesheet").content == sheet_png  # the same seed
+
+        free = client.videos.create_and_poll(model="free", prompt="")  # seconds left out: the whole clip
+        assert free.seconds == "1.5" and frames_of(client.videos.download_content(free.id).content).shape[0] == 6
+        still = np.full((16, 16), 200)
+        animated = client.videos.create_and_poll(model="free", prompt="", input_reference=(
+            "first.png", _upload(still), "image/png"))
+        first = png(client.videos.download_content(animated.id, variant="thumbnail").content)
+        assert animated.status == "completed" and np.array_equal(first, still)  # the given frame opens the clip
+
+        refusals = [({"model": "clips", "prompt": "a horse"}, "is not one of them; fix: send one of cat, dog, owl"),
+                    ({"model": "clips", "prompt": ""}, "the prompt is empty"),
+                    ({"model": "clips", "prompt": "cat", "seconds": "4"}, "ask for at most 1.5 seconds"),
+                    ({"model": "clips", "prompt": "cat", "size": "1280x720"}, "makes 16x16 clips, not 1280x720"),
+                    ({"model": "free", "prompt": "a cat"}, "no prompt steers it"),
+                    ({"model": "free", "prompt": "", "extra_body": {"guidance": 2}}, "takes no guidance")]
+        for fields, message in refusals:
+            with pytest.raises(openai.BadRequestError, match=message):
+                client.videos.create(**fields)
+        with pytest.raises(openai.UnprocessableEntityError, match="steps: Input should be greater than or equal"):
+            client.videos.create(model="clips", prompt="cat", extra_body={"steps": 0})
+        with pytest.raises(openai.NotFoundError, match="no model named 'sora-2'"):
+            client.videos.create(model="sora-2", prompt="cat")
+        with pytest.raises(openai.NotFoundError, match="no video 'video_nope'"):
+            client.videos.retrieve("video_nope")
+        # three finished videos are kept (max_videos): the two oldest are forgotten
+        with pytest.raises(openai.NotFoundError, match="keeps the 3 newest finished videos"):
+            client.videos.download_content(dog.id)
+        assert client.videos.retrieve(animated.id).status == "completed"
+        assert client.videos.delete(animated.id).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.videos.retrieve(animated.id)
+
+    with TestClient(create_app(video_registry, ServeConfig(**FAST))) as c:  # JSON too; and what the client cannot send
+        r = c.post("/v1/videos", json={"model": "clips", "prompt": "owl", "seconds": 0.5, "seed": 1})
+        assert r.status_code == 200 and r.json()["seconds"] == "0.5" and r.json()["frames"] == 2
+        wait_until(lambda: c.get(f"/v1/videos/{r.json()['id']}").json()["status"] == "completed", 10)
+        gif = c.get(f"/v1/videos/{r.json()['id']}/content", params={"variant": "gif"})  # the page's fallback
+        assert gif.headers["content-type"] == "image/gif" and Image.open(io.BytesIO(gif.content)).n_frames == 2
+        r = c.post("/v1/videos", json={"model": "clips", "prompt": "owl", "input_reference": {"image_url": "x"}})
+        assert r.status_code == 400 and "genlab fetches no URLs" in r.json()["error"]["message"]
+        r = c.post("/v1/videos", content=b"prompt", headers={"Content-Type": "text/plain"})
+        assert r.status_code == 400 and "multipart/form-data" in r.json()["error"]["message"]
+        r = c.get("/v1/videos/video_nope/content", params={"variant": "poster"})
+        assert r.status_code == 422 and "variant" in r.json()["error"]["message"]
+        r = c.post("/v1/images/generations", json={"model": "clips"})
+        assert r.status_code == 400 and "cannot do images.generations" in r.json()["error"]["message"]
+
+
+def test_page_makes_a_clip_and_shows_it_in_chromium(video_registry):
+    """The page's video form in a real browser: a class, a length and a seed in; the job polled; the clip playing
+    (the MP4 in a <video>, or the GIF where the browser has no H.264) beside its frames."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test installs it)")
+    from servers import open_page
+
+    app = create_app(video_registry, ServeConfig(**FAST))
+    with uvicorn_server(app) as url, playwright.sync_playwright() as p:
+        browser, page, errors = open_page(p, url, 2)
+        page.select_option("#model", "clips")
+        assert page.is_visible("#video-options") and page.is_hidden("#n-box") and page.is_visible("#class-box")
+        assert "clips of 6 frames of 16x16 at 4 fps (1.5 s)" in page.text_content("#about")
+        page.select_option("#label", "owl")
+        page.fill("#seconds", "1")
+        page.fill("#seed", "7")
+        page.click("#generate")
+        shown = "#grid figure.clip video, #grid figure.clip img.clip"
+
+        def loaded() -> list:  # [tag, width, height] of the clip once the browser has decoded it, and the frames'
+            return page.eval_on_selector_all(shown + ", #grid img.frames", """els => els.map(e => e.tagName === "VIDEO"
+                ? (e.readyState >= 2 && ["VIDEO", e.videoWidth, e.videoHeight])
+                : (e.complete && e.naturalWidth > 0 && [e.className, e.naturalWidth, e.naturalHeight]))""")
+
+        wait_until(lambda: len(loaded()) == 2 and all(loaded()), 20)
+        clip, frames = loaded()
+        meta = page.text_content("#meta")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-video.png"), full_page=True)
+        page.fill("#seconds", "9")
+        page.click("#generate")
+        wait_until(lambda: page.text_content("#error"), 10)
+        error = page.text_content("#error")
+        browser.close()
+    assert clip in (["VIDEO", 16, 16], ["clip", 16, 16]) and frames == ["frames", 4 * 17 - 1, 16]
+    assert "4 frames (1 s at 4 fps)" in meta and "seed 7" in meta
+    assert "ask for at most 1.5 seconds" in error and not errors
+
+
+# -- styled images: a style model through /v1/images/edits (OpenAI's client), and the page ------
+
+@pytest.fixture(scope="module")
+def style_registry(tmp_path_factory):
+    """A tiny style model (genlab.models.style: AdaIN on EfficientNet-Lite0, a decoder of widths (8, 8, 4)) that
+    reads photos at a short side of 32 px, built from its config rather than trained, as the other models here. Its
+    decoder gets He-initialised weights and an output bias of 0.5, so that its images are mid-grey with spread
+    rather than the near-black that a small default initialisation decodes to."""
+    from genlab.models.style import AdaINStylizer, StyleConfig
+
+    torch.manual_seed(0)
+    model = AdaINStylizer(StyleConfig(widths=(8, 8, 4), short_side=32, crop=16))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 4:
+                torch.nn.init.kaiming_normal_(p, nonlinearity="relu")
+        model.decoder[-1].weight.mul_(0.03)
+        model.decoder[-1].bias.fill_(0.5)
+    root = tmp_path_factory.mktemp("style")
+    model.save_pretrained(root / "sty" / "model")
+    return load_models([str(root / "sty")])
+
+
+def _photo(h: int, w: int) -> np.ndarray:
+    """A smooth colour gradient with an edge, (h, w, 3) uint8: something with content."""
+    y, x = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    return (np.stack([x, y, (x + y) / 2], -1) * 180 + 60 * (x > 0.5)[..., None]).astype(np.uint8)
+
+
+def _stripes(side: int = 64) -> np.ndarray:
+    """Blue-and-orange stripes, (side, side, 3) uint8: a style unlike `_photo`."""
+    stripe = np.broadcast_to((np.arange(side) // 4 % 2)[None, :], (side, side)).astype(np.float32)
+    return (np.stack([0.9 * stripe + 0.1, 0.5 * stripe + 0.2, 0.9 * (1 - stripe)], -1) * 255).astype(np.uint8)
+
+
+def test_styled_images_through_the_official_openai_client(style_registry):
+    openai = pytest.importorskip("openai")
+    from genlab.models.style import resize_short_side
+
+    model = style_registry["sty"].model
+    small, large, style = _photo(24, 32), _photo(40, 56), _stripes()
+    files = {name: (f"{name}.png", _upload(array, "RGB"), "image/png")
+             for name, array in (("small", small), ("large", large), ("style", style))}
+    with uvicorn_server(create_app(style_registry, ServeConfig(**FAST))) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        card = client.models.list().data[0].model_dump()
+        assert (card["family"], card["kind"], card["capabilities"], card["edit_modes"]) == (
+            "style", "image", ["images.edits"], ["style"])
+        assert card["options"] == ["strength"] and card["style"] == {"short_side": 32} and card["image_size"] is None
+
+        def styled(photo: str, **fields) -> np.ndarray:  # the client sends a list of images as image[]
+            answer = client.images.edit(model="sty", image=[files[photo], files["style"]], prompt="", **fields)
+            return _png(answer.data[0].b64_json)
+
+        # a photo no larger than the model's scale is restyled as it is: the model's own stylize, to the PNG's 1/255
+        full = styled("small")
+        photo = torch.from_numpy(small).permute(2, 0, 1)[None]
+        expected = model.stylize(photo, resize_short_side(torch.from_numpy(style).permute(2, 0, 1), 24), alpha=1.0)
+        assert full.shape == (24, 32, 3)
+        assert np.abs(full / 255 - expected[0].permute(1, 2, 0).numpy()).max() <= 0.5 / 255 + 1e-6
+        kept = styled("small", extra_body={"strength": 0})
+        half = styled("small", extra_body={"strength": 0.5})
+        assert np.abs(full.astype(int) - kept).mean() > 5 and not np.array_equal(half, kept)
+        # a larger one is read at the model's short side (32) and answered at its own size
+        assert styled("large").shape == (40, 56, 3)
+
+        refusals = [
+            (openai.BadRequestError, {"image": files["small"]}, "send the style image as the second image"),
+            (openai.BadRequestError, {"image": [files["small"], files["style"], files["large"]]},
+             "3 images came, and model 'sty' takes two: the photo, then the style image"),
+            (openai.BadRequestError, {"prompt": "a painting"}, "takes no prompt"),
+            (openai.BadRequestError, {"size": "512x512"}, "answers at the photo's own size"),
+            (openai.BadRequestError, {"n": 2}, "takes no n"),
+            (openai.UnprocessableEntityError, {"extra_body": {"strength": 1.5}},
+             "strength: Input should be less than or equal to 1"),
+            (openai.UnprocessableEntityError, {"image": [files["small"], ("s.png", b"not an image", "image/png")]},
+             "the style image is not a readable image"),
+            (openai.BadRequestError, {"image": [files["small"], ("s.png", _upload(np.zeros((8, 8, 3)), "RGB"),
+                                                                "image/png")]}, "at least 16x16"),
+        ]
+        for error, fields, message in refusals:
+            with pytest.raises(error, match=message) as raised:
+                client.images.edit(**{"model": "sty", "image": [files["small"], files["style"]], "prompt": ""}
+                                   | fields)
+            assert "fix:" in str(raised.value)
+
+
+def test_page_restyles_a_photo_in_chromium(style_registry):
+    """The page's style form in a real browser: a photo and a style image uploaded, the strength slider set, the
+    styled image shown at the photo's size; a bad style file's refusal reaches the page."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (make test installs it)")
+    from servers import open_page
+
+    def png_file(name: str, array: np.ndarray) -> dict:
+        return {"name": name, "mimeType": "image/png", "buffer": _upload(array, "RGB")}
+
+    app = create_app(style_registry, ServeConfig(**FAST))
+    with uvicorn_server(app) as url, playwright.sync_playwright() as p:
+        browser, page, errors = open_page(p, url, 1)
+        page.select_option("#model", "sty")
+        assert page.is_visible("#style-box") and page.is_visible("#image-file") and page.is_hidden("#mask-box")
+        assert page.is_hidden("#generate") and page.text_content("#edit") == "Stylise"
+        assert "read at most 32 px on the short side" in page.text_content("#about")
+        page.set_input_files("#image-file", png_file("photo.png", _photo(40, 56)))
+        page.set_input_files("#style-file", png_file("style.png", _stripes()))
+        page.fill("#alpha", "0.75")
+        page.click("#edit")
+
+        def shown() -> list:  # [width, height] of each styled image once the browser has decoded it
+            return page.eval_on_selector_all("#grid img.styled",
+                                             "els => els.map(e => e.complete && [e.naturalWidth, e.naturalHeight])")
+
+        wait_until(lambda: shown() and all(shown()), 20)
+        size, meta = shown(), page.text_content("#meta")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve-style.png"), full_page=True)
+        page.set_input_files("#style-file", {"name": "style.png", "mimeType": "image/png", "buffer": b"not an image"})
+        page.click("#edit")
+        wait_until(lambda: page.text_content("#error"), 10)
+        error = page.text_content("#error")
+        browser.close()
+    assert size == [[56, 40]] and "strength 0.75" in meta
+    assert "the style image is not a readable image" in error and not errors

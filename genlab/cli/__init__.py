@@ -62,8 +62,8 @@ VERBS: dict[str, Verb] = {
     "video": Verb("genlab.cli.verbs:video",
                   "continue a clip, raise its frame rate or animate a still with a video model (GIF or MP4)"),
     "reference": Verb("genlab.cli.verbs:reference", "train (once) the reference classifier behind FD-genlab"),
-    "style": Verb("genlab.cli.verbs:style", "restyle a photo after a style image (Gatys, or a trained AdaIN model)"),
-    "style-train": Verb("genlab.cli.verbs:style_train", "train a feed-forward AdaIN style-transfer model"),
+    "style": Verb("genlab.cli.verbs:style",
+                  "restyle a photo after a style image (Gatys, or a style model: genlab train style)"),
     "serve": Verb("genlab.serve:serve", "serve models over HTTP (OpenAI-shaped API) with a web page"),
 }
 DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets and where they resolve"),
@@ -299,7 +299,7 @@ def run_train(family: str, argv: list[str], command: str) -> None:
                        from_study=options.get("from_study"), trial=options.get("trial"),
                        max_bad_fraction=options.get("data_max_bad_fraction", 0.05), command=command, **given)
     from genlab.models import get_family
-    from genlab.models.base import TableSampler, TextGenerator, TextToSpeech, Vocoder
+    from genlab.models.base import Stylizer, TableSampler, TextGenerator, TextToSpeech, Vocoder
 
     cls = get_family(family)
     sound = bool(json.loads((run / "model" / "config.json").read_text())["config"].get("sound"))
@@ -308,6 +308,7 @@ def run_train(family: str, argv: list[str], command: str) -> None:
         else f"genlab sample A_SOUND_MODEL --vocoder {run} --out sounds/" if issubclass(cls, Vocoder) \
         else f'genlab speak {run} --text "four two seven" --out speech.wav' if issubclass(cls, TextToSpeech) \
         else f"genlab sample {run} --out sounds/" if sound \
+        else f"genlab style PHOTO.jpg --style STYLE.jpg --model {run} --out styled.png" if issubclass(cls, Stylizer) \
         else f"genlab sample {run} --out samples.png ; genlab eval {run}"
     print(f"\nrun folder: {run}\n  model: {run / 'model'}\n  next: {use}")
 

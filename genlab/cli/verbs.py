@@ -978,34 +978,41 @@ def chat(run: str, system: str = "", message: list[str] | None = None, max_new_t
         reply(text)
 
 
-def _style_images(path: str, what: str) -> list:
-    """The RGB images (uint8 (3, H, W)) of one image file or of the image files in a folder."""
-    from genlab.data.images import load_image
+def _stylizer(model: str):
+    """The style model of a run or model folder; a folder of the AdaIN models genlab style-train wrote before
+    style transfer became a family is refused with how to train one now."""
+    from genlab.models.base import Stylizer
 
-    folder = Path(path)
-    if not folder.exists():
-        raise GenlabError(f"the {what} path {path} does not exist", f"pass a {what} image file or a folder of them")
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes) if folder.is_dir() else [folder]
-    if not files:
-        raise GenlabError(f"{path} holds no image files", f"put PNG or JPEG {what} images in it")
-    return [load_image(file, channels=3) for file in files]
+    config = Path(model) / "config.json"
+    try:
+        legacy = config.is_file() and json.loads(config.read_text()).get("kind") == "adain-style"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        legacy = False  # genlab.load names what is wrong with it
+    if legacy:
+        raise GenlabError(f"{model} holds an AdaIN model written by genlab style-train, which this genlab no longer "
+                          "reads: style models are now a family, saved and loaded as every family's are",
+                          "train one again (minutes): genlab train style --data PHOTOS --model.styles STYLES "
+                          "--out runs/style, then --model runs/style")
+    loaded, _ = _load_run(model, record=False)
+    need(loaded, Stylizer, model)
+    return loaded
 
 
-def style(content: str, style: str | None = None, out: str = "styled.png", method: str = "gatys",
-          model: str | None = None, size: int = 256, steps: int = 150, style_weight: float = 100.0,
+def style(content: str, style: str | None = None, out: str = "styled.png", model: str | None = None,
+          method: str | None = None, size: int = 256, steps: int = 150, style_weight: float = 100.0,
           temperature: float = 1.0, alpha: float = 1.0) -> None:
-    """Restyle a photo after a style image: Gatys optimisation (no model) or a trained AdaIN model (one pass).
+    """Restyle a photo after a style image: with --model, one pass of a trained style model; without, Gatys
+    optimisation (no model).
 
     Both read EfficientNet-Lite0 features with Wang et al.'s softmax smoothing (docs/style-transfer.md).
 
     Args:
-        content: the photo to restyle (PNG or JPEG).
-        style: the style image: a painting or a texture (PNG or JPEG).
+        content: the photo to restyle (PNG, JPEG or another image file).
+        style: the style image: a painting or a texture.
         out: the PNG file to write.
-        method: gatys (optimises the pixels: about 20 s at 256 px on one core) or adain (a model trained by
-            genlab style-train: well under a second).
-        model: with --method adain, the folder genlab style-train wrote.
+        model: a style model (genlab train style --data PHOTOS --model.styles STYLES): its run or model folder.
+        method: adain (the model's one pass, well under a second; the default with --model) or gatys (optimises
+            the pixels, about 20 s at 256 px on one core; the default without).
         size: the photo's short side in pixels; the style image is brought to the same scale.
         steps: gatys: optimiser steps.
         style_weight: gatys: style against content (both relative errors).
@@ -1018,76 +1025,32 @@ def style(content: str, style: str | None = None, out: str = "styled.png", metho
     from PIL import Image
 
     from genlab.files import atomic_path
-    from genlab.models.style import GatysOptions, gatys, load_stylizer, resize_short_side
+    from genlab.models.style import GatysOptions, gatys, read_images, resize_short_side
 
     if style is None:
         raise ConfigError("genlab style needs --style: the image whose style to take", "e.g. --style painting.jpg")
+    method = method or ("adain" if model else "gatys")
     if method not in ("gatys", "adain"):
         raise ConfigError(f"--method {method!r} is not a style-transfer method", "use gatys or adain")
     if method == "adain" and model is None:
-        raise ConfigError("--method adain needs --model: a folder written by genlab style-train",
-                          "train one (genlab style-train CONTENT_FOLDER --styles STYLE_FOLDER) or use --method gatys")
+        raise ConfigError("--method adain needs --model: a style model's run folder",
+                          "train one (genlab train style --data PHOTOS --model.styles STYLES) or use --method gatys")
+    if method == "gatys" and model is not None:
+        raise ConfigError("--model is a trained style model, and Gatys optimisation uses none",
+                          "drop --model, or drop --method gatys to use the model")
     if size < 16:
         raise ConfigError(f"--size {size} is too small for the features", "use --size 64 or more (256 by default)")
-    photo = resize_short_side(_style_images(content, "content")[0], size, "content")
-    look = resize_short_side(_style_images(style, "style")[0], size, "style")
+    stylizer = _stylizer(model) if method == "adain" else None
+    photo = resize_short_side(read_images(content, "content")[0], size, "content")
+    look = resize_short_side(read_images(style, "style")[0], size, "style")
     start = time.perf_counter()
-    if method == "adain":
-        result = load_stylizer(model).stylize(photo, look, alpha=alpha)
+    if stylizer is not None:
+        result = stylizer.stylize(photo, look, alpha=alpha)
     else:
         result = gatys(photo, look, GatysOptions(steps=steps, style_weight=style_weight, temperature=temperature))
     seconds = time.perf_counter() - start
     path = Path(out)
     with atomic_path(path) as partial:
-        array = (result[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        array = (result[0].cpu().permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         Image.fromarray(array).save(partial, format="PNG")
     print(f"wrote {path} ({method}, {array.shape[0]}x{array.shape[1]}, {seconds:.2f} s)")
-
-
-def style_train(content: str, styles: str | None = None, out: str = "runs/style-adain", steps: int = 2000,
-                max_time: str | None = None, batch_size: int = 8, crop: int = 128, lr: float = 1e-3,
-                depth: str = "stage3", style_weight: float = 3.0, temperature: float = 1.0, seed: int = 0) -> None:
-    """Train a feed-forward AdaIN style-transfer model (Huang and Belongie 2017) for genlab style --method adain.
-
-    The EfficientNet-Lite0 encoder is frozen; the decoder learns from random crops of the content photos and
-    the style images. The model folder holds config.json, model.safetensors and a card (docs/style-transfer.md).
-
-    Args:
-        content: a folder of content photos (or one photo).
-        styles: a folder of style images: paintings, textures (or one image).
-        out: the model folder to write.
-        steps: optimiser steps (the learning rate decays to 0 over them).
-        max_time: stop early after this wall clock, e.g. 10m.
-        batch_size: (content, style) crop pairs per step.
-        crop: crop side in pixels, from images whose short side is 256.
-        lr: AdamW's peak learning rate.
-        depth: the encoder depth where AdaIN mixes content and style: stage2, stage3 or stage4.
-        style_weight: the style loss against the content loss.
-        temperature: the softmax smoothing's temperature in feature standard deviations (0: off).
-        seed: seeds the crops and the decoder's initial weights.
-    """
-    import json as json_module
-
-    from genlab.config import parse_duration
-    from genlab.files import atomic_write
-    from genlab.models.style import AdaINConfig, AdaINStylizer, decoder_widths, fit
-
-    if depth not in ("stage2", "stage3", "stage4"):
-        raise ConfigError(f"--depth {depth!r} is not an AdaIN depth", "use stage2, stage3 or stage4")
-    config = AdaINConfig(depth=depth, widths=decoder_widths(depth), style_weight=style_weight, temperature=temperature)
-    if styles is None:
-        raise ConfigError("genlab style-train needs --styles: the style images to learn from",
-                          "e.g. --styles paintings/ (a folder of images, or one image)")
-    contents, looks = _style_images(content, "content"), _style_images(styles, "style")
-    limit = parse_duration(max_time)
-    torch.manual_seed(seed)
-    model = AdaINStylizer(config)
-    history = fit(model, contents, looks, steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                  max_seconds=limit.total_seconds() if limit else None)
-    last = history[-1]
-    folder = model.save_pretrained(out, {"steps": last["step"], "seconds": last["seconds"],
-                                         "content images": len(contents), "style images": len(looks)})
-    atomic_write(folder / "losses.json", json_module.dumps(history, indent=1))
-    print(f"trained {last['step']} steps in {last['seconds']:.0f} s (loss {last['loss']:.4f}: content "
-          f"{last['content']:.4f}, style {last['style']:.4f})\n  model: {folder}\n  next: genlab style PHOTO.jpg "
-          f"--style STYLE.jpg --method adain --model {folder}")

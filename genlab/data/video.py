@@ -277,15 +277,20 @@ def write_video(path: str | Path, clip, fps: float = 10.0) -> Path:
     """Write a clip (T, C, H, W), uint8 or floats in [0, 1], as an animated GIF (Pillow, looping) or an MP4
     (H.264 through imageio's FFmpeg plugin: the imageio-ffmpeg package), by the suffix; atomically."""
     path = Path(path)
+    return atomic_write(path, encode_video(clip, fps, path.suffix))
+
+
+def encode_video(clip, fps: float = 10.0, suffix: str = ".mp4") -> bytes:
+    """The bytes of `write_video`'s file for `suffix` (.gif or .mp4): what a server sends without a file."""
     frames = as_uint8(clip)
     buffer = io.BytesIO()
-    if path.suffix.lower() == ".gif":
+    if suffix.lower() == ".gif":
         from PIL import Image
 
         images = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
         images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
                        duration=round(1000 / fps))
-    elif path.suffix.lower() == ".mp4":
+    elif suffix.lower() == ".mp4":
         import imageio.v3 as iio
 
         try:
@@ -301,9 +306,9 @@ def write_video(path: str | Path, clip, fps: float = 10.0) -> Path:
         buffer.write(iio.imwrite("<bytes>", rgb, extension=".mp4", fps=fps, codec="libx264", macro_block_size=2,
                                  output_params=["-crf", "18"]))
     else:
-        raise ConfigError(f"cannot write video as {path.suffix or 'a file without a suffix'}",
+        raise ConfigError(f"cannot write video as {suffix or 'a file without a suffix'}",
                           "use a .gif or .mp4 path")
-    return atomic_write(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def frame_grid(clips, every: int = 1) -> np.ndarray:

@@ -35,6 +35,8 @@ FAMILIES: dict[str, Family] = {
     "video": Family("genlab.models.video:VideoDiffusion",
                     "video diffusion: clips from noise or a class, animation, next frames, frame interpolation"),
     "tts": Family("genlab.models.tts:FastSpeech", "text-to-speech: phones to mel spectrograms (FastSpeech)"),
+    "style": Family("genlab.models.style:AdaINStylizer",
+                    "feed-forward style transfer (AdaIN on EfficientNet-Lite0): any photo in any style, one pass"),
 }
 
 

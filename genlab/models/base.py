@@ -17,6 +17,7 @@ capability classes it inherits, one method with one signature each:
 | `TextLikelihood`  | `log_likelihood(text) -> nats per token, bits per char`                |
 | `AnomalyScorer`   | `anomaly_score(examples, labels=) -> bits per dimension, (B,)`         |
 | `VideoGenerator`  | `sample_video(n, labels=, ...)`, `complete(clips, known, ...)` -> clips in [0, 1] |
+| `Stylizer`        | `stylize(content, style, alpha=1.0) -> images in [0, 1]`, the content's size |
 
 Callers (the CLI, `eval`, `compare`, `tune`, the server) dispatch with `isinstance` on these
 classes and `require(model, Capability)`, which names the families that can when one cannot.
@@ -431,6 +432,18 @@ class VideoGenerator(Capability):
         raise NotImplementedError
 
 
+class Stylizer(Capability):
+    """Restyles photos after a style image in one pass (feed-forward style transfer): any photo, any style."""
+
+    ability = "stylise images"
+
+    def stylize(self, content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """Content images (B, 3, H, W) in the style of `style` (one image, or one per content image), both uint8 or
+        floats in [0, 1]; `alpha` in [0, 1] is how much style (0: the content kept). Floats in [0, 1] out, the
+        content's size."""
+        raise NotImplementedError
+
+
 class AnomalyScorer(Capability):
     """Scores how unlike the training data each example is: its negative log-likelihood per dimension."""
 
@@ -444,7 +457,7 @@ class AnomalyScorer(Capability):
 
 CAPABILITIES: tuple[type[Capability], ...] = (ImageSampler, TextGenerator, Chat, TableSampler, Reconstructor,
                                               Translator, Editor, ImageLikelihood, TextLikelihood, AnomalyScorer,
-                                              Vocoder, TextToSpeech, VideoGenerator)
+                                              Vocoder, TextToSpeech, VideoGenerator, Stylizer)
 
 
 def require(model: GenerativeModel, capability: type[Capability]) -> None:

@@ -1,4 +1,4 @@
-"""Neural style transfer on EfficientNet-Lite0 features: Gatys optimisation and a feed-forward AdaIN model.
+"""Neural style transfer on EfficientNet-Lite0 features: Gatys optimisation, and the `style` family (AdaIN).
 
 A photo takes on the look of a style image (a painting, a texture) when, in the feature space of a
 network trained on natural images, its activations keep the photo's layout at one depth while their
@@ -6,12 +6,15 @@ second-order statistics at several depths match the style image's.
 
 - `Gatys`: Gatys, Ecker and Bethge, "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016.
   The output's pixels are optimised (L-BFGS or Adam, a fixed number of steps) to match the content
-  image's features at one depth (eq. 1) and the style image's Gram matrices at several (eq. 3-5).
-- `AdaINStylizer`: Huang and Belongie, "Arbitrary Style Transfer in Real-time with Adaptive Instance
-  Normalization", ICCV 2017. A frozen encoder, AdaIN (the content features' channel means and standard
-  deviations replaced by the style's, eq. 8), and a decoder trained to turn that target back into pixels
-  whose features match it (content loss, eq. 12) and whose feature statistics at several depths match the
-  style's (style loss, eq. 13). One forward pass per image, for any style image.
+  image's features at one depth (eq. 1) and the style image's Gram matrices at several (eq. 3-5). It has
+  no weights: an API function (`gatys`) and a verb (`genlab style`), not a family.
+- `AdaINStylizer`, the `style` family: Huang and Belongie, "Arbitrary Style Transfer in Real-time with
+  Adaptive Instance Normalization", ICCV 2017. A frozen encoder, AdaIN (the content features' channel means
+  and standard deviations replaced by the style's, eq. 8), and a decoder trained to turn that target back
+  into pixels whose features match it (content loss, eq. 12) and whose feature statistics at several depths
+  match the style's (style loss, eq. 13). One forward pass per image, for any style image (`Stylizer`).
+  `genlab train style --data PHOTOS --model.styles STYLES` trains it through the engine (the recipe in
+  genlab/engine/recipes.py draws the (content, style) crop pairs); the model folder holds the decoder only.
 
 Both read genlab.metrics.features' EfficientNet-Lite0 (VGG-19's weights are on no package index). Its
 stages end in residual sums of linear bottlenecks, whose activations are peaky (low entropy); Wang, Li and
@@ -22,35 +25,27 @@ position, at a temperature in units of the layer's standard deviation (Lite0's s
 +-80, where a unit temperature would give one-hot vectors), before Gram matrices or means and deviations
 are taken; the content loss and AdaIN read the raw features. `temperature=0` turns SWAG off.
 
-Images cross this module as floats in [0, 1], (B, 3, H, W); `load_stylizer` / `save_pretrained` keep an
-AdaIN model as config.json + model.safetensors (the decoder: the encoder is the pip package's, shared).
+Images cross this module as floats in [0, 1] (or uint8), (B, 3, H, W).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 import math
-import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config import from_dict, to_dict, validate
-from genlab.errors import ConfigError, GenlabError, UnsafeFileError
+from genlab.config import validate
+from genlab.errors import ConfigError, DataError
 from genlab.metrics.features import CHANNELS, STRIDES, check_layers, efficientnet_features
-
-log = logging.getLogger(__name__)
+from genlab.models.base import GenerativeModel, Stylizer
 
 STYLE_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")  # the stem (ReLU6) carries colour best
-CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
-KIND, FORMAT_VERSION = "adain-style", 1
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -203,13 +198,61 @@ def gatys(content: torch.Tensor, style: torch.Tensor, options: GatysOptions | No
     return Gatys(content, style, options).run(generator=generator)
 
 
-# -- AdaIN: a trained decoder ---------------------------------------------------------------------
+# -- image files and scale ------------------------------------------------------------------------
+
+
+def image_files(path: str | Path, what: str) -> list[Path]:
+    """One image file, or the image files under a folder (genlab.data.images.IMAGE_SUFFIXES), sorted; a missing
+    path or a folder without images is a DataError naming the fix."""
+    from genlab.data.images import IMAGE_SUFFIXES
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"the {what} path {path} does not exist", f"pass a {what} image file or a folder of them")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
+        if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"{path} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                        f"put PNG or JPEG {what} images in it")
+    return files
+
+
+def read_images(path: str | Path, what: str) -> list[np.ndarray]:
+    """The RGB images (uint8 (3, H, W)) of one image file or of the image files under a folder (grey and RGBA
+    ones converted), each at its own size: style images are brought to a scale, never to one shape."""
+    from genlab.data.images import load_image
+
+    return [load_image(file, channels=3) for file in image_files(path, what)]
+
+
+def resize_short_side(image: np.ndarray | torch.Tensor, side: int, what: str = "content") -> torch.Tensor:
+    """One image (3, H, W) or (1, 3, H, W), uint8 or [0, 1], as float (1, 3, h, w) in [0, 1] whose short side is
+    `side`: features are read at a scale, so content, style and training crops are brought to the same one."""
+    x = as_rgb(image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image)), what)  # a copy
+    scale = side / min(x.shape[-2:])
+    size = (max(side, round(x.shape[-2] * scale)), max(side, round(x.shape[-1] * scale)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+# -- AdaIN: the style family -------------------------------------------------------------------------
+
+
+def decoder_widths(depth: str) -> tuple[int, ...]:
+    """The default decoder widths for an encoder depth: 32 channels at full size, twice as many at each halving up
+    to 128 (stage3: (128, 64, 32))."""
+    levels = int(math.log2(STRIDES[depth]))
+    return tuple(min(128, 32 * 2 ** (levels - 1 - i)) for i in range(levels))
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaINConfig:
-    """A feed-forward AdaIN model: the encoder depth, the decoder's widths and the training losses' weights."""
+class StyleConfig:
+    """A feed-forward AdaIN model: where its style images are, the encoder depth, the decoder's widths, the training
+    crops and the losses' weights."""
 
+    FROM_DATA: ClassVar[tuple[str, ...]] = ()  # the content photos decide nothing: crops are taken at a scale
+
+    styles: str = ""
+    """a folder of style images (paintings, textures), or one image, to train on; any style stylises afterwards"""
     depth: Literal["stage2", "stage3", "stage4"] = "stage3"
     """the encoder depth where AdaIN mixes content and style (stage3: 40 channels at 1/8 of the size)"""
     widths: tuple[int, ...] = (128, 64, 32)
@@ -220,6 +263,11 @@ class AdaINConfig:
     """style loss against content loss"""
     temperature: float = 1.0
     """SWAG's softmax temperature in units of each layer's standard deviation (0: raw features)"""
+    short_side: int = 256
+    """the scale training reads images at: each content and style image's short side, in pixels, before cropping
+    (stylise at about this scale: genlab style --size)"""
+    crop: int = 128
+    """the side of the square training crops, in pixels at that scale"""
 
     def __post_init__(self):
         validate(self)
@@ -227,16 +275,14 @@ class AdaINConfig:
         levels = int(math.log2(STRIDES[self.depth]))
         if len(self.widths) != levels or min(self.widths) < 1:
             raise ConfigError(f"widths {self.widths}: depth {self.depth} halves the image {levels} times, so the "
-                              f"decoder needs {levels} positive widths", f"e.g. widths={decoder_widths(self.depth)}")
+                              f"decoder needs {levels} positive widths",
+                              f"e.g. --model.widths '{list(decoder_widths(self.depth))}' ({self.depth}'s default)")
         if self.style_weight < 0 or self.temperature < 0:
             raise ConfigError("style_weight and temperature must be >= 0", "e.g. style_weight=3, temperature=1")
-
-
-def decoder_widths(depth: str) -> tuple[int, ...]:
-    """The default decoder widths for an encoder depth: 32 channels at full size, twice as many at each halving up
-    to 128 (stage3: (128, 64, 32))."""
-    levels = int(math.log2(STRIDES[depth]))
-    return tuple(min(128, 32 * 2 ** (levels - 1 - i)) for i in range(levels))
+        if not 16 <= self.crop <= self.short_side:
+            raise ConfigError(f"crop {self.crop} and short_side {self.short_side}: crops must be at least 16 pixels "
+                              "(the features' smallest input) and fit in the short side",
+                              "e.g. --model.crop 128 --model.short_side 256")
 
 
 def _conv(cin: int, cout: int) -> nn.Conv2d:
@@ -244,12 +290,16 @@ def _conv(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
 
 
-class AdaINStylizer(nn.Module):
+class AdaINStylizer(GenerativeModel, Stylizer):
     """Huang and Belongie's feed-forward style transfer on EfficientNet-Lite0: any content, any style, one pass."""
 
-    def __init__(self, config: AdaINConfig | None = None):
-        super().__init__()
-        self.config = c = config or AdaINConfig()
+    family = "style"
+    Config = StyleConfig
+    data_kind: ClassVar[str] = "image"  # the content photos; the style images are the config's `styles`
+
+    def __init__(self, config: StyleConfig):
+        super().__init__(config)
+        c = config
         layers: list[nn.Module] = [_conv(CHANNELS[c.depth], c.widths[0]), nn.ReLU()]
         width = c.widths[0]
         for w in c.widths:  # the encoder's halvings mirrored: upsample, then two convolutions
@@ -257,6 +307,19 @@ class AdaINStylizer(nn.Module):
             width = w
         layers.append(_conv(width, 3))  # pixels in [0, 1], unbounded while training (clamped when stylising)
         self.decoder = nn.Sequential(*layers)
+
+    @classmethod
+    def config_for_data(cls, config: StyleConfig, data: Any) -> StyleConfig:
+        """The config with its style folder checked and made absolute (a resumed run may start elsewhere); sound
+        and a missing style folder are refused before any step."""
+        if getattr(data, "sound", ""):
+            raise ConfigError(f"{data.name} is sound: style transfer restyles photos",
+                              "pass a folder of photos as --data")
+        if not config.styles:
+            raise ConfigError("the style family learns from style images, and --model.styles is not set",
+                              "pass --model.styles FOLDER: paintings or textures (a folder of images, or one image)")
+        image_files(config.styles, "style")  # refuses a missing path or a folder without images now, not mid-run
+        return dataclasses.replace(config, styles=str(Path(config.styles).expanduser().resolve()))
 
     @property
     def encoder(self):
@@ -282,17 +345,19 @@ class AdaINStylizer(nn.Module):
         uint8 in; floats in [0, 1] out, the content's size."""
         if not 0 <= alpha <= 1:
             raise ConfigError(f"alpha = {alpha} must be in [0, 1]", "1 is full style, 0 the content as it is")
-        content, style = as_rgb(content, "content"), as_rgb(style, "style")
+        device = self.decoder[0].weight.device
+        content, style = as_rgb(content, "content").to(device), as_rgb(style, "style").to(device)
         if style.shape[0] not in (1, content.shape[0]):
             raise ConfigError(f"{style.shape[0]} style images for {content.shape[0]} content images",
                               "give one style image, or one per content image")
         return self(content, style, alpha).clamp(0, 1)  # one style image is encoded once, its statistics broadcast
 
-    def loss(self, content: torch.Tensor, style: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Huang and Belongie's training objective on a batch of (content, style) pairs in [0, 1]: the decoded
-        image's features against the AdaIN target (eq. 12) plus the style weight times the squared differences of
-        SWAG-transformed channel means and deviations across the style layers (eq. 13), each relative to the
-        style's own, so that every layer counts alike."""
+    def loss(self, batch: Any, step: int | None = None) -> dict[str, torch.Tensor]:
+        """Huang and Belongie's training objective on a batch of (content, style) crop pairs, each (B, 3, H, W) in
+        [0, 1] or uint8: the decoded image's features against the AdaIN target (eq. 12) plus the style weight times
+        the squared differences of SWAG-transformed channel means and deviations across the style layers (eq. 13),
+        each relative to the style's own, so that every layer counts alike."""
+        content, style = as_rgb(batch[0], "content"), as_rgb(batch[1], "style")
         c = self.config
         depth = c.depth
         with torch.no_grad():
@@ -312,135 +377,6 @@ class AdaINStylizer(nn.Module):
         style_loss = style_loss / len(style_stats)
         return {"loss": content_loss + c.style_weight * style_loss, "content": content_loss, "style": style_loss}
 
-    # -- files ------------------------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | Path, card: dict[str, object] | None = None) -> Path:
-        """config.json, model.safetensors (the decoder) and a README.md card, each written atomically."""
-        from safetensors.torch import save_model
-
-        from genlab import __version__
-        from genlab.files import atomic_path, atomic_write
-
-        folder = Path(folder)
-        with atomic_path(folder / WEIGHTS_FILE) as tmp:
-            save_model(self, str(tmp), metadata={"kind": KIND, "format": str(FORMAT_VERSION)})
-        meta = {"kind": KIND, "format": FORMAT_VERSION, "genlab_version": __version__, "config": to_dict(self.config)}
-        atomic_write(folder / CONFIG_FILE, json.dumps(meta, indent=2))
-        lines = ["# genlab AdaIN style-transfer model", "",
-                 "Huang and Belongie's AdaIN on EfficientNet-Lite0 features (docs/style-transfer.md).", "",
-                 f"- decoder parameters: {sum(p.numel() for p in self.parameters()):,}"]
-        lines += [f"- {k}: {v}" for k, v in (card or {}).items()]
-        lines += ["", "```", f"genlab style CONTENT.png --style STYLE.png --method adain --model {folder}", "```", ""]
-        atomic_write(folder / CARD_FILE, "\n".join(lines))
-        return folder
-
-
-def load_stylizer(folder: str | Path, device: str = "cpu") -> AdaINStylizer:
-    """An AdaIN model from a folder written by `save_pretrained` (or `genlab style-train`), never unpickling."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model
-
-    from genlab.files import refuse_pickle
-
-    folder = Path(folder)
-    if not (folder / CONFIG_FILE).is_file():
-        raise GenlabError(f"{folder} has no {CONFIG_FILE}: it is not an AdaIN style model",
-                          "pass the folder genlab style-train wrote (--out), or use --method gatys, which needs none")
-    try:
-        meta = json.loads((folder / CONFIG_FILE).read_text())
-        kind, config = meta["kind"], from_dict(AdaINConfig, meta["config"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ConfigError) as error:
-        raise UnsafeFileError(f"{folder / CONFIG_FILE} is not an AdaIN style model's config ({error})",
-                              "train one with genlab style-train") from None
-    if kind != KIND or not isinstance(meta.get("format"), int) or meta["format"] > FORMAT_VERSION:
-        raise UnsafeFileError(f"{folder} holds a {kind!r} model of format {meta.get('format')}, not an {KIND} model "
-                              f"of format {FORMAT_VERSION} or older", "train one with genlab style-train")
-    model = AdaINStylizer(config)
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise GenlabError(f"{folder} has no {WEIGHTS_FILE}", "train the model again with genlab style-train")
-    refuse_pickle(weights)
-    try:
-        missing, unexpected = load_model(model, weights, strict=False, device=device)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise UnsafeFileError(f"{weights} is corrupt or truncated: {error}", "train the model again") from None
-    if missing or unexpected:
-        raise UnsafeFileError(f"{weights} does not match its config: missing {sorted(missing)[:5]}, unexpected "
-                              f"{sorted(unexpected)[:5]}", "use the config.json that came with the weights")
-    return model.to(device).eval()
-
-
-# -- training -------------------------------------------------------------------------------------
-
-
-def resize_short_side(image: np.ndarray | torch.Tensor, side: int, what: str = "content") -> torch.Tensor:
-    """One image (3, H, W) or (1, 3, H, W), uint8 or [0, 1], as float (1, 3, h, w) in [0, 1] whose short side is
-    `side`: features are read at a scale, so content, style and training crops are brought to the same one."""
-    x = as_rgb(image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image)), what)  # a copy
-    scale = side / min(x.shape[-2:])
-    size = (max(side, round(x.shape[-2] * scale)), max(side, round(x.shape[-1] * scale)))
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
-def _prepared(images: Sequence[np.ndarray | torch.Tensor], short_side: int, what: str) -> list[torch.Tensor]:
-    if not len(images):
-        raise ConfigError(f"no {what} images to train on", f"give a folder with at least one {what} image")
-    return [resize_short_side(image, short_side, what)[0] for image in images]
-
-
-def _crops(images: list[torch.Tensor], n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """n random size x size crops (B, 3, size, size) of randomly chosen images, half of them mirrored."""
-    out = []
-    for i in torch.randint(len(images), (n,), generator=generator).tolist():
-        image = images[i]
-        top = int(torch.randint(image.shape[1] - size + 1, (1,), generator=generator))
-        left = int(torch.randint(image.shape[2] - size + 1, (1,), generator=generator))
-        crop = image[:, top : top + size, left : left + size]
-        out.append(crop.flip(-1) if torch.rand((), generator=generator) < 0.5 else crop)
-    return torch.stack(out)
-
-
-Images = Sequence[np.ndarray | torch.Tensor]
-
-
-def fit(model: AdaINStylizer, contents: Images, styles: Images,
-        steps: int = 2000, batch_size: int = 8, crop: int = 128, short_side: int = 256, lr: float = 1e-3,
-        max_seconds: float | None = None, seed: int = 0, log_every: int = 100) -> list[dict[str, float]]:
-    """Train the decoder on random crops of the content and style images (uint8 or [0, 1] arrays (3, H, W)):
-    AdamW with a cosine decay over `steps`, stopping early after `max_seconds`. Returns the logged losses.
-
-    The encoder stays frozen (its weights are ImageNet's and are not saved); the crops are drawn from a generator
-    seeded with `seed`, so that a run is repeatable on one machine."""
-    if steps < 1 or batch_size < 1 or crop < 16 or crop > short_side:
-        raise ConfigError(f"steps={steps}, batch_size={batch_size}, crop={crop}, short_side={short_side}",
-                          "give steps and batch_size >= 1 and 16 <= crop <= short_side")
-    generator = torch.Generator().manual_seed(seed)
-    contents, styles = _prepared(contents, short_side, "content"), _prepared(styles, short_side, "style")
-    optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    model.train()
-    history, start = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        losses = model.loss(_crops(contents, batch_size, crop, generator), _crops(styles, batch_size, crop, generator))
-        if not torch.isfinite(losses["loss"]):
-            from genlab.errors import NonFiniteLossError
-
-            raise NonFiniteLossError(f"the AdaIN loss became {losses['loss'].item()} at step {step}",
-                                     "lower --lr or --style-weight")
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        schedule.step()
-        elapsed = time.perf_counter() - start
-        done = step == steps or (max_seconds is not None and elapsed >= max_seconds)
-        if step % log_every == 0 or step == 1 or done:
-            history.append({"step": step, "seconds": round(elapsed, 2), **{k: v.item() for k, v in losses.items()}})
-            log.info("style step %d: loss %.4f (content %.4f, style %.4f)", step, *(history[-1][k] for k in
-                                                                                 ("loss", "content", "style")))
-        if done:
-            break
-    return history
-
-
-__all__ = ["AdaINConfig", "AdaINStylizer", "Gatys", "GatysOptions", "adain", "decoder_widths", "fit", "gatys", "gram",
-           "load_stylizer", "mean_std", "resize_short_side", "swag"]
+__all__ = ["AdaINStylizer", "Gatys", "GatysOptions", "StyleConfig", "adain", "decoder_widths", "gatys", "gram",
+           "image_files", "mean_std", "read_images", "resize_short_side", "swag"]

@@ -1,9 +1,12 @@
-"""`genlab serve`: saved models behind an HTTP API (OpenAI-shaped completions and images) and a web page.
+"""`genlab serve`: saved models behind an HTTP API (OpenAI-shaped completions, images, speech and videos) and a
+web page.
 
 - `limits.py`   the server's limits (`ServeConfig`) and the worker threads that run generation
                 off the event loop, with admission (429 when full), deadlines and cancellation;
 - `registry.py` the models: loaded once at start-up, what each can do, and the generation
                 calls the endpoints run in a worker (text pieces, PNG images, edits);
+- `videos.py`   video jobs (OpenAI's Videos API): made on the workers, kept in memory (bounded), downloaded as
+                MP4, GIF or PNG;
 - `schemas.py`  the request and response bodies (pydantic), which are the OpenAPI schema;
 - `app.py`      the FastAPI app: routes, errors, API key, body-size limit, the page;
 - `static/`     the page: one HTML file with plain JavaScript, no build step, no network.
@@ -39,8 +42,9 @@ def serve(
     max_steps: int = 1000,
     max_prompt_chars: int = 8000,
     max_body_bytes: int = 16 * 2**20,
+    max_videos: int = 64,
 ) -> None:
-    """Serve saved models over HTTP: OpenAI-shaped completions and images endpoints, and a web page at /.
+    """Serve saved models over HTTP: OpenAI-shaped completions, images, speech and videos, and a web page at /
 
     Args:
         models: run or model folders; each is served under its folder name, or NAME=PATH to name it.
@@ -56,6 +60,7 @@ def serve(
         max_steps: diffusion sampling steps per request; more are refused (422).
         max_prompt_chars: longer prompts are refused (422).
         max_body_bytes: larger request bodies (uploads included) are refused (413).
+        max_videos: finished video jobs kept in memory for download; beyond this the oldest are forgotten.
     """
     import os
     import sys
@@ -67,7 +72,8 @@ def serve(
     api_key = api_key or os.environ.get("GENLAB_API_KEY") or None
     config = ServeConfig(host=host, port=port, api_key=api_key, concurrency=concurrency, queue=queue, threads=threads,
                          timeout=timeout, max_tokens=max_tokens, max_n=max_n, max_steps=max_steps,
-                         max_prompt_chars=max_prompt_chars, max_body_bytes=max_body_bytes)
+                         max_prompt_chars=max_prompt_chars, max_body_bytes=max_body_bytes,
+                         max_videos=max_videos)
     app = create_app(list(models), config)
     for name, served in app.state.registry.items():
         print(f"  {name}: {served.family} ({', '.join(served.capabilities)}) from {served.path}")

@@ -1,5 +1,7 @@
 """The FastAPI app: the OpenAI-shaped endpoints, errors, API key, body-size limit and the page.
 
+/v1/videos is OpenAI's Videos API: a job made on the same workers, polled, then downloaded (genlab.serve.videos).
+
 Every error, whatever raised it (validation, a limit, the model, an unknown route), is
 answered as `{"error": {"message", "type", "param", "code"}}`, the message naming the
 problem and the fix. Generation never runs on the event loop: each request's work is a
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import hmac
 import json
 import secrets
@@ -23,17 +26,19 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from genlab import __version__
 from genlab.data.chat import check_messages
 from genlab.errors import GenlabError
 from genlab.models.base import EditOptions, class_labels
+from genlab.serve import videos
 from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
 from genlab.serve.registry import (
     RequestError,
@@ -56,6 +61,9 @@ from genlab.serve.schemas import (
     ImagesResponse,
     ModelList,
     SpeechRequest,
+    VideoDeleted,
+    VideoJob,
+    VideoRequest,
 )
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -65,6 +73,12 @@ ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 42
 SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"event": {"type": "string"}, "data": {
     "type": "string", "description": "a JSON chunk shaped like the non-streaming answer, with a piece of text per "
     "choice, or {\"error\": ...}; the last event is [DONE]"}}}
+# POST /v1/videos reads its body itself (OpenAI's client sends multipart/form-data; JSON is taken too), so its
+# schema is declared here and added to the components in `openapi` below
+VIDEO_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/VideoForm"}},
+    "application/json": {"schema": {"$ref": "#/components/schemas/VideoRequest"}}}}}
+VIDEO_FILES = {"video/mp4": {}, "image/png": {}, "image/gif": {}}
 PAGE_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data: blob:; "
                "media-src blob:; "
                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
@@ -139,7 +153,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     app = FastAPI(title="genlab", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Generative models trained with genlab, behind OpenAI-shaped endpoints. "
                   "Limits: GET /health. The web page: GET /.")
-    app.state.workers, app.state.registry, app.state.config = workers, registry, config
+    store = videos.VideoStore(config.max_videos)
+    app.state.workers, app.state.registry, app.state.config, app.state.videos = workers, registry, config, store
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
     # -- errors ----------------------------------------------------------------------------------
@@ -259,6 +274,11 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                                    f"drop {key}; it takes {', '.join(sorted(takes)) or 'no options'}", param=key)
 
     def check_size(served: Served, size: str | None) -> None:
+        if "style" in served.edit_modes:  # any photo, answered at its own size
+            if size is not None and size.lower() != "auto":
+                raise RequestError(f"model {served.name!r} answers at the photo's own size, not {size}",
+                                   "drop size (or send auto); resize the photo before sending it", param="size")
+            return
         h, w = served.model.config.image_size
         if size is not None and size.lower() != f"{w}x{h}":
             raise RequestError(f"model {served.name!r} makes {w}x{h} images, not {size}", f"drop size or use {w}x{h}",
@@ -505,12 +525,16 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     async def images_edits(
         request: Request,
         model: Annotated[str, Form(min_length=1, max_length=200, description="a model name from GET /v1/models")],
-        image: Annotated[UploadFile, File(description="the image to edit or translate (PNG or JPEG)")],
+        image: Annotated[list[UploadFile] | None, File(description="the image to edit or translate (PNG or JPEG); "
+                                                       "a style model: the photo, then the style image")] = None,
+        image_list: Annotated[list[UploadFile] | None, File(alias="image[]", description="the images as OpenAI's "
+                                                            "client sends a list (image=[photo, style])")] = None,
         mask: Annotated[UploadFile | None, File(description="inpainting: white (or transparent) = regenerate")] = None,
         prompt: Annotated[str, Form(max_length=HARD_PROMPT_CHARS)] = "",
         n: Annotated[int, Form(ge=1, le=HARD_MAX_N)] = 1,
-        strength: Annotated[float | None, Form(gt=0, le=1, description="image-to-image: how much to change "
-                                                f"(default {EditOptions.strength})")] = None,
+        strength: Annotated[float | None, Form(ge=0, le=1, description="image-to-image: how much to change, in "
+                                                f"(0, 1] (default {EditOptions.strength}); a style model: how much "
+                                                "style, from 0 (the photo as it is) to 1 (default 1)")] = None,
         steps: Annotated[int | None, Form(ge=1, le=HARD_MAX_STEPS)] = None,
         guidance: Annotated[float | None, Form(ge=0, le=100)] = None,
         label: Annotated[str | None, Form(max_length=200, description="class name or index")] = None,
@@ -523,15 +547,37 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         cap(n, config.max_n, "n", "ask for fewer images per request")
         cap(steps or 0, config.max_steps, "steps", "ask for fewer sampling steps")
         check_size(served, size)
-        translation = "translation" in served.edit_modes
+        translation, styling = "translation" in served.edit_modes, "style" in served.edit_modes
         given = {"mask": mask, "steps": steps, "guidance": guidance, "prompt": prompt or None, "strength": strength,
-                 "n": n if n > 1 else None}  # a translation makes one image
-        takes = set() if translation else {"mask", "steps", "guidance", "strength", "n"} | (
-            {"prompt"} if served.conditioning == "text" else set())
+                 "n": n if n > 1 else None}  # a translation or a restyling makes one image
+        if translation or styling:  # one pass of a network: nothing to sample, mask or steer; a style has a strength
+            takes = {"strength"} if styling else set()
+        else:
+            takes = {"mask", "steps", "guidance", "strength", "n"}
+            if served.conditioning == "text":
+                takes.add("prompt")
         refuse_unsupported(served, {k: v for k, v in given.items() if k != "prompt" or served.conditioning != "class"},
                            takes)
+        if strength == 0 and not styling:
+            raise RequestError("strength 0 would change nothing: image-to-image strength is in (0, 1]",
+                               f"send a strength above 0 (default {EditOptions.strength})", param="strength")
         labels = None if translation else labels_for(served, label, prompt, n)
-        image_bytes = await image.read()
+        # OpenAI's client sends one image as `image` and a list as `image[]` (openai/_utils extract_files, "brackets")
+        uploads = [*(image or []), *(image_list or [])]
+        wanted = 2 if styling else 1
+        if not uploads:
+            raise RequestError("no image was sent", "attach the image as the multipart file `image` (PNG or JPEG)",
+                               param="image", status=422)
+        if styling and len(uploads) == 1:
+            raise RequestError(f"model {model!r} restyles a photo after a style image, and only one image came",
+                               "send the style image as the second image: image=[photo, style] with OpenAI's client, "
+                               "or curl -F 'image[]=@photo.png' -F 'image[]=@style.png'", param="image")
+        if len(uploads) > wanted:
+            raise RequestError(f"{len(uploads)} images came, and model {model!r} takes "
+                               f"{'two: the photo, then the style image' if styling else 'one'}",
+                               f"send {'two images' if styling else 'one image'}", param="image")
+        image_bytes = await uploads[0].read()
+        style_bytes = await uploads[1].read() if styling else None
         mask_bytes = await mask.read() if mask is not None else None
         seed = seed_of(seed)
 
@@ -541,6 +587,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                 "labels": labels,
                 "seed": seed,
                 "image": read_upload(image_bytes, "image", config.max_image_pixels),
+                "style": read_upload(style_bytes, "style image", config.max_image_pixels, "image")
+                if styling else None,
                 "mask": read_upload(mask_bytes, "mask", config.max_image_pixels)
                 if mask_bytes is not None
                 else None,
@@ -556,6 +604,99 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         return {"created": int(time.time()), "model": served.name, "seed": seed,
                 "data": [{"b64_json": base64.b64encode(png).decode()} for png in pngs]}
 
+    # -- videos: OpenAI's Videos API (create, poll, download), genlab.serve.videos ---------------
+
+    async def video_body(request: Request) -> tuple[VideoRequest, bytes | None]:
+        """The request's fields, from a multipart form (the official client's way, with `input_reference` an
+        image file) or JSON, checked by VideoRequest's schema; and the uploaded first frame, if any."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        upload = None
+        if kind == "application/json":
+            try:
+                fields = json.loads(await request.body() or b"null")
+            except ValueError:
+                raise RequestError("the body is not valid JSON", "send a JSON object, or a multipart form") from None
+            if not isinstance(fields, dict):
+                raise RequestError("the body is not a JSON object", "send {\"model\": ..., \"prompt\": ...}")
+        elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            fields = {}
+            async with request.form(max_files=2, max_fields=20) as form:
+                for key, value in form.multi_items():
+                    if isinstance(value, str):
+                        if value != "" or key == "prompt":  # a form's empty field is a field not given
+                            fields[key] = value
+                    elif key == "input_reference":
+                        upload = await value.read()
+                    else:
+                        raise RequestError(f"{key} is a file; only input_reference takes one", f"send {key} as text",
+                                           param=key)
+        else:
+            raise RequestError(f"a body of type {kind or '(none)'} cannot be read",
+                               "send multipart/form-data (as OpenAI's client does) or application/json")
+        if any(key.startswith("input_reference") for key in fields):
+            raise RequestError("input_reference must be an uploaded image file (the first frame)",
+                               "attach the image as the multipart file input_reference; genlab fetches no URLs and "
+                               "keeps no file ids", param="input_reference")
+        try:
+            return VideoRequest.model_validate(fields), upload
+        except ValidationError as error:
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in error.errors()]) from None
+
+    @app.post("/v1/videos", response_model=VideoJob, responses=ERRORS, dependencies=guarded,
+              openapi_extra=VIDEO_BODY)
+    async def videos_create(request: Request) -> dict:
+        body, upload = await video_body(request)
+        served = find(body.model, "videos")
+        cap(len(body.prompt), config.max_prompt_chars, "prompt", "send a shorter prompt")
+        cap(body.steps or 0, config.max_steps, "steps", "ask for fewer sampling steps")
+        sample = {"steps": body.steps, "guidance": body.guidance, "sampler": body.sampler,
+                  "temperature": body.temperature}
+        takes = served.sample_options - ({"guidance"} if served.conditioning != "class" else set())
+        refuse_unsupported(served, sample, takes)
+        size = videos.check_size(served, body.size)
+        frames, seconds = videos.clip_frames(served, body.seconds)
+        label = videos.label_of(served, body.prompt)
+        videos.check_sampling(served, sample)
+        video = videos.Video(videos.new_id(), served.name, body.prompt, seconds, size, frames,
+                             served.model.config.fps, seed_of(body.seed))
+
+        def work(job) -> None:
+            first = read_upload(upload, "input_reference", config.max_image_pixels) if upload is not None else None
+            videos.make_video(job, served, video, {"label": label, "first": first, "sample": sample})
+
+        video.job, future = workers.submit(work)
+        store.add(video)
+        future.add_done_callback(lambda f: store.finish(video, Stopped("shutdown") if f.cancelled() else
+                                                        f.exception()))
+        return video.public()
+
+    @app.get("/v1/videos/{video_id}", response_model=VideoJob, responses=ERRORS, dependencies=guarded)
+    async def videos_retrieve(video_id: str, response: Response) -> dict:
+        video = store.get(video_id)
+        if not video.finished:  # the official client's poll waits this long between calls (default: 1 s)
+            response.headers["openai-poll-after-ms"] = "250"
+        return video.public()
+
+    @app.get("/v1/videos/{video_id}/content", response_class=Response, dependencies=guarded, responses={
+        **ERRORS, 200: {"content": VIDEO_FILES, "description": "video: the MP4 (H.264); thumbnail: the first frame "
+                        "(PNG); spritesheet: every frame in a row (PNG); gif: the clip as a looping GIF (genlab's)"}})
+    async def videos_content(video_id: str, variant: Annotated[
+            Literal["video", "thumbnail", "spritesheet", "gif"], Query(description="which file")] = "video"):
+        video = store.get(video_id)
+        if video.status == "failed":
+            raise RequestError(f"video {video_id} failed: {video.error['message']}", "make it again (POST /v1/videos)",
+                               param="video_id")
+        if video.status != "completed":
+            raise RequestError(f"video {video_id} is {video.status} ({video.progress}%), not completed yet",
+                               f"poll GET /v1/videos/{video_id} until its status is completed", param="video_id")
+        media_type, key = videos.VARIANTS[variant]
+        return Response(content=video.files[key], media_type=media_type)
+
+    @app.delete("/v1/videos/{video_id}", response_model=VideoDeleted, responses=ERRORS, dependencies=guarded)
+    async def videos_delete(video_id: str) -> dict:
+        """Forget a video; one still being made stops at its next check."""
+        return {"id": store.remove(video_id).id, "object": "video.deleted", "deleted": True}
+
     # -- the OpenAPI schema with this server's models and limits ---------------------------------
 
     def openapi() -> dict:
@@ -563,6 +704,10 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema["components"]["schemas"]
+        components["VideoRequest"] = VideoRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components["VideoForm"] = copy.deepcopy(components["VideoRequest"])
+        components["VideoForm"]["properties"]["input_reference"] = {
+            "type": "string", "format": "binary", "description": "an image (PNG or JPEG): the first frame to animate"}
         edit_ref = schema["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"][
             "multipart/form-data"
         ]["schema"]
@@ -570,7 +715,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                   "chat.completions": components["ChatCompletionRequest"],
                   "images.generations": components["ImageRequest"],
                   "images.edits": components[edit_ref["$ref"].split("/")[-1]]}
-        for capability, body in bodies.items():
+        for capability, body in [*bodies.items(), ("videos", components["VideoRequest"]),
+                                    ("videos", components["VideoForm"])]:
             names = [n for n, s in registry.items() if capability in s.capabilities]
             props = body["properties"]
             if names:

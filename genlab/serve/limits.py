@@ -53,6 +53,7 @@ class ServeConfig:
     max_steps: int = 1000  # sampling steps of a diffusion model; more are refused (422)
     max_body_bytes: int = 16 * 2**20  # request bodies (uploaded images included); larger ones get 413
     max_image_pixels: int = 4096 * 4096  # uploaded images larger than this are refused (413) before decoding
+    max_videos: int = 64  # finished video jobs kept in memory (their MP4, GIF and PNGs); older ones are forgotten
 
     def __post_init__(self):
         checks = [("port", 0 <= self.port < 65536, "0 .. 65535"), ("concurrency", self.concurrency >= 0, ">= 0"),
@@ -63,7 +64,8 @@ class ServeConfig:
                   ("max_n", 1 <= self.max_n <= HARD_MAX_N, f"1 .. {HARD_MAX_N}"),
                   ("max_steps", 1 <= self.max_steps <= HARD_MAX_STEPS, f"1 .. {HARD_MAX_STEPS:,}"),
                   ("max_body_bytes", self.max_body_bytes >= 1024, ">= 1024"),
-                  ("max_image_pixels", self.max_image_pixels >= 64, ">= 64")]
+                  ("max_image_pixels", self.max_image_pixels >= 64, ">= 64"),
+                  ("max_videos", self.max_videos >= 1, ">= 1")]
         for name, ok, valid in checks:
             if not ok:
                 raise ConfigError(f"serve {name} = {getattr(self, name)!r} is out of range", f"use {valid}")

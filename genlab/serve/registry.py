@@ -3,7 +3,9 @@
 A model's capabilities are the ones its family declares (genlab.models.base), never a list of
 families: a `TextGenerator` serves completions; an `ImageSampler` makes images, with the options its
 `sample_options` declare (steps, guidance, sampler, temperature); a `Translator` (pix2pix) or an
-`Editor` (diffusion: image-to-image and inpainting) edits images.
+`Editor` (diffusion: image-to-image and inpainting) edits images; a `Stylizer` (the `style` family) restyles a
+photo after a style image, both uploaded to /v1/images/edits; a `VideoGenerator` makes video jobs
+(genlab.serve.videos).
 """
 
 from __future__ import annotations
@@ -17,10 +19,20 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from genlab.errors import ConfigError, GenlabError
-from genlab.models.base import Editor, ImageSampler, TextGenerator, TextToSpeech, Translator, Vocoder
+from genlab.models.base import (
+    Editor,
+    ImageSampler,
+    Stylizer,
+    TextGenerator,
+    TextToSpeech,
+    Translator,
+    VideoGenerator,
+    Vocoder,
+)
 from genlab.serve.limits import Job
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,6 +62,8 @@ class Served:
     def kind(self) -> str:
         if isinstance(self.model, TextGenerator):
             return "text"
+        if isinstance(self.model, VideoGenerator):
+            return "video"
         return "audio" if isinstance(self.model, (TextToSpeech, Vocoder)) else "image"
 
     @property
@@ -61,11 +75,11 @@ class Served:
     @property
     def conditioning(self) -> str:
         """none, class or text: what steers an image model's samples and edits."""
-        return self.model.config.condition if isinstance(self.model, (ImageSampler, Editor)) else "none"
+        return self.model.config.condition if isinstance(self.model, (ImageSampler, Editor, VideoGenerator)) else "none"
 
     @property
     def sample_options(self) -> set[str]:
-        if not isinstance(self.model, ImageSampler):
+        if not isinstance(self.model, (ImageSampler, VideoGenerator)):
             return set()
         declared = {f.name for f in dataclasses.fields(self.model.sample_options)} & set(SAMPLE_OPTIONS)
         return declared | ({"prompt"} if self.conditioning == "text" else set())
@@ -76,6 +90,8 @@ class Served:
             return ["translation"]
         if isinstance(self.model, Editor):
             return ["image-to-image", "inpainting"]
+        if isinstance(self.model, Stylizer):
+            return ["style"]
         return []
 
     @property
@@ -84,6 +100,8 @@ class Served:
             return ["completions"] + (["chat.completions"] if self.model.has_chat_template else [])
         if self.kind == "audio":  # a vocoder is a voice of /v1/audio/speech, not an endpoint of its own
             return ["audio.speech"] if isinstance(self.model, TextToSpeech) else ["voice"]
+        if self.kind == "video":
+            return ["videos"]
         can = ["images.generations"] if isinstance(self.model, ImageSampler) else []
         return can + (["images.edits"] if self.edit_modes else [])
 
@@ -91,6 +109,8 @@ class Served:
         config = self.model.config
         options = (["temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed"] if self.kind == "text"
                    else ["voice", "speed"] if self.kind == "audio"
+                   else sorted(self.sample_options | {"seed", "seconds", "size", "input_reference"})
+                   if self.kind == "video"
                    else sorted(self.sample_options | {"seed"} | ({"voice"} if self.sound else set())))
         sound = None
         if self.sound:
@@ -98,13 +118,21 @@ class Served:
 
             settings, samples = read_sound_config(self.sound)
             sound = {"sample_rate": settings.sample_rate, "seconds": samples / settings.sample_rate}
-        if "images.edits" in self.capabilities and "translation" not in self.edit_modes:
+        if "style" in self.edit_modes:  # a pure function of its two images: no seed, no mask
+            options = ["strength"]
+        elif "images.edits" in self.capabilities and "translation" not in self.edit_modes:
             options = sorted(set(options) | {"strength", "mask"})
+        # a style model takes photos of any size (returned at their own) and has no image_size
+        shaped = self.kind in ("image", "video") and "style" not in self.edit_modes
         return {"id": self.name, "created": self.created, "family": self.family, "kind": self.kind,
                 "capabilities": self.capabilities, "edit_modes": self.edit_modes, "conditioning": self.conditioning,
                 "classes": list(config.class_names) if self.conditioning == "class" else [],
-                "options": options, "image_size": list(config.image_size) if self.kind == "image" else None,
-                "channels": config.channels if self.kind == "image" else None, "sound": sound,
+                "options": options, "sound": sound,
+                "image_size": list(config.image_size) if shaped else None,
+                "channels": config.channels if shaped else 3 if "style" in self.edit_modes else None,
+                "style": {"short_side": config.short_side} if "style" in self.edit_modes else None,
+                "video": {"frames": config.frames, "fps": config.fps, "seconds": config.frames / config.fps}
+                if self.kind == "video" else None,
                 "parameters": self.model.num_parameters()}
 
 
@@ -208,23 +236,25 @@ def to_png(image: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def read_upload(data: bytes, what: str, max_pixels: int) -> Image.Image:
-    """Decode an uploaded image, refusing one too large to decode safely (413) or not an image (422)."""
+def read_upload(data: bytes, what: str, max_pixels: int, param: str | None = None) -> Image.Image:
+    """Decode an uploaded image, refusing one too large to decode safely (413) or not an image (422); the errors
+    name `param` (default `what`), the request field it came in."""
+    param = param or what
     if not data:
-        raise RequestError(f"the {what} upload is empty", "attach a PNG or JPEG file", param=what, status=422)
+        raise RequestError(f"the {what} upload is empty", "attach a PNG or JPEG file", param=param, status=422)
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > max_pixels:
             raise RequestError(f"the {what} is {width}x{height} pixels, more than this server's limit of "
                                f"{max_pixels:,}", "send a smaller image (it is resized to the model's size anyway)",
-                               param=what, status=413)
+                               param=param, status=413)
         image.load()
     except RequestError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
         raise RequestError(f"the {what} is not a readable image ({type(error).__name__})", "send a PNG or JPEG file",
-                           param=what, status=422) from None
+                           param=param, status=422) from None
     return image
 
 
@@ -301,11 +331,33 @@ def speak_wav(job: Job, served: Served, options: dict[str, Any]) -> bytes:
     return to_wav(voice(log_mel, model.settings, vocoder and vocoder.model)[0], model.settings.sample_rate)
 
 
+def stylize_upload(model: Any, photo: Image.Image, style: Image.Image, alpha: float) -> torch.Tensor:
+    """A photo restyled after a style image by a `Stylizer`, (3, H, W) in [0, 1] at the photo's own size.
+
+    Both are read at one scale, as `genlab style` does (features are read at a scale, and the style's texture is
+    sized against the photo's): the photo's short side, lowered to the model's `short_side` (the scale it trained
+    at) when larger, which also bounds the work for large uploads. A photo brought down is stylised there and the
+    result resized back up (bicubic), so the answer always has the photo's size."""
+    from genlab.models.style import resize_short_side
+
+    content = image_tensor(photo, 3, (photo.height, photo.width))
+    side = min(photo.height, photo.width, model.config.short_side)
+    look = resize_short_side(image_tensor(style, 3, (style.height, style.width)), side, "style")
+    out = model.stylize(resize_short_side(content, side, "content"), look, alpha=alpha)
+    if out.shape[-2:] != content.shape[-2:]:
+        out = F.interpolate(out, size=content.shape[-2:], mode="bicubic", align_corners=False)
+    return out[0].clamp(0, 1)
+
+
 def edit_images(job: Job, served: Served, options: dict[str, Any]) -> list[bytes]:
-    """Run on a worker: translate (pix2pix) or edit (diffusion: image-to-image, inpainting) an uploaded image."""
+    """Run on a worker: translate (pix2pix), edit (diffusion: image-to-image, inpainting) or restyle (a style model:
+    the photo after `options["style"]`, at strength `alpha`) an uploaded image."""
     job.check()
     model, image = served.model, options["image"]
-    if "translation" in served.edit_modes:
+    if "style" in served.edit_modes:
+        strength = options["edit"]["strength"]
+        out = [stylize_upload(model, image, options["style"], 1.0 if strength is None else strength)]
+    elif "translation" in served.edit_modes:
         c, h, w = model.input_shape
         condition = image_tensor(image, c, (h, w))
         condition, _ = model.prepare_condition(condition)

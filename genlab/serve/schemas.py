@@ -1,4 +1,4 @@
-"""Request and response bodies of the API: the OpenAI completions and images shapes, plus genlab's options.
+"""Request and response bodies of the API: the OpenAI completions, images and videos shapes, plus genlab's options.
 
 Fields are bounded by the hard ceilings in `limits`; the app writes its own (lower) limits
 into the OpenAPI schema it serves, and refuses or lowers values above them at run time.
@@ -53,25 +53,40 @@ class SoundShape(BaseModel):
     seconds: float
 
 
+class VideoShape(BaseModel):
+    frames: int = Field(description="frames in each clip")
+    fps: float = Field(description="frames per second")
+    seconds: float = Field(description="the clip's length: frames / fps, the most `seconds` may ask for")
+
+
+class StyleShape(BaseModel):
+    short_side: int = Field(description="the scale it stylises at: a photo whose short side is longer is restyled "
+                            "at this short side (the scale it trained at) and resized back to its own size")
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "genlab"
-    family: str = Field(description="vae, gan, pix2pix, diffusion, rnn, gpt, tts or vocoder")
-    kind: Literal["text", "image", "audio"]
+    family: str = Field(description="vae, gan, pix2pix, diffusion, style, rnn, gpt, tts, vocoder or video")
+    kind: Literal["text", "image", "audio", "video"]
     capabilities: list[str] = Field(description="completions, chat.completions, images.generations, images.edits, "
-                                    "audio.speech, voice (a vocoder: a voice of audio.speech)")
-    edit_modes: list[str] = Field(description="for images.edits: translation, image-to-image, inpainting")
+                                    "audio.speech, voice (a vocoder: a voice of audio.speech), videos")
+    edit_modes: list[str] = Field(description="for images.edits: translation, image-to-image, inpainting, style "
+                                  "(two images: the photo, then the style image)")
     conditioning: Literal["none", "class", "text"] = Field(
         description="what steers image generation: a class or a prompt"
     )
     classes: list[str] = Field(description="class names of a class-conditional model")
     options: list[str] = Field(description="generation options this model takes (temperature, steps, guidance, ...)")
-    image_size: list[int] | None = Field(None, description="[height, width] of the images it makes")
+    image_size: list[int] | None = Field(None, description="[height, width] of the images (or video frames) it makes; "
+                                         "null for a style model, whose answer has the photo's size")
     channels: int | None = None
     sound: SoundShape | None = Field(None, description="an image model of sound (its images are spectrograms): the "
                                      "clips it makes; its images.generations answers carry b64_wav")
+    video: VideoShape | None = Field(None, description="a video model: the clips it makes")
+    style: StyleShape | None = Field(None, description="a style model: the scale it restyles photos at")
     parameters: int
 
 
@@ -234,3 +249,57 @@ class ImagesResponse(BaseModel):
     model: str
     seed: int
     data: list[ImageData]
+
+
+# -- videos -------------------------------------------------------------------------------------
+
+class VideoRequest(Strict):
+    """POST /v1/videos, as OpenAI's client sends it (multipart/form-data; JSON is taken too)."""
+
+    model: str = MODEL_FIELD
+    prompt: str = Field("", max_length=HARD_PROMPT_CHARS, description="class models: a class name (GET "
+                        "/v1/models: classes); unconditional models: empty")
+    seconds: str | float | None = Field(None, description="the clip's length: the model's first round(seconds * fps) "
+                                        "frames (at least 2), at most its whole clip (GET /v1/models: video.seconds); "
+                                        "default: the whole clip")
+    size: str | None = Field(None, max_length=20, description="WIDTHxHEIGHT; must be the model's own size if given")
+    seed: int | None = SEED_FIELD
+    steps: int | None = Field(None, ge=1, le=HARD_MAX_STEPS, description="sampling steps (default: the model's)")
+    guidance: float | None = Field(None, ge=0, le=100, description="class models: classifier-free guidance scale")
+    sampler: str | None = Field(None, max_length=40, description="the sampler: ddpm, ddim or dpm++")
+    temperature: float | None = Field(None, gt=0, le=10, description="scale of the starting noise (default 1)")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "video", "prompt": "Trouser", "seconds": "2", "seed": 1}]})
+
+
+class VideoError(BaseModel):
+    code: str = Field(description="timeout, cancelled or generation_failed")
+    message: str
+
+
+class VideoJob(BaseModel):
+    """OpenAI's Video object (openai.types.Video), with genlab's seed, frames and fps."""
+
+    id: str
+    object: Literal["video"] = "video"
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = Field(None, description="always null: kept until the server forgets it (see README)")
+    error: VideoError | None = None
+    model: str
+    progress: int = Field(description="0 while queued or sampling, 90 while encoding, 100 when completed")
+    prompt: str | None = None
+    remixed_from_video_id: str | None = None
+    seconds: str = Field(description="the clip's length in seconds (frames / fps)")
+    size: str = Field(description="WIDTHxHEIGHT")
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    seed: int = Field(description="the seed used (give it back to repeat the clip)")
+    frames: int
+    fps: float
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool
