@@ -5,6 +5,7 @@ video metrics against independent computations."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -192,6 +193,11 @@ def test_engine_cli_and_files(moving, tmp_path, capsys):
     assert main(["video", str(run), str(tmp_path / "still.png"), "--task", "animate", "--steps", "1",
           "--label", "c0", "--out", str(tmp_path / "moving.gif")]) == 0
     assert read_video(tmp_path / "moving.gif")[0].shape[0] == 6
+    assert main(["eval", str(run), "--n", "10", "--progress", "false"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["forecast_mse"] > 0 and metrics["copy_last_mse"] > 0 and metrics["motion_speed_w1"] >= 0
+    assert {"interpolation_2x_psnr", "linear_blend_2x_psnr", "forecast_ssim"} <= set(metrics)
+    assert (run / "eval_samples.gif").exists() and (run / "report.html").exists()
     capsys.readouterr()
     for argv, message in ((["video", str(run), str(clip), "--task", "reverse"], "use predict"),
                           (["video", str(run), str(tmp_path / "none.gif")], "does not exist"),

@@ -12,10 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from genlab.data.audio import AUDIO_SUFFIXES, load_audio_folder
-from genlab.data.base import DataReport, ImageData, TextData
+from genlab.data.base import DataReport, ImageData, TextData, fill_report
 from genlab.data.chat import CHAT_SUFFIXES, ChatData, load_chat
 from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
 from genlab.data.loader import BatchLoader
@@ -61,7 +59,7 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
         else:
             data = load_text(path, max_bad_fraction=max_bad_fraction)
     if isinstance(data, ImageData):
-        _fill_image_report(data)
+        fill_report(data)
     return data
 
 
@@ -77,15 +75,6 @@ def as_images(data: Any) -> Any:
 
 def _holds_split_table(folder: Path) -> bool:
     return any((folder / f"train{s}").exists() for s in TABLE_SUFFIXES)
-
-
-def _fill_image_report(data: ImageData) -> None:
-    report = data.report
-    report.counts = {"train": len(data.train_x), "test": len(data.test_x)}
-    report.shape = list(data.shape)
-    report.classes = list(data.classes)
-    labels = np.concatenate([data.train_y, data.test_y])
-    report.class_counts = {c: int((labels == i).sum()) for i, c in enumerate(data.classes)}
 
 
 def list_datasets() -> list[dict[str, str]]:

@@ -103,6 +103,16 @@ class TextData:
     kind = "text"
 
 
+def fill_report(data: Any) -> None:
+    """The counts, shape, classes and class counts of arrays of examples (images, clips) in their report."""
+    report = data.report
+    report.counts = {"train": len(data.train_x), "test": len(data.test_x)}
+    report.shape = list(data.shape)
+    report.classes = list(data.classes)
+    labels = np.concatenate([data.train_y, data.test_y])
+    report.class_counts = {c: int((labels == i).sum()) for i, c in enumerate(data.classes)}
+
+
 def save_arrays(folder: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Cache parsed arrays as .npy (loaded later without pickle) plus meta.json, meta last."""
     folder.mkdir(parents=True, exist_ok=True)

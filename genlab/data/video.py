@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.base import DataReport
+from genlab.data.base import DataReport, fill_report
 from genlab.errors import ConfigError, DataError
 from genlab.files import atomic_write
 
@@ -158,7 +158,7 @@ def _load_arrays(path: Path) -> VideoData:
     data = VideoData(path.name, clips, parts["train"]["labels"], parts["test"]["clips"], parts["test"]["labels"],
                      tuple(settings["classes"]), report, float(settings.get("fps", 10)),
                      (parts["train"]["tracks"], parts["test"]["tracks"]))
-    _fill_report(data)
+    fill_report(data)
     return data
 
 
@@ -249,17 +249,8 @@ def load_video_folder(path: Path, size: int | None = None, seed: int = 0) -> Vid
     report = DataReport(name=path.name, kind="video", source=str(path), resolved_from="path")
     data = VideoData(path.name, out[~test], labels[~test], out[test], labels[test], tuple(classes), report,
                      float(np.median(rates)))
-    _fill_report(data)
+    fill_report(data)
     return data
-
-
-def _fill_report(data: VideoData) -> None:
-    report = data.report
-    report.counts = {"train": len(data.train_x), "test": len(data.test_x)}
-    report.shape = list(data.shape)
-    report.classes = list(data.classes)
-    labels = np.concatenate([data.train_y, data.test_y])
-    report.class_counts = {c: int((labels == i).sum()) for i, c in enumerate(data.classes)}
 
 
 # -- writing -------------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from genlab.models.base import (
     TextGenerator,
     TextLikelihood,
     Translator,
+    VideoGenerator,
     class_labels,
 )
 
@@ -157,6 +158,39 @@ def translation_metrics(model, data, n: int, seed: int, progress: bool) -> dict[
     return metrics
 
 
+def video_metrics(model, data, n: int, seed: int, progress: bool) -> tuple[dict[str, float], torch.Tensor]:
+    """On the first n test clips: the mean forecast of their second half from their first (OpenSTL's errors, and
+    copying the last known frame beside them), 2x interpolation against linear blending, and how n generated clips
+    move against the test clips (genlab.metrics.video); the generated clips are returned for the report."""
+    from genlab.metrics.images import psnr
+    from genlab.metrics.video import motion_distance, prediction_errors
+    from genlab.models.video import VideoSampleOptions
+
+    clips = torch.from_numpy(data.test_x[:n])
+    labels = torch.from_numpy(data.test_y[:n]) if model.config.condition == "class" else None
+    half = clips.shape[1] // 2
+    truth = clips[:, half:].float() / 255
+    mean = VideoSampleOptions(mean=True)
+    chunks = range(0, len(clips), 50)
+    forecast = torch.cat([model.predict(clips[i: i + 50, :half], options=mean,
+                                        labels=None if labels is None else labels[i: i + 50]) for i in chunks])
+    out = {f"forecast_{k}": v for k, v in prediction_errors(forecast, truth).items()}
+    out |= {f"copy_last_{k}": v for k, v in prediction_errors(clips[:, half - 1: half].float().div(255)
+                                                            .expand_as(truth), truth).items()}
+    every = clips[:, ::2]
+    made = torch.cat([model.interpolate(every[i: i + 50], 2, options=mean) for i in chunks])
+    frames = made.shape[1]
+    blend = (every[:, :-1].float() + every[:, 1:].float()) / 510
+    truth = clips[:, 1:frames:2].float() / 255
+    out["interpolation_2x_psnr"] = float(psnr(made[:, 1::2].flatten(0, 1), truth.flatten(0, 1)).mean())
+    out["linear_blend_2x_psnr"] = float(psnr(blend[:, : truth.shape[1]].flatten(0, 1), truth.flatten(0, 1)).mean())
+    generated = torch.cat([model.sample_video(min(50, n - i), labels=None if labels is None else labels[i: i + 50],
+                                              generator=torch.Generator().manual_seed(seed + i),
+                                              options=VideoSampleOptions(progress=progress)) for i in chunks])
+    out |= {f"motion_{k}": v for k, v in motion_distance(generated, clips).items()}
+    return out, generated
+
+
 def text_generation_metrics(model, data, n: int, seed: int, progress: bool) -> dict[str, float]:
     """The diversity, repetition and memorisation (against the training text) of n generated texts."""
     from genlab.metrics.text import text_metrics
@@ -174,7 +208,7 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     Args:
         run: the run folder (runs/NAME).
         n: samples (or texts) to generate and score (default 10,000 images; families that sample slowly use
-            fewer; 64 texts for language models).
+            fewer; 64 texts for language models; 200 test clips and as many generated clips for video models).
         seed: seed of every random number drawn, so the figures are reproducible.
         k: importance samples per test image for likelihood bounds (more is tighter and slower).
         max_examples: use only the first N test examples for likelihoods (default: the whole test split).
@@ -199,6 +233,7 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     if n is None:
         n = model.eval_samples if isinstance(model, ImageSampler) else \
             model.eval_texts if isinstance(model, TextGenerator) else \
+            200 if isinstance(model, VideoGenerator) else \
             len(data.test) if isinstance(model, TableSampler) else 10_000
     if isinstance(model, TextGenerator) and n < 1:
         raise GenlabError(f"--n {n}: at least one text must be generated", "use --n 64 (the default) or more")
@@ -238,12 +273,21 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
     if isinstance(model, TableSampler):
         table_scores = table_metrics(model, data, n, seed)
         metrics |= table_scores["metrics"]
+    if isinstance(model, VideoGenerator):
+        video, clips = video_metrics(model, data, min(n, len(data.test_x)), seed, progress)
+        metrics |= video
+        from genlab.data.video import write_video
+
+        write_video(run_path / "eval_samples.gif", clips[0], model.config.fps)
+        samples = clips[:8].flatten(0, 1)  # the report's grid: a row of frames per clip
+        requested = None
     metrics = {key: _plain(value) for key, value in metrics.items()}
 
     from genlab.evaluation.report import save_grid
 
     if samples is not None:
-        save_grid(samples[:64], run_path / "eval_samples.png", nrow=8, scale=2)
+        nrow = model.config.frames if isinstance(model, VideoGenerator) else 8
+        save_grid(samples[:64 if nrow == 8 else 8 * nrow], run_path / "eval_samples.png", nrow=nrow, scale=2)
     atomic_write(run_path / "metrics.json", json.dumps(metrics, indent=1))
     page = write_report(run_path, model, record, data, metrics, samples, requested, history, seed, table_scores)
     metrics["report"] = str(page)

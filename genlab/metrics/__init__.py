@@ -85,6 +85,21 @@ GLOSSARY: dict[str, MetricInfo] = {
     "parameters": MetricInfo("lower", "size", "trainable parameters"),
     "train_seconds": MetricInfo(None, None, "wall-clock training time over all sessions"),
     "reference_accuracy": MetricInfo(None, None, "test accuracy of the reference classifier whose features are used"),
+    # video (genlab.metrics.video): the test clips' second half from their first, and generated clips' motion
+    "forecast_mse": MetricInfo("lower", "quality", "per-pixel squared error of the mean forecast of each test clip's "
+                               "second half from its first (pixels in [0, 1])"),
+    "forecast_mse_per_frame": MetricInfo("lower", "quality", "the same error summed over a frame's pixels: OpenSTL's "
+                                         "MSE convention"),
+    "forecast_ssim": MetricInfo("higher", "quality", "structural similarity of the forecast frames to the true ones"),
+    "copy_last_mse": MetricInfo("lower", "quality", "the error of copying the last known frame forward: the floor a "
+                                "forecast must beat"),
+    "interpolation_2x_psnr": MetricInfo("higher", "quality", "PSNR (dB) of the frames made between every second "
+                                        "frame of the test clips"),
+    "linear_blend_2x_psnr": MetricInfo("higher", "quality", "PSNR (dB) of blending the two neighbouring frames "
+                                       "instead: the floor interpolation must beat"),
+    "motion_speed_w1": MetricInfo("lower", "quality", "1-Wasserstein distance between generated and test clips' "
+                                  "centroid speeds (pixels per frame)"),
+    "motion_acceleration_w1": MetricInfo("lower", "quality", "the same for the size of the centroid's acceleration"),
 }
 
 __all__ = ["GLOSSARY", "MetricInfo", "bits_per_dim", "image_log_likelihood"]

@@ -379,7 +379,14 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                 out = out_u + o.guidance * (out_c - out_u)
             else:
                 out = net(x, given, known, t, labels)
-            return schedule.denoise(x, t, out, clip=True)
+            x0_hat, eps = schedule.denoise(x, t, out, clip=True)
+            # Known frames are denoised to themselves: the loss never trained the network's output there, and the
+            # sampler's state of those frames, which the network sees beside the hidden ones, must stay the noisy
+            # version of the true frames that training showed it
+            ab = schedule.alpha_bar.to(x.device)[t.long()].to(x.dtype).view(-1, 1, 1, 1, 1)
+            eps_known = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+            mask = known[..., None, None, None]
+            return torch.where(mask, x0, x0_hat), torch.where(mask, eps_known, eps)
 
         if o.mean and generator is None:  # a forecast is one answer: its x_T, which it should ignore, is fixed too
             generator = torch.Generator(device).manual_seed(0)
