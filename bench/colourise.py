@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import command, machine, train_for, write
+from common import command, machine, side_by_side, train_for, write
 
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data import load_data  # noqa: E402
@@ -161,15 +159,7 @@ def main() -> None:
                "real": measured(target, target, objects)}
     results["grey"] = measured(grey(target).expand(-1, 3, -1, -1), target, objects)  # the input itself: a = b = 0
     # the colourisers train side by side, one process each, so that each gets the same wall clock on its own core
-    children = {}
-    for name in args.variants.split(","):
-        part_out = Path(args.work) / f"part-{name}.json"
-        argv = [sys.executable, __file__, *sys.argv[1:], "--variant", name, "--out", str(part_out)]
-        children[name] = (subprocess.Popen(argv), part_out)
-    for name, (child, part_out) in children.items():
-        if child.wait() != 0:
-            raise SystemExit(f"the {name} variant failed (exit {child.returncode})")
-        results[name] = json.loads(part_out.read_text())
+    results |= side_by_side(__file__, "--variant", args.variants.split(","), args.work)
     grid = examples(results, target, Path(args.work) / "colourise_examples.png")
     results["examples"] = str(grid)
     print(json.dumps({k: v for k, v in results.items() if k in ("real", "grey", *VARIANTS)}, indent=1), flush=True)

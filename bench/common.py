@@ -86,6 +86,25 @@ def griffin_lim(log_mel: torch.Tensor, settings, samples: int) -> np.ndarray:
     return voice(log_mel, settings, None, samples).numpy()
 
 
+def side_by_side(script: str, flag: str, names: list[str], work: str | Path) -> dict[str, dict]:
+    """Run `script` again for each name at the same time, one process each (with this run's arguments and `flag NAME
+    --out WORK/part-NAME.json`), so that each side gets the same wall clock on its own core; the JSON each wrote, by
+    name. A side that fails stops the benchmark."""
+    import subprocess
+
+    children = {}
+    for name in names:
+        part = Path(work) / f"part-{name}.json"
+        argv = [sys.executable, script, *sys.argv[1:], flag, name, "--out", str(part)]
+        children[name] = (subprocess.Popen(argv), part)
+    parts = {}
+    for name, (child, part) in children.items():
+        if child.wait() != 0:
+            raise SystemExit(f"the {name} side failed (exit {child.returncode})")
+        parts[name] = json.loads(part.read_text())
+    return parts
+
+
 def write(results: dict, out: str) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import command, machine, train_for, write
+from common import command, machine, side_by_side, train_for, write
 
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data.images import load_image  # noqa: E402
@@ -129,15 +127,8 @@ def main() -> None:
         images = [load_image(data / part / json.loads(line)["file_name"]) for line in lines]
         results.setdefault("real_scenes", {})[part] = judged(images, prompts)
     # the variants train side by side, one process each, so that each gets the same wall clock on its own core
-    children = {}
-    for name in args.variants.split(","):
-        part_out = Path(args.work) / f"part-{name}.json"
-        argv = [sys.executable, __file__, *sys.argv[1:], "--variant", name, "--out", str(part_out)]
-        children[name] = (subprocess.Popen(argv), part_out)
-    for name, (child, part_out) in children.items():
-        if child.wait() != 0:
-            raise SystemExit(f"the {name} variant failed (exit {child.returncode})")
-        results[f"genlab_{name}"] = json.loads(part_out.read_text())
+    parts = side_by_side(__file__, "--variant", args.variants.split(","), args.work)
+    results |= {f"genlab_{name}": part for name, part in parts.items()}
     print(json.dumps({k: v for k, v in results.items() if k.startswith(("genlab", "real"))}, indent=1), flush=True)
     write(results, args.out)
 

@@ -41,14 +41,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import command, machine, train_for, write
+from common import command, machine, side_by_side, train_for, write
 
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data.base import DataReport, ImageData  # noqa: E402
 from genlab.data.video import load_video, make_moving_fashion  # noqa: E402
-from genlab.metrics.images import psnr  # noqa: E402
 from genlab.metrics.reference import ReferenceConfig, reference_classifier  # noqa: E402
-from genlab.metrics.video import class_keeping, motion_distance, prediction_errors  # noqa: E402
+from genlab.metrics.video import (  # noqa: E402
+    class_keeping,
+    interpolation_psnr,
+    linear_blend,
+    motion_distance,
+    prediction_errors,
+)
 from genlab.models.video import VideoSampleOptions  # noqa: E402
 
 MODEL = {"condition": "class", "widths": [64, 128], "blocks": [1, 2], "patch": 8, "mean_share": 0.5}
@@ -189,31 +194,19 @@ def frame_classes(judge, clips: torch.Tensor) -> np.ndarray:
 def interpolation(model, clips: np.ndarray, factor: int, options: VideoSampleOptions) -> dict:
     """PSNR of the frames between every factor-th frame of the clips: genlab's against linear blending."""
     given = torch.from_numpy(clips[:, ::factor])
-    last = (len(given[0]) - 1) * factor
-    truth = torch.from_numpy(clips[:, : last + 1]).float() / 255
     made = torch.cat([model.interpolate(part, factor, options=options, generator=torch.Generator().manual_seed(i))
                       for i, part in enumerate(torch.split(given, 50))])
-    weights = torch.arange(factor + 1).float() / factor
-    a, b = given[:, :-1].float() / 255, given[:, 1:].float() / 255
-    blend = (1 - weights[None, None, :-1, None, None, None]) * a[:, :, None] + weights[None, None, :-1, None, None,
-                                                                                        None] * b[:, :, None]
-    blend = torch.cat([blend.flatten(1, 2), given[:, -1:].float() / 255], 1)
-    hidden = torch.ones(last + 1, dtype=torch.bool)
-    hidden[::factor] = False
-
-    def score(frames: torch.Tensor) -> float:
-        return float(psnr(frames[:, hidden].flatten(0, 1), truth[:, hidden].flatten(0, 1)).mean())
-
-    return {"genlab_psnr": round(score(made), 3), "linear_blend_psnr": round(score(blend), 3),
-            "frames_made": int(hidden.sum())}
+    truth = torch.from_numpy(clips[:, : made.shape[1]])
+    return {"genlab_psnr": round(interpolation_psnr(made, truth, factor), 3),
+            "linear_blend_psnr": round(interpolation_psnr(linear_blend(given, factor), truth, factor), 3),
+            "frames_made": made.shape[1] - len(given[0])}
 
 
-def genlab_side(args, data_path: Path, out: Path) -> dict:
+def genlab_side(args, data_path: Path, out: Path) -> None:
     run = Path(args.work) / f"run-video-{int(time.time())}"
     took, steps = train_for("video", str(data_path), run, args.seconds, args.threads,
                             {**MODEL, **json.loads(args.model)}, {**TRAINING, **json.loads(args.train)})
     out.write_text(json.dumps({"run": str(run), "train_seconds": round(took, 1), "train_steps": steps}))
-    return {}
 
 
 def child(args, data_path: Path, role: str, out: Path) -> None:
@@ -293,18 +286,14 @@ def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
 
 def write_examples(model, generated, mean, anchor, clips, work: Path) -> None:
     """GIFs and a frame grid of what was made, for a person to look at (not part of the results)."""
-    from PIL import Image
-
-    from genlab.data.video import frame_grid, write_video
+    from genlab.data.video import frame_grid, frame_image, write_video
 
     for i in range(min(4, len(generated))):
         write_video(work / f"sample_{i}.gif", generated[i], model.config.fps)
     truth = torch.from_numpy(clips[:4]).float() / 255
     rows = torch.cat([truth[:, CONTEXT:], mean[:4], anchor[:4]])
-    grid = frame_grid(rows)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(work / "prediction_grid.png")
-    grid = frame_grid(generated[:: max(1, len(generated) // 10)][:10], every=2)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(work / "samples_grid.png")
+    frame_image(frame_grid(rows)).save(work / "prediction_grid.png")
+    frame_image(frame_grid(generated[:: max(1, len(generated) // 10)][:10], every=2)).save(work / "samples_grid.png")
 
 
 def main() -> None:
@@ -339,17 +328,7 @@ def main() -> None:
         print(f"made {args.n:,} clips in {time.perf_counter() - start:.1f} s", flush=True)
     if not importlib.util.find_spec("scipy"):
         raise SystemExit("the motion statistics need scipy")
-    # the two sides train at the same time, one process each, so that each gets the same wall clock on its core
-    children = {}
-    for role in ("genlab", "anchor"):
-        part_out = Path(args.work) / f"part-{role}.json"
-        argv = [sys.executable, __file__, *sys.argv[1:], "--role", role, "--out", str(part_out)]
-        children[role] = (subprocess.Popen(argv), part_out)
-    parts = {}
-    for role, (process, part_out) in children.items():
-        if process.wait() != 0:
-            raise SystemExit(f"the {role} side failed (exit {process.returncode})")
-        parts[role] = json.loads(part_out.read_text())
+    parts = side_by_side(__file__, "--role", ["genlab", "anchor"], args.work)
     torch.set_num_threads(args.eval_threads)
     data = load_video(data_path)
     results = {"machine": machine(args.threads), "command": command("video.py"),

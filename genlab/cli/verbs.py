@@ -318,9 +318,7 @@ def sample(run: str, n: int = 64, out: str | None = None, seed: int = 0, label: 
 
 def _save_clips(model, clips: torch.Tensor, out: Path, video_format: str, nrow: int | None = None) -> None:
     """Clips as OUT/NNN.gif (or .mp4) and OUT/frames.png, a grid with a row per clip and a column per frame."""
-    from PIL import Image
-
-    from genlab.data.video import frame_grid, write_video
+    from genlab.data.video import frame_grid, frame_image, write_video
 
     if video_format not in ("gif", "mp4"):
         raise ConfigError(f"--video-format {video_format!r}", "use gif or mp4")
@@ -329,8 +327,7 @@ def _save_clips(model, clips: torch.Tensor, out: Path, video_format: str, nrow: 
         return
     for i, clip in enumerate(clips):
         write_video(out / f"{i:03d}.{video_format}", clip, model.config.fps)
-    grid = frame_grid(clips[:nrow] if nrow else clips)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(out / "frames.png")
+    frame_image(frame_grid(clips[:nrow] if nrow else clips)).save(out / "frames.png")
     print(f"wrote {len(clips)} clips ({video_format}) and frames.png to {out}")
 
 
@@ -365,8 +362,6 @@ def video(run: str, input: str, task: str = "predict", out: str = "video.gif", c
     options = _options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "mean": mean or None})
     kwargs = {"labels": [label] if label is not None else None, "options": options,
               "generator": torch.Generator().manual_seed(seed)}
-    if label is None and c.condition == "class":
-        kwargs["labels"] = None
     fps = c.fps
     if task == "animate":
         clip = model.animate(torch.from_numpy(load_image(input, c.channels, c.image_size))[None], **kwargs)[0]

@@ -9,9 +9,10 @@ can check that a generated clip keeps its class from frame to frame. Each clip's
 (`tracks`), for the motion statistics real and generated clips are compared on.
 
 Layout: OUT/{train,test}/clips.npy (N, T, 1, 64, 64) uint8, labels.npy (N,), tracks.npy (N, T, items, 2) (x, y
-of each item's centre in pixels), and OUT/video.json with the settings: plain .npy files, loaded without
-pickle. A folder of video files (GIF, MP4, WebM, AVI, MOV; class subfolders for labels; train/ and test/
-subfolders, or a tenth held out) loads the same way (`load_video_folder`), cut to the shortest clip's length.
+of each item's centre in pixels) with a meta.json each (genlab.data.base.save_arrays), and OUT/video.json with
+the settings: plain .npy files, loaded without pickle. A folder of video files (GIF, MP4, WebM, AVI, MOV; class
+subfolders for labels; train/ and test/ subfolders, or a tenth held out) loads the same way (`load_video_folder`),
+cut to the shortest clip's length.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.base import DataReport, fill_report
+from genlab.data.base import DataReport, fill_report, load_arrays, save_arrays
 from genlab.errors import ConfigError, DataError
 from genlab.files import atomic_write
 
@@ -116,10 +117,8 @@ def make_moving_fashion(out: Path, n: int = 10_000, frames: int = 20, size: int 
             chosen = x[rng.choice(by_class[label], items, replace=False), 0]
             clips[i] = render(chosen, corners[i], size)
         tracks = (corners + item_size / 2).astype(np.float32)
-        for key, array in (("clips", clips), ("labels", labels.astype(np.int64)), ("tracks", tracks)):
-            buffer = io.BytesIO()
-            np.save(buffer, array, allow_pickle=False)
-            atomic_write(out / split / f"{key}.npy", buffer.getvalue())
+        save_arrays(out / split, {"clips": clips, "labels": labels.astype(np.int64), "tracks": tracks},
+                    {"split": split, "clips": count})
     settings = {"kind": "moving-fashion", "classes": list(source.classes), "fps": fps, "frames": frames,
                 "size": size, "items": items, "speed": list(speed), "seed": seed, "n": n}
     atomic_write(out / "video.json", json.dumps(settings, indent=1))
@@ -145,11 +144,13 @@ def load_video(path: str | Path) -> VideoData:
 def _load_arrays(path: Path) -> VideoData:
     try:
         settings = json.loads((path / "video.json").read_text())
-        parts = {split: {key: np.load(path / split / f"{key}.npy", allow_pickle=False)
-                         for key in ("clips", "labels", "tracks")} for split in ("train", "test")}
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path} is not a readable video set ({e})",
-                        f"make it again: genlab data make moving-fashion --out {path}") from None
+    except (OSError, ValueError):
+        settings = None
+    parts = {split: load_arrays(path / split, ["clips", "labels", "tracks"]) for split in ("train", "test")}
+    if settings is None or None in parts.values():
+        raise DataError(f"{path} is not a readable video set (its video.json, or the arrays of train/ or test/)",
+                        f"make it again: genlab data make moving-fashion --out {path}")
+    parts = {split: arrays for split, (arrays, _) in parts.items()}
     clips = parts["train"]["clips"]
     if clips.dtype != np.uint8 or clips.ndim != 5:
         raise DataError(f"{path}/train/clips.npy holds {clips.dtype} of shape {clips.shape}, not uint8 (N, T, C, H, W)",
@@ -201,22 +202,25 @@ def _read_gif(path: Path) -> tuple[np.ndarray, float]:
 
 def read_clip(path: str | Path, channels: int, size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """A video file's frames as uint8 (T, channels, H, W) at `size` (H, W), and its frame rate."""
+    frames, fps = read_video(Path(path))
+    return converted(frames, channels, size), fps
+
+
+def converted(frames: np.ndarray, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """RGB frames (T, H, W, 3) uint8 as (T, channels, H, W) at `size` (H, W): grey by Pillow's luma (exact for
+    grey frames stored as RGB), resized with Lanczos where the size differs."""
     from PIL import Image
 
-    frames, fps = read_video(Path(path))
     mode = "L" if channels == 1 else "RGB"
-    out = [np.asarray(Image.fromarray(f).convert(mode).resize((size[1], size[0]), Image.Resampling.LANCZOS))
-           for f in frames]
-    array = np.stack(out)
-    return (array[:, None] if channels == 1 else array.transpose(0, 3, 1, 2)), fps
+    out = np.stack([np.asarray(Image.fromarray(f).convert(mode).resize((size[1], size[0]), Image.Resampling.LANCZOS))
+                    for f in frames])
+    return out[:, None] if channels == 1 else out.transpose(0, 3, 1, 2)
 
 
 def load_video_folder(path: Path, size: int | None = None, seed: int = 0) -> VideoData:
     """Every video file under `path` as clips cut to the shortest one's length (at most 64 frames) and resized to
     `size` (default: the first clip's); class subfolders give labels; train/ and test/ subfolders the split, else
     a tenth of the clips (seeded) is held out."""
-    from PIL import Image
-
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
         raise DataError(f"no video files under {path}", f"give a folder of {', '.join(VIDEO_SUFFIXES)} files")
@@ -230,13 +234,8 @@ def load_video_folder(path: Path, size: int | None = None, seed: int = 0) -> Vid
         labels.append(classes.index(f.parent.name) if f.parent.name in classes else -1)
     frames = min(MAX_FRAMES, min(len(c) for c in clips))
     grey = all(np.array_equal(c[..., 0], c[..., 1]) and np.array_equal(c[..., 0], c[..., 2]) for c in clips)
-    h, w = (size, size) if size else clips[0].shape[1:3]
-    out = np.empty((len(clips), frames, 1 if grey else 3, h, w), np.uint8)
-    for i, clip in enumerate(clips):
-        for t in range(frames):
-            image = Image.fromarray(clip[t, :, :, 0] if grey else clip[t])
-            resized = np.asarray(image.resize((w, h), Image.Resampling.LANCZOS) if image.size != (w, h) else image)
-            out[i, t] = resized[None] if grey else resized.transpose(2, 0, 1)
+    shape = (size, size) if size else tuple(clips[0].shape[1:3])
+    out = np.stack([converted(clip[:frames], 1 if grey else 3, shape) for clip in clips])
     labels = np.array(labels, np.int64)
     if any(split_of.values()):
         test = np.array([split_of[f] == "test" for f in files])
@@ -276,9 +275,7 @@ def encode_video(clip, fps: float = 10.0, suffix: str = ".mp4") -> bytes:
     frames = as_uint8(clip)
     buffer = io.BytesIO()
     if suffix.lower() == ".gif":
-        from PIL import Image
-
-        images = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in frames]
+        images = [frame_image(f) for f in frames]
         images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], loop=0,
                        duration=round(1000 / fps))
     elif suffix.lower() == ".mp4":
@@ -300,6 +297,13 @@ def encode_video(clip, fps: float = 10.0, suffix: str = ".mp4") -> bytes:
         raise ConfigError(f"cannot write video as {suffix or 'a file without a suffix'}",
                           "use a .gif or .mp4 path")
     return buffer.getvalue()
+
+
+def frame_image(array: np.ndarray):
+    """A uint8 (H, W, C) frame or grid as a Pillow image: grey for one channel, RGB for three."""
+    from PIL import Image
+
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
 def frame_grid(clips, every: int = 1) -> np.ndarray:

@@ -162,8 +162,7 @@ def video_metrics(model, data, n: int, seed: int, progress: bool) -> tuple[dict[
     """On the first n test clips: the mean forecast of their second half from their first (OpenSTL's errors, and
     copying the last known frame beside them), 2x interpolation against linear blending, and how n generated clips
     move against the test clips (genlab.metrics.video); the generated clips are returned for the report."""
-    from genlab.metrics.images import psnr
-    from genlab.metrics.video import motion_distance, prediction_errors
+    from genlab.metrics.video import interpolation_psnr, linear_blend, motion_distance, prediction_errors
     from genlab.models.video import VideoSampleOptions
 
     clips = torch.from_numpy(data.test_x[:n])
@@ -179,11 +178,9 @@ def video_metrics(model, data, n: int, seed: int, progress: bool) -> tuple[dict[
                                                             .expand_as(truth), truth).items()}
     every = clips[:, ::2]
     made = torch.cat([model.interpolate(every[i: i + 50], 2, options=mean) for i in chunks])
-    frames = made.shape[1]
-    blend = (every[:, :-1].float() + every[:, 1:].float()) / 510
-    truth = clips[:, 1:frames:2].float() / 255
-    out["interpolation_2x_psnr"] = float(psnr(made[:, 1::2].flatten(0, 1), truth.flatten(0, 1)).mean())
-    out["linear_blend_2x_psnr"] = float(psnr(blend[:, : truth.shape[1]].flatten(0, 1), truth.flatten(0, 1)).mean())
+    truth = clips[:, : made.shape[1]]
+    out["interpolation_2x_psnr"] = interpolation_psnr(made, truth, 2)
+    out["linear_blend_2x_psnr"] = interpolation_psnr(linear_blend(every, 2), truth, 2)
     generated = torch.cat([model.sample_video(min(50, n - i), labels=None if labels is None else labels[i: i + 50],
                                               generator=torch.Generator().manual_seed(seed + i),
                                               options=VideoSampleOptions(progress=progress)) for i in chunks])
@@ -260,6 +257,7 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         metrics |= image_log_likelihood(model, images, labels, k=k, seed=seed, batch_size=batch_size,
                                         progress=progress)
     samples = requested = None
+    grid_row = 8  # samples per row of eval_samples.png: 8 images, or one clip's frames
     if isinstance(model, ImageSampler):
         quality, samples, requested = image_quality(model, data, n, seed, progress, inception_weights, efflite0)
         metrics |= quality
@@ -279,15 +277,13 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         from genlab.data.video import write_video
 
         write_video(run_path / "eval_samples.gif", clips[0], model.config.fps)
-        samples = clips[:8].flatten(0, 1)  # the report's grid: a row of frames per clip
-        requested = None
+        samples, grid_row = clips[:8].flatten(0, 1), model.config.frames  # a row of frames per clip
     metrics = {key: _plain(value) for key, value in metrics.items()}
 
     from genlab.evaluation.report import save_grid
 
     if samples is not None:
-        nrow = model.config.frames if isinstance(model, VideoGenerator) else 8
-        save_grid(samples[:64 if nrow == 8 else 8 * nrow], run_path / "eval_samples.png", nrow=nrow, scale=2)
+        save_grid(samples[: 8 * grid_row], run_path / "eval_samples.png", nrow=grid_row, scale=2)
     atomic_write(run_path / "metrics.json", json.dumps(metrics, indent=1))
     page = write_report(run_path, model, record, data, metrics, samples, requested, history, seed, table_scores)
     metrics["report"] = str(page)

@@ -43,6 +43,23 @@ def prediction_errors(pred, true) -> dict[str, float]:
             "psnr": float(psnr(flat_pred, flat_true).mean())}
 
 
+def linear_blend(given, factor: int) -> torch.Tensor:
+    """Clips (B, m, C, H, W) at `factor` times their frame rate, (B, (m - 1) * factor + 1, C, H, W) in [0, 1], each
+    new frame the linear blend of the two given frames around it: the floor frame interpolation must beat."""
+    given = as_clips(given)
+    weights = (torch.arange(factor).float() / factor).view(1, 1, factor, 1, 1, 1)
+    between = (1 - weights) * given[:, :-1, None] + weights * given[:, 1:, None]  # (B, m - 1, factor, C, H, W)
+    return torch.cat([between.flatten(1, 2), given[:, -1:]], 1)
+
+
+def interpolation_psnr(made, truth, factor: int) -> float:
+    """PSNR (dB) of the frames of clips made at `factor` times a rate (B, T, C, H, W) that were not given (those
+    off every factor-th place), against the true frames, averaged over frames."""
+    made, truth = as_clips(made), as_clips(truth)
+    hidden = torch.arange(made.shape[1]) % factor != 0
+    return float(psnr(made[:, hidden].flatten(0, 1), truth[:, hidden].flatten(0, 1)).mean())
+
+
 def centroids(clips) -> np.ndarray:
     """The intensity-weighted centre (x, y) of every frame of clips (B, T, C, H, W): (B, T, 2) pixels from the
     top-left corner, pixel i covering [i, i + 1) (the item tracks' convention); the canvas centre for a black

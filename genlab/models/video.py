@@ -131,18 +131,10 @@ class VideoSampleOptions(SampleOptions):
 # -- the network ---------------------------------------------------------------------------------------------
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(Attention):
     """Multi-head self-attention across the frames at each pixel of a feature map (B*T, C, H, W), with sinusoidal
-    frame positions added to the normalised features and a residual connection (zero at initialisation)."""
-
-    def __init__(self, channels: int, head_dim: int = 32):
-        super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.norm = group_norm(channels)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = nn.Linear(channels, channels)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+    frame positions added to the normalised features and a residual connection (zero at initialisation): the image
+    U-Net's attention layers, attending along time instead of space."""
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         bt, c, h, w = x.shape

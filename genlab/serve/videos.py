@@ -20,7 +20,6 @@ What OpenAI's fields mean for a model that makes clips of one length and size:
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import secrets
 import time
@@ -28,10 +27,9 @@ from collections import OrderedDict
 from typing import Any
 
 import torch
-from PIL import Image
 
 from genlab.serve.limits import Job, Stopped
-from genlab.serve.registry import RequestError, Served, image_tensor
+from genlab.serve.registry import RequestError, Served, image_tensor, to_png
 
 # OpenAI's statuses (openai.types.Video.status)
 QUEUED, RUNNING, COMPLETED, FAILED = "queued", "in_progress", "completed", "failed"
@@ -206,10 +204,8 @@ def make_video(job: Job, served: Served, video: Video, options: dict[str, Any]) 
 
 
 def png(array) -> bytes:
-    """A uint8 (H, W, C) image as PNG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A uint8 (H, W, C) image (a frame grid) as PNG bytes."""
+    return to_png(torch.from_numpy(array).permute(2, 0, 1) / 255)
 
 
 def new_id() -> str:
