@@ -215,8 +215,8 @@ def last_step(metrics: Path) -> int | None:
 
 def generation_speed(tokens: int = 500) -> dict:
     """Tokens/s of genlab's KV-cache generation at nanoGPT's size (random weights: speed does not depend on them)."""
+    from genlab.data.tokenizers import CharTokenizer
     from genlab.models.lm.gpt import GPT, GPTConfig
-    from genlab.models.lm.tokenizers import CharTokenizer
 
     text = load_data("tiny-shakespeare").train
     tokenizer = CharTokenizer.fit(text)

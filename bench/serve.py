@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def demo_gpt(folder: Path) -> Path:
+    from genlab.data.tokenizers import CharTokenizer
     from genlab.models.lm.gpt import GPT, GPTConfig
-    from genlab.models.lm.tokenizers import CharTokenizer
 
     tokenizer = CharTokenizer.fit(string.printable)
     torch.manual_seed(0)

@@ -20,10 +20,10 @@ import genlab
 from genlab.cli import main
 from genlab.data import load_data
 from genlab.data.chat import load_chat, to_messages
+from genlab.data.tokenizers import CharTokenizer
 from genlab.errors import ConfigError, DataError
 from genlab.models.lm.chat import SPECIAL_TOKENS, ChatTokenizer, grow_vocabulary, pack, prompt_ids, render
 from genlab.models.lm.gpt import GPT, GPTConfig
-from genlab.models.lm.tokenizers import CharTokenizer
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"

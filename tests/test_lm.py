@@ -12,6 +12,7 @@ import torch
 
 import genlab
 from genlab.cli import main
+from genlab.data.tokenizers import UNKNOWN, BPETokenizer, CharTokenizer, StreamDecoder, load_tokenizer
 from genlab.engine.recipes import recipe_for
 from genlab.errors import ConfigError, DataError
 from genlab.evaluation.evaluate import text_generation_metrics
@@ -20,7 +21,6 @@ from genlab.models.lm.generation import StopMatcher, filter_logits, generate, ne
 from genlab.models.lm.gpt import GPT, GPTConfig
 from genlab.models.lm.lora import add_lora, merge_lora
 from genlab.models.lm.rnn import RNN
-from genlab.models.lm.tokenizers import UNKNOWN, BPETokenizer, CharTokenizer, StreamDecoder, load_tokenizer
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n") * 40
@@ -362,7 +362,7 @@ def test_cli_train_generate_and_eval_metrics(gpt_run, capsys):
     pieces = model.generate("All:", max_new_tokens=10, seed=0)
     assert next(pieces) and not isinstance(pieces, str)  # an iterator of text pieces
     data = _text_data()
-    metrics = model.log_likelihood(data.test) | text_generation_metrics(model, data, n=3, seed=0, progress=False)
+    metrics = model.log_likelihood(data.test) | text_generation_metrics(model, data.train, n=3, seed=0, progress=False)
     assert 0 < metrics["nats_per_token"] < 5 and metrics["perplexity"] > 1 and "distinct_2" in metrics
     assert metrics["bits_per_char"] == pytest.approx(metrics["nats_per_token"] / 0.693147, rel=1e-3)
 
@@ -384,8 +384,10 @@ def test_cli_bpe_tokenizer_option(tmp_path, text_file):
     assert "".join(model.generate("naïve 🙂", max_new_tokens=5, seed=0))
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.2])  # with dropout the restored RNG state must decide the masks
-def test_resume_equals_uninterrupted(tmp_path, text_file, dropout):
+# with dropout the restored RNG state must decide the masks; from prepared token files (genlab data prepare) the
+# windows are drawn by batch index, which must continue where the interrupted run stopped
+@pytest.mark.parametrize("dropout,prepared", [(0.0, False), (0.2, False), (0.0, True)])
+def test_resume_equals_uninterrupted(tmp_path, text_file, dropout, prepared):
     import lightning.pytorch as pl
 
     from genlab.config import TrainConfig, from_dict
@@ -407,9 +409,15 @@ def test_resume_equals_uninterrupted(tmp_path, text_file, dropout):
         **{k: v for k, v in recipe_for("gpt").defaults.items() if k in ("lr", "schedule")},
     }
     config, train_config = GPTConfig(**TINY_GPT, dropout=dropout), from_dict(TrainConfig, options)
-    train("gpt", str(text_file), config, train_config, tmp_path / "whole")
-    train("gpt", str(text_file), config, train_config, tmp_path / "part", callbacks=[StopAt()])
-    train("gpt", str(text_file), config, train_config, tmp_path / "part", resume=True)
+    data = str(text_file)
+    if prepared:
+        from genlab.data.tokens import prepare_text
+
+        data = str(tmp_path / "tokens")
+        prepare_text(text_file, data, tokenizer="char", workers=1, test_fraction=0.1)
+    train("gpt", data, config, train_config, tmp_path / "whole")
+    train("gpt", data, config, train_config, tmp_path / "part", callbacks=[StopAt()])
+    train("gpt", data, config, train_config, tmp_path / "part", resume=True)
     a, b = genlab.load(tmp_path / "whole").state_dict(), genlab.load(tmp_path / "part").state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)

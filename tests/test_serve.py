@@ -26,10 +26,10 @@ pytest.importorskip("fastapi", reason="pip install fastapi uvicorn (genlab's run
 from fastapi.testclient import TestClient  # noqa: E402
 from servers import uvicorn_server, wait_until  # noqa: E402
 
+from genlab.data.tokenizers import CharTokenizer  # noqa: E402
 from genlab.models.gan import GAN, GANConfig  # noqa: E402
 from genlab.models.lm.gpt import GPT, GPTConfig  # noqa: E402
 from genlab.models.lm.rnn import RNN, RNNConfig  # noqa: E402
-from genlab.models.lm.tokenizers import CharTokenizer  # noqa: E402
 from genlab.models.pix2pix import Pix2Pix, Pix2PixConfig  # noqa: E402
 from genlab.models.vae import VAE, VAEConfig  # noqa: E402
 from genlab.serve import ServeConfig, create_app  # noqa: E402

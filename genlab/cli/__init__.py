@@ -39,7 +39,8 @@ class Verb(NamedTuple):
 
 
 VERBS: dict[str, Verb] = {
-    "data": Verb("", "list, check and make datasets (genlab data list | check DATA | make WHAT)"),
+    "data": Verb("", "list, check, make and prepare datasets (genlab data list | check DATA | make WHAT | "
+                     "prepare TEXT)"),
     "train": Verb("", "train a model family into a run folder (genlab train FAMILY --help)"),
     "tune": Verb("", "hyperparameter study with Optuna (genlab tune FAMILY --help; --resume/--report STUDY)"),
     "finetune": Verb("genlab.engine.finetune:finetune",
@@ -71,7 +72,9 @@ DATA_VERBS = {"list": Verb("genlab.cli.verbs:data_list", "registered datasets an
                             "counts, shapes, classes, column kinds, sound files' rates and lengths, bad files"),
               "make": Verb("genlab.cli.verbs:data_make",
                            "make a dataset offline: spoken digits or a TTS corpus (flite), notes (FluidSynth), "
-                           "shapes (captioned scenes), moving-fashion (clips)")}
+                           "shapes (captioned scenes), moving-fashion (clips)"),
+              "prepare": Verb("genlab.cli.verbs:data_prepare",
+                              "tokenize text once into token files on disk, to train on corpora larger than memory")}
 RUN_OPTIONS = ("data", "out", "resume", "from_study", "trial", "data_max_bad_fraction", "config")
 
 

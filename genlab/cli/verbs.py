@@ -131,6 +131,37 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False,
     print(json.dumps(dataset.report.to_dict(), indent=1) if as_json else dataset.report.summary())
 
 
+def data_prepare(text: str, out: str | None = None, tokenizer: str = "bpe", vocab_size: int = 4096,
+                 test_fraction: float = 0.005, workers: int | None = None, chunk_mb: float = 8, sample_mb: float = 64,
+                 max_bad_fraction: float = 0.05) -> None:
+    """Tokenize a text file or a folder of text files once into token files (OUT/train.bin, val.bin, tokenizer.json,
+    meta.json), in parallel; `genlab train gpt --data OUT` then reads one window at a time from disk, in bounded
+    memory whatever the corpus's size (genlab.data.tokens; docs/scale.md).
+
+    Args:
+        text: a text file or a folder of text files (UTF-8).
+        out: the folder to write (default: the text's name with -tokens).
+        tokenizer: bpe (byte-level, fitted on a sample spread over the corpus) or char (every character of it).
+        vocab_size: bpe: the vocabulary's size.
+        test_fraction: the tail of the text held out for validation.
+        workers: processes that tokenize (default: one per core).
+        chunk_mb: the text each worker takes at a time, cut at a line's end.
+        sample_mb: bpe: the text the tokenizer is fitted on.
+        max_bad_fraction: stop with an error when more than this fraction of files is unreadable.
+    """
+    from genlab.data.tokens import prepare_text
+
+    out = out or f"{Path(text).name.removesuffix(Path(text).suffix)}-tokens"
+    meta = prepare_text(text, out, tokenizer=tokenizer, vocab_size=vocab_size, test_fraction=test_fraction,
+                        workers=workers, chunk_mb=chunk_mb, sample_mb=sample_mb, max_bad_fraction=max_bad_fraction)
+    print(f"{out}: {meta['tokens']['train']:,} training and {meta['tokens']['val']:,} validation tokens "
+          f"({meta['tokenizer']}, {meta['vocab_size']:,} ids, {meta['dtype']}) from {meta['bytes'] / 2**20:,.1f} MB "
+          f"in {meta['seconds']:.1f} s ({meta['mb_per_s']} MB/s on {meta['workers']} processes)")
+    for path, reason in meta["bad_files"]:
+        print(f"  skipped {path}: {reason}")
+    print(f"  next: genlab train gpt --data {out}")
+
+
 def data_make(what: str, out: str | None = None, per_class: int = 100, voices: str = "slt,kal16,awb,rms",
               instruments: str = "piano,guitar,violin,flute", pitches: str = "48-72", velocities: str = "80,120",
               seconds: float = 1.0, digit_strings: int = 500, sentences: int = 500, n: int = 10_000,

@@ -1,7 +1,8 @@
 """The data layer: `load_data(spec)` turns a registered name or a path into arrays or text.
 
 Names resolve cache -> system copy -> download (see `registry.py`); paths may be a
-folder of images (class subfolders become labels), a shapes set (genlab.data.shapes), a folder of sound files (WAV,
+folder of images (class subfolders become labels), text prepared into token files (genlab.data.tokens), a
+shapes set (genlab.data.shapes), a folder of sound files (WAV,
 FLAC, OGG; genlab.data.audio), a text file or folder of text files, a JSONL file of
 conversations (genlab.data.chat), or a table (CSV, TSV, Parquet; genlab.data.tables). Every result carries a
 `DataReport` of what was found.
@@ -21,17 +22,18 @@ from genlab.data.registry import DATASETS, load_registered
 from genlab.data.shapes import is_shapes_folder, load_shapes
 from genlab.data.tables import TABLE_SUFFIXES, TableData, load_table
 from genlab.data.text import load_text
+from genlab.data.tokens import TokenData, is_token_folder, load_tokens
 from genlab.data.tts import is_tts_corpus, load_tts_corpus
 from genlab.data.video import VideoData, is_video_folder, load_video
 from genlab.errors import DataError
 
-__all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TableData", "TextData", "as_images",
-           "VideoData", "list_datasets", "load_data", "load_image"]
+__all__ = ["DATASETS", "BatchLoader", "ChatData", "DataReport", "ImageData", "TableData", "TextData", "TokenData",
+           "as_images", "VideoData", "list_datasets", "load_data", "load_image"]
 
 
 def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float = 0.05,
               refresh: bool = False, schema: str | None = None
-              ) -> ImageData | TextData | ChatData | TableData | VideoData:
+              ) -> ImageData | TextData | TokenData | ChatData | TableData | VideoData:
     """Load a registered dataset by name, or the images, text, conversations or table at a path (`schema`: a
     table's column kinds, genlab.data.tables)."""
     if spec in DATASETS:
@@ -46,6 +48,8 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             return load_table(path, schema=schema)
         if path.is_file() and path.suffix.lower() in CHAT_SUFFIXES:
             return load_chat(path)
+        if path.is_dir() and is_token_folder(path):
+            return load_tokens(path)
         if path.is_dir() and is_video_folder(path):
             return load_video(path)
         if path.is_dir() and is_tts_corpus(path):

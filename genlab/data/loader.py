@@ -142,3 +142,30 @@ def window_loaders(train: torch.Tensor, val: torch.Tensor | None, block_size: in
     val = val.long()
     val_windows = val[: len(val) // (block_size + 1) * (block_size + 1)].view(-1, block_size + 1)
     return train_loader, BatchLoader((val_windows,), batch_size, shuffle=False, drop_last=False)
+
+
+def token_loaders(train, val, block_size: int, batch_size: int, seed: int, position: Callable[[], int],
+                  val_windows: int = 1024) -> tuple[DrawnBatches, BatchLoader | None]:
+    """Windows of `block_size + 1` ids from token files on disk (genlab.data.tokens), for corpora larger than
+    memory: batch k of training draws its starts from a generator seeded with (seed, k), uniformly over the whole
+    file, as nanoGPT's get_batch does (with replacement; an epoch is as many windows as the file has blocks), so
+    that a resumed run reads what an uninterrupted one would. Validation is the first `val_windows`
+    non-overlapping windows of `val` (None or too short: no validation)."""
+    from genlab.errors import DataError
+
+    window = block_size + 1
+    if len(train) < 2 * window:
+        raise DataError(f"the prepared training tokens are {len(train)}: too few for windows of {block_size}",
+                        "prepare more text, or use a smaller --model.block-size")
+
+    def draw(size: int, rng: np.random.Generator) -> tuple[torch.Tensor]:
+        starts = rng.integers(0, len(train) - window + 1, size)
+        return (torch.from_numpy(np.stack([train.read(int(s), window) for s in starts])),)
+
+    per_epoch = max(1, len(train) // (window * batch_size))
+    train_loader = DrawnBatches(draw, batch_size, per_epoch, seed=seed, position=position)
+    count = min(val_windows, len(val) // window) if val is not None else 0
+    if not count:
+        return train_loader, None
+    windows = torch.from_numpy(val.read(0, count * window)).view(count, window)
+    return train_loader, BatchLoader((windows,), batch_size, shuffle=False, drop_last=False)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from genlab.data.base import DataReport, TextData
 from genlab.errors import DataError
 
 TEXT_SUFFIXES = {".txt", ".md", ".text", ""}
+IN_MEMORY_BYTES = 256 * 2**20  # above this, training from text held in memory is slow and large: prepare it
+
+log = logging.getLogger(__name__)
 
 
 def _read_text(path: Path) -> tuple[str | None, str]:
@@ -38,6 +42,11 @@ def load_text(
     )
     if not files:
         raise DataError(f"no text files (.txt, .md) under {path}", "point --data at a text file or a folder of them")
+    size = sum(f.stat().st_size for f in files)
+    if size > IN_MEMORY_BYTES:
+        log.warning("%s holds %.0f MB of text, read whole into memory (several times its size once tokenized); "
+                    "tokenize it once into token files with `genlab data prepare %s --out DIR` and train with "
+                    "--data DIR, in bounded memory", path, size / 2**20, path)
     report = DataReport(name or path.stem, "text", str(path), "path")
     pieces = []
     for file in files:

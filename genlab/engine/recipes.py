@@ -139,6 +139,11 @@ class LanguageRecipe(Recipe):
         c, holdout = model.config, train.holdout
         if data.kind == "chat":
             return chat_loaders(model, data, train, position)
+        if data.kind == "tokens":  # prepared on disk (genlab data prepare): read a window at a time
+            from genlab.data.loader import token_loaders
+
+            return token_loaders(data.train, data.test if holdout > 0 else None, c.block_size, train.batch_size,
+                                 train.seed, position)
         if not c.bpe_dropout:
             return text_loaders(model.encode(data.train), c.block_size, train.batch_size, train.seed, position, holdout)
         text = data.train

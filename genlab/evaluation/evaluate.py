@@ -188,13 +188,24 @@ def video_metrics(model, data, n: int, seed: int, progress: bool) -> tuple[dict[
     return out, generated
 
 
-def text_generation_metrics(model, data, n: int, seed: int, progress: bool) -> dict[str, float]:
+def text_generation_metrics(model, train_text: str, n: int, seed: int, progress: bool) -> dict[str, float]:
     """The diversity, repetition and memorisation (against the training text) of n generated texts."""
     from genlab.metrics.text import text_metrics
 
     texts = ["".join(model.generate(max_new_tokens=model.eval_text_tokens, seed=seed + i))
              for i in tqdm(range(n), desc="generating", disable=not progress)]
-    return text_metrics(texts, data.train)
+    return text_metrics(texts, train_text)
+
+
+TOKENS_JUDGED = 1_000_000  # of prepared token files (genlab.data.tokens): the head of each split, decoded
+
+
+def texts_of(data) -> tuple[str, str]:
+    """The training and held-out text a language model is judged against: all of it, or for a corpus prepared
+    on disk the first TOKENS_JUDGED tokens of each split."""
+    if data.kind == "tokens":
+        return data.text("train", TOKENS_JUDGED), data.text("test", TOKENS_JUDGED)
+    return data.train, data.test
 
 
 def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_examples: int | None = None,
@@ -263,10 +274,12 @@ def evaluate(run: str, n: int | None = None, seed: int = 0, k: int = 200, max_ex
         metrics |= quality
     if isinstance(model, Translator):
         metrics |= translation_metrics(model, data, n, seed, progress)
+    if isinstance(model, TextLikelihood | TextGenerator):
+        train_text, test_text = texts_of(data)
     if isinstance(model, TextLikelihood):
-        metrics |= model.log_likelihood(data.test)
+        metrics |= model.log_likelihood(test_text)
     if isinstance(model, TextGenerator):
-        metrics |= text_generation_metrics(model, data, n, seed, progress)
+        metrics |= text_generation_metrics(model, train_text, n, seed, progress)
     table_scores = None
     if isinstance(model, TableSampler):
         table_scores = table_metrics(model, data, n, seed)

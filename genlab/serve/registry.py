@@ -178,8 +178,8 @@ def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str,
     returns the token counts. Built from the generation loop's parts (not `model.generate`) so that it can count
     tokens, tell a stop string from the token limit, and stop at once when the client leaves.
     """
+    from genlab.data.tokenizers import StreamDecoder
     from genlab.models.lm.generation import StopMatcher, check_options, generate_ids
-    from genlab.models.lm.tokenizers import StreamDecoder
 
     o = options
     top_p = None if o["top_p"] >= 1 else o["top_p"]

@@ -17,6 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from genlab.config import validate
+from genlab.data.tokenizers import (
+    TOKENIZER_FILE,
+    CharTokenizer,
+    Tokenizer,
+    fit_tokenizer,
+    load_tokenizer,
+    recall,
+    refuse_unknown,
+)
 from genlab.errors import ConfigError, DataError, UnsafeFileError
 from genlab.models.base import AnomalyScorer, Chat, GenerativeModel, TextGenerator, TextLikelihood
 from genlab.models.lm.chat import (
@@ -27,15 +36,6 @@ from genlab.models.lm.chat import (
     pack,
     prompt_ids,
     render,
-)
-from genlab.models.lm.tokenizers import (
-    TOKENIZER_FILE,
-    CharTokenizer,
-    Tokenizer,
-    fit_tokenizer,
-    load_tokenizer,
-    recall,
-    refuse_unknown,
 )
 
 
@@ -109,7 +109,7 @@ def add_chat_tokens(config: TextConfig, base_vocab: int) -> TextConfig:
 
 class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScorer, Chat):
     data_kind = "text"
-    also_trains_on = ("chat",)  # conversations (genlab.data.chat), for instruction tuning
+    also_trains_on = ("chat", "tokens")  # conversations (genlab.data.chat); text prepared on disk (genlab.data.tokens)
     VOCABULARY_TENSORS: ClassVar[tuple[str, ...]] = ()  # state-dict entries with one row per token
     eval_texts: ClassVar[int] = 64  # texts `genlab eval` generates for the text metrics by default
     eval_text_tokens: ClassVar[int] = 256
@@ -126,6 +126,8 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
         """Fit the tokenizer on the training text, unless the config already names one (fine-tuning):
         then every character of the data must encode, or this is a `DataError` listing those that do not.
         Conversation data (kind "chat") adds the chat template's tokens after the vocabulary."""
+        if data.kind == "tokens":
+            return cls._config_for_tokens(config, data)
         chat = data.kind == "chat"
         if chat:
             from genlab.data.chat import conversation_text
@@ -148,6 +150,23 @@ class LanguageModel(GenerativeModel, TextGenerator, TextLikelihood, AnomalyScore
         else:
             config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size, tokenizer_hash=tokenizer.hash)
         return add_chat_tokens(config, tokenizer.vocab_size) if chat else config
+
+    @classmethod
+    def _config_for_tokens(cls, config: TextConfig, data: Any) -> TextConfig:
+        """Text prepared into token files brings its tokenizer: the model takes it, and a model that already has
+        one (fine-tuning) must have the same."""
+        made = data.tokenizer
+        known = tokenizer_of(config)
+        if (known is not None and known.hash != made.hash
+                or config.tokenizer_hash and config.tokenizer_hash != made.hash):
+            raise DataError(f"{data.name} was prepared with another tokenizer than this model's",
+                            "prepare the text again with the model's tokenizer.json, or train a new model")
+        if config.bpe_dropout:
+            raise ConfigError("BPE-dropout needs the text, and prepared token files hold ids",
+                              "leave --model.bpe-dropout at 0, or train on the text file itself")
+        if made.kind == "char":
+            return dataclasses.replace(config, tokenizer="char", vocab_size=made.vocab_size, chars=made.chars)
+        return dataclasses.replace(config, tokenizer="bpe", vocab_size=made.vocab_size, tokenizer_hash=made.hash)
 
     def encode(self, text: str, strict: bool = False) -> torch.Tensor:
         return torch.tensor(self.require_tokenizer().encode(text, strict=strict), dtype=torch.long)

@@ -128,7 +128,7 @@ class ReplyDecoder:
     """A reply's ids in, its text pieces out: a StreamDecoder that drops the separator before the content."""
 
     def __init__(self, tokenizer: ChatTokenizer):
-        from genlab.models.lm.tokenizers import StreamDecoder
+        from genlab.data.tokenizers import StreamDecoder
 
         self.decoder, self.started = StreamDecoder(tokenizer), False
 

@@ -217,7 +217,7 @@ def generate(model: Any, prompt: str = "", max_new_tokens: int = 200, temperatur
     `ids` (a chat prompt) stands for the prompt's ids; generation ends before a token of `end`;
     `decoder` turns ids into text (default a StreamDecoder; a chat reply's is chat.ReplyDecoder).
     """
-    from genlab.models.lm.tokenizers import StreamDecoder
+    from genlab.data.tokenizers import StreamDecoder
 
     check_options(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     tokenizer = model.tokenizer
