@@ -201,3 +201,15 @@ def test_the_video_benchmark_parts_run_on_tiny_clips(tmp_path):
     future = bench.anchor_predict(args, data, tmp_path / "convlstm.pt", data.test_x)
     assert future.shape == (1, 10, 1, 16, 16) and 0 <= float(future.min()) and float(future.max()) <= 1
     assert torch.isfinite(future).all()
+
+
+def test_the_streamed_text_benchmark_prepares_trains_and_measures_both_paths(tmp_path):
+    out = tmp_path / "stream.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "stream_text.py"), "--corpus-gb", "0.004", "--baseline-mb",
+                    "1", "--steps", "2", "--tokenizers", "char", "--work", str(tmp_path), "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    assert results["corpus"]["bytes"] >= 0.004 * 2**30 and results["prepare_char"]["tokens"]["train"] > 10**6
+    for part in ("train_char", "in_memory"):
+        assert 0 < results[part]["first_step_seconds"] < results[part]["seconds"], part
+        assert 100 < results[part]["peak_rss_mb"] < 4096, part
