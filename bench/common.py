@@ -105,6 +105,20 @@ def side_by_side(script: str, flag: str, names: list[str], work: str | Path) -> 
     return parts
 
 
+def first_step(family: str, data: Path, steps: int, work: str, model: dict | None = None,
+               train: dict | None = None) -> dict:
+    """bench/first_step.py in a fresh process: seconds from launch to the first optimiser step, and peak memory."""
+    import subprocess
+
+    launched = time.time()
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "first_step.py"), family, str(data), "--steps",
+                          str(steps), "--launched", str(launched), "--work", work, "--model", json.dumps(model or {}),
+                          "--train", json.dumps(train or {})], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"training {family} on {data} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def write(results: dict, out: str) -> None:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

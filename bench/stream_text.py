@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import command, machine, write
+from common import command, first_step, machine, write
 
 ROOTS = [Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib", Path("/usr/share/doc"),
          Path("/usr/share/games/fortunes"), Path("/usr/share/common-licenses")]
@@ -80,39 +79,6 @@ def make_corpus(folder: Path, size: int) -> dict:
     return meta
 
 
-def child(args) -> None:
-    """One `genlab train gpt` in this fresh process: the time from launch to the first optimiser step's end, and the
-    peak resident memory of the whole run."""
-    import lightning.pytorch as pl
-
-    import genlab
-
-    first: list[float] = []
-
-    class FirstStep(pl.Callback):
-        def on_train_batch_end(self, trainer, *rest):
-            if not first:
-                first.append(time.time())
-
-    run = Path(args.work) / f"run-{Path(args.child).name}-{int(time.time())}"
-    genlab.train("gpt", args.child, run, max_steps=args.steps, progress=False, sample_every=10**9,
-                 val_every=10**9, callbacks=[FirstStep()], command="bench/stream_text.py")
-    peak = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM:"))
-    print(json.dumps({"first_step_seconds": round(first[0] - args.launched, 2),
-                      "seconds": round(time.time() - args.launched, 2), "steps": args.steps,
-                      "peak_rss_mb": round(peak / 1024, 1), "run": str(run)}))
-
-
-def train_in_fresh_process(data: Path, args) -> dict:
-    launched = time.time()
-    out = subprocess.run([sys.executable, __file__, "--child", str(data), "--launched", str(launched),
-                          "--steps", str(args.steps), "--work", args.work], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"training on {data} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus-gb", type=float, default=4.0)
@@ -122,11 +88,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="preparation processes (default: every core)")
     parser.add_argument("--work", default="/tmp/genlab-stream")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "stream_text.json"))
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--launched", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        return child(args)
     from genlab.data.tokens import prepare_text
 
     work = Path(args.work)
@@ -140,7 +102,7 @@ def main() -> None:
         results[f"prepare_{tokenizer}"] = {k: meta[k] for k in ("tokens", "bytes", "vocab_size", "dtype", "workers",
                                                               "fit_seconds", "seconds", "mb_per_s")}
         print(tokenizer, results[f"prepare_{tokenizer}"], flush=True)
-        results[f"train_{tokenizer}"] = train_in_fresh_process(prepared, args)
+        results[f"train_{tokenizer}"] = first_step("gpt", prepared, args.steps, args.work)
         print(results[f"train_{tokenizer}"], flush=True)
     if args.baseline_mb:
         text = work / f"slice-{args.baseline_mb:g}mb.txt"
@@ -148,7 +110,8 @@ def main() -> None:
             with open(sorted(corpus.glob("*.txt"))[0], "rb") as f:
                 raw = f.read(int(args.baseline_mb * 2**20))
             text.write_bytes(raw[: raw.rfind(b"\n") + 1])
-        results["in_memory"] = {"text_mb": round(text.stat().st_size / 2**20, 1)} | train_in_fresh_process(text, args)
+        results["in_memory"] = {"text_mb": round(text.stat().st_size / 2**20, 1),
+                                **first_step("gpt", text, args.steps, args.work)}
         print("in memory:", results["in_memory"], flush=True)
     results["peak_rss_budget_mb"], results["first_step_budget_seconds"] = 2048, 30
     write(results, args.out)

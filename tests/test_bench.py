@@ -213,3 +213,16 @@ def test_the_streamed_text_benchmark_prepares_trains_and_measures_both_paths(tmp
     for part in ("train_char", "in_memory"):
         assert 0 < results[part]["first_step_seconds"] < results[part]["seconds"], part
         assert 100 < results[part]["peak_rss_mb"] < 4096, part
+
+
+def test_the_image_shards_benchmark_prepares_trains_and_measures_both_paths(tmp_path):
+    out = tmp_path / "images.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "stream_images.py"), "--files", "160", "--size", "16",
+                    "--steps", "2", "--work", str(tmp_path), "--out", str(out)], check=True, capture_output=True,
+                   timeout=300)
+    results = json.loads(out.read_text())
+    assert results["folder"]["files"] == 160 and results["prepare"]["counts"] == {"train": 144, "test": 16}
+    assert results["prepare"]["shape"] == [3, 16, 16]
+    for part in ("shards", "in_memory"):
+        assert 0 < results[part]["first_step_seconds"] < results[part]["seconds"], part
+        assert 100 < results[part]["peak_tree_pss_mb"] <= results[part]["peak_tree_rss_mb"], part

@@ -112,3 +112,67 @@ def test_cli_prepares_trains_and_evaluates_from_token_files(corpus, tmp_path, ca
     assert main(["eval", str(run), "--n", "2", "--progress", "false"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["nats_per_token"] > 0 and "distinct_1" in metrics
+
+
+# -- image folders prepared into Arrow shards ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """60 images in three class folders, one of another size, one colour among greys, and one broken file."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        (folder / f"c{i % 3}").mkdir(exist_ok=True)
+        size = 20 if i == 7 else 16
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(folder / f"c{i % 3}" / f"{i}.png")
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / "c0" / "colour.png")
+    (folder / "c1" / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_shards_hold_what_the_in_memory_path_reads(image_folder, tmp_path):
+    from genlab.data.shards import prepare_images
+
+    meta = prepare_images(image_folder, tmp_path / "s", workers=2)
+    shards, memory = load_data(str(tmp_path / "s")), load_data(str(image_folder), refresh=True)
+    assert meta["counts"] == {"train": len(memory.train_x), "test": len(memory.test_x)}
+    assert shards.shape == memory.shape == (3, 16, 16) and shards.classes == memory.classes == ("c0", "c1", "c2")
+    assert [b for b, _ in shards.report.bad_files] == ["c1/broken.png"]
+    for got, want, labels, want_labels in ((shards.train_x, memory.train_x, shards.train_y, memory.train_y),
+                                           (shards.test_x, memory.test_x, shards.test_y, memory.test_y)):
+        pixels = got[np.arange(len(got))]
+        assert pixels.dtype == np.uint8 and pixels.shape == want.shape
+        key = lambda x, y: sorted((int(label), image.tobytes()) for image, label in zip(x, y))  # noqa: E731
+        assert key(pixels, labels) == key(want, want_labels)  # the same images in the same split, labels and all
+    assert (shards.train_x[3] == shards.train_x[2:5][1]).all()
+
+
+def test_a_run_on_shards_resumes_exactly(image_folder, tmp_path, tiny_vae, tiny_train):
+    import lightning.pytorch as pl
+    import torch
+
+    from genlab.config import TrainConfig, from_dict
+    from genlab.data.shards import prepare_images
+    from genlab.engine.trainer import fit as train
+    from genlab.files import load_torch_file
+    from genlab.models.vae import VAEConfig
+
+    class StopAt(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            trainer.should_stop = trainer.global_step >= 5
+
+    prepare_images(image_folder, tmp_path / "s", workers=1)
+    data = str(tmp_path / "s")
+    config = from_dict(VAEConfig, {**tiny_vae, "image_size": [16, 16], "channels": 3})
+    options = from_dict(TrainConfig, {**tiny_train, "max_steps": 10, "batch_size": 8, "ckpt_every": 5})
+    train("vae", data, config, options, tmp_path / "whole")
+    train("vae", data, config, options, tmp_path / "part", callbacks=[StopAt()])
+    train("vae", data, config, options, tmp_path / "part", resume=True)
+    # the networks' weights (the Gaussian mixture fitted after training amplifies rounding: test_engine compares
+    # the checkpoints too)
+    a, b = (load_torch_file(tmp_path / run / "checkpoints" / "last.ckpt")["state_dict"] for run in ("whole", "part"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)

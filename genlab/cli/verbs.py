@@ -131,28 +131,46 @@ def data_check(data: str, max_bad_fraction: float = 0.05, as_json: bool = False,
     print(json.dumps(dataset.report.to_dict(), indent=1) if as_json else dataset.report.summary())
 
 
-def data_prepare(text: str, out: str | None = None, tokenizer: str = "bpe", vocab_size: int = 4096,
-                 test_fraction: float = 0.005, workers: int | None = None, chunk_mb: float = 8, sample_mb: float = 64,
-                 max_bad_fraction: float = 0.05) -> None:
-    """Tokenize a text file or a folder of text files once into token files (OUT/train.bin, val.bin, tokenizer.json,
-    meta.json), in parallel; `genlab train gpt --data OUT` then reads one window at a time from disk, in bounded
-    memory whatever the corpus's size (genlab.data.tokens; docs/scale.md).
+def data_prepare(data: str, out: str | None = None, tokenizer: str = "bpe", vocab_size: int = 4096,
+                 test_fraction: float | None = None, workers: int | None = None, chunk_mb: float = 8,
+                 sample_mb: float = 64, image_size: int | None = None, max_bad_fraction: float = 0.05) -> None:
+    """Prepare data once on disk, in parallel, so that training reads it in bounded memory whatever its size
+    (docs/scale.md). Text (a file or a folder of text files) is tokenized into token files (OUT/train.bin, val.bin,
+    tokenizer.json, meta.json; `genlab train gpt --data OUT` reads one window at a time); a folder of images is
+    encoded into Arrow shards (OUT/train, OUT/test; any image family's `--data OUT` decodes batches in a worker).
 
     Args:
-        text: a text file or a folder of text files (UTF-8).
-        out: the folder to write (default: the text's name with -tokens).
+        data: a text file or a folder of text files (UTF-8), or a folder of images (class subfolders: labels).
+        out: the folder to write (default: the data's name with -tokens or -shards).
         tokenizer: bpe (byte-level, fitted on a sample spread over the corpus) or char (every character of it).
         vocab_size: bpe: the vocabulary's size.
-        test_fraction: the tail of the text held out for validation.
-        workers: processes that tokenize (default: one per core).
+        test_fraction: text: the tail held out for validation (default 0.005); images: the test split (default
+            0.1, as a folder read into memory holds out).
+        workers: processes that tokenize or encode (default: one per core).
         chunk_mb: the text each worker takes at a time, cut at a line's end.
         sample_mb: bpe: the text the tokenizer is fitted on.
+        image_size: images: the side every image is resized to (default: the most common size).
         max_bad_fraction: stop with an error when more than this fraction of files is unreadable.
     """
+    from genlab.data.images import IMAGE_SUFFIXES
+
+    source = Path(data)
+    if source.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.rglob("*") if p.is_file()):
+        from genlab.data.shards import prepare_images
+
+        out = out or f"{source.name}-shards"
+        meta = prepare_images(source, out, image_size=image_size, workers=workers, max_bad_fraction=max_bad_fraction,
+                              test_fraction=0.1 if test_fraction is None else test_fraction)
+        print(f"{out}: {meta['counts']['train']:,} training and {meta['counts']['test']:,} test images "
+              f"({' x '.join(map(str, meta['shape']))}, {len(meta['classes'])} classes) from {meta['files']:,} files "
+              f"in {meta['seconds']:.1f} s ({meta['images_per_s']:,} images/s on {meta['workers']} processes)")
+        print(f"  next: genlab train diffusion --data {out}")
+        return
     from genlab.data.tokens import prepare_text
 
-    out = out or f"{Path(text).name.removesuffix(Path(text).suffix)}-tokens"
-    meta = prepare_text(text, out, tokenizer=tokenizer, vocab_size=vocab_size, test_fraction=test_fraction,
+    out = out or f"{source.name.removesuffix(source.suffix)}-tokens"
+    test_fraction = 0.005 if test_fraction is None else test_fraction
+    meta = prepare_text(data, out, tokenizer=tokenizer, vocab_size=vocab_size, test_fraction=test_fraction,
                         workers=workers, chunk_mb=chunk_mb, sample_mb=sample_mb, max_bad_fraction=max_bad_fraction)
     print(f"{out}: {meta['tokens']['train']:,} training and {meta['tokens']['val']:,} validation tokens "
           f"({meta['tokenizer']}, {meta['vocab_size']:,} ids, {meta['dtype']}) from {meta['bytes'] / 2**20:,.1f} MB "

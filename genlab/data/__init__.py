@@ -20,6 +20,7 @@ from genlab.data.images import IMAGE_SUFFIXES, load_image, load_image_folder
 from genlab.data.loader import BatchLoader
 from genlab.data.registry import DATASETS, load_registered
 from genlab.data.shapes import is_shapes_folder, load_shapes
+from genlab.data.shards import is_shard_folder, load_image_shards
 from genlab.data.tables import TABLE_SUFFIXES, TableData, load_table
 from genlab.data.text import load_text
 from genlab.data.tokens import TokenData, is_token_folder, load_tokens
@@ -50,6 +51,8 @@ def load_data(spec: str, image_size: int | None = None, max_bad_fraction: float 
             return load_chat(path)
         if path.is_dir() and is_token_folder(path):
             return load_tokens(path)
+        if path.is_dir() and is_shard_folder(path):
+            return load_image_shards(path)
         if path.is_dir() and is_video_folder(path):
             return load_video(path)
         if path.is_dir() and is_tts_corpus(path):

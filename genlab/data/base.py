@@ -86,6 +86,8 @@ class ImageData:
         import hashlib
 
         h = hashlib.sha256()
+        if hasattr(self.train_x, "digest"):  # prepared shards (genlab.data.shards) are named by their files
+            return hashlib.sha256(self.train_x.digest.encode()).hexdigest()[:16]
         for array in (self.train_x, self.train_y, self.test_x, self.test_y):
             h.update(np.ascontiguousarray(array).tobytes())
         return h.hexdigest()[:16]

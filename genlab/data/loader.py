@@ -42,9 +42,7 @@ class BatchLoader:
 
     def order(self, epoch: int) -> torch.Tensor:
         n = len(self.tensors[0])
-        if not self.shuffle:
-            return torch.arange(n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        return epoch_order(n, self.seed, epoch) if self.shuffle else torch.arange(n)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         start = self.position() if self.position else 0
@@ -53,6 +51,55 @@ class BatchLoader:
         for b in range(offset, len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield tuple(t[index] for t in self.tensors)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch `epoch`: a permutation of n drawn from the seed and the epoch alone."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class IndexedBatches:
+    """BatchLoader's order over examples that `fetch(indices)` reads by index batch in DataLoader worker processes:
+    data on disk, decoded as it is read (genlab.data.shards). `indices` are the examples it may use (the training
+    rows); epoch e is their permutation drawn from seed and e, started at `position()` on resume."""
+
+    def __init__(self, fetch: Callable[[np.ndarray], tuple[torch.Tensor, ...]], indices: np.ndarray, batch_size: int,
+                 seed: int = 0, position: Callable[[], int] | None = None, workers: int = 1):
+        self.fetch, self.indices = fetch, np.asarray(indices)
+        self.batch_size = min(batch_size, len(self.indices))
+        self.seed, self.position, self.workers = seed, position, workers
+
+    def __len__(self) -> int:
+        return len(self.indices) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        start = self.position() if self.position else 0
+        epoch, offset = divmod(start, len(self))
+        order = self.indices[epoch_order(len(self.indices), self.seed, epoch).numpy()]
+        batches = [order[b * self.batch_size : (b + 1) * self.batch_size] for b in range(offset, len(self))]
+        loader = torch.utils.data.DataLoader(_Fetched(self.fetch), batch_sampler=batches, num_workers=self.workers,
+                                             collate_fn=_as_fetched, worker_init_fn=_one_thread,
+                                             prefetch_factor=4 if self.workers else None,
+                                             # its workers' seeds from a generator of its own: drawn from the global
+                                             # one, they would shift the model's random numbers on resume
+                                             generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        yield from loader
+
+
+class _Fetched(torch.utils.data.Dataset):
+    def __init__(self, fetch):
+        self.fetch = fetch
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:  # a whole batch in one call
+        return self.fetch(np.asarray(indices))
+
+
+def _as_fetched(batch):
+    return batch
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # a worker decodes; the training process keeps the cores' math
 
 
 class DrawnBatches:
@@ -101,9 +148,34 @@ def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int],
                   holdout: float = 0.05, rows: bool = False) -> tuple[BatchLoader, BatchLoader | None]:
     """(images uint8, labels) batches, and each image's row with `rows`: shuffled and resumable for training,
     in order for validation (None when `holdout` is 0: the model trains on the whole training split)."""
+    if hasattr(data.train_x, "digest"):  # prepared shards on disk (genlab.data.shards): decoded in a worker
+        return shard_loaders(data, batch_size, seed, position, holdout)
     train, val = split_validation(data, holdout, rows=rows)
     return (BatchLoader(train, batch_size, seed=seed, position=position),
             BatchLoader(val, batch_size, shuffle=False, drop_last=False) if holdout > 0 else None)
+
+
+class ImageRows:
+    """(images uint8, labels) of the rows asked for, from images on disk and labels in memory."""
+
+    def __init__(self, images, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __call__(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.images[indices]), torch.from_numpy(self.labels[indices])
+
+
+def shard_loaders(data, batch_size: int, seed: int, position: Callable[[], int],
+                  holdout: float = 0.05) -> tuple[IndexedBatches, BatchLoader | None]:
+    """image_loaders for images on disk: training batches decoded in a worker process as they are needed (one worker
+    per two cores: the training process keeps the rest), the validation slice decoded once into memory."""
+    import os
+
+    train, val = validation_indices(len(data.train_x), holdout)
+    rows = ImageRows(data.train_x, data.train_y)
+    workers = max(1, min(4, (os.cpu_count() or 2) // 2))
+    return (IndexedBatches(rows, train, batch_size, seed=seed, position=position, workers=workers),
+            BatchLoader(rows(np.sort(val)), batch_size, shuffle=False, drop_last=False) if len(val) else None)
 
 
 VAL_FRACTION = 0.05  # of a token stream, held out whole for validation (TrainConfig.holdout's default)
