@@ -27,12 +27,18 @@ from genlab.models.base import ImageSampler, TextGenerator, Translator, class_la
 
 class RNGState(pl.Callback):
     """Saves the torch, numpy and Python RNG states in checkpoints and restores them when training
-    restarts (Lightning does not), so that a resumed run draws the same random numbers."""
+    restarts (Lightning does not), so that a resumed run draws the same random numbers.
 
-    def __init__(self):
+    In a run of several processes each draws its own stream: a fresh run seeds process r from (seed, r) once the
+    processes are up (the weights were made alike before, and DDP copies the first process's anyway), and a
+    checkpoint holds every process's state, gathered from all of them, so that each resumes its own."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
         self._pending: dict[str, Any] | None = None
 
-    def state_dict(self) -> dict[str, Any]:
+    @staticmethod
+    def _own() -> dict[str, Any]:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         state = {"torch": torch.get_rng_state(), "python": random.getstate(),
                  "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
@@ -41,13 +47,34 @@ class RNGState(pl.Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
+    def state_dict(self) -> dict[str, Any]:
+        import torch.distributed as dist
+
+        state = self._own()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            every: list = [None] * dist.get_world_size()
+            dist.all_gather_object(every, state)  # every process saves: all of them take part
+            return {**every[0], "ranks": every}
+        return state
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
 
     def on_train_start(self, trainer, pl_module):
         if self._pending is None:
+            if trainer.world_size > 1:
+                seed = int(np.random.SeedSequence([self.seed, trainer.global_rank]).generate_state(1)[0])
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                random.seed(seed)
             return
         s = self._pending
+        if "ranks" in s:
+            if len(s["ranks"]) != trainer.world_size:
+                raise DataError(f"this run was checkpointed by {len(s['ranks'])} processes and resumes on "
+                                f"{trainer.world_size}: its random streams cannot continue exactly",
+                                f"resume it with --devices {len(s['ranks'])} (as many processes as it had)")
+            s = s["ranks"][trainer.global_rank]
         torch.set_rng_state(s["torch"])
         random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in s["python"]))
         n = s["numpy"]
@@ -244,7 +271,7 @@ class CollapseMonitor(pl.Callback):
     """At each validation pass: samples from the EMA generator measured against the held-out validation images in
     the reference classifier's feature space (recall, precision, FD-genlab, class histogram), logged as monitor/...,
     with a warning when they look collapsed. Draws its noise from its own generator: training randomness is
-    untouched."""
+    untouched. In a run of several processes the first measures and the others receive its figures."""
 
     def __init__(self, data, samples: int, recall_floor: float, seed: int, progress: bool):
         self.data, self.samples, self.recall_floor, self.seed, self.progress = (
@@ -258,6 +285,8 @@ class CollapseMonitor(pl.Callback):
         from genlab.data.loader import split_validation
         from genlab.metrics.reference import reference_classifier
 
+        if not trainer.is_global_zero:
+            return
         try:
             self.reference = reference_classifier(self.data, progress=self.progress)
         except DataError as error:
@@ -266,12 +295,28 @@ class CollapseMonitor(pl.Callback):
         val_images = split_validation(self.data)[1][0]
         self.real = self.reference.embed(val_images[: self.samples])
 
-    @torch.no_grad()
     def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        measured = self.measure(trainer, pl_module) if trainer.is_global_zero else None
+        if trainer.world_size > 1:
+            measured = trainer.strategy.broadcast(measured, src=0)
+        if measured is None:
+            return
+        metrics, warning = measured
+        pl_module.log_dict(metrics)
+        if warning and trainer.is_global_zero:
+            message = f"possible mode collapse at step {trainer.global_step}: {warning}"
+            self.warnings.append(message)
+            print(f"warning: {message}", file=sys.stderr)
+
+    @torch.no_grad()
+    def measure(self, trainer, pl_module) -> tuple[dict[str, float], str | None] | None:
+        """The monitor's figures and its warning (None when it is off)."""
         from genlab.metrics.images import class_accuracy, class_histogram, fd_genlab, prdc
 
-        if self.reference is None or trainer.sanity_checking or len(self.real[0]) <= 5:
-            return
+        if self.reference is None or len(self.real[0]) <= 5:
+            return None
         model = pl_module.model
         labels = class_labels(model.config, None, self.samples)
         generator = torch.Generator(next(model.parameters()).device).manual_seed(self.seed)  # the same z at every check
@@ -288,10 +333,5 @@ class CollapseMonitor(pl.Callback):
         }
         if labels is not None:
             metrics["monitor/class_accuracy"] = class_accuracy(probs, labels)
-        pl_module.log_dict(metrics)
-        warning = collapse_warning(metrics["monitor/recall"], fractions, real_fractions, self.reference.classes,
-                                   self.recall_floor)
-        if warning:
-            message = f"possible mode collapse at step {trainer.global_step}: {warning}"
-            self.warnings.append(message)
-            print(f"warning: {message}", file=sys.stderr)
+        return metrics, collapse_warning(metrics["monitor/recall"], fractions, real_fractions, self.reference.classes,
+                                         self.recall_floor)

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.config import TrainConfig, parse_duration, to_dict
 from genlab.data import as_images, load_data
 from genlab.engine.callbacks import Checkpointer, JsonlLogger, Preview, RNGState, StepProgressBar
 from genlab.engine.recipes import Recipe, recipe_for
 from genlab.engine.runs import write_run_config
-from genlab.errors import DataError, GenlabError, NonFiniteLossError
+from genlab.errors import ConfigError, DataError, GenlabError, NonFiniteLossError
 from genlab.files import atomic_path, atomic_write, load_torch_file
 from genlab.hardware import denormals_flushed, training_precision
 from genlab.models import get_family
@@ -63,8 +65,10 @@ class GenlabModule(pl.LightningModule):
             return None  # skips the optimiser step: the weights stay those of the last good step
         # self.log costs about as much as a small model's step (docs/architecture.md): log only what is written
         if self.global_step % self.train_config.log_every == 0:
-            self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, prog_bar=False)
-            self.log("loss", out["loss"].detach(), prog_bar=True, logger=False)
+            # several processes: the mean over them, the loss of the whole global batch (costs one reduction)
+            sync = self.trainer.world_size > 1
+            self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, prog_bar=False, sync_dist=sync)
+            self.log("loss", out["loss"].detach(), prog_bar=True, logger=False, sync_dist=sync)
         return None if self.two_player else out["loss"]
 
     def _stop(self, reason: str) -> None:
@@ -161,6 +165,17 @@ def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback], two_p
     devices: Any = t.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
+    # validation gives every process every batch (genlab.data.loader), so its figures need no reduction
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level", category=UserWarning)
+    strategy: Any = t.strategy
+    if strategy == "ddp":
+        # A player of a two-player game leaves the other's weights out of its loss, and a conditional model's
+        # embedding of the condition sits out the batches whose condition was dropped: DDP must look for weights
+        # without gradients at each step, or it waits for them forever.
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(find_unused_parameters=True)
+        warnings.filterwarnings("ignore", message=r".*find_unused_parameters=True was specified.*")
     return pl.Trainer(
         default_root_dir=run,
         max_steps=t.max_steps,
@@ -169,7 +184,7 @@ def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback], two_p
         accelerator=t.accelerator,
         devices=devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=strategy,
         precision=training_precision(t.precision, t.accelerator),
         gradient_clip_val=None if two_player else (t.grad_clip or None),  # two players clip in their update
         val_check_interval=t.val_every,
@@ -222,7 +237,9 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
     pl.seed_everything(train_config.seed, workers=True, verbose=False)
     model = cls(config)
 
-    def record_run() -> None:  # the run folder's config.yaml and data report
+    def record_run() -> None:  # the run folder's config.yaml and data report (by the first process of several)
+        if rank_zero_only.rank != 0:
+            return
         run.mkdir(parents=True, exist_ok=True)
         write_run_config(run, {
             "family": family, "data": data, "model": to_dict(config), "train": to_dict(train_config),
@@ -243,9 +260,14 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
 
     checkpointer = Checkpointer(run / "checkpoints", train_config.ckpt_every, recipe.monitor)
     preview = Preview(run / "samples", train_config.sample_every, train_config.seed, dataset, recipe.preview)
-    trainer = build_trainer(run, train_config, [RNGState(), checkpointer, preview,
+    trainer = build_trainer(run, train_config, [RNGState(train_config.seed), checkpointer, preview,
                                                 *recipe.callbacks(model, dataset, train_config), *(callbacks or [])],
                             two_player=module.two_player)
+    if train_config.batch_size % trainer.world_size:
+        raise ConfigError(f"--batch-size {train_config.batch_size} does not split evenly over {trainer.world_size} "
+                          "processes (the batch size is the global one: each process trains on its share)",
+                          f"use a multiple of {trainer.world_size}, e.g. --batch-size "
+                          f"{train_config.batch_size // trainer.world_size * trainer.world_size or trainer.world_size}")
     started = time.time()
     trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt if resume else None)
     if module.nonfinite:
@@ -256,6 +278,8 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
         raise GenlabError("training was interrupted", f"continue with genlab train {family} --resume {run}")
 
     trainer.save_checkpoint(ckpt, weights_only=False)
+    if not trainer.is_global_zero:  # the first process exports the model; the others are done
+        return run
     model.fit_after_training(dataset, seed=train_config.seed)
     preview.write(model, trainer.global_step)
     metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
