@@ -286,10 +286,10 @@ def test_api_key_guards_v1_but_not_health(registry):
 
 
 def test_real_server_streams_stays_healthy_refuses_overload_and_cancels_on_disconnect(registry):
-    """concurrency 1, no queue: one long stream fills the server; /health still answers; a second request is
-    refused with 429; closing the stream stops the generation at once."""
-    app = create_app(registry, ServeConfig(threads=1, concurrency=1, queue=0, max_tokens=100_000))
-    workers = app.state.workers
+    """A batch of one sequence, no queue: one long stream fills the GPT's batcher; /health still answers; a second
+    request is refused with 429; closing the stream stops the generation at once."""
+    app = create_app(registry, ServeConfig(threads=1, concurrency=1, queue=0, max_batch=1, max_tokens=100_000))
+    workers, batcher = app.state.workers, app.state.batchers["gpt"]
     with uvicorn_server(app) as url, httpx.Client(base_url=url, timeout=10) as http:
         body = {"model": "gpt", "prompt": "All:", "max_tokens": 100_000, "stream": True, "seed": 0}
         with http.stream("POST", "/v1/completions", json=body) as stream:
@@ -300,15 +300,49 @@ def test_real_server_streams_stays_healthy_refuses_overload_and_cancels_on_disco
             start = time.monotonic()
             health = http.get("/health")
             assert health.status_code == 200 and time.monotonic() - start < 2.0
-            assert health.json()["running"] == 1
+            assert health.json()["decoding"]["gpt"] == {"running": 1, "waiting": 0}
             refused = http.post("/v1/completions", json={"model": "gpt", "max_tokens": 1})
             assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
             assert "server is busy" in refused.json()["error"]["message"]
         # the stream is closed after a few tokens of 100,000 (tens of seconds of work): the job must stop now
-        stopped_in = wait_until(lambda: workers.admitted == 0, 5)
-        assert stopped_in < 3 and workers.counts["cancelled"] == 1 and http.get("/health").json()["running"] == 0
+        stopped_in = wait_until(lambda: batcher.sequences == 0, 5)
+        assert stopped_in < 3 and workers.counts["cancelled"] == 1
+        assert http.get("/health").json()["decoding"]["gpt"]["running"] == 0
         ok = http.post("/v1/completions", json={"model": "gpt", "max_tokens": 3})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
+
+
+def test_concurrent_completions_decode_together_and_each_is_its_own_generation(registry):
+    """Continuous batching: requests of different lengths, options and seeds, sent at once, join a batch of three
+    rows (the rest wait), leave it as they end, and each says exactly what the model generates for it alone
+    (greedy and sampled, stop strings, n > 1, and past the 32-token context, where a window slides)."""
+    import asyncio
+
+    from genlab.models.lm.generation import generate
+
+    app = create_app(registry, ServeConfig(threads=1, concurrency=1, queue=8, max_batch=3, max_tokens=400))
+    bodies = [{"prompt": "All:", "max_tokens": 80, "temperature": 0, "seed": 0},
+              {"prompt": "First Citizen:\nBefore", "max_tokens": 20, "temperature": 1.0, "seed": 5, "n": 2},
+              {"prompt": "", "max_tokens": 50, "temperature": 0.8, "top_k": 5, "seed": 7, "stop": ["e"]},
+              {"prompt": "Speak, speak.", "max_tokens": 3, "temperature": 1.0, "top_p": 0.9, "seed": 3,
+               "repetition_penalty": 1.3}]
+
+    async def send_all(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            return await asyncio.gather(*(http.post("/v1/completions", json={"model": "gpt", **b}) for b in bodies))
+
+    with uvicorn_server(app) as url:
+        responses = asyncio.run(send_all(url))
+    model = registry["gpt"].model
+    for body, r in zip(bodies, responses, strict=True):
+        assert r.status_code == 200, r.text
+        for choice in r.json()["choices"]:
+            alone = "".join(generate(model, body["prompt"], body["max_tokens"], body["temperature"], body.get("top_k"),
+                                     body.get("top_p"), body.get("repetition_penalty", 1.0), body.get("stop"),
+                                     seed=body["seed"] + choice["index"]))
+            assert choice["text"] == alone, (body, choice["index"])
+    batcher = app.state.batchers["gpt"]
+    assert app.state.workers.counts["completed"] == 4 and batcher.sequences == 0 and batcher.widest == 3
 
 
 def test_timeouts_answer_504_or_end_the_stream_with_an_error(registry):
@@ -322,7 +356,7 @@ def test_timeouts_answer_504_or_end_the_stream_with_an_error(registry):
         r = http.post("/v1/completions", json=long | {"stream": True})
         events = _events(r.text)
         assert r.status_code == 200 and events[-1] == "[DONE]" and "time limit" in events[-2]["error"]["message"]
-        wait_until(lambda: app.state.workers.admitted == 0, 5)
+        wait_until(lambda: app.state.batchers["gpt"].sequences == 0, 5)
         assert app.state.workers.counts["timed_out"] == 2
 
 
@@ -420,12 +454,12 @@ def test_a_worker_flushes_subnormals_on_its_own_thread_only():
     import threading
 
     from genlab.hardware import denormals_flushed
-    from genlab.serve.limits import _start_worker
+    from genlab.serve.limits import start_worker
 
     flushed_there = []
 
     def worker():
-        _start_worker(1)
+        start_worker(1)
         flushed_there.append((torch.tensor([1e-39]) * 1.0).item() == 0)
 
     thread = threading.Thread(target=worker)

@@ -39,6 +39,7 @@ from genlab.data.chat import check_messages
 from genlab.errors import GenlabError
 from genlab.models.base import EditOptions, class_labels
 from genlab.serve import videos
+from genlab.serve.batching import TextBatcher
 from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
 from genlab.serve.registry import (
     RequestError,
@@ -144,10 +145,15 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     config = config or ServeConfig()
     registry = load_models(models) if isinstance(models, list) else dict(models)
     workers = Workers(config)
+    # a GPT's completions decode together on its own thread (continuous batching); other models' on the workers
+    batchers = {name: TextBatcher(served.model, config, workers.counts, name) for name, served in registry.items()
+                if hasattr(served.model, "step_rows") and served.model.tokenizer is not None}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        for batcher in batchers.values():
+            batcher.shutdown()
         workers.shutdown()
 
     app = FastAPI(title="genlab", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -155,6 +161,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                   "Limits: GET /health. The web page: GET /.")
     store = videos.VideoStore(config.max_videos)
     app.state.workers, app.state.registry, app.state.config, app.state.videos = workers, registry, config, store
+    app.state.batchers = batchers
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
     # -- errors ----------------------------------------------------------------------------------
@@ -305,7 +312,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     @app.get("/health", response_model=Health)
     async def health() -> dict:
         return {"status": "ok", "models": list(registry), "running": workers.running, "waiting": workers.waiting,
-                "auth": bool(config.api_key), "limits": config.public(), "counts": dict(workers.counts)}
+                "auth": bool(config.api_key), "limits": config.public(), "counts": dict(workers.counts),
+                "decoding": {name: {"running": b.running, "waiting": b.queued} for name, b in batchers.items()}}
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, dependencies=guarded)
     async def list_models() -> dict:
@@ -330,6 +338,11 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         """Run `complete` on a worker and answer with the whole result or, with `body.stream`, server-sent
         events: `choice(index, text, finish_reason)` shapes a choice of the result, `chunk(...)` a choice of an
         event; `opening` are the choices of a first event (a chat stream's role)."""
+
+        def submit(emit: Callable[[str, int, Any], None]):
+            batcher = batchers.get(served.name)
+            return batcher.submit(options, emit) if batcher else workers.submit(complete, served.model, options, emit)
+
         if not body.stream:
             texts: dict[int, list[str]] = defaultdict(list)
             reasons: dict[int, str] = {}
@@ -338,7 +351,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                 (texts[index].append(value) if kind == "text" else reasons.__setitem__(index, value))
 
             try:
-                usage = await wait(*workers.submit(complete, served.model, options, collect), request)
+                usage = await wait(*submit(collect), request)
             except ClientGone:
                 return Response(status_code=499)
             choices = [choice(i, "".join(texts[i]), reasons.get(i)) for i in range(body.n)]
@@ -346,8 +359,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
 
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        job, future = workers.submit(complete, served.model, options,
-                                     lambda *item: loop.call_soon_threadsafe(events.put_nowait, item))
+        job, future = submit(lambda *item: loop.call_soon_threadsafe(events.put_nowait, item))
         future.add_done_callback(lambda _: events.put_nowait(None))
         getter = asyncio.ensure_future(events.get())
         try:  # wait for the first piece here, so that a timeout or an error still gets its own status code

@@ -54,6 +54,7 @@ class ServeConfig:
     max_body_bytes: int = 16 * 2**20  # request bodies (uploaded images included); larger ones get 413
     max_image_pixels: int = 4096 * 4096  # uploaded images larger than this are refused (413) before decoding
     max_videos: int = 64  # finished video jobs kept in memory (their MP4, GIF and PNGs); older ones are forgotten
+    max_batch: int = 64  # text sequences a GPT decodes together (continuous batching); `queue` more wait
 
     def __post_init__(self):
         checks = [("port", 0 <= self.port < 65536, "0 .. 65535"), ("concurrency", self.concurrency >= 0, ">= 0"),
@@ -65,7 +66,7 @@ class ServeConfig:
                   ("max_steps", 1 <= self.max_steps <= HARD_MAX_STEPS, f"1 .. {HARD_MAX_STEPS:,}"),
                   ("max_body_bytes", self.max_body_bytes >= 1024, ">= 1024"),
                   ("max_image_pixels", self.max_image_pixels >= 64, ">= 64"),
-                  ("max_videos", self.max_videos >= 1, ">= 1")]
+                  ("max_videos", self.max_videos >= 1, ">= 1"), ("max_batch", 1 <= self.max_batch <= 1024, "1 .. 1024")]
         for name, ok, valid in checks:
             if not ok:
                 raise ConfigError(f"serve {name} = {getattr(self, name)!r} is out of range", f"use {valid}")
@@ -123,12 +124,26 @@ class Busy(Exception):
     """No room for another job: the server answers 429."""
 
 
-def _start_worker(threads: int) -> None:
+def start_worker(threads: int) -> None:
     """A worker thread's set-up: its torch threads, and subnormal floats flushed (the flag is per thread)."""
     from genlab.hardware import flush_denormals
 
     torch.set_num_threads(threads)
     flush_denormals(whole_process=False)
+
+
+def count_outcome(counts: Counter[str], future: asyncio.Future) -> None:
+    """Count a finished job by how it ended (on the event loop)."""
+    if future.cancelled():
+        counts["cancelled"] += 1
+        return
+    error = future.exception()  # retrieved here, so asyncio never logs it as unhandled
+    if error is None:
+        counts["completed"] += 1
+    elif isinstance(error, Stopped):
+        counts["timed_out" if error.reason == "timeout" else "cancelled"] += 1
+    else:
+        counts["failed"] += 1
 
 
 class Workers:
@@ -138,7 +153,7 @@ class Workers:
         self.config = config
         self.capacity = config.workers + config.queue
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="genlab-serve",
-                                       initializer=_start_worker, initargs=(config.torch_threads,))
+                                       initializer=start_worker, initargs=(config.torch_threads,))
         self.admitted = 0  # running + waiting; changed on the event loop only
         self.running = 0  # changed by the worker threads, under the lock
         self.counts: Counter[str] = Counter()  # finished jobs by outcome; changed on the event loop only
@@ -177,16 +192,7 @@ class Workers:
     def _finished(self, job: Job, future: asyncio.Future) -> None:
         self.admitted -= 1
         self.jobs.discard(job)
-        if future.cancelled():
-            self.counts["cancelled"] += 1
-            return
-        error = future.exception()  # retrieved here, so asyncio never logs it as unhandled
-        if error is None:
-            self.counts["completed"] += 1
-        elif isinstance(error, Stopped):
-            self.counts["timed_out" if error.reason == "timeout" else "cancelled"] += 1
-        else:
-            self.counts["failed"] += 1
+        count_outcome(self.counts, future)
 
     def shutdown(self) -> None:
         """Stop every job at its next check and let the threads finish."""

@@ -171,6 +171,23 @@ def load_models(specs: list[str]) -> dict[str, Served]:
 
 # -- text -----------------------------------------------------------------------------------------
 
+def prompt_of(model: Any, options: dict[str, Any]) -> tuple[list[int], list[int], Callable]:
+    """A text request's prompt ids, the ids that end a reply, and the decoder of its ids into text; its sampling
+    options checked. A chat completion is the conversation in the model's template, ending at its end token."""
+    from genlab.data.tokenizers import StreamDecoder
+    from genlab.models.lm.generation import check_options
+
+    o = options
+    check_options(o["max_tokens"], o["temperature"], o["top_k"], None if o["top_p"] >= 1 else o["top_p"],
+                  o["repetition_penalty"])
+    if "messages" in o:
+        from genlab.models.lm.chat import ReplyDecoder, prompt_ids
+
+        chat = model.require_chat()
+        return prompt_ids(chat, o["messages"], model.context_size, o["max_tokens"]), [chat.end_id], ReplyDecoder
+    return (model.tokenizer.encode(o["prompt"]) if o["prompt"] else model.start_ids()), [], StreamDecoder
+
+
 def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str, int, Any], None]) -> dict[str, int]:
     """Run on a worker: `n` completions of one prompt, token by token, with `job.check()` between tokens.
 
@@ -178,22 +195,12 @@ def complete(job: Job, model: Any, options: dict[str, Any], emit: Callable[[str,
     returns the token counts. Built from the generation loop's parts (not `model.generate`) so that it can count
     tokens, tell a stop string from the token limit, and stop at once when the client leaves.
     """
-    from genlab.data.tokenizers import StreamDecoder
-    from genlab.models.lm.generation import StopMatcher, check_options, generate_ids
+    from genlab.models.lm.generation import StopMatcher, generate_ids
 
     o = options
     top_p = None if o["top_p"] >= 1 else o["top_p"]
-    check_options(o["max_tokens"], o["temperature"], o["top_k"], top_p, o["repetition_penalty"])
+    ids, end, decoder_of = prompt_of(model, o)
     tokenizer = model.tokenizer
-    if "messages" in o:  # a chat completion: the conversation in the model's template, ending at its end token
-        from genlab.models.lm.chat import ReplyDecoder, prompt_ids
-
-        chat = model.require_chat()
-        ids, end = prompt_ids(chat, o["messages"], model.context_size, o["max_tokens"]), [chat.end_id]
-        decoder_of = ReplyDecoder
-    else:
-        ids, end = (tokenizer.encode(o["prompt"]) if o["prompt"] else model.start_ids()), []
-        decoder_of = StreamDecoder
     device = next(model.parameters()).device
     total = 0
     for index in range(o["n"]):

@@ -46,6 +46,8 @@ class Health(BaseModel):
     auth: bool = Field(description="whether /v1 needs `Authorization: Bearer KEY`")
     limits: dict[str, int | float]
     counts: dict[str, int] = Field(description="finished requests by outcome since start-up")
+    decoding: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="per language model decoding in batches: sequences running and waiting")
 
 
 class SoundShape(BaseModel):

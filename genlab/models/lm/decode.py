@@ -52,6 +52,22 @@ class KVCache:
         self.native: NativeDecoder | None = None  # the compiled one-token path, for one sequence (new_cache)
         self.token = torch.zeros(1, dtype=torch.long, device=device)  # GPT.step's id, refilled at each token
 
+    def row(self, b: int) -> KVCache:
+        """Row b of this cache as a cache of one sequence (views of the same memory, empty): a prefill into it
+        fills that row of a batch whose sequences sit at different positions (`decode_rows`)."""
+        one = KVCache.__new__(KVCache)
+        one.k, one.v = [k[b : b + 1] for k in self.k], [v[b : b + 1] for v in self.v]
+        one.k3 = one.v3 = None
+        one.pos, one.weights, one.native, one.token = 0, self.weights, None, self.token
+        return one
+
+    def move(self, source: int, target: int) -> None:
+        """Copy row `source`'s keys and values over row `target` (a batch closing the gap a finished sequence
+        left)."""
+        for k, v in zip(self.k, self.v, strict=True):
+            k[target].copy_(k[source])
+            v[target].copy_(v[source])
+
 
 @dataclasses.dataclass
 class DecodeWeights:
@@ -173,6 +189,42 @@ def decode_torch(model: GPT, tokens: torch.Tensor, cache: KVCache) -> torch.Tens
         h = torch.relu(h).square() if relu2 else F.gelu(h, approximate="tanh")
         x = torch.addmm(x, h, out_w)
     cache.pos = pos + 1
+    return softcap(torch.mm(torch.layer_norm(x, (C,), w.norm), w.head), c.logit_softcap)
+
+
+def decode_rows(model: GPT, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """`decode_torch` for rows 0..B-1 of a batch cache whose sequences sit at different positions (continuous
+    batching: genlab.serve.batching): row b's token goes to position positions[b] of cache row b and attends to
+    that row's first positions[b] + 1 entries. (B,) ids and positions -> (B, V) next-token logits; the caller
+    advances the positions."""
+    from genlab.models.lm.gpt import softcap
+
+    c, w = model.config, cache.weights
+    B, C, nh, hs, T = len(tokens), c.n_embd, c.n_head, c.n_embd // c.n_head, c.block_size
+    if int(positions.max()) >= T:
+        raise ValueError(f"{int(positions.max()) + 1} tokens exceed the context of {T}")
+    rows = torch.arange(B, device=tokens.device)
+    x = torch.embedding(w.wte, tokens)  # (B, C)
+    if w.wpe is not None:
+        x = x + w.wpe[positions]
+    qk_map = w.qk_maps[positions]  # (B, 2, hs, hs): each row's RoPE, q's scale
+    mask = w.masks[positions].expand(B, nh, T, 1).reshape(B * nh, T, 1)  # -inf past each row's position
+    relu2 = c.activation == "relu2"
+    for k_all, v_all, (norm1, qkv_w, proj_w, norm2, fc_w, out_w) in zip(cache.k, cache.v, w.blocks, strict=True):
+        k, v = k_all[:B], v_all[:B]  # the batch's rows (B, nh, T, hs): contiguous views
+        qkv = torch.mm(torch.layer_norm(x, (C,), norm1), qkv_w).view(B, 3, nh, hs)
+        qk = qkv.narrow(1, 0, 2)
+        if c.qk_norm:
+            qk = torch.layer_norm(qk, (hs,))
+        qk = torch.matmul(qk, qk_map)  # (B, 2, nh, hs)
+        k[rows, :, positions] = qk.select(1, 1)
+        v[rows, :, positions] = qkv.select(1, 2)
+        scores = torch.baddbmm(mask, k.view(B * nh, T, hs), qk.select(1, 0).reshape(B * nh, hs, 1))
+        y = torch.bmm(scores.softmax(1).transpose(1, 2), v.view(B * nh, T, hs))  # (B nh, 1, hs)
+        x = torch.addmm(x, y.view(B, C), proj_w)
+        h = torch.mm(torch.layer_norm(x, (C,), norm2), fc_w)
+        h = torch.relu(h).square() if relu2 else F.gelu(h, approximate="tanh")
+        x = torch.addmm(x, h, out_w)
     return softcap(torch.mm(torch.layer_norm(x, (C,), w.norm), w.head), c.logit_softcap)
 
 

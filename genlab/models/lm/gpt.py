@@ -26,7 +26,7 @@ from torch import nn
 
 from genlab.errors import ConfigError
 from genlab.models.lm.base import LanguageModel, TextConfig
-from genlab.models.lm.decode import KVCache, decode_torch, new_cache
+from genlab.models.lm.decode import KVCache, decode_rows, decode_torch, new_cache
 from genlab.models.lm.lora import LoRALinear, add_lora
 
 
@@ -275,6 +275,11 @@ class GPT(LanguageModel):
     def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
         cache = self.new_cache(len(ids))
         return self(ids, cache)[0, -1], cache
+
+    def step_rows(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token for each of rows 0..B-1 of a batch cache, each row at its own position (continuous
+        batching): (B,) ids and positions -> (B, V) logits."""
+        return decode_rows(self, tokens, positions, cache)
 
     def step(self, token: int, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
         if cache.native is not None:

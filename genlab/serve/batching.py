@@ -1,0 +1,279 @@
+"""Continuous batching of a language model's completions: one thread decodes every running sequence together.
+
+Requests served one at a time leave a CPU mostly idle: a token of a small model costs a few hundred microseconds
+of matrix-vector products, and 32 clients wait in line for them. Decoding the running sequences as one batch turns
+those into matrix-matrix products at nearly the cost of one, so the machine serves many streams at once (Orca,
+Yu et al., OSDI 2022: iteration-level scheduling; vLLM's scheduler works the same way).
+
+`TextBatcher` owns a KV cache of `max_batch` rows and a thread. A request's `n` sequences wait in its queue; at
+each token boundary the thread admits waiting sequences into free rows (a prefill of each prompt into its row),
+then takes one step for every row at once (`GPT.step_rows`: each row at its own position), samples each row's
+token with its own options and seed, and hands the text to the request. A sequence leaves at its end (length,
+stop string, end token) or at once when its job is cancelled (client gone, deadline, shutdown); the last row moves
+into the gap, so the running rows stay 0 .. B-1. A sequence at the end of the context slides as `generate_ids`
+does: its last half is prefilled again into its row.
+
+Admission is counted in sequences: `max_batch` decode together and `queue` more wait; beyond that a request is
+refused at once (429), like the worker pool's jobs (genlab.serve.limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+
+from genlab.serve.limits import Busy, Job, ServeConfig, Stopped, count_outcome
+
+
+@dataclasses.dataclass(eq=False)
+class Request:
+    """One completion request: its job, where its text goes, and how many of its sequences are still running."""
+
+    job: Job
+    emit: Callable[[str, int, Any], None]
+    prompt_tokens: int
+    running: int
+    future: Future = dataclasses.field(default_factory=Future)
+    completion_tokens: int = 0
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+@dataclasses.dataclass(eq=False)
+class Sequence:
+    """One of a request's `n` completions: its tokens so far, how it samples, and how its text is cut."""
+
+    request: Request
+    index: int
+    ids: list[int]
+    start: int  # the window's first token: the cache row holds ids[start:-1]
+    options: dict[str, Any]
+    noise: Any  # its Gumbel noise stream (genlab.models.lm.generation), from its own seed
+    seen: torch.Tensor | None  # tokens the repetition penalty applies to
+    matcher: Any
+    decoder: Any
+    end: list[int]
+    made: int = 0
+
+
+class TextBatcher:
+    """Continuous batching for one language model that offers `step_rows` (see the module docstring)."""
+
+    def __init__(self, model: Any, config: ServeConfig, counts: Counter[str], name: str = "model"):
+        self.model, self.config, self.counts = model, config, counts
+        self.max_batch = config.max_batch
+        self.capacity = config.max_batch + config.queue
+        self.cache = model.new_cache(self.max_batch)
+        self.tokens = torch.zeros(self.max_batch, dtype=torch.long)
+        self.positions = torch.zeros(self.max_batch, dtype=torch.long)
+        self.rows: list[Sequence] = []  # row i of the cache is rows[i]
+        self.waiting: deque[Sequence] = deque()
+        self.sequences = 0  # admitted: running + waiting
+        self.widest = 0  # the most rows one step has decoded
+        vocab = model.config.vocab_size
+        self.ban = torch.zeros(vocab)  # added to every row's logits: -inf at the ids a model never writes
+        banned = model.never_generate()
+        self.ban[banned] = float("-inf")
+        self.banned = bool(banned)
+        self.context = model.context_size
+        self._wake = threading.Condition()
+        self._stopping = False
+        self.thread = threading.Thread(target=self._run, name=f"genlab-batcher-{name}", daemon=True)
+        self.thread.start()
+
+    # -- the event loop's side ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self.rows)
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    def submit(self, options: dict[str, Any], emit: Callable[[str, int, Any], None]) -> tuple[Job, asyncio.Future]:
+        """Queue a request's `n` sequences; the future's result is its token counts (as `registry.complete`'s).
+        Raises Busy when they do not fit, and the request's own errors (bad options) at once."""
+        from genlab.models.lm.generation import GumbelNoise, StopMatcher
+        from genlab.serve.registry import prompt_of
+
+        n = options["n"]
+        if self.sequences + n > self.capacity:
+            self.counts["refused"] += 1
+            raise Busy(f"{self.sequences} sequences are decoding or waiting, this model's limit ({self.max_batch} "
+                       f"at once + {self.config.queue} in the queue)")
+        ids, end, decoder_of = prompt_of(self.model, options)
+        job = Job(time.monotonic() + self.config.timeout)
+        request = Request(job, emit, len(ids), n)
+        vocab = self.model.config.vocab_size
+        sequences = []
+        for index in range(n):
+            generator = torch.Generator().manual_seed(options["seed"] + index)
+            seen = None
+            if options["repetition_penalty"] != 1.0:
+                seen = torch.zeros(vocab, dtype=torch.bool)
+                seen[torch.tensor(ids)] = True
+            start = max(0, len(ids) - self.context) if self.context else 0
+            sequences.append(Sequence(request, index, list(ids), start, options, GumbelNoise(vocab, generator), seen,
+                                      StopMatcher(options["stop"]), decoder_of(self.model.tokenizer), end))
+        with self._wake:
+            self.sequences += n
+            self.waiting.extend(sequences)
+            self._wake.notify()
+        future = asyncio.wrap_future(request.future)
+        future.add_done_callback(lambda f: count_outcome(self.counts, f))
+        return job, future
+
+    def shutdown(self) -> None:
+        with self._wake:
+            self._stopping = True
+            for sequence in [*self.rows, *self.waiting]:
+                sequence.request.job.cancel("shutdown")
+            self._wake.notify()
+        self.thread.join(timeout=10)
+
+    # -- the batcher's thread -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        from genlab.serve.limits import start_worker
+
+        start_worker(self.config.torch_threads)
+        while True:
+            with self._wake:
+                while not self.rows and not self.waiting and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                joining = []
+                while self.waiting and len(self.rows) + len(joining) < self.max_batch:
+                    joining.append(self.waiting.popleft())
+            try:
+                with torch.inference_mode():
+                    for sequence in joining:
+                        self._join(sequence)
+                    if self.rows:
+                        self._step()
+            except Exception as error:  # a bug must not leave requests hanging: they fail, the thread goes on
+                for sequence in self.rows:
+                    sequence.request.fail(error)
+                self._release(len(self.rows))
+                self.rows.clear()
+        for sequence in [*self.rows, *self.waiting]:
+            sequence.request.fail(Stopped("shutdown"))
+
+    def _join(self, sequence: Sequence) -> None:
+        """Prefill a waiting sequence's window (all but its last token) into the next free row."""
+        try:
+            sequence.request.job.check()
+            sequence.request.job.started = True
+        except Stopped as stop:
+            self._forget(sequence, stop)
+            return
+        row = len(self.rows)
+        self._prefill(row, sequence)
+        self.rows.append(sequence)
+
+    def _prefill(self, row: int, sequence: Sequence) -> None:
+        window = sequence.ids[sequence.start :]
+        if len(window) > 1:
+            self.model(torch.tensor([window[:-1]]), self.cache.row(row))
+        self.tokens[row], self.positions[row] = window[-1], len(window) - 1
+
+    def _step(self) -> None:
+        """One token for every running row: a batched step, then each row's sampling and text."""
+        from genlab.models.lm.generation import next_token
+
+        B = len(self.rows)
+        self.widest = max(self.widest, B)
+        logits = self.model.step_rows(self.tokens[:B], self.positions[:B], self.cache)
+        if self.banned:
+            logits = logits + self.ban
+        self.positions[:B] += 1
+        done = [False] * B
+        for i, sequence in enumerate(self.rows):
+            request, o = sequence.request, sequence.options
+            try:
+                request.job.check()
+            except Stopped as stop:
+                self._forget(sequence, stop)
+                done[i] = True
+                continue
+            top_p = None if o["top_p"] >= 1 else o["top_p"]
+            token = next_token(logits[i], o["temperature"], o["top_k"], top_p, o["repetition_penalty"],
+                               sequence.seen, noise=sequence.noise)
+            done[i] = self._take(sequence, token)
+            if done[i]:
+                continue
+            sequence.ids.append(token)
+            if sequence.seen is not None:
+                sequence.seen[token] = True
+            if self.context and len(sequence.ids) - sequence.start > self.context:
+                sequence.start = len(sequence.ids) - max(1, self.context // 2)  # slide, as generate_ids does
+                self._prefill(i, sequence)
+            else:
+                self.tokens[i] = token
+        self._drop(done)
+
+    def _take(self, sequence: Sequence, token: int) -> bool:
+        """Hand a sampled token to its request; True when the sequence has ended."""
+        request = sequence.request
+        if token in sequence.end:  # the model wrote its end token (a chat reply)
+            return self._finish(sequence, "stop")
+        sequence.made += 1
+        request.completion_tokens += 1
+        text = sequence.matcher.feed(sequence.decoder.push(token))
+        if text:
+            request.emit("text", sequence.index, text)
+        if sequence.matcher.done:
+            return self._finish(sequence, "stop")
+        if sequence.made >= sequence.options["max_tokens"]:
+            return self._finish(sequence, "length")
+        return False
+
+    def _finish(self, sequence: Sequence, reason: str) -> bool:
+        request = sequence.request
+        rest = "" if sequence.matcher.done else sequence.matcher.flush()
+        if rest:
+            request.emit("text", sequence.index, rest)
+        request.emit("finish", sequence.index, reason)
+        request.running -= 1
+        self._release(1)
+        if request.running == 0 and not request.future.done():
+            n = sequence.options["n"]
+            request.future.set_result({"prompt_tokens": request.prompt_tokens,
+                                       "completion_tokens": request.completion_tokens,
+                                       "total_tokens": request.prompt_tokens * n + request.completion_tokens})
+        return True
+
+    def _forget(self, sequence: Sequence, stop: Stopped) -> None:
+        sequence.request.fail(stop)
+        self._release(1)
+
+    def _release(self, count: int) -> None:
+        with self._wake:
+            self.sequences -= count
+
+    def _drop(self, done: list[bool]) -> None:
+        """Remove the rows that ended, moving the last running rows into their places."""
+        i = 0
+        while i < len(self.rows):
+            if not done[i]:
+                i += 1
+                continue
+            last = len(self.rows) - 1
+            if i != last:
+                self.cache.move(last, i)
+                self.tokens[i], self.positions[i] = self.tokens[last], self.positions[last]
+                self.rows[i], done[i] = self.rows[last], done[last]
+            self.rows.pop()
+            done.pop()
