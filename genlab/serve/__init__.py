@@ -43,6 +43,7 @@ def serve(
     max_prompt_chars: int = 8000,
     max_body_bytes: int = 16 * 2**20,
     max_videos: int = 64,
+    max_batch: int = 64,
 ) -> None:
     """Serve saved models over HTTP: OpenAI-shaped completions, images, speech and videos, and a web page at /
 
@@ -61,6 +62,7 @@ def serve(
         max_prompt_chars: longer prompts are refused (422).
         max_body_bytes: larger request bodies (uploads included) are refused (413).
         max_videos: finished video jobs kept in memory for download; beyond this the oldest are forgotten.
+        max_batch: text sequences a GPT decodes together (continuous batching); `queue` more wait, then 429.
     """
     import os
     import sys
@@ -73,7 +75,7 @@ def serve(
     config = ServeConfig(host=host, port=port, api_key=api_key, concurrency=concurrency, queue=queue, threads=threads,
                          timeout=timeout, max_tokens=max_tokens, max_n=max_n, max_steps=max_steps,
                          max_prompt_chars=max_prompt_chars, max_body_bytes=max_body_bytes,
-                         max_videos=max_videos)
+                         max_videos=max_videos, max_batch=max_batch)
     app = create_app(list(models), config)
     for name, served in app.state.registry.items():
         print(f"  {name}: {served.family} ({', '.join(served.capabilities)}) from {served.path}")
