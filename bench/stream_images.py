@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also train from the folder itself (read whole into memory)")
     parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--reuse", action="store_true", help="keep shards already prepared (their meta.json's figures)")
     parser.add_argument("--work", default="/tmp/genlab-images")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "stream_images.json"))
     args = parser.parse_args()
@@ -81,8 +82,11 @@ def main() -> None:
     results = {"machine": machine(), "command": command("stream_images.py"),
                "folder": make_folder(folder, args.files, args.size, args.workers) | {"path": str(folder)}}
     print("folder:", results["folder"], flush=True)
-    meta = prepare_images(folder, shards, workers=args.workers)
+    reused = args.reuse and (shards / "meta.json").exists()
+    meta = json.loads((shards / "meta.json").read_text()) if reused else prepare_images(folder, shards,
+                                                                                          workers=args.workers)
     results["prepare"] = {k: meta[k] for k in ("counts", "shape", "workers", "seconds", "images_per_s")}
+    results["prepare"]["reused"] = reused
     results["prepare"]["disk_mb"] = round(sum(p.stat().st_size for p in shards.rglob("*") if p.is_file()) / 2**20, 1)
     print("prepared:", results["prepare"], flush=True)
     model = json.loads(args.model)

@@ -169,6 +169,13 @@ def split_validation(data, fraction: float = 0.05, cap: int = 5000, rows: bool =
     return part(train), part(val)
 
 
+def validation_images(data, count: int | None = None, fraction: float = 0.05, cap: int = 5000) -> torch.Tensor:
+    """The first `count` images of the validation slice `split_validation` holds out, and only those read (images
+    on disk are decoded as they are asked for)."""
+    val = validation_indices(len(data.train_x), fraction, cap)[1][:count]
+    return torch.from_numpy(np.ascontiguousarray(data.train_x[val]))
+
+
 def image_loaders(data, batch_size: int, seed: int, position: Callable[[], int],
                   holdout: float = 0.05, rows: bool = False) -> tuple[BatchLoader, BatchLoader | None]:
     """(images uint8, labels) batches, and each image's row with `rows`: shuffled and resumable for training,

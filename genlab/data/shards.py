@@ -47,14 +47,25 @@ META_FILE = "meta.json"
 
 class ShardImages:
     """The images of one split's Arrow shards as a read-only uint8 array (N, C, H, W): indexing with an int, a slice
-    or an array of indices decodes just those rows."""
+    or an array of indices decodes just those rows.
+
+    The shards are memory-mapped, and every page fault on a mapped file maps the pages around it too (the kernel's
+    fault-around), so random reads leave far more of the files resident in this process than they read: 5,000
+    random rows of 7 kB put 650 MB of a 1.3 GB shard in its RSS. These are clean pages of the page cache, but they
+    count, and over a run they would grow to the whole dataset. After every RELEASE_ROWS rows read, the reader
+    drops its mapped pages (madvise MADV_DONTNEED: the mapping stays, and the next read faults the page in again
+    from the page cache), which keeps its memory bounded by what it read since."""
+
+    RELEASE_ROWS = 1024
 
     def __init__(self, path: Path, length: int, shape: tuple[int, int, int], digest: str):
         self.path, self.length, self.item_shape, self.digest = Path(path), length, tuple(shape), digest
         self._rows = None
+        self._mapped: list[tuple[int, int]] = []
+        self._unreleased = 0
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_rows": None}  # each process maps the files itself
+        return {**self.__dict__, "_rows": None, "_mapped": [], "_unreleased": 0}  # each process maps the files
 
     def __len__(self) -> int:
         return self.length
@@ -74,15 +85,48 @@ class ShardImages:
             from datasets import load_from_disk
 
             self._rows = load_from_disk(str(self.path))
-        pngs = self._rows[indices.tolist()]["png"] if len(indices) else []
+            self._mapped = mapped_ranges(self.path)
         out = np.empty((len(indices), *self.item_shape), dtype=np.uint8)
-        for i, png in enumerate(pngs):
-            out[i] = decode(png, self.item_shape[0])
+        for start in range(0, len(indices), self.RELEASE_ROWS):
+            chunk = indices[start : start + self.RELEASE_ROWS]
+            for i, png in enumerate(self._rows[chunk.tolist()]["png"], start):
+                out[i] = decode(png, self.item_shape[0])
+            self._unreleased += len(chunk)
+            if self._unreleased >= self.RELEASE_ROWS:
+                release(self._mapped)
+                self._unreleased = 0
         return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
+
+
+def mapped_ranges(folder: Path) -> list[tuple[int, int]]:
+    """(address, length) of this process's memory mappings of files under `folder` (Linux; none elsewhere)."""
+    out, prefix = [], str(Path(folder).resolve())
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith(prefix):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            out.append((start, end - start))
+    return out
+
+
+def release(ranges: list[tuple[int, int]]) -> None:
+    """Drop the resident pages of read-only file mappings (they stay mapped; reads fault them in again)."""
+    if not ranges:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for start, length in ranges:
+        libc.madvise(start, length, 4)  # MADV_DONTNEED
 
 
 def decode(png: bytes, channels: int) -> np.ndarray:

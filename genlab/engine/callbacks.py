@@ -119,9 +119,9 @@ class Preview(pl.Callback):
         self.folder, self.every, self.seed, self.options = folder, every, seed, options
         self.images = None
         if data.kind == "image":
-            from genlab.data.loader import split_validation
+            from genlab.data.loader import validation_images
 
-            self.images = split_validation(data)[1][0][:16]
+            self.images = validation_images(data, 16)
 
     @staticmethod
     def count(model) -> int:
@@ -282,7 +282,7 @@ class CollapseMonitor(pl.Callback):
         self.warnings: list[str] = []
 
     def on_fit_start(self, trainer, pl_module):
-        from genlab.data.loader import split_validation
+        from genlab.data.loader import validation_images
         from genlab.metrics.reference import reference_classifier
 
         if not trainer.is_global_zero:
@@ -292,8 +292,7 @@ class CollapseMonitor(pl.Callback):
         except DataError as error:
             print(f"collapse monitor off: {error}", file=sys.stderr)
             return
-        val_images = split_validation(self.data)[1][0]
-        self.real = self.reference.embed(val_images[: self.samples])
+        self.real = self.reference.embed(validation_images(self.data, self.samples))
 
     def on_validation_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking:

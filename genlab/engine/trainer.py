@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -160,6 +161,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_torch_file(path)
 
 
+def agreed_precision(t: TrainConfig) -> str:
+    """The run's Lightning precision, the same in every process: `auto` times a bf16 product against an fp32 one
+    (genlab.hardware.bf16_is_fast), and processes timing at once on a busy machine can disagree, after which their
+    weights drift apart. The first process decides: the processes DDP starts later inherit its GENLAB_BF16, and
+    processes already joined take its answer by broadcast."""
+    precision = training_precision(t.precision, t.accelerator)
+    if t.precision != "auto":
+        return precision
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        box = [precision]
+        dist.broadcast_object_list(box, src=0)
+        precision = box[0]
+    os.environ["GENLAB_BF16"] = "1" if precision.startswith("bf16") else "0"
+    return precision
+
+
 def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback], two_player: bool = False) -> pl.Trainer:
     """The Trainer every family trains with; device and distribution options pass straight through."""
     devices: Any = t.devices
@@ -185,7 +204,7 @@ def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback], two_p
         devices=devices,
         num_nodes=t.num_nodes,
         strategy=strategy,
-        precision=training_precision(t.precision, t.accelerator),
+        precision=agreed_precision(t),
         gradient_clip_val=None if two_player else (t.grad_clip or None),  # two players clip in their update
         val_check_interval=t.val_every,
         check_val_every_n_epoch=None,
@@ -250,6 +269,8 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
     started = time.time()
     if model.fit_closed_form(dataset, seed=train_config.seed):  # no steps to take: fitted, then saved as trained
         record_run()
+        if rank_zero_only.rank != 0:
+            return run
         model.save_pretrained(run / "model", card={"data": data, "steps": 0, "fit": "closed form",
                                                    "fit seconds": round(time.time() - started, 1),
                                                    "run folder": str(run)})
