@@ -301,9 +301,9 @@ def run_train(family: str, argv: list[str], command: str) -> None:
     run = genlab.train(family, options.get("data"), resume or options.get("out"), model, resume=bool(resume),
                        from_study=options.get("from_study"), trial=options.get("trial"),
                        max_bad_fraction=options.get("data_max_bad_fraction", 0.05), command=command, **given)
-    from lightning.pytorch.utilities import rank_zero_only
+    from genlab.engine.runs import first_process
 
-    if rank_zero_only.rank:  # a second process of a multi-process run: the first one reports
+    if not first_process():  # a second process of a multi-process run: the first one reports
         return
     from genlab.models import get_family
     from genlab.models.base import Stylizer, TableSampler, TextGenerator, TextToSpeech, Vocoder

@@ -127,3 +127,11 @@ def plan_run(family: str, data: str | None = None, out: str | Path | None = None
     defaults = {**defaults, **recipe_for(family).defaults_for(config)}  # the model kind's own, where it has them
     return RunPlan(family, data, config, from_dict(TrainConfig, {**defaults, **train}),
                    Path(out or f"runs/{family}-{Path(data).name}"), False)
+
+
+def first_process() -> bool:
+    """Whether this is the first (or only) process of a run: the launcher of a multi-process run starts the others
+    with their rank in the environment (the variables Lightning's rank_zero_only reads)."""
+    import os
+
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
