@@ -340,8 +340,13 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         event; `opening` are the choices of a first event (a chat stream's role)."""
 
         def submit(emit: Callable[[str, int, Any], None]):
+            """The request on the model's batcher or a worker; `emit` is called on the event loop either way."""
             batcher = batchers.get(served.name)
-            return batcher.submit(options, emit) if batcher else workers.submit(complete, served.model, options, emit)
+            if batcher:
+                return batcher.submit(options, emit)
+            loop = asyncio.get_running_loop()
+            return workers.submit(complete, served.model, options,
+                                  lambda *item: loop.call_soon_threadsafe(emit, *item))
 
         if not body.stream:
             texts: dict[int, list[str]] = defaultdict(list)
@@ -357,9 +362,8 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
             choices = [choice(i, "".join(texts[i]), reasons.get(i)) for i in range(body.n)]
             return {**head, "choices": choices, "usage": usage}
 
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        job, future = submit(lambda *item: loop.call_soon_threadsafe(events.put_nowait, item))
+        job, future = submit(lambda *item: events.put_nowait(item))
         future.add_done_callback(lambda _: events.put_nowait(None))
         getter = asyncio.ensure_future(events.get())
         try:  # wait for the first piece here, so that a timeout or an error still gets its own status code

@@ -15,6 +15,10 @@ does: its last half is prefilled again into its row.
 
 Admission is counted in sequences: `max_batch` decode together and `queue` more wait; beyond that a request is
 refused at once (429), like the worker pool's jobs (genlab.serve.limits).
+
+What a step decides reaches the event loop once per step: the text pieces, the ends and the requests' results go
+into an outbox that one `call_soon_threadsafe` delivers in order (a wake-up of the loop per token would cost more
+than the token at 32 streams).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -35,18 +38,26 @@ from genlab.serve.limits import Busy, Job, ServeConfig, Stopped, count_outcome
 
 @dataclasses.dataclass(eq=False)
 class Request:
-    """One completion request: its job, where its text goes, and how many of its sequences are still running."""
+    """One completion request: its job, where its text goes (called on the event loop), how many of its sequences
+    are still running, and the future the event loop awaits."""
 
     job: Job
     emit: Callable[[str, int, Any], None]
     prompt_tokens: int
     running: int
-    future: Future = dataclasses.field(default_factory=Future)
+    future: asyncio.Future
     completion_tokens: int = 0
+    failed: bool = False
 
-    def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
+
+def _settle(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
+    if not future.done():
+        future.set_exception(error) if error is not None else future.set_result(result)
+
+
+def _deliver(outbox: list[tuple]) -> None:
+    for call, *args in outbox:
+        call(*args)
 
 
 @dataclasses.dataclass(eq=False)
@@ -88,6 +99,8 @@ class TextBatcher:
         self.context = model.context_size
         self._wake = threading.Condition()
         self._stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, set by the first request
+        self._outbox: list[tuple] = []
         self.thread = threading.Thread(target=self._run, name=f"genlab-batcher-{name}", daemon=True)
         self.thread.start()
 
@@ -102,8 +115,9 @@ class TextBatcher:
         return len(self.waiting)
 
     def submit(self, options: dict[str, Any], emit: Callable[[str, int, Any], None]) -> tuple[Job, asyncio.Future]:
-        """Queue a request's `n` sequences; the future's result is its token counts (as `registry.complete`'s).
-        Raises Busy when they do not fit, and the request's own errors (bad options) at once."""
+        """Queue a request's `n` sequences (called on the event loop, as `emit` will be); the future's result is its
+        token counts (as `registry.complete`'s). Raises Busy when they do not fit, and the request's own errors
+        (bad options) at once."""
         from genlab.models.lm.generation import GumbelNoise, StopMatcher
         from genlab.serve.registry import prompt_of
 
@@ -114,7 +128,8 @@ class TextBatcher:
                        f"at once + {self.config.queue} in the queue)")
         ids, end, decoder_of = prompt_of(self.model, options)
         job = Job(time.monotonic() + self.config.timeout)
-        request = Request(job, emit, len(ids), n)
+        self.loop = asyncio.get_running_loop()
+        request = Request(job, emit, len(ids), n, self.loop.create_future())
         vocab = self.model.config.vocab_size
         sequences = []
         for index in range(n):
@@ -130,9 +145,8 @@ class TextBatcher:
             self.sequences += n
             self.waiting.extend(sequences)
             self._wake.notify()
-        future = asyncio.wrap_future(request.future)
-        future.add_done_callback(lambda f: count_outcome(self.counts, f))
-        return job, future
+        request.future.add_done_callback(lambda f: count_outcome(self.counts, f))
+        return job, request.future
 
     def shutdown(self) -> None:
         with self._wake:
@@ -165,11 +179,27 @@ class TextBatcher:
                         self._step()
             except Exception as error:  # a bug must not leave requests hanging: they fail, the thread goes on
                 for sequence in self.rows:
-                    sequence.request.fail(error)
+                    self._fail(sequence.request, error)
                 self._release(len(self.rows))
                 self.rows.clear()
+            self._flush()
         for sequence in [*self.rows, *self.waiting]:
-            sequence.request.fail(Stopped("shutdown"))
+            self._fail(sequence.request, Stopped("shutdown"))
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand the step's text, ends and results to the event loop, in order, with one wake-up."""
+        if self._outbox and self.loop is not None:
+            outbox, self._outbox = self._outbox, []
+            try:
+                self.loop.call_soon_threadsafe(_deliver, outbox)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+    def _fail(self, request: Request, error: BaseException) -> None:
+        if not request.failed:
+            request.failed = True
+            self._outbox.append((_settle, request.future, None, error))
 
     def _join(self, sequence: Sequence) -> None:
         """Prefill a waiting sequence's window (all but its last token) into the next free row."""
@@ -199,6 +229,7 @@ class TextBatcher:
         if self.banned:
             logits = logits + self.ban
         self.positions[:B] += 1
+        tokens = self._sample(logits)
         done = [False] * B
         for i, sequence in enumerate(self.rows):
             request, o = sequence.request, sequence.options
@@ -208,9 +239,11 @@ class TextBatcher:
                 self._forget(sequence, stop)
                 done[i] = True
                 continue
-            top_p = None if o["top_p"] >= 1 else o["top_p"]
-            token = next_token(logits[i], o["temperature"], o["top_k"], top_p, o["repetition_penalty"],
-                               sequence.seen, noise=sequence.noise)
+            if tokens[i] < 0:  # top-k, top-p or the repetition penalty: this row's own processors
+                top_p = None if o["top_p"] >= 1 else o["top_p"]
+                tokens[i] = next_token(logits[i], o["temperature"], o["top_k"], top_p, o["repetition_penalty"],
+                                       sequence.seen, noise=sequence.noise)
+            token = tokens[i]
             done[i] = self._take(sequence, token)
             if done[i]:
                 continue
@@ -224,6 +257,31 @@ class TextBatcher:
                 self.tokens[i] = token
         self._drop(done)
 
+    def _sample(self, logits: torch.Tensor) -> list[int]:
+        """The tokens of the rows that sample plainly (temperature only, or greedy), drawn for all of them at once:
+        argmax(logits / T + Gumbel noise from each row's own stream), the arithmetic of `next_token`; -1 for the
+        rows with other processors."""
+        plain, greedy, temperatures, noise = [], [], [], []
+        for i, sequence in enumerate(self.rows):
+            o = sequence.options
+            if o["top_k"] is not None or o["top_p"] < 1 or o["repetition_penalty"] != 1.0:
+                continue
+            if o["temperature"] == 0:
+                greedy.append(i)
+            else:
+                plain.append(i)
+                temperatures.append(o["temperature"])
+                noise.append(sequence.noise.draw())
+        tokens = [-1] * len(self.rows)
+        if greedy:
+            for i, token in zip(greedy, logits[greedy].argmax(1).tolist(), strict=True):
+                tokens[i] = token
+        if plain:
+            scaled = logits[plain].float() / torch.tensor(temperatures)[:, None] + torch.stack(noise)
+            for i, token in zip(plain, scaled.argmax(1).tolist(), strict=True):
+                tokens[i] = token
+        return tokens
+
     def _take(self, sequence: Sequence, token: int) -> bool:
         """Hand a sampled token to its request; True when the sequence has ended."""
         request = sequence.request
@@ -233,7 +291,7 @@ class TextBatcher:
         request.completion_tokens += 1
         text = sequence.matcher.feed(sequence.decoder.push(token))
         if text:
-            request.emit("text", sequence.index, text)
+            self._outbox.append((request.emit, "text", sequence.index, text))
         if sequence.matcher.done:
             return self._finish(sequence, "stop")
         if sequence.made >= sequence.options["max_tokens"]:
@@ -244,19 +302,19 @@ class TextBatcher:
         request = sequence.request
         rest = "" if sequence.matcher.done else sequence.matcher.flush()
         if rest:
-            request.emit("text", sequence.index, rest)
-        request.emit("finish", sequence.index, reason)
+            self._outbox.append((request.emit, "text", sequence.index, rest))
+        self._outbox.append((request.emit, "finish", sequence.index, reason))
         request.running -= 1
         self._release(1)
-        if request.running == 0 and not request.future.done():
+        if request.running == 0 and not request.failed:
             n = sequence.options["n"]
-            request.future.set_result({"prompt_tokens": request.prompt_tokens,
-                                       "completion_tokens": request.completion_tokens,
-                                       "total_tokens": request.prompt_tokens * n + request.completion_tokens})
+            usage = {"prompt_tokens": request.prompt_tokens, "completion_tokens": request.completion_tokens,
+                     "total_tokens": request.prompt_tokens * n + request.completion_tokens}
+            self._outbox.append((_settle, request.future, usage))
         return True
 
     def _forget(self, sequence: Sequence, stop: Stopped) -> None:
-        sequence.request.fail(stop)
+        self._fail(sequence.request, stop)
         self._release(1)
 
     def _release(self, count: int) -> None:
