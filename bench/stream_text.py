@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--tokenizers", default="bpe,char")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None, help="preparation processes (default: every core)")
+    parser.add_argument("--reuse", action="store_true", help="keep token files already prepared (their meta.json)")
     parser.add_argument("--work", default="/tmp/genlab-stream")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "stream_text.json"))
     args = parser.parse_args()
@@ -98,17 +99,24 @@ def main() -> None:
     print("corpus:", results["corpus"], flush=True)
     for tokenizer in args.tokenizers.split(","):
         prepared = work / f"tokens-{args.corpus_gb:g}gb-{tokenizer}"
-        meta = prepare_text(corpus, prepared, tokenizer=tokenizer, workers=args.workers)
+        reused = args.reuse and (prepared / "meta.json").exists()
+        meta = json.loads((prepared / "meta.json").read_text()) if reused else prepare_text(
+            corpus, prepared, tokenizer=tokenizer, workers=args.workers)
         results[f"prepare_{tokenizer}"] = {k: meta[k] for k in ("tokens", "bytes", "vocab_size", "dtype", "workers",
-                                                              "fit_seconds", "seconds", "mb_per_s")}
+                                                              "fit_seconds", "seconds", "mb_per_s")} | {
+            "reused": reused}
         print(tokenizer, results[f"prepare_{tokenizer}"], flush=True)
         results[f"train_{tokenizer}"] = first_step("gpt", prepared, args.steps, args.work)
         print(results[f"train_{tokenizer}"], flush=True)
     if args.baseline_mb:
         text = work / f"slice-{args.baseline_mb:g}mb.txt"
-        if not text.exists():
-            with open(sorted(corpus.glob("*.txt"))[0], "rb") as f:
-                raw = f.read(int(args.baseline_mb * 2**20))
+        if not text.exists():  # the corpus's first files, up to --baseline-mb, cut at a line's end
+            want, parts = int(args.baseline_mb * 2**20), []
+            for part in sorted(corpus.glob("*.txt")):
+                parts.append(part.read_bytes()[: want - sum(map(len, parts))])
+                if sum(map(len, parts)) >= want:
+                    break
+            raw = b"".join(parts)
             text.write_bytes(raw[: raw.rfind(b"\n") + 1])
         results["in_memory"] = {"text_mb": round(text.stat().st_size / 2**20, 1),
                                 **first_step("gpt", text, args.steps, args.work)}
