@@ -77,7 +77,7 @@ demo: setup
 
 test: setup browser postgres
 	$(VENV)/bin/ruff check genlab tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # two workers (this machine's cores), a test file each
 
 bench: setup bench-data
 	$(PY) bench/vae.py
