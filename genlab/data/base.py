@@ -135,3 +135,16 @@ def load_arrays(folder: Path, keys: list[str]) -> tuple[dict[str, np.ndarray], d
     except (OSError, ValueError):
         return None
     return arrays, meta
+
+
+def prepared_format(path: Path) -> str | None:
+    """The `format` a folder's meta.json names (data prepared on disk: genlab.data.tokens, genlab.data.shards), or
+    None for a folder without one."""
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        record = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record.get("format") if isinstance(record, dict) else None

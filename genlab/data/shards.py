@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from genlab.data.base import DataReport, ImageData, fill_report
+from genlab.data.base import DataReport, ImageData, fill_report, prepared_format
 from genlab.data.images import IMAGE_SUFFIXES
 from genlab.errors import DataError
 from genlab.files import atomic_write
@@ -136,13 +136,7 @@ def decode(png: bytes, channels: int) -> np.ndarray:
 
 
 def is_shard_folder(path: Path) -> bool:
-    meta = Path(path) / META_FILE
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("format") == FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+    return prepared_format(path) == FORMAT
 
 
 def load_image_shards(folder: str | Path) -> ImageData:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genlab.data.base import DataReport
+from genlab.data.base import DataReport, prepared_format
 from genlab.data.text import TEXT_SUFFIXES
 from genlab.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, remember
 from genlab.errors import DataError
@@ -91,13 +91,7 @@ class TokenData:
 
 
 def is_token_folder(path: Path) -> bool:
-    meta = Path(path) / META_FILE
-    if not meta.is_file():
-        return False
-    try:
-        return json.loads(meta.read_text()).get("format") == FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+    return prepared_format(path) == FORMAT
 
 
 def load_tokens(folder: str | Path) -> TokenData:
