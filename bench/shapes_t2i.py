@@ -4,6 +4,8 @@ sentence embedding.
 
     python bench/shapes_t2i.py --threads 1 --seconds 2400        # the real run -> bench/results/shapes_t2i.json
     python bench/shapes_t2i.py --n 120 --seconds 5 --prompts 3 --steps 2 --out /tmp/shapes_smoke.json  # smoke test
+    python bench/shapes_t2i.py --threads 1 --seconds 10800 --variant cross_attention --resume RUN --out FILE
+                                                                   # continue one variant's run, then judge it
 
 The set: `genlab data make shapes` (`--n` scenes of 1-3 objects at 32 px; the `--hold-out` pairs never appear in
 train/ or test/, and every heldout/ scene holds one). Two diffusion models with the same U-Net train for the same
@@ -64,13 +66,23 @@ def judged(images: list[np.ndarray], prompts: list[str]) -> dict:
 
 
 def run_variant(args, data: Path, name: str) -> dict:
-    """Train one variant for the wall clock, then sample and judge both prompt sets."""
+    """Train one variant for the wall clock (or, with --resume, continue a run until its wall clock totals
+    --seconds), then sample and judge both prompt sets."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = Path(args.work) / f"run-{name}-{int(time.time())}"
-    model_config = {**UNET, "condition": "text", "cross_attention": VARIANTS[name], **json.loads(args.model)}
-    took, steps = train_for("diffusion", str(data), run, args.seconds, args.threads, model_config,
-                            {"batch_size": 64, **json.loads(args.train)})
+    if args.resume:
+        from genlab.files import load_torch_file
+
+        run, start = Path(args.resume), time.perf_counter()
+        genlab.train("diffusion", None, run, resume=True, max_time=f"{int(args.seconds)}s", max_steps=10**7,
+                     sample_every=10**9, val_every=10**9, progress=False, threads=args.threads)
+        took = time.perf_counter() - start
+        steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
+    else:
+        run = Path(args.work) / f"run-{name}-{int(time.time())}"
+        model_config = {**UNET, "condition": "text", "cross_attention": VARIANTS[name], **json.loads(args.model)}
+        took, steps = train_for("diffusion", str(data), run, args.seconds, args.threads, model_config,
+                                {"batch_size": 64, **json.loads(args.train)})
     model = genlab.load(run / "model")
     options = DiffusionSampleOptions(sampler="dpm++", steps=args.steps, guidance=args.guidance)
     out = {"run": str(run), "train_seconds": round(took, 1), "train_steps": steps,
@@ -101,6 +113,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--variants", default="cross_attention,pooled")
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # one variant, in a child process
+    parser.add_argument("--resume", default=None, help="a run of this benchmark to continue until its training wall "
+                        "clock totals --seconds, then judge (with --variant NAME and --out; the data must exist)")
     parser.add_argument("--model", default="{}", help="JSON overrides of both diffusion configs")
     parser.add_argument("--train", default="{}", help="JSON overrides of both training configs")
     parser.add_argument("--threads", type=int, default=None)
