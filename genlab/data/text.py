@@ -30,18 +30,22 @@ def _read_text(path: Path) -> tuple[str | None, str]:
         return None, f"not UTF-8 ({error.reason} at byte {error.start})"
 
 
+def text_files(path: Path, fix: str) -> list[Path]:
+    """The text file at `path`, or every text file under the folder, sorted; none is a DataError with `fix`."""
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise DataError(f"no text files (.txt, .md) under {path}", fix)
+    return files
+
+
 def load_text(
     path: Path, test_fraction: float = 0.1, max_bad_fraction: float = 0.05, name: str | None = None
 ) -> TextData:
     """A text file or folder; the last `test_fraction` of the text is held out, as nanoGPT splits it."""
     path = Path(path).resolve()
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    )
-    if not files:
-        raise DataError(f"no text files (.txt, .md) under {path}", "point --data at a text file or a folder of them")
+    files = text_files(path, "point --data at a text file or a folder of them")
     size = sum(f.stat().st_size for f in files)
     if size > IN_MEMORY_BYTES:
         log.warning("%s holds %.0f MB of text, read whole into memory (several times its size once tokenized); "

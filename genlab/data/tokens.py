@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from genlab.data.base import DataReport, prepared_format
-from genlab.data.text import TEXT_SUFFIXES
+from genlab.data.text import text_files
 from genlab.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, remember
 from genlab.errors import DataError
 from genlab.files import atomic_write
@@ -121,16 +121,6 @@ def load_tokens(folder: str | Path) -> TokenData:
 
 
 # -- preparing one -------------------------------------------------------------------------------------
-
-
-def text_files(source: Path) -> list[Path]:
-    source = Path(source).resolve()
-    files = [source] if source.is_file() else sorted(
-        p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
-    if not files:
-        raise DataError(f"no text files (.txt, .md) under {source}", "point genlab data prepare at a text file or a "
-                        "folder of them")
-    return files
 
 
 def spans(files: list[Path], chunk_bytes: int, test_fraction: float) -> list[tuple[str, int, int, str]]:
@@ -233,7 +223,7 @@ def prepare_text(source: str | Path, out: str | Path, tokenizer: str = "bpe", vo
     if not 0 <= test_fraction < 0.5:
         raise DataError(f"--test-fraction {test_fraction} is outside [0, 0.5)", "e.g. --test-fraction 0.005")
     source, out = Path(source).resolve(), Path(out).resolve()
-    files = text_files(source)
+    files = text_files(source, "point genlab data prepare at a text file or a folder of them")
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)  # the folder is not whole until the new meta.json is written
     workers = workers or os.cpu_count() or 1

@@ -22,13 +22,12 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.config import TrainConfig, parse_duration, to_dict
 from genlab.data import as_images, load_data
 from genlab.engine.callbacks import Checkpointer, JsonlLogger, Preview, RNGState, StepProgressBar
 from genlab.engine.recipes import Recipe, recipe_for
-from genlab.engine.runs import write_run_config
+from genlab.engine.runs import first_process, write_run_config
 from genlab.errors import ConfigError, DataError, GenlabError, NonFiniteLossError
 from genlab.files import atomic_path, atomic_write, load_torch_file
 from genlab.hardware import denormals_flushed, training_precision
@@ -257,7 +256,7 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
     model = cls(config)
 
     def record_run() -> None:  # the run folder's config.yaml and data report (by the first process of several)
-        if rank_zero_only.rank != 0:
+        if not first_process():
             return
         run.mkdir(parents=True, exist_ok=True)
         write_run_config(run, {
@@ -269,7 +268,7 @@ def _fit(family: str, data: str, model_config: Any, train_config: TrainConfig, r
     started = time.time()
     if model.fit_closed_form(dataset, seed=train_config.seed):  # no steps to take: fitted, then saved as trained
         record_run()
-        if rank_zero_only.rank != 0:
+        if not first_process():
             return run
         model.save_pretrained(run / "model", card={"data": data, "steps": 0, "fit": "closed form",
                                                    "fit seconds": round(time.time() - started, 1),
