@@ -25,14 +25,20 @@ import time
 import torch
 
 
-@functools.cache
 def bf16_is_fast() -> bool:
     """Whether a bf16 matrix product beats fp32 by 1.5x or more on this CPU (timed once per process, in milliseconds).
 
-    GENLAB_BF16=1 or 0 decides instead of the measurement."""
+    GENLAB_BF16=1 or 0 decides instead of the measurement, read at every call: the processes of one run set it
+    to the first process's answer (genlab.engine.trainer.agreed_precision), after which every one of them
+    answers alike whatever it timed before."""
     forced = os.environ.get("GENLAB_BF16")
     if forced in ("0", "1"):
         return forced == "1"
+    return _bf16_timed_fast()
+
+
+@functools.cache
+def _bf16_timed_fast() -> bool:
     return _seconds(torch.bfloat16) * 1.5 <= _seconds(torch.float32)
 
 

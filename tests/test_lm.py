@@ -507,11 +507,32 @@ def test_precision_auto_follows_the_measured_bf16_speed(monkeypatch):
 
     for forced, precision, dtype in (("1", "bf16-mixed", torch.bfloat16), ("0", "32-true", torch.float32)):
         monkeypatch.setenv("GENLAB_BF16", forced)
-        hardware.bf16_is_fast.cache_clear()
         assert hardware.training_precision("auto", "cpu") == precision
         assert newton_schulz_dtype(torch.device("cpu")) == dtype
         assert hardware.training_precision("32-true", "cpu") == "32-true"  # an explicit choice stands
-    hardware.bf16_is_fast.cache_clear()
+
+
+def test_every_process_of_a_run_takes_the_first_ones_bf16_answer(monkeypatch):
+    """A process DDP starts may have timed bf16 itself before the run agreed (under load, differently from the first
+    process): once GENLAB_BF16 holds the first process's answer, its precision and Muon's iteration follow it, or
+    the processes' weights drift apart (seen in CI: GPT's Muon in bf16 in one process, fp32 in the other)."""
+    from genlab import hardware
+    from genlab.config import TrainConfig
+    from genlab.engine.optim import newton_schulz_dtype
+    from genlab.engine.trainer import agreed_precision
+
+    monkeypatch.setenv("GENLAB_BF16", "")  # neither answer forced (restored after the test)
+    monkeypatch.setattr(hardware, "_bf16_timed_fast", lambda: False)  # this process timed bf16 as slow
+    assert not hardware.bf16_is_fast() and newton_schulz_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setenv("GENLAB_BF16", "1")  # the first process's answer, inherited
+    assert hardware.bf16_is_fast() and newton_schulz_dtype(torch.device("cpu")) == torch.bfloat16
+    assert hardware.training_precision("auto", "cpu") == "bf16-mixed"
+
+    monkeypatch.setenv("GENLAB_BF16", "")
+    monkeypatch.setattr(hardware, "_bf16_timed_fast", lambda: True)
+    # an explicit precision still fixes the answer, for Muon, for the processes started after this one
+    assert agreed_precision(TrainConfig(precision="32-true", accelerator="cpu")) == "32-true"
+    assert os.environ["GENLAB_BF16"] == "1"
 
 
 def test_attention_under_bf16_autocast_runs_in_float32():

@@ -30,7 +30,7 @@ from genlab.engine.recipes import Recipe, recipe_for
 from genlab.engine.runs import first_process, write_run_config
 from genlab.errors import ConfigError, DataError, GenlabError, NonFiniteLossError
 from genlab.files import atomic_path, atomic_write, load_torch_file
-from genlab.hardware import denormals_flushed, training_precision
+from genlab.hardware import bf16_is_fast, denormals_flushed, training_precision
 from genlab.models import get_family
 from genlab.models.base import GenerativeModel, TwoPlayerGame
 
@@ -161,21 +161,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def agreed_precision(t: TrainConfig) -> str:
-    """The run's Lightning precision, the same in every process: `auto` times a bf16 product against an fp32 one
-    (genlab.hardware.bf16_is_fast), and processes timing at once on a busy machine can disagree, after which their
-    weights drift apart. The first process decides: the processes DDP starts later inherit its GENLAB_BF16, and
-    processes already joined take its answer by broadcast."""
-    precision = training_precision(t.precision, t.accelerator)
-    if t.precision != "auto":
-        return precision
+    """The run's Lightning precision, the same in every process, and one answer to `bf16_is_fast` for all of
+    them. `auto` and Muon's Newton-Schulz iteration (genlab.engine.optim) both time a bf16 product against an fp32
+    one, and processes timing at once on a busy machine can disagree, after which their weights drift apart
+    (caught by tests/test_ddp_families.py under make test's load). The first process decides: the processes DDP
+    starts later inherit its GENLAB_BF16, and processes already joined take its answer by broadcast."""
     import torch.distributed as dist
 
+    fast = bf16_is_fast()
     if dist.is_available() and dist.is_initialized():
-        box = [precision]
+        box = [fast]
         dist.broadcast_object_list(box, src=0)
-        precision = box[0]
-    os.environ["GENLAB_BF16"] = "1" if precision.startswith("bf16") else "0"
-    return precision
+        fast = box[0]
+    os.environ["GENLAB_BF16"] = "1" if fast else "0"
+    return training_precision(t.precision, t.accelerator)
 
 
 def build_trainer(run: Path, t: TrainConfig, callbacks: list[pl.Callback], two_player: bool = False) -> pl.Trainer:
