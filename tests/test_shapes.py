@@ -158,3 +158,39 @@ def test_cli(tmp_path, capsys):
     assert "held-out pair 'red' is not a colour and a shape" in err and "--hold-out 'red circle,blue square'" in err
     assert main([*make, str(tmp_path / "bad"), "--objects", "one"]) == 2
     assert "e.g. --objects 1-3" in capsys.readouterr().err
+
+
+def test_each_captions_layout_holds_the_boxes_it_names_in_order(shapes):
+    """data.layouts: for every caption, the (x, y, r) boxes of the objects in the order the caption names them;
+    score_layout finds the true layouts right and a layout with its boxes swapped wrong."""
+    from genlab.data.shapes import radii
+    from genlab.metrics.shapes import score_layout
+
+    data = load_data(str(shapes))
+    r = radii(32)
+    swapped_relations = []
+    for captions, layouts, objects in zip(data.captions[0], data.layouts[0], data.objects[0], strict=True):
+        assert len(captions) == len(layouts)
+        for caption, layout in zip(captions, layouts, strict=True):
+            named = parse_caption(caption)
+            assert len(layout) == len(named) == len(objects)
+            for asked, (x, y, half) in zip(named, layout, strict=True):
+                obj = next(o for o in objects if (o["x"], o["y"]) == (x * 32, y * 32))
+                assert obj["shape"] == asked["shape"] and half * 32 == r[obj["size"]]
+                assert asked.get("colour", obj["colour"]) == obj["colour"]
+            judged = score_layout(layout, named)
+            assert judged["count"] and all(ok is not False for ok in judged["size"]) and judged["relation"] in (
+                True, None)
+            if judged["relation"] is not None and len(layout) == 2:
+                swapped_relations.append(score_layout(layout[::-1], named)["relation"])
+    assert swapped_relations and not any(swapped_relations), "a layout with its two boxes swapped breaks its relation"
+    assert score_layout(data.layouts[0][0][0][:1], parse_caption("a circle left of a square"))["count"] is False
+
+
+def test_a_set_whose_captions_differ_from_its_objects_is_refused(tmp_path):
+    folder = make_shapes(tmp_path / "set", 10, seed=1)
+    lines = rows(folder, "train")
+    lines[0]["captions"] = list(reversed(lines[0]["captions"]))
+    (folder / "train" / "metadata.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    with pytest.raises(DataError, match="another version of genlab"):
+        load_data(str(folder))

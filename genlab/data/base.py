@@ -74,6 +74,9 @@ class ImageData:
     # sets that have them (genlab.data.shapes)
     captions: tuple[list[list[str]], list[list[str]]] | None = None
     objects: tuple[list[list[dict]], list[list[dict]]] | None = None
+    # (train, test): for each caption of each image, the boxes of the objects it names in the order it names them,
+    # (x, y, r) centre and half-side as fractions of the image (what a layout-grounded model trains on)
+    layouts: tuple[list[list[list[tuple[float, float, float]]]], ...] | None = None
 
     kind = "image"
 

@@ -92,16 +92,31 @@ def sentence(
     return text
 
 
+def mentions(objects: list[dict]) -> list[tuple[str, tuple[int, ...]]]:
+    """Every caption of a scene, the fullest first, each with the order in which it names the objects (indices
+    into `objects`); all of them true of its positions."""
+    forward, backward = tuple(range(len(objects))), tuple(reversed(range(len(objects))))
+    texts = [
+        (sentence(objects), forward),  # a small red circle left of a large blue square
+        (sentence(objects[::-1], long=True), backward),  # a large blue square to the right of a small red circle
+        (sentence(objects, relations=False), forward),  # a small red circle and a large blue square
+        (sentence(objects, size=False), forward),  # a red circle left of a blue square
+        (sentence(objects[::-1], colour=False, long=True), backward),  # a large square to the right of a small circle
+    ]
+    return list(dict(texts).items())  # one object's templates coincide: keep each text once
+
+
 def captions(objects: list[dict]) -> list[str]:
     """Every caption of a scene, the fullest first; all of them true of its positions."""
-    texts = [
-        sentence(objects),  # a small red circle left of a large blue square
-        sentence(objects[::-1], long=True),  # a large blue square to the right of a small red circle
-        sentence(objects, relations=False),  # a small red circle and a large blue square
-        sentence(objects, size=False),  # a red circle left of a blue square
-        sentence(objects[::-1], colour=False, long=True),  # a large square to the right of a small circle
-    ]
-    return list(dict.fromkeys(texts))  # one object's templates coincide: keep each text once
+    return [text for text, _ in mentions(objects)]
+
+
+def caption_layouts(objects: list[dict], size: int) -> list[list[tuple[float, float, float]]]:
+    """For each caption of `captions(objects)`, the boxes of the objects in the order it names them: (x, y, r),
+    centre and half-side as fractions of the canvas (what a layout-grounded model trains on)."""
+    radius = radii(size)
+    boxes = [(o["x"] / size, o["y"] / size, radius[o["size"]] / size) for o in objects]
+    return [[boxes[i] for i in order] for _, order in mentions(objects)]
 
 
 def render(objects: list[dict], size: int, palette: dict[str, tuple[int, int, int]] = PALETTE) -> Image.Image:
@@ -273,6 +288,10 @@ def load_shapes(folder: Path, image_size: int | None = None) -> ImageData:
             f"{folder} holds {size}-pixel scenes, not {image_size}",
             f"make them at that size: genlab data make shapes --size {image_size}",
         )
+    stale = next((e for entries in rows.values() for e in entries if e["captions"] != captions(e["objects"])), None)
+    if stale is not None:  # the layouts below follow this version's captions of each scene
+        raise DataError(f"{folder} was made by another version of genlab: the captions of {stale['file_name']} "
+                        "differ from what its objects give", f"make it again: genlab data make shapes --out {folder}")
     arrays = {}
     for split, entries in rows.items():
         x = [load_image(folder / split / entry["file_name"], channels=3) for entry in entries]
@@ -295,4 +314,5 @@ def load_shapes(folder: Path, image_size: int | None = None) -> ImageData:
         report,
         captions=tuple([entry["captions"] for entry in rows[s]] for s in ("train", "test")),
         objects=tuple([entry["objects"] for entry in rows[s]] for s in ("train", "test")),
+        layouts=tuple([caption_layouts(entry["objects"], size) for entry in rows[s]] for s in ("train", "test")),
     )

@@ -115,7 +115,8 @@ class DiffusionRecipe(Recipe):
             return super().loaders(model, data, train, position)
         from genlab.data.loader import image_loaders
 
-        model.use_captions(data.captions[0])
+        layouts = getattr(data, "layouts", None)
+        model.use_captions(data.captions[0], layouts[0] if layouts else None)
         return image_loaders(data, train.batch_size, train.seed, position, train.holdout, rows=True)
 
     def callbacks(self, model: Any, data: Any, train: Any) -> list[Any]:

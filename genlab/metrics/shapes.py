@@ -210,3 +210,20 @@ def score(image: np.ndarray, requested_objects: list[dict], palette: dict[str, t
     )
     result["detected"] = detected
     return result
+
+
+def score_layout(boxes: list[tuple[float, float, float]], requested_objects: list[dict]) -> dict:
+    """Does a layout (the planned (x, y, r) boxes of the objects a caption names, in the order it names them, as
+    fractions of the canvas) place what the caption asked? count: as many boxes as objects; size: each box's
+    half-side nearer the asked size's radius than the other's; relation: each stated relation holds between the
+    boxes' centres (None without one)."""
+    count = len(boxes) == len(requested_objects)
+    fractions = {name: fraction for name, fraction in SIZES.items()}
+    size = [None if "size" not in obj or i >= len(boxes) else
+            min(fractions, key=lambda name: abs(fractions[name] - boxes[i][2])) == obj["size"]
+            for i, obj in enumerate(requested_objects)]
+    wanted = _wanted(requested_objects)
+    placed = [{"x": x, "y": y} for x, y, _ in boxes]
+    holds = [_holds(placed[i] if i < len(placed) else None, word, placed[j] if j < len(placed) else None)
+             for i, word, j in wanted]
+    return {"count": count, "size": size, "relation": all(holds) if holds else None}

@@ -50,7 +50,8 @@ from genlab.models.ema import ema_decay, ema_update
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionConfig(ConditionalImageConfig):
-    FROM_DATA: ClassVar[tuple[str, ...]] = (*ConditionalImageConfig.FROM_DATA, "text_dim", "example_prompts")
+    FROM_DATA: ClassVar[tuple[str, ...]] = (*ConditionalImageConfig.FROM_DATA, "text_dim", "example_prompts",
+                                            "layout_slots")
 
     widths: tuple[int, ...] = (16, 32, 48, 64)
     """U-Net channels per resolution, fine to coarse"""
@@ -93,6 +94,11 @@ class DiffusionConfig(ConditionalImageConfig):
     """cross-attention: the prompt transformer's layers"""
     text_length: int = 32
     """cross-attention: word pieces a prompt keeps (longer prompts are cut)"""
+    layout: bool = False
+    """cross-attention models on data with layouts (genlab data make shapes): a planner samples the box of each
+    object the prompt names, and the denoiser is grounded on them (genlab.models.diffusion.layout)"""
+    layout_slots: int = 0
+    """layouts: the most objects a caption names (from the data)"""
     example_prompts: tuple[str, ...] = ()
     """captions of training images, for data with captions of its own (genlab data make shapes): what sampling
     without a prompt draws (from the data)"""
@@ -125,6 +131,9 @@ class DiffusionConfig(ConditionalImageConfig):
             raise ConfigError(f"text_width {self.text_width}, text_layers {self.text_layers} and text_length "
                               f"{self.text_length}: the width must be a multiple of 32, with a layer and 4 pieces "
                               "at least", "e.g. --model.text-width 128 --model.text-layers 2 --model.text-length 32")
+        if self.layout and not (self.condition == "text" and self.cross_attention):
+            raise ConfigError("a layout grounds a model that attends to its prompt's tokens",
+                              "add --model.condition text --model.cross-attention true, or drop --model.layout")
         if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
                               "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
@@ -161,6 +170,20 @@ class DiffusionEditOptions(EditOptions):
     """show a progress bar over the steps"""
 
 
+def _joined(*conds):
+    """Conditions stacked along the batch: tensors, or a grounded model's (pieces, layout) pairs."""
+    if isinstance(conds[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*conds, strict=True))
+    return torch.cat(conds)
+
+
+def _rows(cond, rows: slice):
+    """Some rows of a condition (a tensor, or a grounded model's (pieces, layout)); None stays None."""
+    if cond is None:
+        return None
+    return tuple(part[rows] for part in cond) if isinstance(cond, tuple) else cond[rows]
+
+
 @dataclasses.dataclass
 class CaptionBank:
     """Captions in sets (a class's, or an image's), each distinct caption encoded once: word-piece ids
@@ -170,10 +193,13 @@ class CaptionBank:
     index: torch.Tensor  # (sets, most captions of a set): indices into texts, -1 past a set's end
     count: torch.Tensor  # (sets,) captions of each set
     encoded: torch.Tensor
+    layouts: torch.Tensor | None = None  # (sets, most captions of a set, slots, 4): each caption's layout
 
-    def draw(self, sets: torch.Tensor) -> torch.Tensor:
-        """One caption of each set, uniformly (the torch generator: a resumed run draws as the first did)."""
-        return self.index[sets, (torch.rand(len(sets)) * self.count[sets]).long()]
+    def draw(self, sets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One caption of each set, uniformly (the torch generator: a resumed run draws as the first did): its
+        index into texts, and its layout (None without layouts)."""
+        which = (torch.rand(len(sets)) * self.count[sets]).long()
+        return self.index[sets, which], self.layouts[sets, which] if self.layouts is not None else None
 
     def members(self, k: int) -> torch.Tensor:
         return self.encoded[self.index[k, : self.count[k]]]
@@ -196,7 +222,15 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         cond_dim = {"none": 0, "class": 4 * c.widths[0], "text": c.text_dim}[c.condition]
         self.attends = c.condition == "text" and c.cross_attention
         prompt = (c.text_dim, c.text_width, c.text_layers, c.text_length) if self.attends else None
-        self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim, c.patch, prompt)
+        self.grounded = self.attends and c.layout
+        self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim, c.patch, prompt,
+                        c.layout_slots if self.grounded else 0)
+        if self.grounded:
+            from genlab.models.diffusion.layout import LayoutPlanner
+
+            self.planner = LayoutPlanner(c.text_dim, c.text_width, c.text_layers, c.text_length, c.layout_slots)
+            # the least gap between two boxes of a training layout: sampled boxes keep it (-inf: they may overlap)
+            self.register_buffer("layout_gap", torch.tensor(-math.inf))
         # Class conditioning: one embedding per class plus the "no class" of classifier-free guidance.
         self.class_embed = nn.Embedding(c.num_classes + 1, cond_dim) if c.condition == "class" else None
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -226,6 +260,14 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
                    else encoder_dim(config.text_encoder))
             config = dataclasses.replace(config, text_dim=dim)
             captions = getattr(data, "captions", None)
+            if config.layout:
+                layouts = getattr(data, "layouts", None)
+                if not (layouts and captions):
+                    raise ConfigError(f"--model.layout needs data whose captions come with the boxes of the objects "
+                                      f"they name, and {data.name} has none",
+                                      "genlab data make shapes writes such data; or drop --model.layout")
+                slots = max(len(boxes) for sets in layouts for boxes_of_image in sets for boxes in boxes_of_image)
+                config = dataclasses.replace(config, layout_slots=slots)
             if captions and not config.example_prompts:  # data with captions of its own: a few to sample from
                 firsts = list(dict.fromkeys(c[0] for c in captions[0] if c))
                 config = dataclasses.replace(config, example_prompts=tuple(firsts[:16]))
@@ -240,7 +282,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         """Parameters of the denoiser (the EMA copy and class table are not counted twice)."""
         return sum(p.numel() for p in self.net.parameters()) + (
             self.class_embed.weight.numel() if self.class_embed else 0
-        )
+        ) + (sum(p.numel() for p in self.planner.parameters()) if self.grounded else 0)
 
     def update_ema(self, step: int) -> None:
         """Move the EMA weights towards the trained ones (after each optimiser step)."""
@@ -251,16 +293,25 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
 
     # -- conditions --------------------------------------------------------------------------
 
-    def use_captions(self, sets: list[list[str]]) -> None:
+    def use_captions(self, sets: list[list[str]], layouts: list[list[list]] | None = None) -> None:
         """The captions training draws from when the data has its own: one list per image of the training split,
-        indexed by the row the loader yields with each image (genlab.engine.recipes.DiffusionRecipe)."""
+        indexed by the row the loader yields with each image (genlab.engine.recipes.DiffusionRecipe); for a
+        grounded model, each caption's layout too: the (x, y, r) boxes of the objects it names, in order."""
         empty = next((i for i, captions in enumerate(sets) if not captions), None)
         if empty is not None:
             raise ConfigError(f"training image {empty} has no caption",
                               "give every image at least one caption, or train with --model.condition class")
-        self._bank = self._make_bank(sets)
+        if self.grounded and layouts is None:
+            raise ConfigError("this model is grounded on layouts, and the data gave its captions none",
+                              "train it on data with layouts (genlab data make shapes), or drop --model.layout")
+        self._bank = self._make_bank(sets, layouts if self.grounded else None)
+        if self.grounded:
+            from genlab.models.diffusion.layout import least_gap
 
-    def _make_bank(self, sets: list[list[str]]) -> CaptionBank:
+            flat = self._bank.layouts.flatten(0, 1)
+            self.layout_gap.fill_(least_gap(flat[flat[:, 0, 0] > 0]))
+
+    def _make_bank(self, sets: list[list[str]], layouts: list[list[list]] | None = None) -> CaptionBank:
         from genlab.models.diffusion.text import encode, piece_ids
 
         texts = list(dict.fromkeys(t for captions in sets for t in captions))
@@ -270,7 +321,17 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             index[row, : len(captions)] = torch.tensor([where[t] for t in captions])
         c = self.config
         encoded = piece_ids(c.text_encoder, texts, c.text_length) if self.attends else encode(c.text_encoder, texts)
-        return CaptionBank(texts, index, torch.tensor([len(captions) for captions in sets]), encoded)
+        boxes = None
+        if layouts is not None:  # (sets, captions, slots, 4): present, x, y, r
+            boxes = torch.zeros(*index.shape, c.layout_slots, 4)
+            for row, per_caption in enumerate(layouts):
+                for j, layout in enumerate(per_caption):
+                    if len(layout) > c.layout_slots:
+                        raise ConfigError(f"a caption of training image {row} names {len(layout)} objects; this "
+                                          f"model plans {c.layout_slots}", "train a new model on this data")
+                    for k, box in enumerate(layout):
+                        boxes[row, j, k] = torch.tensor([1.0, *box])
+        return CaptionBank(texts, index, torch.tensor([len(captions) for captions in sets]), encoded, boxes)
 
     def _caption_bank(self) -> CaptionBank:
         """The captions training draws from: each image's own (`use_captions`), else every templated caption of
@@ -335,12 +396,14 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             )
         return emb
 
-    def _null_condition(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """What classifier-free guidance trained as "no condition": the empty prompt's pieces, or a zero vector."""
+    def _null_condition(self, n: int, device: torch.device | str = "cpu"):
+        """What classifier-free guidance trained as "no condition": the empty prompt's pieces (and an empty
+        layout), or a zero vector."""
         if self.attends:
             if self._empty is None:  # every training step asks for it: tokenised once
                 self._empty = self.encode_prompts([""])
-            return self._empty.expand(n, -1, -1).to(device)
+            empty = self._empty.expand(n, -1, -1).to(device)
+            return (empty, torch.zeros(n, self.config.layout_slots, 4, device=device)) if self.grounded else empty
         return torch.zeros(n, self.config.text_dim, device=device)
 
     def _training_condition(self, labels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -355,10 +418,14 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         if c.condition == "class":
             return self.class_embed(torch.where(drop, torch.full_like(labels, c.num_classes), labels.long()))
         bank = self._caption_bank()
-        chosen = bank.draw((rows if rows is not None else labels).long().cpu())
+        chosen, layout = bank.draw((rows if rows is not None else labels).long().cpu())
         if self.attends:
             pieces = embed_pieces(c.text_encoder, bank.encoded[chosen]).to(labels.device)
-            return torch.where(drop[:, None, None], self._null_condition(len(labels), labels.device), pieces)
+            null = self._null_condition(len(labels), labels.device)
+            if self.grounded:  # a dropped condition drops its layout too: guidance extrapolates from neither
+                return (torch.where(drop[:, None, None], null[0], pieces),
+                        torch.where(drop[:, None, None], null[1], layout.to(labels.device)))
+            return torch.where(drop[:, None, None], null, pieces)
         if not self._text_fitted:
             self._fit_text_statistics()
         emb = bank.encoded[chosen].to(labels.device)
@@ -372,9 +439,10 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         condition barely moved the network's output (docs/diffusion.md has the figures)."""
         return (emb - self.text_center) * self.text_scale
 
-    def _sampling_condition(self, n: int, labels: Any, prompt: Any,
-                            prompt_prior: float | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(condition, null condition) for sampling with the EMA weights; (None, None) when unconditional."""
+    def _sampling_condition(self, n: int, labels: Any, prompt: Any, prompt_prior: float | None = None,
+                            generator: torch.Generator | None = None) -> tuple[Any, Any]:
+        """(condition, null condition) for sampling with the EMA weights; (None, None) when unconditional. A
+        grounded model's conditions are (pieces, layout), its layouts drawn with `generator`."""
         c = self.config
         if c.condition == "none":
             if prompt is not None:
@@ -403,6 +471,10 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             example = c.example_prompts[0] if c.example_prompts else "a pair of ankle boots"
             raise ConfigError("an empty prompt", f"write what the image should show, e.g. --prompt {example!r}")
         device = next(self.parameters()).device
+        if self.grounded:  # the planner draws a layout for each prompt, then the denoiser follows it
+            pieces = self.encode_prompts(prompts).to(device)
+            layout = self.planner.sample(pieces, float(self.layout_gap), generator=generator)
+            return (pieces, layout), self._null_condition(n, device)
         if self.attends:
             return self.encode_prompts(prompts).to(device), self._null_condition(n, device)
         prior = c.prompt_prior if prompt_prior is None else prompt_prior
@@ -419,6 +491,11 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         t = torch.randint(0, self.config.timesteps, (len(x0),), device=x0.device)
         cond = self._training_condition(labels, rows[0] if rows else None)
         output = self.net(self.schedule.add_noise(x0, noise, t), t, cond)
+        planned = None
+        if self.grounded:  # the planner learns the layouts of the captions kept (a dropped one has no objects)
+            pieces, layout = cond
+            kept = layout[:, 0, 0] > 0
+            planned = self.planner.loss(pieces[kept], layout[kept]) if kept.any() else x0.new_zeros(())
         per_example = (output - self.schedule.target(x0, noise, t)).pow(2).flatten(1).mean(1)
         gamma = self.config.min_snr_gamma
         if gamma > 0:
@@ -427,7 +504,9 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
             loss = (weight * per_example).mean()
         else:
             loss = per_example.mean()
-        return {"loss": loss, "mse": per_example.mean().detach()}
+        if planned is None:
+            return {"loss": loss, "mse": per_example.mean().detach()}
+        return {"loss": loss + planned, "mse": per_example.mean().detach(), "layout_nll": planned.detach()}
 
     @torch.no_grad()
     def validation_metrics(self, batch) -> dict[str, torch.Tensor]:
@@ -452,8 +531,8 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         noises = torch.randn(len(timesteps) + 1, *x0.shape[1:], generator=generator).to(x0)
         total = schedule.prior_kl(x0).double()
         for i in range(0, len(x0), chunk):
-            x, c = x0[i : i + chunk], cond[i : i + chunk] if cond is not None else None
-            cc = torch.cat([c, c]) if c is not None else None
+            x, c = x0[i : i + chunk], _rows(cond, slice(i, i + chunk))
+            cc = _joined(c, c) if c is not None else None
             part = torch.zeros(len(x), dtype=torch.float64, device=x.device)
             for t, w, noise in zip(timesteps, weights.tolist(), noises[1:]):
                 # antithetic pair: +noise and -noise (the error's part odd in the noise cancels)
@@ -529,7 +608,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
 
         def denoise(x: torch.Tensor, t: torch.Tensor):
             if guided:  # one batch for the conditional and unconditional outputs
-                out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null])).chunk(2)
+                out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), _joined(cond, null)).chunk(2)
                 out = out_u + guidance * (out_c - out_u)
             else:
                 out = net(x, t, cond)
@@ -566,7 +645,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         o = options if isinstance(options, DiffusionSampleOptions) else DiffusionSampleOptions(
             **dataclasses.asdict(options or SampleOptions()))
         steps, sampler, guidance = self._options(o.steps, o.sampler, o.guidance)
-        cond, null = self._sampling_condition(n, labels, prompt, o.prompt_prior)
+        cond, null = self._sampling_condition(n, labels, prompt, o.prompt_prior, generator)
         device = next(self.parameters()).device
         x = torch.randn(n, self.config.channels, *self.config.image_size, generator=generator, device=device)
         x = x * o.temperature
@@ -597,7 +676,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         n = len(images)
         device = next(self.parameters()).device
         x0 = images.to(device).float() * 2 - 1
-        cond, null = self._sampling_condition(n, labels, prompt)
+        cond, null = self._sampling_condition(n, labels, prompt, generator=generator)
         denoise = self._denoiser(cond, null, guidance)
         schedule = self.schedule
 

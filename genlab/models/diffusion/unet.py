@@ -13,6 +13,10 @@ after attending to itself (cross-attention, as the latent diffusion U-Net does: 
 masked mean joins the time embedding, as a pooled condition would. Cross-attention is what lets a prompt say
 where things go and which attribute belongs to which object, which one pooled vector blurs.
 
+A layout (`layout_slots` > 0; genlab.models.diffusion.layout): the boxes of the objects the prompt names ground the
+network, as grounding tokens attended to with the prompt's tokens and as a map of them added at the input of every
+level on the way down (zero-initialised, so that a U-Net starts as it would without).
+
 `patch` > 1 folds each patch x patch square of pixels into channels before the first convolution and unfolds
 the output the same way (space-to-depth, the invertible first downsampling of Hoogeboom, Heek and Salimans,
 "simple diffusion", ICML 2023): the full-resolution levels, where a CPU spends most of its time, run at
@@ -160,15 +164,25 @@ class UNet(nn.Module):
     widths: channels per resolution level, fine to coarse; blocks: residual blocks per level on
     the way down (the way up has one more, as in the DDPM U-Net); attention: which levels attend.
     cond_dim: the size of a pooled condition vector; or, with `prompt` (d_in, width, layers, length), the
-    condition is a prompt's frozen word-piece embeddings (B, L, d_in) and the attention levels attend to them.
+    condition is a prompt's frozen word-piece embeddings (B, L, d_in) and the attention levels attend to them;
+    with `layout_slots` too, the condition is (pieces, layout (B, layout_slots, 4)).
     """
 
     def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
                  dropout: float = 0.0, cond_dim: int = 0, patch: int = 1,
-                 prompt: tuple[int, int, int, int] | None = None):
+                 prompt: tuple[int, int, int, int] | None = None, layout_slots: int = 0):
         super().__init__()
         self.prompt = PromptEncoder(*prompt) if prompt else None
         context_dim = prompt[1] if prompt else 0
+        if layout_slots:
+            from genlab.models.diffusion.layout import Grounding
+
+            self.grounding = Grounding(context_dim, layout_slots)
+            # the map into each level's input: the stem's width, then each level's
+            self.layout_in = nn.ModuleList(nn.Conv2d(context_dim, c, 1) for c in (widths[0], *widths[:-1]))
+            for conv in self.layout_in:
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
         cond_dim = context_dim or cond_dim
         self.patch = patch
         channels *= patch * patch
@@ -220,11 +234,17 @@ class UNet(nn.Module):
             emb = emb + self.cond_proj(cond)
         return F.silu(emb)  # every block's FiLM projection sees the activated embedding
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        context = None
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        context, layout, grounded = None, None, None
+        if isinstance(cond, tuple):
+            cond, layout = cond
         if self.prompt is not None and cond is not None:
             states, mask, cond = self.prompt(cond)
             context = (states, mask)
+            if layout is not None:
+                tokens, present = self.grounding(states, mask, layout)
+                context = (torch.cat([states, tokens], 1), torch.cat([mask, present], 1))
+                grounded = (tokens, layout)
         emb = self.embed(t, cond)
         size = x.shape[-2:]
         if self.patch > 1:
@@ -232,7 +252,10 @@ class UNet(nn.Module):
             x = F.pixel_unshuffle(x, self.patch)
         h = self.stem(x.contiguous(memory_format=torch.channels_last))
         hs = [h]
-        for level, down in zip(self.down, self.downsample):
+        for j, (level, down) in enumerate(zip(self.down, self.downsample)):
+            if grounded is not None:
+                painted = self.grounding.map(*grounded, *h.shape[-2:])
+                h = h + self.layout_in[j](painted.contiguous(memory_format=torch.channels_last))
             for i, block in enumerate(level.blocks):
                 h = level.attend(i, block(h, emb), context)
                 hs.append(h)
