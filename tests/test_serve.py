@@ -345,6 +345,52 @@ def test_concurrent_completions_decode_together_and_each_is_its_own_generation(r
     assert app.state.workers.counts["completed"] == 4 and batcher.sequences == 0 and batcher.widest == 3
 
 
+def test_concurrent_image_requests_sample_together_and_each_image_is_its_own_seeds(tmp_path):
+    """A diffusion model's requests that wait together and sample alike run as one batch; each image is what the
+    model draws for it alone from its request's seed + its index (its own noise), whatever shared its batch; a
+    request beyond the batch and queue is refused with 429."""
+    import asyncio
+
+    registry = tiny_diffusion(tmp_path)
+    app = create_app(registry, ServeConfig(threads=1, concurrency=1, queue=4, max_batch=8, max_steps=1000))
+    batcher = app.state.image_batchers["dm"]
+    blocker = {"model": "dm", "label": 1, "n": 2, "seed": 0, "steps": 500}  # busy (2 s) while the others arrive
+    bodies = [{"label": 0, "n": 2, "seed": 1, "steps": 6}, {"label": 2, "n": 1, "seed": 9, "steps": 6},
+              {"prompt": CLASSES[1], "n": 3, "seed": 4, "steps": 6},
+              {"label": 0, "n": 1, "seed": 2, "steps": 6, "sampler": "ddpm"}]  # samples otherwise: its own batch
+
+    async def send_all(url: str):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            first = asyncio.ensure_future(http.post("/v1/images/generations", json=blocker))
+            while (await http.get("/health")).json()["sampling"]["dm"]["running"] == 0:
+                assert not first.done(), first.result().text
+                await asyncio.sleep(0.01)
+            rest = [asyncio.ensure_future(http.post("/v1/images/generations", json={"model": "dm", **b}))
+                    for b in bodies]
+            while (await http.get("/health")).json()["sampling"]["dm"]["waiting"] < 7:  # all queued behind it
+                assert not first.done(), "the blocker ended before the others arrived"
+                await asyncio.sleep(0.01)
+            # 2 images sampling and 7 waiting, of 8 at once + 4 in the queue: 4 more do not fit
+            refused = await http.post("/v1/images/generations", json={"model": "dm", "label": 0, "n": 4, "seed": 0})
+            return await first, await asyncio.gather(*rest), refused
+
+    with uvicorn_server(app) as url:
+        first, responses, refused = asyncio.run(send_all(url))
+    assert refused.status_code == 429 and "this model's limit" in refused.json()["error"]["message"]
+    assert first.status_code == 200 and all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    model = registry["dm"].model
+    for body, r in zip(bodies, responses, strict=True):
+        label = body.get("label", 1)
+        alone = model.sample(body["n"], labels=[label] * body["n"],
+                             generator=[torch.Generator().manual_seed(body["seed"] + i) for i in range(body["n"])],
+                             options=model.sample_options(steps=body["steps"], sampler=body.get("sampler")))
+        got = np.stack([_png(d["b64_json"]) for d in r.json()["data"]]).astype(int)
+        expected = (alone[:, 0].numpy() * 255).round().astype(int)
+        assert np.abs(got - expected).max() <= 1, body  # float sums in another batch order: a rounding apart
+    assert batcher.widest == 6, "the three alike requests (6 images) sampled as one batch"
+    assert batcher.images == 0 and app.state.workers.counts["completed"] == 5
+
+
 def test_timeouts_answer_504_or_end_the_stream_with_an_error(registry):
     app = create_app(registry, ServeConfig(threads=1, concurrency=1, queue=2, max_tokens=100_000, timeout=0.5))
     with uvicorn_server(app) as url, httpx.Client(base_url=url, timeout=10) as http:

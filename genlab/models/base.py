@@ -248,6 +248,9 @@ class ImageSampler(Capability):
     ability = "sample images"
     sample_options: ClassVar[type[SampleOptions]] = SampleOptions  # what `options` of `sample` may hold
     eval_samples: ClassVar[int] = 10_000  # samples `genlab eval` scores by default
+    # `sample` takes a list of generators, one per image (as diffusers' pipelines do): an image is then the same
+    # whatever images are drawn beside it, so a server may batch concurrent requests (genlab.serve.batching)
+    generator_per_image: ClassVar[bool] = False
 
     def sample(self, n: int, *, labels: Any = None, prompt: str | list[str] | None = None,
                generator: torch.Generator | None = None, options: SampleOptions | None = None) -> torch.Tensor:

@@ -39,7 +39,7 @@ from genlab.data.chat import check_messages
 from genlab.errors import GenlabError
 from genlab.models.base import EditOptions, class_labels
 from genlab.serve import videos
-from genlab.serve.batching import TextBatcher
+from genlab.serve.batching import ImageBatcher, TextBatcher
 from genlab.serve.limits import HARD_MAX_N, HARD_MAX_STEPS, HARD_PROMPT_CHARS, Busy, ServeConfig, Stopped, Workers
 from genlab.serve.registry import (
     RequestError,
@@ -148,11 +148,14 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     # a GPT's completions decode together on its own thread (continuous batching); other models' on the workers
     batchers = {name: TextBatcher(served.model, config, workers.counts, name) for name, served in registry.items()
                 if hasattr(served.model, "step_rows") and served.model.tokenizer is not None}
+    # a diffusion model's concurrent image requests sample together, each image from its own seed
+    image_batchers = {name: ImageBatcher(served, config, workers.counts, name) for name, served in registry.items()
+                      if getattr(served.model, "generator_per_image", False)}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        for batcher in batchers.values():
+        for batcher in [*batchers.values(), *image_batchers.values()]:
             batcher.shutdown()
         workers.shutdown()
 
@@ -161,7 +164,7 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
                   "Limits: GET /health. The web page: GET /.")
     store = videos.VideoStore(config.max_videos)
     app.state.workers, app.state.registry, app.state.config, app.state.videos = workers, registry, config, store
-    app.state.batchers = batchers
+    app.state.batchers, app.state.image_batchers = batchers, image_batchers
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
     # -- errors ----------------------------------------------------------------------------------
@@ -313,7 +316,9 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     async def health() -> dict:
         return {"status": "ok", "models": list(registry), "running": workers.running, "waiting": workers.waiting,
                 "auth": bool(config.api_key), "limits": config.public(), "counts": dict(workers.counts),
-                "decoding": {name: {"running": b.running, "waiting": b.queued} for name, b in batchers.items()}}
+                "decoding": {name: {"running": b.running, "waiting": b.queued} for name, b in batchers.items()},
+                "sampling": {name: {"running": b.sampling, "waiting": b.queued}
+                             for name, b in image_batchers.items()}}
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, dependencies=guarded)
     async def list_models() -> dict:
@@ -509,7 +514,9 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
         options = {"n": body.n, "labels": labels, "prompt": prompt, "seed": seed, "sample": sample,
                    "voice": voice_of(served, body.voice)}
         try:
-            made = await wait(*workers.submit(sample_images, served, options), request)
+            batcher = image_batchers.get(served.name)
+            submitted = batcher.submit(options) if batcher else workers.submit(sample_images, served, options)
+            made = await wait(*submitted, request)
         except ClientGone:
             return Response(status_code=499)
         return {"created": int(time.time()), "model": served.name, "seed": seed,

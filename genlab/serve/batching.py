@@ -16,6 +16,12 @@ does: its last half is prefilled again into its row.
 Admission is counted in sequences: `max_batch` decode together and `queue` more wait; beyond that a request is
 refused at once (429), like the worker pool's jobs (genlab.serve.limits).
 
+`ImageBatcher` does the same for an image model whose `sample` takes a generator per image (a diffusion model):
+requests that wait together and sample alike (sampler, steps, guidance, ...) run as one batch through the network,
+up to `max_batch` images, and each image draws its noise (and a grounded model its layout) from its own generator,
+seeded `seed + i` for the i-th image of a request: an image is the same whether its request ran alone or beside
+others (tested), and the network's cost per image falls with the batch (bench/serve_images.py).
+
 What a step decides reaches the event loop once per step: the text pieces, the ends and the requests' results go
 into an outbox that one `call_soon_threadsafe` delivers in order (a wake-up of the loop per token would cost more
 than the token at 32 streams).
@@ -335,3 +341,152 @@ class TextBatcher:
                 self.rows[i], done[i] = self.rows[last], done[last]
             self.rows.pop()
             done.pop()
+
+
+@dataclasses.dataclass(eq=False)
+class ImageRequest:
+    """One image request waiting for its batch: its job, its options (as registry.sample_images takes them) and
+    the future the event loop awaits."""
+
+    job: Job
+    options: dict[str, Any]
+    future: asyncio.Future
+
+    @property
+    def n(self) -> int:
+        return self.options["n"]
+
+
+class ImageBatcher:
+    """Batched sampling for one image model with `generator_per_image` (see the module docstring)."""
+
+    def __init__(self, served: Any, config: ServeConfig, counts: Counter[str], name: str = "model"):
+        self.served, self.config, self.counts = served, config, counts
+        self.max_batch = config.max_batch
+        self.capacity = config.max_batch + config.queue  # in images, as the text batcher's in sequences
+        self.waiting: deque[ImageRequest] = deque()
+        self.images = 0  # admitted: sampling + waiting
+        self.sampling = 0
+        self.widest = 0  # the most images one batch has held
+        self._wake = threading.Condition()
+        self._stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._run, name=f"genlab-images-{name}", daemon=True)
+        self.thread.start()
+
+    @property
+    def queued(self) -> int:
+        return sum(r.n for r in self.waiting)
+
+    def submit(self, options: dict[str, Any]) -> tuple[Job, asyncio.Future]:
+        """Queue a request for `options["n"]` images (called on the event loop); the future's result is
+        registry.sample_images's. Raises Busy when they do not fit."""
+        n = options["n"]
+        if self.images + n > self.capacity:
+            self.counts["refused"] += 1
+            raise Busy(f"{self.images} images are sampling or waiting, this model's limit ({self.max_batch} at once "
+                       f"+ {self.config.queue} in the queue)")
+        job = Job(time.monotonic() + self.config.timeout)
+        self.loop = asyncio.get_running_loop()
+        request = ImageRequest(job, options, self.loop.create_future())
+        with self._wake:
+            self.images += n
+            self.waiting.append(request)
+            self._wake.notify()
+        request.future.add_done_callback(lambda f: count_outcome(self.counts, f))
+        return job, request.future
+
+    def shutdown(self) -> None:
+        with self._wake:
+            self._stopping = True
+            for request in self.waiting:
+                request.job.cancel("shutdown")
+            self._wake.notify()
+        self.thread.join(timeout=10)
+
+    def _key(self, request: ImageRequest) -> tuple:
+        """What must be equal for requests to share a batch: how they sample, and whether they give labels or
+        prompts. A conditional model's request with neither cycles through its classes or captions from its own
+        first image, so it runs alone."""
+        o = request.options
+        alone = o["labels"] is None and o["prompt"] is None and self.served.conditioning != "none"
+        return (tuple(sorted(o["sample"].items())), o["labels"] is None, o["prompt"] is None,
+                id(request) if alone else None)
+
+    def _run(self) -> None:
+        from genlab.serve.limits import start_worker
+
+        start_worker(self.config.torch_threads)
+        while True:
+            with self._wake:
+                while not self.waiting and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    break
+                first = self.waiting.popleft()
+                batch, total, key = [first], first.n, self._key(first)
+                for request in list(self.waiting):  # first come, first served: later alike requests join
+                    if total + request.n <= self.max_batch and self._key(request) == key:
+                        self.waiting.remove(request)
+                        batch.append(request)
+                        total += request.n
+                self.sampling = total
+            self._sample(batch)
+            with self._wake:
+                self.images -= total
+                self.sampling = 0
+        for request in self.waiting:
+            self._settle(request, error=Stopped("shutdown"))
+
+    def _settle(self, request: ImageRequest, result: Any = None, error: BaseException | None = None) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(_settle, request.future, result, error)
+            except RuntimeError:  # the loop has closed: nobody is waiting any more
+                pass
+
+    def _sample(self, batch: list[ImageRequest]) -> None:
+        from genlab.serve.registry import images_of
+
+        live = []
+        for request in batch:
+            try:
+                request.job.check()  # gone or late while it waited: it leaves before the batch is drawn
+                request.job.started = True
+                live.append(request)
+            except Stopped as stop:
+                self._settle(request, error=stop)
+        if not live:
+            return
+        o = live[0].options
+        model = self.served.model
+        labels = None if o["labels"] is None else [y for r in live for y in _listed(r.options["labels"], r.n)]
+        prompts = None if o["prompt"] is None else [p for r in live for p in _listed(r.options["prompt"], r.n)]
+        generators = [torch.Generator().manual_seed(r.options["seed"] + i) for r in live for i in range(r.n)]
+        self.widest = max(self.widest, len(generators))
+        try:
+            with torch.inference_mode():
+                images = model.sample(len(generators), labels=labels, prompt=prompts, generator=generators,
+                                      options=model.sample_options(**{k: v for k, v in o["sample"].items()
+                                                                      if v is not None}))
+        except Exception as error:  # a request's own bad options, or a bug: its batch fails, the thread goes on
+            for request in live:
+                self._settle(request, error=error)
+            return
+        start = 0
+        for request in live:
+            part, start = images[start : start + request.n], start + request.n
+            try:
+                request.job.check()
+                self._settle(request, images_of(self.served, part, request.options))
+            except Exception as error:  # noqa: BLE001 - Stopped, or an encoder's error: this request's alone
+                self._settle(request, error=error)
+
+
+def _listed(value: Any, n: int) -> list:
+    """A request's labels or prompts as one per image (one given for all is repeated)."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, str | int) or not isinstance(value, list | tuple):
+        return [value] * n
+    return list(value)

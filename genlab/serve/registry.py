@@ -304,6 +304,13 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[tup
         options=model.sample_options(**kwargs),
     )
     job.check()
+    return images_of(served, images, options, job)
+
+
+def images_of(served: Served, images: torch.Tensor, options: dict[str, Any], job: Job | None = None,
+              ) -> list[tuple[bytes, bytes | None]]:
+    """Sampled images (n, C, H, W) in [0, 1] as PNG bytes, each with its sound as WAV bytes for a model of sound
+    (voiced by `options["voice"]`, a served vocoder, or by Griffin-Lim: None)."""
     pngs = [to_png(image) for image in images]
     if not served.sound:
         return [(png, None) for png in pngs]
@@ -312,7 +319,8 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[tup
     settings, samples = read_sound_config(served.sound)
     vocoder = options.get("voice")
     waves = voice(from_image(images, settings), settings, vocoder and vocoder.model, samples, options["seed"])
-    job.check()
+    if job is not None:
+        job.check()
     return [(png, to_wav(wave, settings.sample_rate)) for png, wave in zip(pngs, waves, strict=True)]
 
 

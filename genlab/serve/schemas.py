@@ -48,6 +48,8 @@ class Health(BaseModel):
     counts: dict[str, int] = Field(description="finished requests by outcome since start-up")
     decoding: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="per language model decoding in batches: sequences running and waiting")
+    sampling: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="per image model sampling in batches: images in the batch and waiting")
 
 
 class SoundShape(BaseModel):

@@ -138,25 +138,37 @@ class LayoutPlanner(nn.Module):
 
     @torch.no_grad()
     def sample(self, pieces: torch.Tensor, gap: float = -math.inf, temperature: float = 1.0,
-               generator: torch.Generator | None = None, tries: int = 32) -> torch.Tensor:
+               generator: torch.Generator | list[torch.Generator] | None = None, tries: int = 32) -> torch.Tensor:
         """Layouts (B, K, 4) for prompt pieces: slot by slot, presence, half-side, then centre; a centre whose box
         comes closer than `gap` to an earlier box of its layout is drawn again (up to `tries` times) when the
         training layouts never did (`gap` is their least gap; -inf lets boxes overlap). The first slot is always
-        present: a prompt names something."""
+        present: a prompt names something. `generator`: one, or one per row."""
         states, mask, _ = self.prompt(pieces)
         slots = self.queries(states, mask)
         n, k = len(pieces), self.slots
         layout = torch.zeros(n, k, 4, device=pieces.device)
         alive = torch.ones(n, dtype=torch.bool, device=pieces.device)
 
-        def draw(logits: torch.Tensor) -> torch.Tensor:
+        def draw(logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+            """A category per row; with one generator per row, only `rows` draw (the others get 0), so that what
+            a row draws depends on its own generator alone."""
             probs = (logits / temperature).softmax(-1).cpu()
+            if isinstance(generator, list):
+                wanted = rows.tolist() if rows is not None else [True] * n
+                picked = [torch.multinomial(p, 1, generator=g) if w else torch.zeros(1, dtype=torch.long)
+                          for p, g, w in zip(probs, generator, wanted, strict=True)]
+                return torch.cat(picked).to(logits.device)
             return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+        def uniform() -> torch.Tensor:
+            if isinstance(generator, list):
+                return torch.cat([torch.rand(1, generator=g) for g in generator])
+            return torch.rand(n, generator=generator)
 
         for i in range(k):
             h = self._features(slots, layout)[:, i]
             p = self.present(h).squeeze(-1).sigmoid().cpu()
-            here = (torch.rand(n, generator=generator) < p).to(alive.device) | (i == 0)
+            here = (uniform() < p).to(alive.device) | (i == 0)
             alive = alive & here
             radius = draw(self.radius(h))
             r = (radius.float() + 0.5) / self.radii * self.max_radius
@@ -164,7 +176,7 @@ class LayoutPlanner(nn.Module):
             redraw = torch.ones(n, dtype=torch.bool, device=pieces.device)
             x = y = torch.zeros(n, device=pieces.device)
             for _ in range(tries):
-                cell = draw(centre_logits)
+                cell = draw(centre_logits, redraw)
                 new_x = ((cell % self.grid).float() + 0.5) / self.grid
                 new_y = ((cell // self.grid).float() + 0.5) / self.grid
                 x, y = torch.where(redraw, new_x, x), torch.where(redraw, new_y, y)

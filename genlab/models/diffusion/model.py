@@ -43,7 +43,14 @@ from genlab.models.base import (
     check_count,
     class_labels,
 )
-from genlab.models.diffusion.schedule import SAMPLERS, NoiseSchedule, discretized_gaussian_log_prob, sample_loop
+from genlab.models.diffusion.schedule import (
+    SAMPLERS,
+    Generators,
+    NoiseSchedule,
+    discretized_gaussian_log_prob,
+    randn,
+    sample_loop,
+)
 from genlab.models.diffusion.unet import UNet
 from genlab.models.ema import ema_decay, ema_update
 
@@ -211,6 +218,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
     scores from its variational bound."""
 
     family = "diffusion"
+    generator_per_image = True
     Config = DiffusionConfig
     sample_options = DiffusionSampleOptions
     edit_options = DiffusionEditOptions
@@ -440,7 +448,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         return (emb - self.text_center) * self.text_scale
 
     def _sampling_condition(self, n: int, labels: Any, prompt: Any, prompt_prior: float | None = None,
-                            generator: torch.Generator | None = None) -> tuple[Any, Any]:
+                            generator: Generators = None) -> tuple[Any, Any]:
         """(condition, null condition) for sampling with the EMA weights; (None, None) when unconditional. A
         grounded model's conditions are (pieces, layout), its layouts drawn with `generator`."""
         c = self.config
@@ -633,22 +641,24 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels=None, prompt: str | list[str] | None = None,
-               generator: torch.Generator | None = None, options: DiffusionSampleOptions | None = None) -> torch.Tensor:
+               generator: Generators = None, options: DiffusionSampleOptions | None = None) -> torch.Tensor:
         """n images in [0, 1], (n, C, H, W).
 
         labels: class names or indices (class models; None cycles through the classes; text models
         turn them into captions). prompt: a text or one per image (text models). `options`: the
         sampler, its steps, the guidance scale, the starting noise's temperature (below 1: smoother,
-        less varied images) and the prompt prior's temperature (`DiffusionSampleOptions`).
+        less varied images) and the prompt prior's temperature (`DiffusionSampleOptions`). `generator`: one, or a
+        list of one per image (each image's noise and layout then its own generator's alone).
         """
         check_count(n)
+        if isinstance(generator, list) and len(generator) != n:
+            raise ConfigError(f"{len(generator)} generators for {n} images", "give one generator, or one per image")
         o = options if isinstance(options, DiffusionSampleOptions) else DiffusionSampleOptions(
             **dataclasses.asdict(options or SampleOptions()))
         steps, sampler, guidance = self._options(o.steps, o.sampler, o.guidance)
         cond, null = self._sampling_condition(n, labels, prompt, o.prompt_prior, generator)
         device = next(self.parameters()).device
-        x = torch.randn(n, self.config.channels, *self.config.image_size, generator=generator, device=device)
-        x = x * o.temperature
+        x = randn((n, self.config.channels, *self.config.image_size), generator, device) * o.temperature
         timesteps = self.schedule.timesteps_for(steps)
         out = sample_loop(self.schedule, self._denoiser(cond, null, guidance), x, timesteps, sampler, eta=o.eta,
                           generator=generator, progress=o.progress)

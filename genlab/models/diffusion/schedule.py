@@ -191,9 +191,22 @@ def _progress(items: Iterable, enabled: bool, desc: str):
     return tqdm(items, desc=desc, leave=False)
 
 
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def randn(shape: tuple[int, ...], generator: Generators, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal draws of `shape`; with a list of generators, one per row (as diffusers takes them), row i
+    from generator i, so that a row is the same whatever rows are drawn beside it."""
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} rows")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype).to(device) for g in generator])
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
 @torch.no_grad()
 def sample_loop(schedule: NoiseSchedule, denoiser: Denoiser, x: torch.Tensor, timesteps: list[int],
-                sampler: str = "ddim", eta: float = 0.0, generator: torch.Generator | None = None,
+                sampler: str = "ddim", eta: float = 0.0, generator: Generators = None,
                 progress: bool = False, t_end: int = -1) -> torch.Tensor:
     """Run `sampler` from x at timesteps[0] through `timesteps` (decreasing) to a clean sample, or to
     the noisier state at `t_end` when it is >= 0 (one step at a time, for inpainting's resampling)."""
@@ -213,12 +226,12 @@ def sample_loop(schedule: NoiseSchedule, denoiser: Denoiser, x: torch.Tensor, ti
                 sigma = eta * math.sqrt((1 - ab_next) / (1 - ab) * (1 - ab / ab_next))
             x = math.sqrt(ab_next) * x0 + math.sqrt(max(1 - ab_next - sigma**2, 0.0)) * eps
             if sigma > 0:
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = x + sigma * randn(x.shape, generator, x.device, x.dtype)
         elif sampler == "ddpm":
             beta = 1 - ab / ab_next  # the effective beta of the (possibly strided) step t -> t_next
             mean = (math.sqrt(ab_next) * beta / (1 - ab)) * x0 + (math.sqrt(1 - beta) * (1 - ab_next) / (1 - ab)) * x
             std = math.sqrt(beta * (1 - ab_next) / (1 - ab))
-            x = mean + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = mean + std * randn(x.shape, generator, x.device, x.dtype)
         else:  # dpm++ 2M, in lambda = log(alpha / sigma) with alpha = sqrt(ab), sigma = sqrt(1 - ab)
             if t_next < 0:
                 x = x0  # the last step lands on sigma = 0: first order there, as in Lu et al.'s "lower order final"
