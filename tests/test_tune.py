@@ -241,3 +241,33 @@ def test_each_table_kind_searches_its_own_fields_and_the_copula_has_none(tmp_pat
     assert main(["tune", "tabular", "--data", str(tmp_path / "t.csv"), "--model.kind", "copula", "--trials", "2",
                  "--out", str(tmp_path / "study")]) == 2
     assert "nothing to tune" in capsys.readouterr().err
+
+
+def test_a_trial_on_two_devices_trains_in_its_own_processes_and_reports_to_its_study(tmp_path):
+    """--devices 2 --strategy ddp: each trial trains in two processes of its own (genlab.tune.trial), the first
+    reporting the validation loss to the trial through the study's storage; a trial the pruner stops stops in
+    both processes, and the tuning process measures the ones that finish."""
+    import optuna
+
+    from genlab.files import load_torch_file
+    from genlab.tune import resume, tune
+    from genlab.tune.study import load_study
+
+    study = tmp_path / "study"
+    train = {"max_steps": 40, "batch_size": 32, "val_every": 10, "val_batches": 2, "log_every": 10,
+             "ckpt_every": 1000, "warmup_steps": 0, "threads": 1, "progress": False, "devices": 2, "strategy": "ddp",
+             "accelerator": "cpu"}
+    tune("vae", "digits", study, trials=1, space={**LR_ONLY, "train.lr": {"low": 2e-3, "high": 4e-3}},
+         model={"widths": [4, 8], "hidden_dim": 16, "latent_dim": 3}, train=train, startup_trials=1, eval_batches=4)
+    load_study(study).enqueue_trial({"train.lr": 1e-7})  # learns nothing: worse than trial 0 at every report
+    resume(study, trials=2)
+    first, slow = trials_of(study)
+    assert first.state == optuna.trial.TrialState.COMPLETE and first.values[0] > 0
+    assert sorted(first.intermediate_values) == [10, 20, 30, 40], "the training processes reported every validation"
+    rng = load_torch_file(study / "trials" / "0000" / "checkpoints" / "last.ckpt")["callbacks"]["RNGState"]
+    assert len(rng["ranks"]) == 2, "the trial trained in two processes"
+    assert json.loads((study / "trials" / "0000" / "outcome.json").read_text()) == {}
+    assert slow.state == optuna.trial.TrialState.PRUNED and "worse than the pruner's threshold" in slow.user_attrs[
+        "pruned"]
+    steps = [json.loads(line)["step"] for line in (study / "trials" / "0001" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) < 39, "both processes stopped when the first was told to prune"

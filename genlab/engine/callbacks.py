@@ -241,13 +241,17 @@ class TrialPruning(pl.Callback):
         if trainer.sanity_checking or value is None or self.pruned_at is not None:
             return
         value, step = float(value), trainer.global_step
-        if not math.isfinite(value):
+        if not trainer.is_global_zero:
+            pass  # several processes (genlab.tune.trial): the first reports and decides, below they all follow it
+        elif not math.isfinite(value):
             self.pruned_at, self.reason = step, f"{self.metric} is {value} at step {step}"
         else:
             self.trial.report(value, step)
             if self.trial.should_prune():
                 self.pruned_at = step
                 self.reason = f"{self.metric} = {value:.4g} at step {step} is worse than the pruner's threshold"
+        if trainer.world_size > 1:
+            self.pruned_at, self.reason = trainer.strategy.broadcast((self.pruned_at, self.reason), src=0)
         if self.pruned_at is not None:
             trainer.should_stop = True
 

@@ -17,6 +17,7 @@ and `--resume` does so at once for the trials of workers it can see are gone (sa
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import sys
@@ -362,29 +363,17 @@ def retry_dead_trials(study) -> list[int]:
     return retried
 
 
-def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: float | None) -> tuple[float, ...]:
-    """One trial: draw its config, train it into trials/NNNN (pruned if it falls behind), measure the objectives."""
-    import optuna
-
-    from genlab import load
-    from genlab.engine.callbacks import TrialPruning
-    from genlab.engine.trainer import fit
+def trial_configs(trial, settings: StudySettings, max_time: str | None):
+    """A trial's model and training configs (its parameters drawn, or read back when drawn before: Optuna returns
+    a trial's earlier suggestion) and the metric its pruning watches (None: no pruning)."""
     from genlab.models import get_family
 
     cls = get_family(settings.family)
-    space = build_space(cls.Config, settings.space)
-    model_over, train_over = suggest(trial, space)
-    # The worker is named only once the trial's parameters are drawn: a trial that --resume retries
-    # for a dead worker always has parameters to retry with.
-    trial.set_user_attr("worker", _worker())
-    run = folder / "trials" / f"{trial.number:04d}"
-    trial.set_user_attr("run", f"trials/{trial.number:04d}")  # relative: the study folder may move
+    model_over, train_over = suggest(trial, build_space(cls.Config, settings.space))
     recipe = recipe_for(settings.family)
     options = {**recipe.defaults, **settings.train, **train_over, "progress": False}
-    budgets = [t for t in (parse_duration(options.get("max_time")), parse_duration(settings.trial_budget)) if t]
-    seconds = min([b.total_seconds() for b in budgets] + ([deadline - time.time()] if deadline else []), default=None)
-    if seconds is not None:
-        options["max_time"] = f"{max(seconds, 1.0):.0f}s"
+    if max_time is not None:
+        options["max_time"] = max_time
     try:
         model_config = from_dict(cls.Config, {**settings.model, **model_over})
         train_config = from_dict(TrainConfig, options)
@@ -395,20 +384,59 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
     prune = len(settings.objectives) == 1 and objective.intermediate is not None and settings.pruner != "none"
     metric = recipe.monitor if settings.objectives[0] == "val-loss" and recipe.monitor.startswith("val/") \
         else objective.intermediate
-    pruning = TrialPruning(trial, metric) if prune else None
-    command = f"genlab tune {settings.family} --out {folder} (trial {trial.number}); " \
-              f"retrain with: genlab train {settings.family} --from-study {folder} --trial {trial.number}"
+    return model_config, train_config, metric if prune else None
+
+
+def several_processes(t: TrainConfig) -> bool:
+    """Whether a run trains on several devices or machines (Lightning then starts a process for each)."""
+    devices = t.devices.split(",") if isinstance(t.devices, str) and "," in t.devices else t.devices
+    many = len(devices) > 1 if isinstance(devices, list | tuple) else str(devices).isdigit() and int(devices) > 1
+    return many or t.num_nodes > 1
+
+
+def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: float | None) -> tuple[float, ...]:
+    """One trial: draw its config, train it into trials/NNNN (pruned if it falls behind), measure the objectives.
+    A trial on several devices trains in processes of its own (genlab.tune.trial), which report to the trial
+    through the study's storage; this process then measures it."""
+    import optuna
+
+    from genlab import load
+    from genlab.engine.callbacks import TrialPruning
+    from genlab.engine.trainer import fit
+
+    # The worker is named only once the trial's parameters are drawn: a trial that --resume retries
+    # for a dead worker always has parameters to retry with.
+    model_config, train_config, metric = trial_configs(trial, settings, None)
+    trial.set_user_attr("worker", _worker())
+    run = folder / "trials" / f"{trial.number:04d}"
+    trial.set_user_attr("run", f"trials/{trial.number:04d}")  # relative: the study folder may move
+    budgets = [t for t in (parse_duration(train_config.max_time), parse_duration(settings.trial_budget)) if t]
+    seconds = min([b.total_seconds() for b in budgets] + ([deadline - time.time()] if deadline else []), default=None)
+    max_time = f"{max(seconds, 1.0):.0f}s" if seconds is not None else None
+    if max_time is not None:
+        train_config = dataclasses.replace(train_config, max_time=max_time)
     started = time.time()
-    try:
-        fit(settings.family, settings.data, model_config, train_config, run,
-            callbacks=[pruning] if pruning else [], command=command)
-    except NonFiniteLossError as error:
-        trial.set_user_attr("pruned", f"diverged: {error.problem}")
-        raise optuna.TrialPruned(error.problem) from None
+    if several_processes(train_config):
+        outcome = train_in_own_processes(folder, trial.number, max_time)
+    else:
+        command = f"genlab tune {settings.family} --out {folder} (trial {trial.number}); " \
+                  f"retrain with: genlab train {settings.family} --from-study {folder} --trial {trial.number}"
+        pruning = TrialPruning(trial, metric) if metric else None
+        outcome = {}
+        try:
+            fit(settings.family, settings.data, model_config, train_config, run,
+                callbacks=[pruning] if pruning else [], command=command)
+        except NonFiniteLossError as error:
+            outcome = {"diverged": error.problem}
+        if pruning is not None and pruning.pruned_at is not None:
+            outcome = {"pruned": pruning.reason}
+    if "diverged" in outcome:
+        trial.set_user_attr("pruned", f"diverged: {outcome['diverged']}")
+        raise optuna.TrialPruned(outcome["diverged"])
     trial.set_user_attr("train_seconds", round(time.time() - started, 1))
-    if pruning is not None and pruning.pruned_at is not None:
-        trial.set_user_attr("pruned", pruning.reason)
-        raise optuna.TrialPruned(pruning.reason)
+    if "pruned" in outcome:
+        trial.set_user_attr("pruned", outcome["pruned"])
+        raise optuna.TrialPruned(outcome["pruned"])
     model = load(run / "model")
     values = measure(model, dataset, train_config, settings)
     missing = [o for o in settings.objectives if o not in values]
@@ -416,6 +444,21 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
         raise GenlabError(f"trial {trial.number} could not measure {', '.join(missing)}")
     trial.set_user_attr("metrics", values)
     return tuple(values[o] for o in settings.objectives)
+
+
+def train_in_own_processes(folder: Path, number: int, max_time: str | None) -> dict[str, str]:
+    """Train trial `number` with `python -m genlab.tune.trial` (whose first process Lightning's launcher joins with
+    the others) and return its outcome: {} when it trained to the end, else {"pruned" or "diverged": why}."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE")}
+    command = [sys.executable, "-m", "genlab.tune.trial", str(folder), str(number), max_time or ""]
+    finished = subprocess.run(command, env=env)
+    outcome = folder / "trials" / f"{number:04d}" / "outcome.json"
+    if finished.returncode != 0 or not outcome.exists():
+        raise GenlabError(f"trial {number}'s training processes exited with {finished.returncode}",
+                          "see their output above")
+    return json.loads(outcome.read_text())
 
 
 def counts(study) -> dict[str, int]:
