@@ -177,7 +177,7 @@ class UNet(nn.Module):
         if layout_slots:
             from genlab.models.diffusion.layout import Grounding
 
-            self.grounding = Grounding(context_dim, layout_slots)
+            self.grounding = Grounding(context_dim, layout_slots, prompt[0])
             # the map into each level's input: the stem's width, then each level's
             self.layout_in = nn.ModuleList(nn.Conv2d(context_dim, c, 1) for c in (widths[0], *widths[:-1]))
             for conv in self.layout_in:
@@ -239,10 +239,11 @@ class UNet(nn.Module):
         if isinstance(cond, tuple):
             cond, layout = cond
         if self.prompt is not None and cond is not None:
-            states, mask, cond = self.prompt(cond)
+            pieces = cond
+            states, mask, cond = self.prompt(pieces)
             context = (states, mask)
             if layout is not None:
-                tokens, present = self.grounding(states, mask, layout)
+                tokens, present = self.grounding(states, mask, pieces, layout)
                 context = (torch.cat([states, tokens], 1), torch.cat([mask, present], 1))
                 grounded = (tokens, layout)
         emb = self.embed(t, cond)
