@@ -389,6 +389,12 @@ def test_concurrent_image_requests_sample_together_and_each_image_is_its_own_see
         assert np.abs(got - expected).max() <= 1, body  # float sums in another batch order: a rounding apart
     assert batcher.widest == 6, "the three alike requests (6 images) sampled as one batch"
     assert batcher.images == 0 and app.state.workers.counts["completed"] == 5
+    unbatched = create_app(registry, ServeConfig(threads=1, concurrency=1, max_batch=1))  # the worker pool's path
+    assert not unbatched.state.image_batchers
+    with TestClient(unbatched) as c:
+        again = c.post("/v1/images/generations", json={"model": "dm", **bodies[0]}).json()
+    pixels = [np.stack([_png(d["b64_json"]) for d in r["data"]]).astype(int) for r in (again, responses[0].json())]
+    assert np.abs(pixels[0] - pixels[1]).max() <= 1, "a seed draws the same images with or without batching"
 
 
 def test_timeouts_answer_504_or_end_the_stream_with_an_error(registry):

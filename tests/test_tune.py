@@ -269,5 +269,6 @@ def test_a_trial_on_two_devices_trains_in_its_own_processes_and_reports_to_its_s
     assert json.loads((study / "trials" / "0000" / "outcome.json").read_text()) == {}
     assert slow.state == optuna.trial.TrialState.PRUNED and "worse than the pruner's threshold" in slow.user_attrs[
         "pruned"]
-    steps = [json.loads(line)["step"] for line in (study / "trials" / "0001" / "metrics.jsonl").read_text().splitlines()]
+    log = (study / "trials" / "0001" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in log]
     assert max(steps) < 39, "both processes stopped when the first was told to prune"

@@ -148,9 +148,10 @@ def create_app(models: dict[str, Served] | list[str], config: ServeConfig | None
     # a GPT's completions decode together on its own thread (continuous batching); other models' on the workers
     batchers = {name: TextBatcher(served.model, config, workers.counts, name) for name, served in registry.items()
                 if hasattr(served.model, "step_rows") and served.model.tokenizer is not None}
-    # a diffusion model's concurrent image requests sample together, each image from its own seed
+    # a diffusion model's concurrent image requests sample together, each image from its own seed (--max-batch 1:
+    # one request at a time on the workers, as before batching)
     image_batchers = {name: ImageBatcher(served, config, workers.counts, name) for name, served in registry.items()
-                      if getattr(served.model, "generator_per_image", False)}
+                      if getattr(served.model, "generator_per_image", False) and config.max_batch > 1}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -54,7 +54,8 @@ class ServeConfig:
     max_body_bytes: int = 16 * 2**20  # request bodies (uploaded images included); larger ones get 413
     max_image_pixels: int = 4096 * 4096  # uploaded images larger than this are refused (413) before decoding
     max_videos: int = 64  # finished video jobs kept in memory (their MP4, GIF and PNGs); older ones are forgotten
-    max_batch: int = 64  # text sequences a GPT decodes together (continuous batching); `queue` more wait
+    max_batch: int = 64  # text sequences a GPT decodes together, images a diffusion model samples together (1: no
+    # batching of images); `queue` more wait
 
     def __post_init__(self):
         checks = [("port", 0 <= self.port < 65536, "0 .. 65535"), ("concurrency", self.concurrency >= 0, ">= 0"),

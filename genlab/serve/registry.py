@@ -296,13 +296,13 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[tup
     job.check()
     model = served.model
     kwargs = {k: v for k, v in options["sample"].items() if v is not None}
-    images = model.sample(
-        options["n"],
-        labels=options["labels"],
-        prompt=options["prompt"],
-        generator=torch.Generator().manual_seed(options["seed"]),
-        options=model.sample_options(**kwargs),
-    )
+    seed, n = options["seed"], options["n"]
+    # a model that takes a generator per image draws image i from seed + i, as its batched requests do
+    # (genlab.serve.batching.ImageBatcher): the same images however the server runs them
+    generator = ([torch.Generator().manual_seed(seed + i) for i in range(n)] if model.generator_per_image
+                 else torch.Generator().manual_seed(seed))
+    images = model.sample(n, labels=options["labels"], prompt=options["prompt"], generator=generator,
+                          options=model.sample_options(**kwargs))
     job.check()
     return images_of(served, images, options, job)
 
