@@ -401,8 +401,6 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
     import optuna
 
     from genlab import load
-    from genlab.engine.callbacks import TrialPruning
-    from genlab.engine.trainer import fit
 
     # The worker is named only once the trial's parameters are drawn: a trial that --resume retries
     # for a dead worker always has parameters to retry with.
@@ -421,15 +419,7 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
     else:
         command = f"genlab tune {settings.family} --out {folder} (trial {trial.number}); " \
                   f"retrain with: genlab train {settings.family} --from-study {folder} --trial {trial.number}"
-        pruning = TrialPruning(trial, metric) if metric else None
-        outcome = {}
-        try:
-            fit(settings.family, settings.data, model_config, train_config, run,
-                callbacks=[pruning] if pruning else [], command=command)
-        except NonFiniteLossError as error:
-            outcome = {"diverged": error.problem}
-        if pruning is not None and pruning.pruned_at is not None:
-            outcome = {"pruned": pruning.reason}
+        outcome = train_trial(trial, settings, run, model_config, train_config, metric, command)
     if "diverged" in outcome:
         trial.set_user_attr("pruned", f"diverged: {outcome['diverged']}")
         raise optuna.TrialPruned(outcome["diverged"])
@@ -444,6 +434,22 @@ def run_trial(trial, settings: StudySettings, folder: Path, dataset, deadline: f
         raise GenlabError(f"trial {trial.number} could not measure {', '.join(missing)}")
     trial.set_user_attr("metrics", values)
     return tuple(values[o] for o in settings.objectives)
+
+
+def train_trial(trial, settings: StudySettings, run: Path, model_config, train_config: TrainConfig,
+                metric: str | None, command: str) -> dict[str, str]:
+    """Train a trial's run, pruned by `metric` when given: {} when it trained to the end, else {"pruned" or
+    "diverged": why}."""
+    from genlab.engine.callbacks import TrialPruning
+    from genlab.engine.trainer import fit
+
+    pruning = TrialPruning(trial, metric) if metric else None
+    try:
+        fit(settings.family, settings.data, model_config, train_config, run,
+            callbacks=[pruning] if pruning else [], command=command)
+    except NonFiniteLossError as error:
+        return {"diverged": error.problem}
+    return {"pruned": pruning.reason} if pruning is not None and pruning.pruned_at is not None else {}
 
 
 def train_in_own_processes(folder: Path, number: int, max_time: str | None) -> dict[str, str]:

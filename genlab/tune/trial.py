@@ -23,12 +23,9 @@ def main(argv: list[str]) -> int:
         return 2
     import optuna
 
-    from genlab.engine.callbacks import TrialPruning
     from genlab.engine.runs import first_process
-    from genlab.engine.trainer import fit
-    from genlab.errors import NonFiniteLossError
     from genlab.files import atomic_write
-    from genlab.tune.study import load_study, read_settings, trial_configs
+    from genlab.tune.study import load_study, read_settings, train_trial, trial_configs
 
     folder, number = Path(argv[0]), int(argv[1])
     max_time = argv[2] if len(argv) == 3 and argv[2] else None
@@ -40,17 +37,9 @@ def main(argv: list[str]) -> int:
         return 2
     trial = optuna.Trial(study, frozen._trial_id)
     model_config, train_config, metric = trial_configs(trial, settings, max_time)
-    pruning = TrialPruning(trial, metric) if metric else None
     run = folder / "trials" / f"{number:04d}"
     command = f"genlab tune {settings.family} --out {folder} (trial {number}, on {train_config.devices} devices)"
-    outcome: dict[str, str] = {}
-    try:
-        fit(settings.family, settings.data, model_config, train_config, run,
-            callbacks=[pruning] if pruning else [], command=command)
-    except NonFiniteLossError as error:
-        outcome = {"diverged": error.problem}
-    if pruning is not None and pruning.pruned_at is not None:
-        outcome = {"pruned": pruning.reason}
+    outcome = train_trial(trial, settings, run, model_config, train_config, metric, command)
     if first_process():
         atomic_write(run / "outcome.json", json.dumps(outcome))
     return 0
