@@ -90,6 +90,8 @@ def run_variant(args, data: Path, name: str) -> dict:
     options = DiffusionSampleOptions(sampler="dpm++", steps=args.steps, guidance=args.guidance)
     out = {"run": str(run), "train_seconds": round(took, 1), "train_steps": steps,
            "parameters": model.num_parameters()}
+    if args.plan_seconds and model.grounded:
+        out["planner_alone"] = train_planner(model, data, args.plan_seconds)
     for part in ("heldout", "test"):
         prompts = prompts_of(data / part, args.prompts)
         start = time.perf_counter()
@@ -104,6 +106,38 @@ def run_variant(args, data: Path, name: str) -> dict:
         if model.grounded:  # the planner's own share: do its layouts place what the prompts asked?
             out[part]["planned_layouts"] = planned(model, prompts)
     return out
+
+
+def train_planner(model, data: Path, seconds: float, batch: int = 256, lr: float = 1e-3) -> dict:
+    """Train a grounded model's planner alone for `seconds` more on the training captions' layouts (AdamW, `batch`
+    captions a step; the denoiser untouched): the planner is a separate small model, which the joint run's
+    learning rate and batch (the denoiser's) train slowly."""
+    from genlab.data.shapes import load_shapes
+    from genlab.models.diffusion.text import embed_pieces, piece_ids
+
+    c = model.config
+    shapes = load_shapes(data)
+    captions = [text for texts in shapes.captions[0] for text in texts]
+    boxes = [layout for layouts in shapes.layouts[0] for layout in layouts]
+    ids = piece_ids(c.text_encoder, captions, c.text_length)
+    layouts = torch.zeros(len(boxes), c.layout_slots, 4)
+    for i, layout in enumerate(boxes):
+        for k, box in enumerate(layout):
+            layouts[i, k] = torch.tensor([1.0, *box])
+    generator = torch.Generator().manual_seed(0)
+    optimiser = torch.optim.AdamW(model.planner.parameters(), lr=lr)
+    model.planner.train()
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        rows = torch.randint(len(captions), (batch,), generator=generator)
+        loss = model.planner.loss(embed_pieces(c.text_encoder, ids[rows]), layouts[rows])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        steps += 1
+    model.planner.eval()
+    return {"seconds": round(time.perf_counter() - start, 1), "steps": steps, "batch": batch, "lr": lr,
+            "last_loss": round(float(loss), 4)}
 
 
 def planned(model, prompts: list[str]) -> dict:
@@ -133,6 +167,8 @@ def main() -> None:
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)  # one variant, in a child process
     parser.add_argument("--resume", default=None, help="a run of this benchmark to continue until its training wall "
                         "clock totals --seconds, then judge (with --variant NAME and --out; the data must exist)")
+    parser.add_argument("--plan-seconds", type=float, default=0.0, help="layout variant: train its planner alone "
+                        "this many seconds more before judging (the denoiser untouched)")
     parser.add_argument("--model", default="{}", help="JSON overrides of both diffusion configs")
     parser.add_argument("--train", default="{}", help="JSON overrides of both training configs")
     parser.add_argument("--threads", type=int, default=None)
