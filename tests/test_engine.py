@@ -72,6 +72,27 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         assert logged(killed)[step] == pytest.approx(logged(straight)[step], rel=1e-5)
 
 
+def test_a_run_resumed_between_log_steps_logs_what_an_uninterrupted_one_does(tmp_path, tiny_vae, tiny_train):
+    """Lightning writes logged values after batch 19, 39, ... (--log-every 20): the loss is logged at those batches,
+    so a record holds its own step's loss, and a run resumed at step 30 still writes step 39's (it once wrote
+    step 20's loss as step 39's, and nothing after such a resume). That the losses after a resume equal an
+    uninterrupted run's is test_sigkill_then_resume_equals_uninterrupted_run's."""
+    import lightning.pytorch as pl
+
+    class StopAt30(pl.Callback):  # the first session ends at step 30, its checkpoint there, as a killed run would
+        def on_train_batch_end(self, trainer, *args):
+            trainer.should_stop = trainer.should_stop or trainer.global_step >= 30
+
+    config = from_dict(TrainConfig, {**tiny_train, "log_every": 20, "ckpt_every": 30, "val_every": 1000,
+                                     "max_steps": 40})
+    train("vae", "digits", from_dict(VAEConfig, tiny_vae), config, tmp_path / "straight")
+    train("vae", "digits", from_dict(VAEConfig, tiny_vae), config, tmp_path / "resumed", callbacks=[StopAt30()])
+    train("vae", "digits", from_dict(VAEConfig, tiny_vae), config, tmp_path / "resumed", resume=True)
+    logged = lambda run: {r["step"]: r["train/loss"] for r in read_metrics(run) if "train/loss" in r}  # noqa: E731
+    straight, resumed = logged(tmp_path / "straight"), logged(tmp_path / "resumed")
+    assert sorted(straight) == [19, 39] and 39 in resumed, "the resumed session writes step 39's record"
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, tiny_vae, tiny_train):
     original = VAE.loss
 

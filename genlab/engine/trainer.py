@@ -63,8 +63,11 @@ class GenlabModule(pl.LightningModule):
         self.batches_seen += 1
         if self.nonfinite is not None:
             return None  # skips the optimiser step: the weights stay those of the last good step
-        # self.log costs about as much as a small model's step (docs/architecture.md): log only what is written
-        if self.global_step % self.train_config.log_every == 0:
+        # self.log costs about as much as a small model's step (docs/architecture.md): log only what is written.
+        # Lightning writes the logged values after the batch whose (index + 1) is a multiple of log_every_n_steps;
+        # logging at other batches would write a value that many steps stale (and none after a resume between
+        # the two, where nothing was logged since)
+        if (self.global_step + 1) % self.train_config.log_every == 0:
             # several processes: the mean over them, the loss of the whole global batch (costs one reduction)
             sync = self.trainer.world_size > 1
             self.log_dict({f"train/{k}": v.detach() for k, v in out.items()}, prog_bar=False, sync_dist=sync)
