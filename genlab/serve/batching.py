@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -368,6 +369,7 @@ class ImageBatcher:
         self.images = 0  # admitted: sampling + waiting
         self.sampling = 0
         self.widest = 0  # the most images one batch has held
+        self.cores = config.threads or os.cpu_count() or 1  # what a batch of four images or more runs on
         self._wake = threading.Condition()
         self._stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -414,12 +416,9 @@ class ImageBatcher:
                 id(request) if alone else None)
 
     def _run(self) -> None:
-        import os
-
         from genlab.serve.limits import start_worker
 
         start_worker(1)
-        self.cores = self.config.threads or os.cpu_count() or 1
         while True:
             with self._wake:
                 while not self.waiting and not self._stopping:
@@ -449,7 +448,7 @@ class ImageBatcher:
                 pass
 
     def _sample(self, batch: list[ImageRequest]) -> None:
-        from genlab.serve.registry import images_of
+        from genlab.serve.registry import image_generators, images_of, sampling_options
 
         live = []
         for request in batch:
@@ -465,7 +464,7 @@ class ImageBatcher:
         model = self.served.model
         labels = None if o["labels"] is None else [y for r in live for y in _listed(r.options["labels"], r.n)]
         prompts = None if o["prompt"] is None else [p for r in live for p in _listed(r.options["prompt"], r.n)]
-        generators = [torch.Generator().manual_seed(r.options["seed"] + i) for r in live for i in range(r.n)]
+        generators = [g for r in live for g in image_generators(r.options["seed"], r.n)]
         self.widest = max(self.widest, len(generators))
         # the model's one sampling thread: a batch's convolutions take every core (or --threads); a batch of an
         # image or two runs faster on one thread (bench/results/serve_images.json: one client alone, 1 thread
@@ -474,8 +473,7 @@ class ImageBatcher:
         try:
             with torch.inference_mode():
                 images = model.sample(len(generators), labels=labels, prompt=prompts, generator=generators,
-                                      options=model.sample_options(**{k: v for k, v in o["sample"].items()
-                                                                      if v is not None}))
+                                      options=sampling_options(model, o))
         except Exception as error:  # a request's own bad options, or a bug: its batch fails, the thread goes on
             for request in live:
                 self._settle(request, error=error)

@@ -295,16 +295,24 @@ def sample_images(job: Job, served: Served, options: dict[str, Any]) -> list[tup
     model of sound (voiced by `options["voice"]`, a served vocoder, or by Griffin-Lim: None)."""
     job.check()
     model = served.model
-    kwargs = {k: v for k, v in options["sample"].items() if v is not None}
     seed, n = options["seed"], options["n"]
     # a model that takes a generator per image draws image i from seed + i, as its batched requests do
     # (genlab.serve.batching.ImageBatcher): the same images however the server runs them
-    generator = ([torch.Generator().manual_seed(seed + i) for i in range(n)] if model.generator_per_image
-                 else torch.Generator().manual_seed(seed))
+    generator = image_generators(seed, n) if model.generator_per_image else torch.Generator().manual_seed(seed)
     images = model.sample(n, labels=options["labels"], prompt=options["prompt"], generator=generator,
-                          options=model.sample_options(**kwargs))
+                          options=sampling_options(model, options))
     job.check()
     return images_of(served, images, options, job)
+
+
+def image_generators(seed: int, n: int) -> list[torch.Generator]:
+    """One generator per image of a request: image i's seeded seed + i."""
+    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+
+def sampling_options(model: Any, options: dict[str, Any]):
+    """The model's sample options from a request's (those it left unset take the model's defaults)."""
+    return model.sample_options(**{k: v for k, v in options["sample"].items() if v is not None})
 
 
 def images_of(served: Served, images: torch.Tensor, options: dict[str, Any], job: Job | None = None,

@@ -183,12 +183,13 @@ def make_video(job: Job, served: Served, video: Video, options: dict[str, Any]) 
     """Run on a worker: the clip (from noise, or animating `options["first"]`, a PIL image), cut to `video.frames`
     frames, as MP4, GIF, a first-frame PNG and a frame-grid PNG in `video.files`."""
     from genlab.data.video import encode_video, frame_grid
+    from genlab.serve.registry import sampling_options
 
     video.status = RUNNING
     job.check()
     model, config = served.model, served.model.config
     generator = torch.Generator().manual_seed(video.seed)
-    sample = model.sample_options(**{k: v for k, v in options["sample"].items() if v is not None})
+    sample = sampling_options(model, options)
     labels = [options["label"]] if options["label"] is not None else None
     if options["first"] is not None:
         first = image_tensor(options["first"], config.channels, tuple(config.image_size))
