@@ -113,6 +113,7 @@ def train_planner(model, data: Path, seconds: float, batch: int = 256, lr: float
     captions a step; the denoiser untouched): the planner is a separate small model, which the joint run's
     learning rate and batch (the denoiser's) train slowly."""
     from genlab.data.shapes import load_shapes
+    from genlab.models.diffusion.layout import layout_tensor
     from genlab.models.diffusion.text import embed_pieces, piece_ids
 
     c = model.config
@@ -120,10 +121,7 @@ def train_planner(model, data: Path, seconds: float, batch: int = 256, lr: float
     captions = [text for texts in shapes.captions[0] for text in texts]
     boxes = [layout for layouts in shapes.layouts[0] for layout in layouts]
     ids = piece_ids(c.text_encoder, captions, c.text_length)
-    layouts = torch.zeros(len(boxes), c.layout_slots, 4)
-    for i, layout in enumerate(boxes):
-        for k, box in enumerate(layout):
-            layouts[i, k] = torch.tensor([1.0, *box])
+    layouts = layout_tensor(boxes, c.layout_slots)
     generator = torch.Generator().manual_seed(0)
     optimiser = torch.optim.AdamW(model.planner.parameters(), lr=lr)
     model.planner.train()

@@ -200,6 +200,16 @@ class LayoutPlanner(nn.Module):
         return layout
 
 
+def layout_tensor(layouts: list[list[tuple[float, float, float]]], slots: int) -> torch.Tensor:
+    """(N, slots, 4) layouts from N lists of (x, y, r) boxes, each at most `slots` long: present boxes first."""
+    out = torch.zeros(len(layouts), slots, 4)
+    rows = [(i, k, 1.0, *box) for i, boxes in enumerate(layouts) for k, box in enumerate(boxes)]
+    if rows:
+        table = torch.tensor(rows)
+        out[table[:, 0].long(), table[:, 1].long()] = table[:, 2:]
+    return out
+
+
 def least_gap(layouts: torch.Tensor) -> float:
     """The least clearance between two boxes of one layout, over (N, K, 4) layouts (the Chebyshev distance of
     their centres less both half-sides; negative when boxes overlap); +inf when no layout has two boxes."""

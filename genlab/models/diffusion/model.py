@@ -230,7 +230,7 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         cond_dim = {"none": 0, "class": 4 * c.widths[0], "text": c.text_dim}[c.condition]
         self.attends = c.condition == "text" and c.cross_attention
         prompt = (c.text_dim, c.text_width, c.text_layers, c.text_length) if self.attends else None
-        self.grounded = self.attends and c.layout
+        self.grounded = c.layout  # the config holds it to cross-attention models
         self.net = UNet(c.channels, c.widths, c.blocks, c.attention, c.dropout, cond_dim, c.patch, prompt,
                         c.layout_slots if self.grounded else 0)
         if self.grounded:
@@ -331,14 +331,17 @@ class Diffusion(ImageModel, ImageSampler, Editor, AnomalyScorer):
         encoded = piece_ids(c.text_encoder, texts, c.text_length) if self.attends else encode(c.text_encoder, texts)
         boxes = None
         if layouts is not None:  # (sets, captions, slots, 4): present, x, y, r
+            from genlab.models.diffusion.layout import layout_tensor
+
+            crowded = next(((row, len(layout)) for row, per_caption in enumerate(layouts) for layout in per_caption
+                            if len(layout) > c.layout_slots), None)
+            if crowded is not None:
+                raise ConfigError(f"a caption of training image {crowded[0]} names {crowded[1]} objects; this model "
+                                  f"plans {c.layout_slots}", "train a new model on this data")
+            flat = [layout for per_caption in layouts for layout in per_caption]
+            where = [(row, j) for row, per_caption in enumerate(layouts) for j in range(len(per_caption))]
             boxes = torch.zeros(*index.shape, c.layout_slots, 4)
-            for row, per_caption in enumerate(layouts):
-                for j, layout in enumerate(per_caption):
-                    if len(layout) > c.layout_slots:
-                        raise ConfigError(f"a caption of training image {row} names {len(layout)} objects; this "
-                                          f"model plans {c.layout_slots}", "train a new model on this data")
-                    for k, box in enumerate(layout):
-                        boxes[row, j, k] = torch.tensor([1.0, *box])
+            boxes[tuple(torch.tensor(where).T)] = layout_tensor(flat, c.layout_slots)
         return CaptionBank(texts, index, torch.tensor([len(captions) for captions in sets]), encoded, boxes)
 
     def _caption_bank(self) -> CaptionBank:
