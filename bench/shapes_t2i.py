@@ -6,6 +6,7 @@ sentence embedding.
     python bench/shapes_t2i.py --n 120 --seconds 5 --prompts 3 --steps 2 --out /tmp/shapes_smoke.json  # smoke test
     python bench/shapes_t2i.py --threads 1 --seconds 10800 --variant cross_attention --resume RUN --out FILE
                                                                    # continue one variant's run, then judge it
+    python bench/shapes_t2i.py --threads 1 --seconds 3000 --variants objects --out FILE   # one variant
 
 The set: `genlab data make shapes` (`--n` scenes of 1-3 objects at 32 px; the `--hold-out` pairs never appear in
 train/ or test/, and every heldout/ scene holds one). Two diffusion models with the same U-Net train for the same
@@ -39,7 +40,8 @@ from genlab.models.diffusion.model import DiffusionSampleOptions  # noqa: E402
 # each variant's model options: cross-attention to the prompt's tokens; one pooled sentence embedding; cross-attention
 # grounded on a layout its planner draws from the prompt (genlab.models.diffusion.layout)
 VARIANTS = {"cross_attention": {"cross_attention": True}, "pooled": {"cross_attention": False},
-            "layout": {"cross_attention": True, "layout": True}}
+            "layout": {"cross_attention": True, "layout": True},
+            "objects": {"cross_attention": True, "layout": True, "objects_only": True}}
 UNET = {"widths": [64, 96, 128], "blocks": [1, 1, 2], "attention": [False, True, True], "patch": 2}
 
 
@@ -48,6 +50,26 @@ def prompts_of(split: Path, count: int) -> list[str]:
     how they lie)."""
     lines = (split / "metadata.jsonl").read_text().splitlines()[:count]
     return [json.loads(line)["text"] for line in lines]
+
+
+def layouts_of(split: Path, count: int) -> list[list[tuple[float, float, float]]]:
+    """The boxes of the objects each of those prompts names, in order: the scene's own layout."""
+    from genlab.data.shapes import caption_layouts
+
+    lines = (split / "metadata.jsonl").read_text().splitlines()[:count]
+    size = json.loads((split.parent / "shapes.json").read_text())["size"]
+    return [caption_layouts(json.loads(line)["objects"], size)[0] for line in lines]
+
+
+def drawn(model, prompts: list[str], options, layouts=None) -> list[np.ndarray]:
+    """One image per prompt as uint8 arrays, 50 at a time, each chunk its own seed; grounded on `layouts` when
+    given (else the planner's)."""
+    images = []
+    for i in range(0, len(prompts), 50):
+        chunk = prompts[i : i + 50]
+        images.append(model.sample(len(chunk), prompt=chunk, options=options, layout=layouts[i : i + 50] if layouts
+                                   else None, generator=torch.Generator().manual_seed(i)))
+    return [(image.numpy() * 255).round().astype(np.uint8) for image in torch.cat(images)]
 
 
 def judged(images: list[np.ndarray], prompts: list[str]) -> dict:
@@ -95,16 +117,12 @@ def run_variant(args, data: Path, name: str) -> dict:
     for part in ("heldout", "test"):
         prompts = prompts_of(data / part, args.prompts)
         start = time.perf_counter()
-        images = []
-        for i in range(0, len(prompts), 50):  # 50 at a time, each chunk its own seed
-            chunk = prompts[i : i + 50]
-            images.append(model.sample(len(chunk), prompt=chunk, options=options,
-                                       generator=torch.Generator().manual_seed(i)))
-        images = torch.cat(images)
-        pixels = [(image.numpy() * 255).round().astype(np.uint8) for image in images]
-        out[part] = {**judged(pixels, prompts), "sample_seconds": round(time.perf_counter() - start, 1)}
-        if model.grounded:  # the planner's own share: do its layouts place what the prompts asked?
+        out[part] = {**judged(drawn(model, prompts, options), prompts),
+                     "sample_seconds": round(time.perf_counter() - start, 1)}
+        if model.grounded:  # each stage's share: the planner's layouts, and the denoiser on the scenes' own
             out[part]["planned_layouts"] = planned(model, prompts)
+            out[part]["given_the_scenes_layouts"] = judged(
+                drawn(model, prompts, options, layouts_of(data / part, args.prompts)), prompts)
     return out
 
 

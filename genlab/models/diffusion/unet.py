@@ -165,12 +165,13 @@ class UNet(nn.Module):
     the way down (the way up has one more, as in the DDPM U-Net); attention: which levels attend.
     cond_dim: the size of a pooled condition vector; or, with `prompt` (d_in, width, layers, length), the
     condition is a prompt's frozen word-piece embeddings (B, L, d_in) and the attention levels attend to them;
-    with `layout_slots` too, the condition is (pieces, layout (B, layout_slots, 4)).
+    with `layout_slots` too, the condition is (pieces, layout (B, layout_slots, 4)); `objects_only`: the network
+    sees the prompt through its objects' grounding tokens alone (the sentence's states only find each object's words).
     """
 
     def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
                  dropout: float = 0.0, cond_dim: int = 0, patch: int = 1,
-                 prompt: tuple[int, int, int, int] | None = None, layout_slots: int = 0):
+                 prompt: tuple[int, int, int, int] | None = None, layout_slots: int = 0, objects_only: bool = False):
         super().__init__()
         self.prompt = PromptEncoder(*prompt) if prompt else None
         context_dim = prompt[1] if prompt else 0
@@ -183,6 +184,9 @@ class UNet(nn.Module):
             for conv in self.layout_in:
                 nn.init.zeros_(conv.weight)
                 nn.init.zeros_(conv.bias)
+            # objects only: a learned token always attended to, so that a layout with no objects (the null condition
+            # of guidance) still gives attention a key
+            self.blank = nn.Parameter(torch.randn(1, 1, context_dim) * 0.02) if objects_only else None
         cond_dim = context_dim or cond_dim
         self.patch = patch
         channels *= patch * patch
@@ -244,8 +248,13 @@ class UNet(nn.Module):
             context = (states, mask)
             if layout is not None:
                 tokens, present = self.grounding(states, mask, pieces, layout)
-                context = (torch.cat([states, tokens], 1), torch.cat([mask, present], 1))
                 grounded = (tokens, layout)
+                if self.blank is not None:  # the objects alone: attended to, and their mean drives FiLM
+                    context = (torch.cat([self.blank.expand(len(tokens), -1, -1), tokens], 1),
+                               F.pad(present, (1, 0), value=True))
+                    cond = (tokens * present[..., None]).sum(1) / present.sum(1, keepdim=True).clamp_min(1)
+                else:
+                    context = (torch.cat([states, tokens], 1), torch.cat([mask, present], 1))
         emb = self.embed(t, cond)
         size = x.shape[-2:]
         if self.patch > 1:
