@@ -25,11 +25,13 @@ histogram matching at equal content SSIM, and the feed-forward model stylises a 
 
     python bench/style.py                        # -> bench/results/style.json (about 35 min on 2 cores)
     python bench/style.py --smoke --out /tmp/style.json   # tiny settings: one pair, a few steps, 64 px
+    python bench/style.py --gatys-only --colour-weight W --out FILE   # Gatys (its colour term at W) and the anchor
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -221,6 +223,9 @@ def main() -> None:
     parser.add_argument("--styles", default=",".join(STYLES))
     parser.add_argument("--train-styles", type=int, default=3, help="AdaIN trains on the first this many styles")
     parser.add_argument("--gatys-steps", type=int, default=150)
+    parser.add_argument("--colour-weight", type=float, default=None,
+                        help="Gatys's colour term (GatysOptions.colour_weight; default the options')")
+    parser.add_argument("--gatys-only", action="store_true", help="Gatys and the anchor alone: no AdaIN training")
     parser.add_argument("--adain-steps", type=int, default=20000)
     parser.add_argument("--adain-seconds", type=float, default=1200, help="AdaIN's training wall clock")
     parser.add_argument("--adain-model", default="", help="a trained style model's run folder: skip training")
@@ -241,9 +246,14 @@ def main() -> None:
 
     contents, styles = args.contents.split(","), args.styles.split(",")
     judges = [Judge("efficientnet_lite1"), Judge("random_vgg")]
-    adain_model, adain_info = train_adain(args, styles[: args.train_styles])
-    adain_info["stylise_256x256_seconds"] = stylisation_seconds(adain_model, 256, repeats=2 if args.smoke else 5)
-    print(f"AdaIN: {adain_info.get('steps', 'loaded')} steps; 256x256 in {adain_info['stylise_256x256_seconds']} s")
+    adain_model, adain_info = None, None
+    if not args.gatys_only:
+        adain_model, adain_info = train_adain(args, styles[: args.train_styles])
+        adain_info["stylise_256x256_seconds"] = stylisation_seconds(adain_model, 256, repeats=2 if args.smoke else 5)
+        print(f"AdaIN: {adain_info.get('steps', 'loaded')} steps; 256x256 in {adain_info['stylise_256x256_seconds']} s")
+    options = GatysOptions(steps=args.gatys_steps, **(
+        {} if args.colour_weight is None else {"colour_weight": args.colour_weight}))
+    methods = ("gatys", "histogram_matching") if args.gatys_only else ("gatys", "adain", "histogram_matching")
 
     pairs, gatys_seconds = [], []
     for content in contents:
@@ -251,22 +261,22 @@ def main() -> None:
         for name in styles:
             style = square(picture(name), args.size)
             start = time.perf_counter()
-            outputs = {"gatys": gatys(photo, style, GatysOptions(steps=args.gatys_steps))}
+            outputs = {"gatys": gatys(photo, style, options)}
             gatys_seconds.append(time.perf_counter() - start)
-            outputs["adain"] = adain_model.stylize(photo, style)
+            if adain_model is not None:
+                outputs["adain"] = adain_model.stylize(photo, style)
             outputs["histogram_matching"] = histogram_matching(photo, style)
             curves = {method: curve(photo, out, style, judges) for method, out in outputs.items()}
             target = curves["histogram_matching"]["ssim"][-1]
             row = {"content": content, "style": name, "adain_saw_style": name in styles[: args.train_styles],
                    "histogram_matching_ssim": target, "curves": curves}
             for judge in judges:
-                for method in ("gatys", "adain", "histogram_matching"):
+                for method in methods:
                     row[f"{method}_{judge.name}"], row[f"{method}_ssim_{judge.name}"] = at_ssim(
                         curves[method], judge.name, target)
             pairs.append(row)
             print(f"{content} in {name}: SSIM {target:.3f}; " + "; ".join(
-                f"{j.name} gatys {row[f'gatys_{j.name}']:.4f} adain {row[f'adain_{j.name}']:.4f} "
-                f"hist {row[f'histogram_matching_{j.name}']:.4f}" for j in judges))
+                f"{j.name} " + " ".join(f"{m} {row[f'{m}_{j.name}']:.4f}" for m in methods) for j in judges))
 
     def summary(method: str) -> dict:
         out = {}
@@ -281,10 +291,11 @@ def main() -> None:
     results = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "threads": torch.get_num_threads(), "torch_version": torch.__version__},
-        "budget": {"size": args.size, "gatys_steps": args.gatys_steps, "adain_training": adain_info,
-                   "smoke": args.smoke},
-        "genlab": {"gatys": {**summary("gatys"), "seconds_per_image_median": statistics.median(gatys_seconds)},
-                   "adain": {**summary("adain"), "stylise_256x256_seconds": adain_info["stylise_256x256_seconds"]}},
+        "budget": {"size": args.size, "gatys_steps": args.gatys_steps, "gatys_options": dataclasses.asdict(options),
+                   "adain_training": adain_info, "smoke": args.smoke},
+        "genlab": {"gatys": {**summary("gatys"), "seconds_per_image_median": statistics.median(gatys_seconds)}} | (
+            {} if adain_model is None else
+            {"adain": {**summary("adain"), "stylise_256x256_seconds": adain_info["stylise_256x256_seconds"]}}),
         "anchor": {"name": "histogram matching (skimage.exposure.match_histograms, channel_axis=-1)",
                    **{f"style_loss_{j.name}_mean": float(np.mean([p[f"histogram_matching_{j.name}"] for p in pairs]))
                       for j in judges},
