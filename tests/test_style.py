@@ -28,6 +28,7 @@ from genlab.models.style import (
     mean_std,
     read_images,
     sliced_wasserstein,
+    sorted_projections,
     swag,
 )
 
@@ -108,13 +109,15 @@ def test_sliced_wasserstein_is_the_sorted_matching_and_gatys_colour_term_pulls_c
     x, y = torch.randn(1, 3, 500, generator=g), torch.randn(1, 3, 500, generator=g) * 2 + 1
     one = torch.tensor([[1.0], [0.0], [0.0]])
     exact = np.mean((np.sort(x[0, 0].numpy()) - np.sort(y[0, 0].numpy())) ** 2)
-    assert float(sliced_wasserstein(x, y, one)) == pytest.approx(exact, rel=1e-5)
+    assert float(sliced_wasserstein(x, sorted_projections(y, one), one)) == pytest.approx(exact, rel=1e-5)
     # scipy's W1 of the same sets bounds it from below (Jensen: W1^2 <= W2^2)
     assert scipy_stats.wasserstein_distance(x[0, 0], y[0, 0]) ** 2 <= exact + 1e-6
     directions = colour_directions(8)
     assert directions.shape == (3, 11) and torch.allclose(directions.norm(dim=0), torch.ones(11))
-    assert float(sliced_wasserstein(x, x[..., torch.randperm(500, generator=g)], directions)) < 1e-10
-    assert float(sliced_wasserstein(x, y[..., :250], directions)) > 0  # sizes differ: y's sorted values resampled
+    assert float(sliced_wasserstein(x, sorted_projections(x[..., torch.randperm(500, generator=g)], directions),
+                                    directions)) < 1e-10
+    half = sorted_projections(y[..., :250], directions)  # sizes differ: the target's sorted values are resampled
+    assert float(sliced_wasserstein(x, half, directions)) > 0
     content, style = picture(), stripes()
     plain = Gatys(content, style, GatysOptions(steps=6, colour_weight=0.0))
     coloured = Gatys(content, style, GatysOptions(steps=6, colour_weight=1e4))

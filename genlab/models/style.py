@@ -79,16 +79,21 @@ def colour_directions(count: int, seed: int = 0) -> torch.Tensor:
     return torch.cat([torch.eye(3), drawn / drawn.norm(dim=0, keepdim=True)], 1)
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """Squared sliced 2-Wasserstein distance between the values of x (B, C, N) and y (1, C, M) along `directions`
-    (C, K): each projection's sorted values, y's resampled to N when M differs, compared by mean squared error (the
+def sorted_projections(values: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Values (B, C, N) projected on `directions` (C, K) and sorted along each: (B, K, N)."""
+    return torch.sort(directions.T @ values, dim=-1).values
+
+
+def sliced_wasserstein(x: torch.Tensor, target: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Squared sliced 2-Wasserstein distance between the values of x (B, C, N) and a target given by its
+    `sorted_projections` (1, K, M) on the same `directions` (C, K; a fixed target is projected and sorted once):
+    each projection's sorted values, the target's resampled to N when M differs, compared by mean squared error (the
     1-D optimal transport along a line is the sorted order). Heitz et al., "A Sliced Wasserstein Loss for Neural
     Texture Synthesis", CVPR 2021. (B,)."""
-    px = torch.sort(directions.T @ x, dim=-1).values  # (B, K, N)
-    py = torch.sort(directions.T @ y, dim=-1).values
-    if py.shape[-1] != px.shape[-1]:
-        py = F.interpolate(py, size=px.shape[-1], mode="linear", align_corners=True)
-    return (px - py).pow(2).mean(dim=(1, 2))
+    px = sorted_projections(x, directions)
+    if target.shape[-1] != px.shape[-1]:
+        target = F.interpolate(target, size=px.shape[-1], mode="linear", align_corners=True)
+    return (px - target).pow(2).mean(dim=(1, 2))
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -173,8 +178,8 @@ class Gatys:
             self.scales = {name: f.std() for name, f in feats.items()}
             self.grams = {name: gram(swag(f, o.temperature, self.scales[name])) for name, f in feats.items()}
             self.directions = colour_directions(32)
-            self.colours = style.flatten(2)  # (1, 3, pixels)
-            self.colour_scale = (self.directions.T @ self.colours).var(-1).mean() + 1e-6
+            self.colours = sorted_projections(style.flatten(2), self.directions)  # (1, K, pixels)
+            self.colour_scale = self.colours.var(-1).mean() + 1e-6
             # total variation relative to the content's own, as the other losses are relative
             self.tv_scale = self.content.diff(dim=-1).abs().mean() + self.content.diff(dim=-2).abs().mean() + 1e-3
 
@@ -410,4 +415,5 @@ class AdaINStylizer(GenerativeModel, Stylizer):
 
 
 __all__ = ["AdaINStylizer", "Gatys", "GatysOptions", "StyleConfig", "adain", "colour_directions", "decoder_widths",
-           "gatys", "gram", "image_files", "mean_std", "read_images", "resize_short_side", "sliced_wasserstein", "swag"]
+           "gatys", "gram", "image_files", "mean_std", "read_images", "resize_short_side", "sliced_wasserstein",
+           "sorted_projections", "swag"]
