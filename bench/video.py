@@ -56,7 +56,8 @@ from genlab.metrics.video import (  # noqa: E402
 )
 from genlab.models.video import VideoSampleOptions  # noqa: E402
 
-MODEL = {"condition": "class", "widths": [64, 128], "blocks": [1, 2], "patch": 8, "mean_share": 0.5}
+MODEL = {"condition": "class", "latent": 4, "ae_steps": 600, "widths": [64, 128], "blocks": [1, 2], "patch": 2,
+         "space_time": [False, True], "mean_share": 0.5}
 TRAINING = {"batch_size": 8, "lr": 1e-3}
 OPENSTL_FILES = ("openstl/modules/convlstm_modules.py", "openstl/models/convlstm_model.py",
                  "openstl/utils/predrnn_utils.py")

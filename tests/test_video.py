@@ -20,7 +20,7 @@ from genlab.errors import ConfigError, DataError
 from genlab.metrics.video import centroids, class_keeping, motion, motion_distance, prediction_errors
 from genlab.models.video import VideoConfig, VideoDiffusion, VideoSampleOptions
 
-TINY = {"widths": (32, 64), "blocks": (1, 1), "patch": 4, "sample_steps": 2}
+TINY = {"widths": (32, 64), "blocks": (1, 1), "patch": 4, "sample_steps": 2, "head": 32, "space_time": (False, True)}
 
 
 def garments(classes: int = 3, per_class: int = 4, size: int = 8) -> ImageData:
@@ -240,9 +240,72 @@ def test_motion_statistics():
     assert keeping == {"agreement": 7 / 8, "clips_all_agree": 0.5, "asked_class": 3 / 8}
 
 
+def test_space_time_attention_reaches_other_places_in_other_frames():
+    """Joint attention carries what is at one place of one frame to another place of another frame; attention along
+    time at each pixel carries it to the same place only."""
+    from genlab.models.video import SpaceTimeAttention, TemporalAttention
+
+    torch.manual_seed(0)
+    x = torch.randn(2 * 4, 32, 3, 3)  # two clips of four frames
+    poked = x.clone()
+    poked[0, :, 0, 0] += 3  # clip 0, frame 0, top left
+    for layer, reaches in ((SpaceTimeAttention(32), True), (TemporalAttention(32), False)):
+        torch.nn.init.normal_(layer.proj.weight, std=0.1)
+        layer.norm = torch.nn.Identity()  # GroupNorm's statistics of a frame would spread the poke over its pixels
+        change = (layer(poked, 4) - layer(x, 4)).abs().amax(1)  # (B*T, H, W)
+        assert (change[3, 2, 2] > 1e-3) == reaches  # clip 0, frame 3, bottom right
+        assert change[3, 0, 0] > 1e-3  # the same place in another frame: both
+        assert change[4:].max() == 0  # never the other clip
+
+
+LATENT = {**TINY, "latent": 2, "ae_widths": (8, 16), "ae_steps": 30, "patch": 2}
+
+
+def test_latent_model_trains_its_autoencoder_first(moving, tmp_path):
+    """A latent model's first ae_steps train the frame autoencoder alone (the U-Net gets no gradient), then the
+    diffusion trains on latents of unit scale; it refuses to sample before that; saved and loaded, it samples the
+    same."""
+    model = tiny(moving, **LATENT).train()
+    clips = torch.from_numpy(load_data(str(moving)).train_x[:8])
+    labels = torch.zeros(8, dtype=torch.long)
+    with pytest.raises(ConfigError, match="has not trained yet"):
+        model.sample_video(1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    first = None
+    for step in range(30):
+        out = model.loss((clips, labels), step)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        assert all(p.grad is None for p in model.net.parameters())
+        optimizer.step()
+        first = first if first is not None else float(out["ae_l1"])
+    assert float(out["ae_l1"]) < 0.5 * first  # the autoencoder learns the frames
+    out = model.loss((clips, labels), 30)
+    optimizer.zero_grad()
+    out["loss"].backward()
+    assert "ae_l1" not in out and all(p.grad is None for p in model.autoencoder.parameters())
+    assert model.latent_std.min() > 0
+    z = model.to_latent(clips.float() / 127.5 - 1)
+    assert z.shape == (8, 6, 2, 12, 12) and abs(float(z.std()) - 1) < 0.2  # unit scale, per channel
+    model.eval()
+    known = torch.tensor([True, False, False, True, False, False])
+    made = model.complete(clips[:2], known, labels=[0, 1], generator=torch.Generator().manual_seed(0))
+    assert made.shape == (2, 6, 1, 24, 24) and torch.allclose(made[:, known], clips[:2, known].float() / 255)
+    model.save_pretrained(tmp_path / "latent")
+    loaded = genlab.load(tmp_path / "latent")
+    assert torch.equal(loaded.latent_std, model.latent_std)
+    again = loaded.complete(clips[:2], known, labels=[0, 1], generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(again, made, atol=1e-5)
+
+
 def test_config_refuses_bad_settings():
     with pytest.raises(ConfigError, match="one entry per U-Net level"):
         VideoConfig(widths=(32, 64), blocks=(1,))
+    with pytest.raises(ConfigError, match="two or more autoencoder levels"):
+        VideoConfig(latent=4, ae_widths=(16,))
+    with pytest.raises(ConfigError, match="space_time"):
+        VideoConfig(widths=(32, 64), blocks=(1, 1), space_time=(True,))
     with pytest.raises(ConfigError, match="multiples of 32"):
         VideoConfig(widths=(48, 64))
     with pytest.raises(ConfigError, match="shares"):

@@ -61,10 +61,23 @@ class VideoConfig(ConditionalImageConfig):
     """spatial self-attention (within each frame) at these levels"""
     temporal: tuple[bool, ...] = (True, True)
     """temporal self-attention (across the frames, at each pixel) at these levels"""
+    space_time: tuple[bool, ...] = ()
+    """joint space-time self-attention (every position of every frame of the clip) at these levels and, where the
+    last level has it, in the middle, in place of the spatial and temporal attention there; () for none"""
     patch: int = 4
     """fold patch x patch pixels of each frame into channels before the U-Net"""
+    head: int = 0
+    """hidden width of a per-patch MLP from the last features and the patch's input pixels to its output pixels,
+    added to the output convolution's (0: none): what removes pixel-level noise when patches are large"""
     dropout: float = 0.0
     """dropout in the residual blocks"""
+    latent: int = 0
+    """channels of a per-frame autoencoder's latent that the diffusion runs in (0: in pixels)"""
+    ae_widths: tuple[int, ...] = (16, 32, 64)
+    """the autoencoder's channels per resolution, fine to coarse: a latent frame is 2^(levels - 1) times smaller"""
+    ae_steps: int = 600
+    """latent models: the first steps train the autoencoder alone (frames' L1 error and a small KL term); the
+    diffusion trains after them, on the frozen encoder's latents"""
     timesteps: int = 1000
     """diffusion steps T of training (cosine schedule, v prediction)"""
     min_snr_gamma: float = 5.0
@@ -95,9 +108,18 @@ class VideoConfig(ConditionalImageConfig):
             raise ConfigError("widths, blocks, attention and temporal need one entry per U-Net level",
                               "e.g. --model.widths [64,128] --model.blocks [1,2] --model.attention [false,true] "
                               "--model.temporal [true,true]")
+        if len(self.space_time) not in (0, levels):
+            raise ConfigError(f"space_time {list(self.space_time)} needs one entry per U-Net level ({levels}) or none",
+                              "e.g. --model.space-time [false,true]")
         if any(w % 32 for w in self.widths):
             raise ConfigError(f"widths {list(self.widths)} must be multiples of 32 (attention heads of 32)",
                               "e.g. [64,128]")
+        if self.latent < 0 or (self.latent and (len(self.ae_widths) < 2 or self.ae_steps < 1)):
+            raise ConfigError(f"latent {self.latent}, ae_widths {list(self.ae_widths)}, ae_steps {self.ae_steps}: a "
+                              "latent model needs two or more autoencoder levels and steps to train it",
+                              "e.g. --model.latent 4 --model.ae-widths [16,32,64] --model.ae-steps 600")
+        if self.head < 0:
+            raise ConfigError(f"head {self.head} must be >= 0", "e.g. --model.head 256 (0: none)")
         if not 1 <= self.patch <= 16 or not 2 <= self.frames <= 64:
             raise ConfigError(f"patch {self.patch} and frames {self.frames}: need 1-16 and 2-64",
                               "e.g. --model.patch 4 (frames come from the data)")
@@ -147,22 +169,85 @@ class TemporalAttention(Attention):
         return x + out
 
 
-class SpaceTimeBlock(nn.Module):
-    """A residual block, then attention within each frame and across the frames where the level has them."""
+class SpaceTimeAttention(Attention):
+    """Multi-head self-attention over every position of every frame of a clip, (B*T, C, H, W) feature maps, with
+    sinusoidal frame positions added to the normalised features: what lets a coarse level copy what a garment looks
+    like from where it was in one frame to where it is in another, which attention at one pixel across time cannot
+    (Ho et al. 2022 factorise it for cost; at a coarse level of a small clip the joint form is cheap)."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, spatial: bool, temporal: bool):
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        bt, c, h, w = x.shape
+        b, d = bt // frames, c // self.heads
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, frames, h * w, c)
+        tokens = tokens + timestep_embedding(torch.arange(frames, device=x.device), c).to(x.dtype)[:, None]
+        q, k, v = self.qkv(tokens.reshape(b, frames * h * w, c)).view(b, -1, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(bt, h, w, c)
+        return x + self.proj(out).permute(0, 3, 1, 2)
+
+
+class SpaceTimeBlock(nn.Module):
+    """A residual block, then attention within each frame and across the frames where the level has them, or one
+    attention over the whole clip (`joint`)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, spatial: bool, temporal: bool,
+                 joint: bool = False):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim, dropout)
-        self.spatial = Attention(c_out) if spatial else None
-        self.temporal = TemporalAttention(c_out) if temporal else None
+        self.joint = SpaceTimeAttention(c_out) if joint else None
+        self.spatial = Attention(c_out) if spatial and not joint else None
+        self.temporal = TemporalAttention(c_out) if temporal and not joint else None
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, frames: int) -> torch.Tensor:
         h = self.res(h, emb)
+        if self.joint is not None:
+            h = self.joint(h, frames)
         if self.spatial is not None:
             h = self.spatial(h)
         if self.temporal is not None:
             h = self.temporal(h, frames)
         return h
+
+
+class ConvBlock(nn.Module):
+    """GroupNorm, SiLU and a 3x3 convolution, twice, around a residual connection (no time embedding)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                                  group_norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class FrameAutoencoder(nn.Module):
+    """A per-frame KL autoencoder, the first stage of latent diffusion (Rombach et al., CVPR 2022), which latent
+    video models (Blattmann et al., "Align your Latents", CVPR 2023) run frame by frame: its decoder draws the
+    pixels, so that the diffusion model spends its steps on what is where and when, not on each pixel's noise.
+    Each level but the last halves the frame (a 4x4 stride-2 convolution); the decoder mirrors it (nearest
+    upsampling and a 3x3 convolution)."""
+
+    def __init__(self, channels: int, latent: int, widths: tuple[int, ...]):
+        super().__init__()
+        encoder = [nn.Conv2d(channels, widths[0], 3, padding=1)]
+        for c_in, c_out in zip(widths, widths[1:]):
+            encoder += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), ConvBlock(c_out)]
+        encoder += [group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], 2 * latent, 3, padding=1)]
+        self.encoder = nn.Sequential(*encoder)
+        decoder = [nn.Conv2d(latent, widths[-1], 3, padding=1), ConvBlock(widths[-1])]
+        for c_in, c_out in zip(widths[::-1], widths[-2::-1]):
+            decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1)]
+            decoder += [ConvBlock(c_out)] if c_out != widths[0] else []  # none at full size, where it costs most
+        decoder += [group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], channels, 3, padding=1)]
+        self.decoder = nn.Sequential(*decoder)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (N, C, H, W) in [-1, 1] -> the posterior's mean and log-variance, (N, latent, h, w) each."""
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        return mean, logvar.clamp(-30, 20)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
 
 
 class SpaceTimeUNet(nn.Module):
@@ -171,8 +256,10 @@ class SpaceTimeUNet(nn.Module):
     embedding drives every residual block (FiLM), as in the image U-Net."""
 
     def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
-                 temporal: tuple[bool, ...], dropout: float, num_classes: int, patch: int):
+                 temporal: tuple[bool, ...], dropout: float, num_classes: int, patch: int,
+                 space_time: tuple[bool, ...] = (), head: int = 0):
         super().__init__()
+        joint = space_time or (False,) * len(widths)
         self.patch = patch
         emb_dim = 4 * widths[0]
         self.time_dim = widths[0]
@@ -186,7 +273,8 @@ class SpaceTimeUNet(nn.Module):
         for i, (w, n) in enumerate(zip(widths, blocks)):
             level = nn.ModuleList()
             for j in range(n):
-                level.append(SpaceTimeBlock(c if j == 0 else w, w, emb_dim, dropout, attention[i], temporal[i]))
+                level.append(SpaceTimeBlock(c if j == 0 else w, w, emb_dim, dropout, attention[i], temporal[i],
+                                            joint[i]))
                 skips.append(w)
             self.down.append(level)
             c = w
@@ -194,13 +282,14 @@ class SpaceTimeUNet(nn.Module):
             self.downsample.append(nn.Identity() if last else nn.Conv2d(c, c, 3, stride=2, padding=1))
             if not last:
                 skips.append(c)
-        self.mid = nn.ModuleList([SpaceTimeBlock(c, c, emb_dim, dropout, True, True),
-                                  SpaceTimeBlock(c, c, emb_dim, dropout, False, True)])
+        self.mid = nn.ModuleList([SpaceTimeBlock(c, c, emb_dim, dropout, True, True, joint[-1]),
+                                  SpaceTimeBlock(c, c, emb_dim, dropout, False, True, joint[-1])])
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(widths))):
             level = nn.ModuleList()
             for _ in range(blocks[i] + 1):
-                level.append(SpaceTimeBlock(c + skips.pop(), widths[i], emb_dim, dropout, attention[i], temporal[i]))
+                level.append(SpaceTimeBlock(c + skips.pop(), widths[i], emb_dim, dropout, attention[i], temporal[i],
+                                            joint[i]))
                 c = widths[i]
             self.up.append(level)
             self.upsample.append(nn.Conv2d(c, c, 3, padding=1) if i > 0 else nn.Identity())
@@ -208,6 +297,15 @@ class SpaceTimeUNet(nn.Module):
         self.out = nn.Conv2d(c, channels * patch * patch, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        # A patch of p x p pixels leaves the U-Net through c channels: when p * p is near c, the network can hardly
+        # carry each pixel's noise from input to output, and samples keep speckle it cannot remove. The head sees
+        # the patch's input pixels beside the last features (the long skip of U-ViT, Bao et al., CVPR 2023)
+        self.head = None
+        if head:
+            self.head = nn.Sequential(nn.Conv2d(c + (2 * channels + 1) * patch * patch, head, 1), nn.SiLU(),
+                                      nn.Conv2d(head, channels * patch * patch, 1))
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
@@ -221,7 +319,8 @@ class SpaceTimeUNet(nn.Module):
         h = torch.cat([x, known, plane], 2).flatten(0, 1)  # (B*T, 2C+1, H, W): frames are batch items
         p = self.patch
         h = F.pad(h, (0, -width % p, 0, -height % p), mode="replicate")
-        h = self.stem(F.pixel_unshuffle(h, p).contiguous(memory_format=torch.channels_last))
+        pixels = F.pixel_unshuffle(h, p).contiguous(memory_format=torch.channels_last)
+        h = self.stem(pixels)
         hs = [h]
         for level, down in zip(self.down, self.downsample):
             for block in level:
@@ -237,7 +336,11 @@ class SpaceTimeUNet(nn.Module):
                 h = block(torch.cat([h, hs.pop()], dim=1), emb, frames)
             if not isinstance(up, nn.Identity):
                 h = up(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
-        out = F.pixel_shuffle(self.out(F.silu(self.out_norm(h))), p)[..., :height, :width]
+        h = F.silu(self.out_norm(h))
+        out = self.out(h)
+        if self.head is not None:
+            out = out + self.head(torch.cat([h, pixels], 1))
+        out = F.pixel_shuffle(out, p)[..., :height, :width]
         return out.reshape(b, frames, c, height, width)
 
 
@@ -254,7 +357,13 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         super().__init__(config)
         c = config
         classes = c.num_classes if c.condition == "class" else 0
-        self.net = SpaceTimeUNet(c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout, classes, c.patch)
+        self.autoencoder = FrameAutoencoder(c.channels, c.latent, c.ae_widths) if c.latent else None
+        # each latent channel's mean and standard deviation over the training frames, measured when the diffusion
+        # starts, so that the diffusion sees latents of unit variance (Rombach et al.'s scale factor, per channel)
+        self.register_buffer("latent_mean", torch.zeros(c.latent))
+        self.register_buffer("latent_std", torch.zeros(c.latent))
+        self.net = SpaceTimeUNet(c.latent or c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout,
+                                 classes, c.patch, c.space_time, c.head)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
         self.schedule = NoiseSchedule("cosine", c.timesteps, prediction="v")
 
@@ -272,7 +381,41 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         return sum(p.numel() for p in self.net.parameters())
 
     def update_ema(self, step: int) -> None:
-        ema_update(self.net_ema, self.net, ema_decay(self.config.ema_decay, step))
+        start = self.config.ae_steps if self.autoencoder is not None else 0
+        if step >= start:  # the average starts with the diffusion's training, not the autoencoder's
+            ema_update(self.net_ema, self.net, ema_decay(self.config.ema_decay, step - start))
+
+    # -- the latent space (latent models) ----------------------------------------------------------
+
+    def to_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Clips (B, T, C, H, W) in [-1, 1] -> normalised latent clips (B, T, latent, h, w); clips themselves in
+        pixel models."""
+        if self.autoencoder is None:
+            return x
+        if not self.latent_std.any():
+            raise ConfigError(f"this latent model's diffusion has not trained yet: it starts after the autoencoder's "
+                              f"{self.config.ae_steps} steps", "train it for longer (or with fewer --model.ae-steps)")
+        mean, _ = self.autoencoder.encode(x.flatten(0, 1))
+        z = (mean - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
+        return z.unflatten(0, x.shape[:2])
+
+    def from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latent clips (B, T, latent, h, w) -> clips (B, T, C, H, W) near [-1, 1]."""
+        if self.autoencoder is None:
+            return z
+        scaled = z.flatten(0, 1) * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
+        return self.autoencoder.decode(scaled).unflatten(0, z.shape[:2])
+
+    def autoencoder_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The first stage's loss on frames (N, C, H, W) in [-1, 1]: L1 reconstruction of a sampled latent plus
+        a KL term weighted 1e-6 per latent value (LDM's KL-f autoencoders), which keeps the latent's scale in
+        check without blurring it."""
+        mean, logvar = self.autoencoder.encode(x0)
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        recon = self.autoencoder.decode(z)
+        l1 = (recon - x0).abs().mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        return {"loss": l1 + 1e-6 * kl * mean[0].numel(), "ae_l1": l1.detach(), "ae_kl": kl.detach()}
 
     # -- training ----------------------------------------------------------------------------
 
@@ -295,6 +438,17 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         clips, labels = batch[:2]
         c = self.config
         x0 = clips.float() / 127.5 - 1
+        if self.autoencoder is not None:
+            if step is not None and step < c.ae_steps:
+                # 4 frames of each clip: the frames of a clip are alike, and a step of all of them costs 5x
+                pick = torch.randint(0, c.frames, (len(x0), 4), device=x0.device)
+                return self.autoencoder_loss(x0[torch.arange(len(x0))[:, None], pick].flatten(0, 1))
+            with torch.no_grad():
+                if not self.latent_std.any():  # the first diffusion step: measure the latent's scale
+                    mean, _ = self.autoencoder.encode(x0.flatten(0, 1))
+                    self.latent_mean.copy_(mean.mean((0, 2, 3)))
+                    self.latent_std.copy_(mean.std((0, 2, 3)).clamp_min(1e-4))
+                x0 = self.to_latent(x0)
         n, device = len(x0), x0.device
         known = self.draw_known(n).to(device)
         t = torch.randint(0, c.timesteps, (n,), device=device)
@@ -359,7 +513,8 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
     def _fill(self, x0: torch.Tensor, known: torch.Tensor, labels: torch.Tensor | None,
               generator: torch.Generator | None, o: VideoSampleOptions) -> torch.Tensor:
         net, schedule, n = self.net_ema, self.schedule, len(x0)
-        device = x0.device
+        device, pixels = x0.device, x0
+        x0 = self.to_latent(x0)  # latent models fill in latents, which their decoder draws
         given = x0 * known[..., None, None, None]
         guided = labels is not None and o.guidance != 1.0
         null = torch.full_like(labels, self.config.num_classes) if labels is not None else None
@@ -388,7 +543,7 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         else:
             out = sample_loop(schedule, denoise, x, schedule.timesteps_for(o.steps), o.sampler, generator=generator,
                               progress=o.progress)
-        out = torch.where(known[..., None, None, None], x0, out)
+        out = torch.where(known[..., None, None, None], pixels, self.from_latent(out))
         return ((out + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
