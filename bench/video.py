@@ -2,7 +2,8 @@
 same wall clock and against copying the last frame; class-conditional clips' class keeping and motion; frame
 interpolation against linear blending; image-to-video.
 
-    python bench/video.py --threads 1 --seconds 2400          # the real run -> bench/results/video.json
+    python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent.json   # the latent model's run
+    python bench/video.py --threads 1 --seconds 2400 --model '{"latent": 0, "patch": 8, "space_time": []}'  # pixels
     python bench/video.py --n 40 --seconds 5 --eval 4 --samples 2 --steps 2 --out /tmp/video_smoke.json  # smoke
 
 The set: `genlab data make moving-fashion` (`--n` clips of 20 frames, 64x64, two garments of one class bouncing;

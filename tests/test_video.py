@@ -299,6 +299,22 @@ def test_latent_model_trains_its_autoencoder_first(moving, tmp_path):
     assert torch.allclose(again, made, atol=1e-5)
 
 
+def test_latent_model_through_the_cli(moving, tmp_path, capsys):
+    """The command line sets a latent model's autoencoder; validation during either stage scores that stage; the
+    model made samples clips."""
+    run = tmp_path / "latent"
+    assert main(["train", "video", "--data", str(moving), "--out", str(run), "--model.latent", "2",
+                 "--model.ae-widths", "[8,16]", "--model.ae-steps", "2", "--model.patch", "2", "--model.widths",
+                 "[32,64]", "--model.blocks", "[1,1]", "--max-steps", "4", "--batch-size", "4", "--val-every", "2",
+                 "--threads", "1", "--progress", "false"]) == 0
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/ae_l1" in row for row in logged) and any("val/mse" in row for row in logged)
+    model = genlab.load(run / "model")
+    assert model.config.latent == 2 and model.latent_std.min() > 0
+    assert main(["sample", str(run), "--n", "1", "--steps", "1", "--out", str(tmp_path / "clip.gif")]) == 0
+    assert read_video(tmp_path / "clip.gif")[0].shape[0] == 6
+
+
 def test_config_refuses_bad_settings():
     with pytest.raises(ConfigError, match="one entry per U-Net level"):
         VideoConfig(widths=(32, 64), blocks=(1,))

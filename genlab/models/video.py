@@ -12,7 +12,14 @@ The network factorises space and time (Ho et al., "Video Diffusion Models", Neur
 block and spatial attention works on each frame alone (frames folded into the batch), and temporal attention
 mixes each pixel's features across the frames, with sinusoidal frame positions; the image U-Net's blocks are
 reused as they are. Frames are folded patch x patch into channels first (space-to-depth, as the image U-Net's
-`patch`), which is what makes 20 frames of 64x64 affordable on a CPU.
+`patch`), which is what makes 20 frames of 64x64 affordable on a CPU. At a coarse level, one attention over every
+position of every frame (`space_time`) can carry what a moving thing looks like from where it was to where it is.
+
+In pixels, a large patch leaves a CPU-sized network too few channels to carry each pixel's noise, and samples
+keep speckle. A latent model (`latent` > 0) runs the diffusion in the latent space of a per-frame KL autoencoder
+(Rombach et al., CVPR 2022; frame by frame, as Blattmann et al., "Align your Latents", CVPR 2023): the first
+`ae_steps` of training fit the autoencoder, the rest the diffusion on its frozen encoder's latents, normalised
+per channel; its decoder draws the pixels of every clip the model makes.
 
 A forecast scored by squared error is best as the mean of the futures, not one sampled future. The network's
 x0 estimate at the last timestep, where x_T carries no trace of the clip, is that mean: E[x0 | known frames]. So
@@ -378,7 +385,9 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                                    class_names=tuple(data.classes))
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
+        """The denoiser's and the autoencoder's (not the moving average's copy)."""
+        return sum(p.numel() for p in self.net.parameters()) + sum(
+            p.numel() for p in (self.autoencoder.parameters() if self.autoencoder is not None else ()))
 
     def update_ema(self, step: int) -> None:
         start = self.config.ae_steps if self.autoencoder is not None else 0
@@ -405,6 +414,17 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             return z
         scaled = z.flatten(0, 1) * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
         return self.autoencoder.decode(scaled).unflatten(0, z.shape[:2])
+
+    def _measure_latents(self, x0: torch.Tensor) -> None:
+        """Set the latent's per-channel mean and standard deviation from the first diffusion step's clips (the
+        mean over the processes of a multi-process run, so that every process normalises alike)."""
+        mean, _ = self.autoencoder.encode(x0.flatten(0, 1))
+        stats = torch.stack([mean.mean((0, 2, 3)), mean.pow(2).mean((0, 2, 3))])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+            stats /= torch.distributed.get_world_size()
+        self.latent_mean.copy_(stats[0])
+        self.latent_std.copy_((stats[1] - stats[0] ** 2).clamp_min(1e-8).sqrt())
 
     def autoencoder_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """The first stage's loss on frames (N, C, H, W) in [-1, 1]: L1 reconstruction of a sampled latent plus
@@ -439,15 +459,15 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         c = self.config
         x0 = clips.float() / 127.5 - 1
         if self.autoencoder is not None:
-            if step is not None and step < c.ae_steps:
+            # validation (no step) scores the stage that is training
+            first_stage = step < c.ae_steps if step is not None else not self.latent_std.any()
+            if first_stage:
                 # 4 frames of each clip: the frames of a clip are alike, and a step of all of them costs 5x
                 pick = torch.randint(0, c.frames, (len(x0), 4), device=x0.device)
                 return self.autoencoder_loss(x0[torch.arange(len(x0))[:, None], pick].flatten(0, 1))
             with torch.no_grad():
-                if not self.latent_std.any():  # the first diffusion step: measure the latent's scale
-                    mean, _ = self.autoencoder.encode(x0.flatten(0, 1))
-                    self.latent_mean.copy_(mean.mean((0, 2, 3)))
-                    self.latent_std.copy_(mean.std((0, 2, 3)).clamp_min(1e-4))
+                if not self.latent_std.any():
+                    self._measure_latents(x0)
                 x0 = self.to_latent(x0)
         n, device = len(x0), x0.device
         known = self.draw_known(n).to(device)
