@@ -3,6 +3,14 @@ analytic detector reads back, against the grey image itself and a per-pixel L1 r
 
     python bench/colourise.py --threads 1 --seconds 1800       # the real run -> bench/results/colourise.json
     python bench/colourise.py --smoke --out /tmp/colourise.json  # tiny settings: checks the script runs
+    python bench/colourise.py --photos --threads 1 --seconds 900 --out bench/results/colourise_photos.json
+
+`--photos`: a folder of colour pictures instead, as a user would bring: the colour photographs that ship in
+scikit-image's wheel (`PHOTOS`), cut into non-overlapping `--size` px tiles saved as PNG files, which
+`genlab train pix2pix --data FOLDER` reads like any folder (its fixed random tenth is the test split: tiles no
+model trained on, from the same photographs). There is no detector to read a photo's objects back, so the figures
+are PSNR, SSIM, deltaE over all pixels and over the coloured ones (chroma above 5), ab L1 there, and the mean
+colourfulness (Hasler and Suesstrunk 2003) beside the real tiles': what tells a greyish average from colour.
 
 The set: `genlab data make shapes` (`--n` scenes of 1-3 objects at 32 px; test/, a tenth, is never trained on).
 Each scene's grey image of the same CIE lightness (genlab.data.colour.grey) is the input; the colour is the target.
@@ -41,32 +49,64 @@ from genlab.metrics.images import psnr, ssim  # noqa: E402
 from genlab.metrics.shapes import score  # noqa: E402
 
 VARIANTS = ("genlab_pix2pix", "l1_regression")
+PHOTOS = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
 SMOKE = {"n": 60, "seconds": 1, "scenes": 6, "model": '{"widths": [8, 16], "d_widths": [8, 16]}', "batch": 16}
 
 
-def measured(out: torch.Tensor, target: torch.Tensor, objects: list[list[dict]]) -> dict:
+def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler and Suesstrunk's colourfulness (2003) of images (N, 3, H, W) in [0, 1], on the 0-255 scale: the
+    spread plus a third of the mean of the opponent channels rg = R - G and yb = (R + G) / 2 - B; 0 for grey."""
+    r, g, b = (rgb * 255).unbind(1)
+    rg, yb = (r - g).flatten(1), ((r + g) / 2 - b).flatten(1)
+    spread = (rg.var(1, correction=0) + yb.var(1, correction=0)).sqrt()
+    return spread + 0.3 * (rg.mean(1) ** 2 + yb.mean(1) ** 2).sqrt()
+
+
+def measured(out: torch.Tensor, target: torch.Tensor, objects: list[list[dict]] | None) -> dict:
     """The figures of colourings `out` of `target`, both (N, 3, H, W) in [0, 1]: the colourings are judged as the
-    8-bit images they would be saved as."""
+    8-bit images they would be saved as. `objects`: each shapes scene's, read back by the detector (None for
+    photos)."""
     out = (out * 255).round() / 255
     on_objects = (chroma(target) > 5).squeeze(1)  # (N, H, W): the coloured pixels
     lab_error = (rgb_to_lab(out) - rgb_to_lab(target))[:, 1:].abs().sum(1)  # (N, H, W): |da| + |db|
     difference = delta_e(out, target)
+    figures = {"psnr_db": round(psnr(out, target).mean().item(), 3), "ssim": round(ssim(out, target).mean().item(), 4),
+               "delta_e": round(difference.mean().item(), 3),
+               "delta_e_objects": round(difference[on_objects].mean().item(), 3),
+               "ab_l1_objects": round(lab_error[on_objects].mean().item(), 3)}
+    if objects is None:
+        return {**figures, "colourfulness": round(colourfulness(out).mean().item(), 2), "images": len(out)}
     pixels = (out * 255).round().to(torch.uint8).numpy()
     rows = [score(image, scene) for image, scene in zip(pixels, objects, strict=True)]
     colour = [ok for row in rows for ok in row["colour"]]
-    return {"psnr_db": round(psnr(out, target).mean().item(), 3), "ssim": round(ssim(out, target).mean().item(), 4),
-            "delta_e": round(difference.mean().item(), 3),
-            "delta_e_objects": round(difference[on_objects].mean().item(), 3),
-            "ab_l1_objects": round(lab_error[on_objects].mean().item(), 3),
-            "objects_colour_correct": round(float(np.mean(colour)), 4),
+    return {**figures, "objects_colour_correct": round(float(np.mean(colour)), 4),
             "scenes_all_correct": round(float(np.mean([row["all_correct"] for row in rows])), 4),
             "scenes": len(rows), "objects": len(colour)}
 
 
-def held_out(data: Path, scenes: int) -> tuple[torch.Tensor, list[list[dict]]]:
-    """The first `scenes` test scenes as floats in [0, 1], and the objects of each."""
+def held_out(data: Path, scenes: int) -> tuple[torch.Tensor, list[list[dict]] | None]:
+    """The first `scenes` test images as floats in [0, 1], and the objects of each scene (None for photos)."""
     images = load_data(str(data))
-    return torch.from_numpy(images.test_x[:scenes]).float() / 255, images.objects[1][:scenes]
+    objects = images.objects[1][:scenes] if getattr(images, "objects", None) is not None else None
+    return torch.from_numpy(images.test_x[:scenes]).float() / 255, objects
+
+
+def photo_tiles(out: Path, size: int) -> int:
+    """The PHOTOS cut into non-overlapping size x size tiles, written as PNG files into `out`; how many."""
+    import skimage.data
+    from PIL import Image
+
+    part = out.with_name(out.name + ".part")  # renamed when whole: a folder that is there is complete
+    part.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for name in PHOTOS:
+        photo = getattr(skimage.data, name)()[..., :3]
+        for top in range(0, photo.shape[0] - size + 1, size):
+            for left in range(0, photo.shape[1] - size + 1, size):
+                Image.fromarray(photo[top: top + size, left: left + size]).save(part / f"{name}-{top}-{left}.png")
+                count += 1
+    part.rename(out)
+    return count
 
 
 def regression(data: Path, seconds: float, model_config: dict, batch: int, run: Path) -> tuple:
@@ -136,24 +176,28 @@ def main() -> None:
     parser.add_argument("--model", default="{}", help="JSON overrides of the pix2pix config (both models)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--smoke", action="store_true", help="60 scenes, 1 s, a tiny U-Net: checks the script runs")
+    parser.add_argument("--photos", action="store_true", help="a folder of colour photographs' tiles, not shapes")
     parser.add_argument("--work", default="/tmp/genlab-colourise")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "colourise.json"))
     args = parser.parse_args()
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
-    data = Path(args.work) / f"shapes-{args.n}-{args.size}"
+    data = Path(args.work) / (f"photos-{args.size}" if args.photos else f"shapes-{args.n}-{args.size}")
     if args.variant:
         Path(args.out).write_text(json.dumps(run_variant(args, data, args.variant)))
         return
-    if not (data / "shapes.json").exists():
+    if args.photos and not data.exists():
+        print(f"cut {photo_tiles(data, args.size):,} tiles of {args.size} px", flush=True)
+    if not args.photos and not (data / "shapes.json").exists():
         start = time.perf_counter()
         make_shapes(data, args.n, size=args.size)
         print(f"made {args.n:,} scenes in {time.perf_counter() - start:.1f} s", flush=True)
 
     target, objects = held_out(data, args.scenes)
+    source = {"photos": list(PHOTOS), "tiles": len(list(data.glob("*.png")))} if args.photos else {"scenes": args.n}
     results = {"machine": machine(args.threads), "command": command("colourise.py"),
-               "data": {"scenes": args.n, "size": args.size, "held_out_scenes": len(target)},
+               "data": {**source, "size": args.size, "held_out_scenes": len(target)},
                "budget": {"seconds": args.seconds, "batch": args.batch, "model": json.loads(args.model),
                           "smoke": args.smoke},
                "real": measured(target, target, objects)}

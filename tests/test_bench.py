@@ -114,6 +114,36 @@ def test_the_colourise_benchmark_runs_at_tiny_settings_and_writes_its_figures(tm
     assert Path(results["examples"]).is_file()
 
 
+def test_the_colourise_benchmark_on_a_folder_of_photo_tiles(tmp_path):
+    """--photos: the colour photographs in scikit-image's wheel, cut into tiles that are read as a folder."""
+    out = tmp_path / "photos.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "colourise.py"), "--smoke", "--photos", "--threads", "1",
+                    "--work", str(tmp_path / "work"), "--out", str(out)], check=True, capture_output=True, timeout=300)
+    results = json.loads(out.read_text())
+    assert results["data"]["tiles"] > 1000 and results["data"]["held_out_scenes"] == 6
+    assert results["real"]["delta_e"] == 0 and results["real"]["colourfulness"] > 10
+    assert results["grey"]["colourfulness"] < 1 and results["grey"]["delta_e"] > 1
+    for name in ("genlab_pix2pix", "l1_regression"):
+        figures = results[name]
+        assert figures["train_steps"] >= 1 and figures["images"] == 6 and "objects_colour_correct" not in figures
+        assert figures["psnr_db"] > 5 and figures["colourfulness"] >= 0
+
+
+def test_colourfulness_is_zero_for_grey_and_grows_with_saturation_and_spread():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from colourise import colourfulness
+
+    grey = torch.full((1, 3, 8, 8), 0.5)
+    pale, red = grey.clone(), torch.zeros(1, 3, 8, 8)
+    pale[:, 0], red[:, 0] = 0.75, 1.0
+    halves = torch.cat([red[..., :4], grey[..., 4:]], -1)  # red beside grey: the spread counts
+    values = colourfulness(torch.cat([grey, pale, red, halves]))
+    assert values[0] == 0 and 0 < values[1] < values[2] < values[3]
+    assert torch.isclose(values[2], torch.tensor(0.3 * (255**2 + 127.5**2) ** 0.5))  # no spread: 0.3 x the mean
+
+
 def test_the_video_benchmark_parts_run_on_tiny_clips(tmp_path):
     """The video benchmark's full run takes an hour; its parts run here on tiny clips: OpenSTL's ConvLSTM, loaded
     from the repository's mirror (where this machine has one), trained for a moment and asked for the next frames,
