@@ -299,6 +299,27 @@ def test_latent_model_trains_its_autoencoder_first(moving, tmp_path):
     assert torch.allclose(again, made, atol=1e-5)
 
 
+def test_latent_model_of_frames_the_autoencoder_does_not_divide():
+    """26 px frames through an autoencoder that quarters them: padded in, cropped out, at both stages and in every
+    job; frames not given are not encoded. A pixel model keeps no latent statistics (older folders load)."""
+    config = VideoConfig(**{**LATENT, "ae_widths": (8, 16, 16), "ae_steps": 1}, condition="class", num_classes=2,
+                         class_names=("a", "b"), channels=1, image_size=(26, 26), frames=4)
+    torch.manual_seed(0)
+    model = VideoDiffusion(config)
+    clips = torch.randint(0, 256, (2, 4, 1, 26, 26), dtype=torch.uint8)
+    labels = torch.tensor([0, 1])
+    assert torch.isfinite(model.loss((clips, labels), 0)["ae_l1"])
+    assert torch.isfinite(model.loss((clips, labels), 1)["mse"])
+    z = model.to_latent(clips.float() / 127.5 - 1, torch.tensor([True, False, True, False]))
+    assert z.shape == (2, 4, 2, 7, 7) and z[:, 1].abs().max() == 0 and z[:, 0].abs().max() > 0
+    model.eval()
+    made = model.complete(clips, torch.tensor([True, False, False, False]), labels=labels)
+    assert made.shape == (2, 4, 1, 26, 26) and torch.allclose(made[:, 0], clips[:, 0].float() / 255)
+    assert model.sample_video(1, labels="b").shape == (1, 4, 1, 26, 26)
+    pixels = VideoDiffusion(dataclasses.replace(config, latent=0))
+    assert not any(name.startswith("latent_") for name in pixels.state_dict())
+
+
 def test_latent_model_through_the_cli(moving, tmp_path, capsys):
     """The command line sets a latent model's autoencoder; validation during either stage scores that stage; the
     model made samples clips."""

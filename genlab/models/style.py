@@ -157,7 +157,7 @@ class GatysOptions:
         if min(self.steps, self.style_weight, self.temperature, self.tv_weight, self.colour_weight) < 0 \
                 or self.lr <= 0:
             raise ConfigError("steps, style_weight, temperature, colour_weight and tv_weight must be >= 0 and lr > 0",
-                              "e.g. steps=150, style_weight=100, temperature=1, colour_weight=1, tv_weight=1, "
+                              "e.g. steps=150, style_weight=100, temperature=1, colour_weight=20000, tv_weight=1, "
                               "lr=0.02")
 
 

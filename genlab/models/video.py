@@ -50,6 +50,7 @@ from genlab.models.base import (
 from genlab.models.diffusion.schedule import SAMPLERS, NoiseSchedule, sample_loop
 from genlab.models.diffusion.unet import Attention, ResBlock, group_norm, timestep_embedding
 from genlab.models.ema import ema_decay, ema_update
+from genlab.models.vae import gaussian_kl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,10 +233,12 @@ class FrameAutoencoder(nn.Module):
     video models (Blattmann et al., "Align your Latents", CVPR 2023) run frame by frame: its decoder draws the
     pixels, so that the diffusion model spends its steps on what is where and when, not on each pixel's noise.
     Each level but the last halves the frame (a 4x4 stride-2 convolution); the decoder mirrors it (nearest
-    upsampling and a 3x3 convolution)."""
+    upsampling and a 3x3 convolution). Frames whose sides the halvings do not divide are padded (replicating the
+    edge) and cropped back, as the U-Net's patches are."""
 
     def __init__(self, channels: int, latent: int, widths: tuple[int, ...]):
         super().__init__()
+        self.latent, self.factor = latent, 2 ** (len(widths) - 1)
         encoder = [nn.Conv2d(channels, widths[0], 3, padding=1)]
         for c_in, c_out in zip(widths, widths[1:]):
             encoder += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), ConvBlock(c_out)]
@@ -248,13 +251,20 @@ class FrameAutoencoder(nn.Module):
         decoder += [group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], channels, 3, padding=1)]
         self.decoder = nn.Sequential(*decoder)
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """The latent's (channels, h, w) of a height x width frame."""
+        return self.latent, -(-height // self.factor), -(-width // self.factor)
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames (N, C, H, W) in [-1, 1] -> the posterior's mean and log-variance, (N, latent, h, w) each."""
+        f = self.factor
+        x = F.pad(x, (0, -x.shape[-1] % f, 0, -x.shape[-2] % f), mode="replicate")
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         return mean, logvar.clamp(-30, 20)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Latents (N, latent, h, w) -> frames (N, C, *size)."""
+        return self.decoder(z)[..., : size[0], : size[1]]
 
 
 class SpaceTimeUNet(nn.Module):
@@ -364,11 +374,13 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         super().__init__(config)
         c = config
         classes = c.num_classes if c.condition == "class" else 0
-        self.autoencoder = FrameAutoencoder(c.channels, c.latent, c.ae_widths) if c.latent else None
-        # each latent channel's mean and standard deviation over the training frames, measured when the diffusion
-        # starts, so that the diffusion sees latents of unit variance (Rombach et al.'s scale factor, per channel)
-        self.register_buffer("latent_mean", torch.zeros(c.latent))
-        self.register_buffer("latent_std", torch.zeros(c.latent))
+        self.autoencoder = None
+        if c.latent:
+            self.autoencoder = FrameAutoencoder(c.channels, c.latent, c.ae_widths)
+            # each latent channel's mean and standard deviation over the training frames, measured when the
+            # diffusion starts, so that it sees latents of unit variance (Rombach et al.'s scale factor, per channel)
+            self.register_buffer("latent_mean", torch.zeros(c.latent))
+            self.register_buffer("latent_std", torch.zeros(c.latent))
         self.net = SpaceTimeUNet(c.latent or c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout,
                                  classes, c.patch, c.space_time, c.head)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -386,8 +398,7 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
 
     def num_parameters(self) -> int:
         """The denoiser's and the autoencoder's (not the moving average's copy)."""
-        return sum(p.numel() for p in self.net.parameters()) + sum(
-            p.numel() for p in (self.autoencoder.parameters() if self.autoencoder is not None else ()))
+        return sum(p.numel() for part in (self.net, self.autoencoder) if part is not None for p in part.parameters())
 
     def update_ema(self, step: int) -> None:
         start = self.config.ae_steps if self.autoencoder is not None else 0
@@ -396,24 +407,29 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
 
     # -- the latent space (latent models) ----------------------------------------------------------
 
-    def to_latent(self, x: torch.Tensor) -> torch.Tensor:
+    def to_latent(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         """Clips (B, T, C, H, W) in [-1, 1] -> normalised latent clips (B, T, latent, h, w); clips themselves in
-        pixel models."""
+        pixel models. `frames` ((T,) bool): encode these only, the others' latents are left zero."""
         if self.autoencoder is None:
             return x
         if not self.latent_std.any():
             raise ConfigError(f"this latent model's diffusion has not trained yet: it starts after the autoencoder's "
                               f"{self.config.ae_steps} steps", "train it for longer (or with fewer --model.ae-steps)")
-        mean, _ = self.autoencoder.encode(x.flatten(0, 1))
-        z = (mean - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]
-        return z.unflatten(0, x.shape[:2])
+        b, t = x.shape[:2]
+        frames = torch.ones(t, dtype=torch.bool, device=x.device) if frames is None else frames
+        z = x.new_zeros(b, t, *self.autoencoder.latent_shape(*x.shape[-2:]))
+        if frames.any():
+            mean, _ = self.autoencoder.encode(x[:, frames].flatten(0, 1))
+            z[:, frames] = ((mean - self.latent_mean[:, None, None]) / self.latent_std[:, None, None]).unflatten(
+                0, (b, -1))
+        return z
 
     def from_latent(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latent clips (B, T, latent, h, w) -> clips (B, T, C, H, W) near [-1, 1]."""
         if self.autoencoder is None:
             return z
         scaled = z.flatten(0, 1) * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
-        return self.autoencoder.decode(scaled).unflatten(0, z.shape[:2])
+        return self.autoencoder.decode(scaled, self.config.image_size).unflatten(0, z.shape[:2])
 
     def _measure_latents(self, x0: torch.Tensor) -> None:
         """Set the latent's per-channel mean and standard deviation from the first diffusion step's clips (the
@@ -432,10 +448,9 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         check without blurring it."""
         mean, logvar = self.autoencoder.encode(x0)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
-        recon = self.autoencoder.decode(z)
-        l1 = (recon - x0).abs().mean()
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        return {"loss": l1 + 1e-6 * kl * mean[0].numel(), "ae_l1": l1.detach(), "ae_kl": kl.detach()}
+        l1 = (self.autoencoder.decode(z, x0.shape[-2:]) - x0).abs().mean()
+        kl = gaussian_kl(mean.flatten(1), logvar.flatten(1)).mean()  # per frame
+        return {"loss": l1 + 1e-6 * kl, "ae_l1": l1.detach(), "ae_kl": kl.detach() / mean[0].numel()}
 
     # -- training ----------------------------------------------------------------------------
 
@@ -534,7 +549,7 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
               generator: torch.Generator | None, o: VideoSampleOptions) -> torch.Tensor:
         net, schedule, n = self.net_ema, self.schedule, len(x0)
         device, pixels = x0.device, x0
-        x0 = self.to_latent(x0)  # latent models fill in latents, which their decoder draws
+        x0 = self.to_latent(x0, known.any(0))  # latent models fill in latents, which their decoder draws
         given = x0 * known[..., None, None, None]
         guided = labels is not None and o.guidance != 1.0
         null = torch.full_like(labels, self.config.num_classes) if labels is not None else None
