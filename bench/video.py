@@ -5,6 +5,7 @@ interpolation against linear blending; image-to-video.
     python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent.json   # the latent model's run
     python bench/video.py --threads 1 --seconds 2400 --model '{"latent": 0, "patch": 8, "space_time": []}'  # pixels
     python bench/video.py --n 40 --seconds 5 --eval 4 --samples 2 --steps 2 --out /tmp/video_smoke.json  # smoke
+    python bench/video.py --rescore --out bench/results/video_latent.json  # score the last run's models again
 
 The set: `genlab data make moving-fashion` (`--n` clips of 20 frames, 64x64, two garments of one class bouncing;
 test clips from Fashion-MNIST's test images). genlab's video diffusion family (one class-conditional model for
@@ -58,7 +59,7 @@ from genlab.metrics.video import (  # noqa: E402
 from genlab.models.video import VideoSampleOptions  # noqa: E402
 
 MODEL = {"condition": "class", "latent": 4, "ae_steps": 600, "widths": [64, 128], "blocks": [1, 2], "patch": 2,
-         "space_time": [False, True], "mean_share": 0.5}
+         "space_time": [False, True], "mean_share": 0.5, "mean_pixels": 1.0, "time_conv": True}
 TRAINING = {"batch_size": 8, "lr": 1e-3}
 OPENSTL_FILES = ("openstl/modules/convlstm_modules.py", "openstl/models/convlstm_model.py",
                  "openstl/utils/predrnn_utils.py")
@@ -258,7 +259,7 @@ def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
     wanted = torch.arange(len(data.classes)).repeat_interleave(args.samples)
     start = time.perf_counter()
     generated = torch.cat([model.sample_video(len(part), labels=part, generator=torch.Generator().manual_seed(i),
-                                              options=VideoSampleOptions(steps=args.steps))
+                                              options=VideoSampleOptions(steps=args.steps, guidance=args.guidance))
                            for i, part in enumerate(torch.split(wanted, 50))])
     generation_seconds = time.perf_counter() - start
     first = torch.from_numpy(clips[:few, 0])
@@ -269,6 +270,7 @@ def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
     results["generation"] = {
         "judge": {"frames": "every 4th frame of the training clips", "test_accuracy": round(judge.accuracy, 4)},
         "class_conditional": {"clips": len(generated), "seconds": round(generation_seconds, 1),
+                              "guidance": args.guidance,
                               **class_keeping(frame_classes(judge, generated), wanted.numpy()),
                               **motion_distance(generated, real)},
         "animated_from_test_first_frames": {"clips": len(animated),
@@ -307,6 +309,10 @@ def main() -> None:
     parser.add_argument("--eval-threads", type=int, default=2, help="threads of the scoring, after training")
     parser.add_argument("--samples", type=int, default=10, help="class-conditional clips per class")
     parser.add_argument("--steps", type=int, default=10, help="sampler steps (DPM-Solver++)")
+    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance of class-conditional "
+                        "clips (the other jobs are given frames and sample without guidance)")
+    parser.add_argument("--rescore", action="store_true", help="score the models that the last run in --work "
+                        "trained (its part-genlab.json and part-anchor.json) without training again")
     parser.add_argument("--reference-steps", type=int, default=None, help="the frame judge's minimum updates")
     parser.add_argument("--model", default="{}", help="JSON overrides of genlab's video config")
     parser.add_argument("--train", default="{}", help="JSON overrides of genlab's training config")
@@ -330,12 +336,19 @@ def main() -> None:
         print(f"made {args.n:,} clips in {time.perf_counter() - start:.1f} s", flush=True)
     if not importlib.util.find_spec("scipy"):
         raise SystemExit("the motion statistics need scipy")
-    parts = side_by_side(__file__, "--role", ["genlab", "anchor"], args.work)
+    if args.rescore:
+        parts = {name: json.loads((Path(args.work) / f"part-{name}.json").read_text()) for name in ("genlab", "anchor")}
+        trained = json.loads((Path(parts["genlab"]["run"]) / "model" / "config.json").read_text())
+        trained = trained.get("config", trained)
+        model_settings = {key: trained[key] for key in {**MODEL, **json.loads(args.model)} if key in trained}
+    else:
+        parts = side_by_side(__file__, "--role", ["genlab", "anchor"], args.work)
+        model_settings = {**MODEL, **json.loads(args.model)}
     torch.set_num_threads(args.eval_threads)
     data = load_video(data_path)
     results = {"machine": machine(args.threads), "command": command("video.py"),
                "data": {"clips": args.n, "shape": list(data.shape), "test_clips": len(data.test_x)},
-               "genlab_model": {**MODEL, **json.loads(args.model)},
+               "genlab_model": model_settings,
                "genlab_training": {**TRAINING, **json.loads(args.train)},
                **evaluate(args, data, parts["genlab"], parts["anchor"])}
     print(json.dumps({k: results[k] for k in ("prediction", "interpolation")}, indent=1), flush=True)

@@ -258,7 +258,62 @@ def test_space_time_attention_reaches_other_places_in_other_frames():
         assert change[4:].max() == 0  # never the other clip
 
 
+def test_temporal_convolution_reaches_the_neighbouring_frames_at_the_same_place():
+    """A (2+1)-D block's temporal convolution: what is at one pixel of one frame reaches that pixel in the frames
+    beside it, and nothing else; it starts as the identity (zero-initialised residual)."""
+    from genlab.models.video import TemporalConv
+
+    torch.manual_seed(0)
+    layer = TemporalConv(32)
+    x = torch.randn(2 * 4, 32, 3, 3)
+    assert torch.equal(layer(x, 4), x)
+    torch.nn.init.normal_(layer.conv.weight, std=0.1)
+    layer.norm = torch.nn.Identity()  # GroupNorm's statistics of a frame would spread the poke over its pixels
+    poked = x.clone()
+    poked[1, :, 0, 0] += 3  # clip 0, frame 1, top left
+    change = (layer(poked, 4) - layer(x, 4)).abs().amax(1)  # (B*T, H, W)
+    assert (change[[0, 1, 2], 0, 0] > 1e-3).all()  # the frame itself and its two neighbours
+    assert change[3].max() == 0 and change[4:].max() == 0  # not two frames away, never the other clip
+    assert change[:3, 1:].max() == 0 and change[:3, :, 1:].max() == 0  # never another place
+    model = VideoDiffusion(VideoConfig(**{**TINY, "time_conv": True}, channels=1, image_size=(16, 16), frames=4))
+    out = model.net(torch.randn(2, 4, 1, 16, 16), torch.zeros(2, 4, 1, 16, 16), torch.zeros(2, 4, dtype=torch.bool),
+                    torch.tensor([5, 500]), None)
+    assert out.shape == (2, 4, 1, 16, 16)
+
+
 LATENT = {**TINY, "latent": 2, "ae_widths": (8, 16), "ae_steps": 30, "patch": 2}
+
+
+def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
+    """A latent model's mean-forecast clips add the squared error of their decoded x0 estimate against the true
+    frames: with a network that answers the true latents, that is the autoencoder's own reconstruction error;
+    its gradient reaches the network, never the frozen autoencoder."""
+    model = tiny(moving, **LATENT, mean_share=1.0, free_share=0.0, interpolate_share=0.0).train()
+    frame = torch.from_numpy(load_data(str(moving)).train_x[:4, :1])
+    clips = frame.expand(-1, 6, -1, -1, -1).contiguous()  # still clips: every frame's error is alike
+    labels = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        model._measure_latents(clips.float() / 127.5 - 1)
+        z = model.to_latent(clips.float() / 127.5 - 1)
+        reconstruction = (model.from_latent(z) - (clips.float() / 127.5 - 1)).pow(2).mean()
+
+    class Oracle(torch.nn.Module):  # v = -x0 at the last timestep, where every mean-forecast clip sits
+        class_embed = None
+
+        def forward(self, x, given, known, t, labels):
+            return -z
+
+    real_net, model.net = model.net, Oracle()
+    out = model.loss((clips, labels), 40)
+    assert float(out["mean_pixel_mse"]) == pytest.approx(float(reconstruction), rel=1e-3)
+    model.net = real_net
+    out = model.loss((clips, labels), 40)
+    out["loss"].backward()
+    assert float(out["mean_pixel_mse"]) > 0 and any(p.grad is not None for p in model.net.parameters())
+    assert all(p.grad is None for p in model.autoencoder.parameters())
+    without = dataclasses.replace(model.config, mean_pixels=0.0)
+    model.config = without
+    assert "mean_pixel_mse" not in model.loss((clips, labels), 40)
 
 
 def test_latent_model_trains_its_autoencoder_first(moving, tmp_path):
@@ -343,6 +398,8 @@ def test_config_refuses_bad_settings():
         VideoConfig(latent=4, ae_widths=(16,))
     with pytest.raises(ConfigError, match="space_time"):
         VideoConfig(widths=(32, 64), blocks=(1, 1), space_time=(True,))
+    with pytest.raises(ConfigError, match="mean_pixels"):
+        VideoConfig(mean_pixels=-1)
     with pytest.raises(ConfigError, match="multiples of 32"):
         VideoConfig(widths=(48, 64))
     with pytest.raises(ConfigError, match="shares"):

@@ -25,7 +25,8 @@ A forecast scored by squared error is best as the mean of the futures, not one s
 x0 estimate at the last timestep, where x_T carries no trace of the clip, is that mean: E[x0 | known frames]. So
 a share of the training clips with known frames (`mean_share`) sits at the last timestep with the plain x0
 error (min-SNR's weight is 0 there and would never train it), and `VideoSampleOptions.mean` returns the
-forecast from one network evaluation.
+forecast from one network evaluation. In a latent model that error is also taken in pixels, through the frozen
+decoder (`mean_pixels`), since squared error is scored on frames.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class VideoConfig(ConditionalImageConfig):
     space_time: tuple[bool, ...] = ()
     """joint space-time self-attention (every position of every frame of the clip) at these levels and, where the
     last level has it, in the middle, in place of the spatial and temporal attention there; () for none"""
+    time_conv: bool = False
+    """a convolution across 3 neighbouring frames after every residual block ((2+1)-D convolutions)"""
     patch: int = 4
     """fold patch x patch pixels of each frame into channels before the U-Net"""
     head: int = 0
@@ -102,6 +105,10 @@ class VideoConfig(ConditionalImageConfig):
     mean_share: float = 0.25
     """of training clips with known frames, the share at the last timestep, trained on the plain error of x0:
     the mean forecast `VideoSampleOptions.mean` returns"""
+    mean_pixels: float = 1.0
+    """latent models: weight of the mean forecast's error in pixels, through the frozen decoder, beside its error
+    in latents (the decoding of the latents' mean is not the frames' mean: trained on latents alone, forecasts
+    came out dim and flat)"""
     sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++"
     """the sampler by default"""
     sample_steps: int = 25
@@ -126,6 +133,8 @@ class VideoConfig(ConditionalImageConfig):
             raise ConfigError(f"latent {self.latent}, ae_widths {list(self.ae_widths)}, ae_steps {self.ae_steps}: a "
                               "latent model needs two or more autoencoder levels and steps to train it",
                               "e.g. --model.latent 4 --model.ae-widths [16,32,64] --model.ae-steps 600")
+        if self.mean_pixels < 0:
+            raise ConfigError(f"mean_pixels {self.mean_pixels} must be >= 0", "e.g. --model.mean-pixels 1 (0: none)")
         if self.head < 0:
             raise ConfigError(f"head {self.head} must be >= 0", "e.g. --model.head 256 (0: none)")
         if not 1 <= self.patch <= 16 or not 2 <= self.frames <= 64:
@@ -193,20 +202,46 @@ class SpaceTimeAttention(Attention):
         return x + self.proj(out).permute(0, 3, 1, 2)
 
 
+class TemporalConv(nn.Module):
+    """GroupNorm, SiLU and a convolution across 3 neighbouring frames at each pixel, (B*T, C, H, W) feature maps,
+    around a residual connection (zero at initialisation): the temporal half of a factorised (2+1)-D convolution
+    (Tran et al., CVPR 2018; the temporal layers of Singer et al.'s Make-A-Video and Blattmann et al.'s Video LDM),
+    a local prior that a thing is near where it was a frame ago. The kernel of 3 x 1 x 1 is a 1x1 convolution of
+    each frame's features stacked with its neighbours' (zero beyond the clip's ends), which keeps the feature maps
+    2-D and channels-last, as the rest of the U-Net."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.conv = nn.Conv2d(3 * channels, channels, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        bt, c, h, w = x.shape
+        y = F.silu(self.norm(x)).view(bt // frames, frames, c, h, w)
+        edge = y.new_zeros(bt // frames, 1, c, h, w)
+        before, after = torch.cat([edge, y[:, :-1]], 1), torch.cat([y[:, 1:], edge], 1)
+        return x + self.conv(torch.cat([before, y, after], 2).view(bt, 3 * c, h, w))
+
+
 class SpaceTimeBlock(nn.Module):
-    """A residual block, then attention within each frame and across the frames where the level has them, or one
-    attention over the whole clip (`joint`)."""
+    """A residual block (and a convolution across frames, `time_conv`), then attention within each frame and across
+    the frames where the level has them, or one attention over the whole clip (`joint`)."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, spatial: bool, temporal: bool,
-                 joint: bool = False):
+                 joint: bool = False, time_conv: bool = False):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim, dropout)
+        self.time_conv = TemporalConv(c_out) if time_conv else None
         self.joint = SpaceTimeAttention(c_out) if joint else None
         self.spatial = Attention(c_out) if spatial and not joint else None
         self.temporal = TemporalAttention(c_out) if temporal and not joint else None
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, frames: int) -> torch.Tensor:
         h = self.res(h, emb)
+        if self.time_conv is not None:
+            h = self.time_conv(h, frames)
         if self.joint is not None:
             h = self.joint(h, frames)
         if self.spatial is not None:
@@ -274,7 +309,7 @@ class SpaceTimeUNet(nn.Module):
 
     def __init__(self, channels: int, widths: tuple[int, ...], blocks: tuple[int, ...], attention: tuple[bool, ...],
                  temporal: tuple[bool, ...], dropout: float, num_classes: int, patch: int,
-                 space_time: tuple[bool, ...] = (), head: int = 0):
+                 space_time: tuple[bool, ...] = (), head: int = 0, time_conv: bool = False):
         super().__init__()
         joint = space_time or (False,) * len(widths)
         self.patch = patch
@@ -291,7 +326,7 @@ class SpaceTimeUNet(nn.Module):
             level = nn.ModuleList()
             for j in range(n):
                 level.append(SpaceTimeBlock(c if j == 0 else w, w, emb_dim, dropout, attention[i], temporal[i],
-                                            joint[i]))
+                                            joint[i], time_conv))
                 skips.append(w)
             self.down.append(level)
             c = w
@@ -299,14 +334,14 @@ class SpaceTimeUNet(nn.Module):
             self.downsample.append(nn.Identity() if last else nn.Conv2d(c, c, 3, stride=2, padding=1))
             if not last:
                 skips.append(c)
-        self.mid = nn.ModuleList([SpaceTimeBlock(c, c, emb_dim, dropout, True, True, joint[-1]),
-                                  SpaceTimeBlock(c, c, emb_dim, dropout, False, True, joint[-1])])
+        self.mid = nn.ModuleList([SpaceTimeBlock(c, c, emb_dim, dropout, True, True, joint[-1], time_conv),
+                                  SpaceTimeBlock(c, c, emb_dim, dropout, False, True, joint[-1], time_conv)])
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(widths))):
             level = nn.ModuleList()
             for _ in range(blocks[i] + 1):
                 level.append(SpaceTimeBlock(c + skips.pop(), widths[i], emb_dim, dropout, attention[i], temporal[i],
-                                            joint[i]))
+                                            joint[i], time_conv))
                 c = widths[i]
             self.up.append(level)
             self.upsample.append(nn.Conv2d(c, c, 3, padding=1) if i > 0 else nn.Identity())
@@ -382,7 +417,7 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             self.register_buffer("latent_mean", torch.zeros(c.latent))
             self.register_buffer("latent_std", torch.zeros(c.latent))
         self.net = SpaceTimeUNet(c.latent or c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout,
-                                 classes, c.patch, c.space_time, c.head)
+                                 classes, c.patch, c.space_time, c.head, c.time_conv)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
         self.schedule = NoiseSchedule("cosine", c.timesteps, prediction="v")
 
@@ -480,18 +515,19 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                 # 4 frames of each clip: the frames of a clip are alike, and a step of all of them costs 5x
                 pick = torch.randint(0, c.frames, (len(x0), 4), device=x0.device)
                 return self.autoencoder_loss(x0[torch.arange(len(x0))[:, None], pick].flatten(0, 1))
+            self.autoencoder.requires_grad_(False)  # frozen from here on, also when a run resumes
             with torch.no_grad():
                 if not self.latent_std.any():
                     self._measure_latents(x0)
-                x0 = self.to_latent(x0)
+                pixels, x0 = x0, self.to_latent(x0)
         n, device = len(x0), x0.device
         known = self.draw_known(n).to(device)
         t = torch.randint(0, c.timesteps, (n,), device=device)
         mean = known.any(1) & (torch.rand(n, device=device) < c.mean_share)
         t = torch.where(mean, c.timesteps - 1, t)
         noise = torch.randn_like(x0)
-        out = self.net(self.schedule.add_noise(x0, noise, t), x0 * known[..., None, None, None], known, t,
-                       self._training_labels(labels))
+        x_t = self.schedule.add_noise(x0, noise, t)
+        out = self.net(x_t, x0 * known[..., None, None, None], known, t, self._training_labels(labels))
         per_frame = (out - self.schedule.target(x0, noise, t)).pow(2).flatten(2).mean(2)  # (B, T)
         hidden = (~known).float()
         per_clip = (per_frame * hidden).sum(1) / hidden.sum(1).clamp_min(1)
@@ -501,7 +537,18 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             weight = snr.clamp(max=c.min_snr_gamma) / (snr + 1)
         # at the last timestep v = -x0 (to 1e-4): weight 1 trains the plain x0 error, the mean forecast
         weight = torch.where(mean, 1.0, weight)
-        return {"loss": (weight * per_clip).mean(), "mse": per_clip.mean().detach()}
+        losses = {"loss": (weight * per_clip).mean(), "mse": per_clip.mean().detach()}
+        if self.autoencoder is not None and c.mean_pixels > 0 and mean.any():
+            # the mean forecast's hidden frames, decoded, against the true frames
+            x0_hat, _ = self.schedule.denoise(x_t[mean], t[mean], out[mean], clip=False)
+            frames = ~known[mean]
+            decoded = self.from_latent(x0_hat[frames][None])[0]
+            pixel_error = (decoded - pixels[mean][frames]).pow(2).flatten(1).mean(1)  # per hidden frame
+            per_mean_clip = torch.zeros(len(frames), device=device).index_add(
+                0, frames.nonzero()[:, 0], pixel_error) / frames.sum(1).clamp_min(1)
+            losses["loss"] = losses["loss"] + c.mean_pixels * per_mean_clip.sum() / n
+            losses["mean_pixel_mse"] = per_mean_clip.mean().detach()
+        return losses
 
     def _training_labels(self, labels: torch.Tensor) -> torch.Tensor | None:
         if self.net.class_embed is None:
@@ -561,7 +608,8 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                 out = out_u + o.guidance * (out_c - out_u)
             else:
                 out = net(x, given, known, t, labels)
-            x0_hat, eps = schedule.denoise(x, t, out, clip=True)
+            # latents are not bounded like pixels (Stable Diffusion does not clip them either)
+            x0_hat, eps = schedule.denoise(x, t, out, clip=self.autoencoder is None)
             # Known frames are denoised to themselves: the loss never trained the network's output there, and the
             # sampler's state of those frames, which the network sees beside the hidden ones, must stay the noisy
             # version of the true frames that training showed it
