@@ -2,7 +2,9 @@
 same wall clock and against copying the last frame; class-conditional clips' class keeping and motion; frame
 interpolation against linear blending; image-to-video.
 
-    python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent.json   # the latent model's run
+    python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent_time_conv.json  # the model now
+    python bench/video.py --threads 1 --seconds 4500 --model '{"time_conv": false, "mean_pixels": 0}' \
+        --out bench/results/video_latent.json  # the latent model before convolutions across frames
     python bench/video.py --threads 1 --seconds 2400 --model '{"latent": 0, "patch": 8, "space_time": []}'  # pixels
     python bench/video.py --n 40 --seconds 5 --eval 4 --samples 2 --steps 2 --out /tmp/video_smoke.json  # smoke
     python bench/video.py --rescore --out bench/results/video_latent.json  # score the last run's models again

@@ -49,6 +49,11 @@ RUNS: dict[str, tuple[str, str, dict[str, Any], int]] = {
                                     "periods": [2, 3], "scales": 1, "segment": 2304, "adversarial_start": 2}, 4),
     "video": ("video", "moving", {"widths": [32, 64], "blocks": [1, 1], "patch": 4, "sample_steps": 2,
                                   "condition": "class"}, 4),
+    # latent: two autoencoder steps, then the diffusion on the frozen autoencoder's latents (their statistics averaged
+    # over the processes), with the decoded mean forecast's pixel error and convolutions across frames
+    "video-latent": ("video", "moving", {"widths": [32, 64], "blocks": [1, 1], "patch": 2, "sample_steps": 2,
+                                         "condition": "class", "latent": 2, "ae_widths": [8, 16], "ae_steps": 2,
+                                         "time_conv": True, "mean_share": 0.5}, 4),
     "tts": ("tts", "corpus", {"width": 32, "ffn": 64, "encoder_layers": 1, "decoder_layers": 1}, 8),
     "style": ("style", "photos", {"styles": "styles", "widths": [8, 8, 4], "short_side": 40, "crop": 32}, 4),
 }

@@ -415,6 +415,7 @@ RECIPES: dict[str, Recipe] = {
         search_space={"train.lr": {"low": 1e-4, "high": 2e-3, "log": True},
                       "model.widths": {"choices": [[32, 64], [64, 128], [64, 128, 192]]},
                       "model.mean_share": {"choices": [0.1, 0.25, 0.5]},
+                      "model.time_conv": {"choices": [False, True]},
                       "model.ema_decay": {"choices": [0.99, 0.999]}}),
     "rnn": LanguageRecipe(
         defaults={**TEXT_TRAINING, "lr": 4e-3, "warmup_steps": 50, "betas": (0.9, 0.99)},
