@@ -6,7 +6,8 @@ interpolation against linear blending; image-to-video.
     python bench/video.py --threads 1 --seconds 4500 --model '{"time_conv": false, "mean_pixels": 0}' \
         --out bench/results/video_latent.json  # the latent model before convolutions across frames
     python bench/video.py --threads 1 --seconds 2400 --model '{"latent": 0, "patch": 8, "space_time": []}'  # pixels
-    python bench/video.py --n 40 --seconds 5 --eval 4 --samples 2 --steps 2 --out /tmp/video_smoke.json  # smoke
+    python bench/video.py --n 40 --seconds 15 --eval 4 --samples 2 --steps 2 --model '{"ae_steps": 2}' \
+        --out /tmp/video_smoke.json  # smoke (2 autoencoder steps: a latent model samples only after them)
     python bench/video.py --rescore --out bench/results/video_latent.json  # score the last run's models again
 
 The set: `genlab data make moving-fashion` (`--n` clips of 20 frames, 64x64, two garments of one class bouncing;
@@ -34,6 +35,7 @@ first frames held still, and the frames of test clips shuffled in time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import math
@@ -227,11 +229,14 @@ def child(args, data_path: Path, role: str, out: Path) -> None:
 def evaluate(args, data, genlab_part: dict, anchor_part: dict) -> dict:
     model = genlab.load(Path(genlab_part["run"]) / "model")
     genlab_part["parameters"] = model.num_parameters()
+    # the settings the model trained with (what --model set, read back: a rescored run's may differ from MODEL now)
+    trained = dataclasses.asdict(model.config)
+    results: dict = {"genlab_model": {key: trained[key] for key in {**MODEL, **json.loads(args.model)}
+                                      if key in trained}}
     clips = data.test_x[: args.eval]
     truth = torch.from_numpy(clips[:, CONTEXT:]).float() / 255
     context = torch.from_numpy(clips[:, :CONTEXT])
     labels = torch.from_numpy(data.test_y[: args.eval])
-    results: dict = {}
     mean_options = VideoSampleOptions(mean=True)
     sample_options = VideoSampleOptions(steps=args.steps, guidance=1.0)
 
@@ -340,17 +345,12 @@ def main() -> None:
         raise SystemExit("the motion statistics need scipy")
     if args.rescore:
         parts = {name: json.loads((Path(args.work) / f"part-{name}.json").read_text()) for name in ("genlab", "anchor")}
-        trained = json.loads((Path(parts["genlab"]["run"]) / "model" / "config.json").read_text())
-        trained = trained.get("config", trained)
-        model_settings = {key: trained[key] for key in {**MODEL, **json.loads(args.model)} if key in trained}
     else:
         parts = side_by_side(__file__, "--role", ["genlab", "anchor"], args.work)
-        model_settings = {**MODEL, **json.loads(args.model)}
     torch.set_num_threads(args.eval_threads)
     data = load_video(data_path)
     results = {"machine": machine(args.threads), "command": command("video.py"),
                "data": {"clips": args.n, "shape": list(data.shape), "test_clips": len(data.test_x)},
-               "genlab_model": model_settings,
                "genlab_training": {**TRAINING, **json.loads(args.train)},
                **evaluate(args, data, parts["genlab"], parts["anchor"])}
     print(json.dumps({k: results[k] for k in ("prediction", "interpolation")}, indent=1), flush=True)

@@ -541,11 +541,11 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         if self.autoencoder is not None and c.mean_pixels > 0 and mean.any():
             # the mean forecast's hidden frames, decoded, against the true frames
             x0_hat, _ = self.schedule.denoise(x_t[mean], t[mean], out[mean], clip=False)
-            frames = ~known[mean]
+            frames = ~known[mean]  # decoded, the hidden frames only
+            pixel_error = torch.zeros(frames.shape, device=device)  # (mean clips, T)
             decoded = self.from_latent(x0_hat[frames][None])[0]
-            pixel_error = (decoded - pixels[mean][frames]).pow(2).flatten(1).mean(1)  # per hidden frame
-            per_mean_clip = torch.zeros(len(frames), device=device).index_add(
-                0, frames.nonzero()[:, 0], pixel_error) / frames.sum(1).clamp_min(1)
+            pixel_error[frames] = (decoded - pixels[mean][frames]).pow(2).flatten(1).mean(1)
+            per_mean_clip = pixel_error.sum(1) / frames.sum(1).clamp_min(1)
             # (not logged apart: a batch may hold no mean clip, and every process must log the same keys)
             losses["loss"] = losses["loss"] + c.mean_pixels * per_mean_clip.sum() / n
         return losses
