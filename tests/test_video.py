@@ -317,6 +317,46 @@ def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
     assert all(p.grad is None for p in model.autoencoder.parameters())
 
 
+def test_latent_cache_encodes_each_training_clip_once(moving, monkeypatch):
+    """Training clips' latents are encoded once and kept by content, within latent_cache MB: a second step on the
+    same clips never calls the frozen encoder and gives the same loss as a model without the cache (the latents
+    are rounded alike either way); a changed clip is encoded afresh. The decoded mean frames are mean_pixel_frames
+    of each clip's hidden ones (0: all)."""
+    cached = tiny(moving, **LATENT, mean_share=1.0, free_share=0.0, interpolate_share=0.0, mean_pixel_frames=2).train()
+    plain = tiny(moving, **LATENT, mean_share=1.0, free_share=0.0, interpolate_share=0.0, mean_pixel_frames=2,
+                 latent_cache=0).train()
+    plain.load_state_dict(cached.state_dict())
+    clips = torch.from_numpy(load_data(str(moving)).train_x[:4])
+    labels = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        for model in (cached, plain):
+            model._measure_latents(clips.float() / 127.5 - 1)
+    encoded, decoded = [], []
+    for model in (cached, plain):
+        encode, decode = model.autoencoder.encode, model.autoencoder.decode
+        monkeypatch.setattr(model.autoencoder, "encode", lambda x, f=encode: encoded.append(len(x)) or f(x))
+        monkeypatch.setattr(model.autoencoder, "decode", lambda z, s, f=decode: decoded.append(len(z)) or f(z, s))
+
+    def loss(model, batch=clips):
+        torch.manual_seed(0)
+        return float(model.loss((batch, labels), 40)["loss"])
+
+    first = loss(cached)
+    assert len(cached._latent_cache) == 4 and encoded == [4 * 6]
+    assert loss(cached) == first and encoded == [4 * 6]  # all kept: no encoder pass
+    assert loss(plain) == pytest.approx(first, abs=1e-6) and encoded == [4 * 6] * 2 and not plain._latent_cache
+    assert decoded == [4 * 2] * 3  # 2 of each mean clip's hidden frames (LATENT's tiny config: 6 frames, 1-3 known)
+    changed = clips.clone()
+    changed[0] = 255 - changed[0]
+    loss(cached, changed)
+    assert encoded[-1] == 6 and len(cached._latent_cache) == 5
+    cached.config = dataclasses.replace(cached.config, mean_pixel_frames=0)
+    torch.manual_seed(0)
+    known = cached.draw_known(4)
+    loss(cached)
+    assert decoded[-1] == int((~known).sum())
+
+
 def test_latent_model_trains_its_autoencoder_first(moving, tmp_path):
     """A latent model's first ae_steps train the frame autoencoder alone (the U-Net gets no gradient), then the
     diffusion trains on latents of unit scale; it refuses to sample before that; saved and loaded, it samples the
@@ -401,6 +441,8 @@ def test_config_refuses_bad_settings():
         VideoConfig(widths=(32, 64), blocks=(1, 1), space_time=(True,))
     with pytest.raises(ConfigError, match="mean_pixels"):
         VideoConfig(mean_pixels=-1)
+    with pytest.raises(ConfigError, match="latent_cache"):
+        VideoConfig(latent_cache=-1)
     with pytest.raises(ConfigError, match="multiples of 32"):
         VideoConfig(widths=(48, 64))
     with pytest.raises(ConfigError, match="shares"):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -109,6 +110,12 @@ class VideoConfig(ConditionalImageConfig):
     """latent models: weight of the mean forecast's error in pixels, through the frozen decoder, beside its error
     in latents (the decoding of the latents' mean is not the frames' mean: trained on latents alone, forecasts
     came out dim and flat)"""
+    mean_pixel_frames: int = 4
+    """latent models: decode this many of each mean clip's hidden frames, drawn at random, for that pixel error
+    (0: all of them; the decoder's pass over all of them cost a seventh of a training step)"""
+    latent_cache: int = 1024
+    """latent models: MB of training clips' latents (float16) kept after they are first encoded, so that later
+    epochs skip the frozen encoder (its pass was a quarter of a training step); 0: none"""
     sampler: Literal["ddpm", "ddim", "dpm++"] = "dpm++"
     """the sampler by default"""
     sample_steps: int = 25
@@ -135,6 +142,9 @@ class VideoConfig(ConditionalImageConfig):
                               "e.g. --model.latent 4 --model.ae-widths [16,32,64] --model.ae-steps 600")
         if self.mean_pixels < 0:
             raise ConfigError(f"mean_pixels {self.mean_pixels} must be >= 0", "e.g. --model.mean-pixels 1 (0: none)")
+        if self.mean_pixel_frames < 0 or self.latent_cache < 0:
+            raise ConfigError(f"mean_pixel_frames {self.mean_pixel_frames} and latent_cache {self.latent_cache} must "
+                              "be >= 0", "e.g. --model.mean-pixel-frames 4 --model.latent-cache 1024 (0: all / none)")
         if self.head < 0:
             raise ConfigError(f"head {self.head} must be >= 0", "e.g. --model.head 256 (0: none)")
         if not 1 <= self.patch <= 16 or not 2 <= self.frames <= 64:
@@ -416,6 +426,8 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             # diffusion starts, so that it sees latents of unit variance (Rombach et al.'s scale factor, per channel)
             self.register_buffer("latent_mean", torch.zeros(c.latent))
             self.register_buffer("latent_std", torch.zeros(c.latent))
+        self._latent_cache: dict[bytes, torch.Tensor] = {}  # training clips' latents by digest (not saved)
+        self._latent_cache_bytes = 0
         self.net = SpaceTimeUNet(c.latent or c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout,
                                  classes, c.patch, c.space_time, c.head, c.time_conv)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -477,6 +489,23 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         self.latent_mean.copy_(stats[0])
         self.latent_std.copy_((stats[1] - stats[0] ** 2).clamp_min(1e-8).sqrt())
 
+    def _training_latents(self, clips: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Normalised latents of the training clips `clips` (uint8; `x`: the same in [-1, 1]), rounded to float16.
+        The encoder is frozen while the diffusion trains, so a clip's latent never changes: each is encoded once
+        and kept by its bytes' digest, up to `latent_cache` MB. The rounding applies to fresh latents too, so a
+        resumed run, its cache empty, trains on the same values."""
+        keys = [hashlib.blake2b(clip.tobytes(), digest_size=16).digest() for clip in clips.cpu().numpy()]
+        latents = [self._latent_cache.get(key) for key in keys]
+        missing = [i for i, z in enumerate(latents) if z is None]
+        if missing:
+            fresh = self.to_latent(x[missing]).half().cpu()
+            for i, z in zip(missing, fresh):
+                latents[i] = z
+                if self._latent_cache_bytes + z.nbytes <= self.config.latent_cache * 2**20:
+                    self._latent_cache[keys[i]] = z.clone()
+                    self._latent_cache_bytes += z.nbytes
+        return torch.stack(latents).to(x.device, torch.float32)
+
     def autoencoder_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """The first stage's loss on frames (N, C, H, W) in [-1, 1]: L1 reconstruction of a sampled latent plus
         a KL term weighted 1e-6 per latent value (LDM's KL-f autoencoders), which keeps the latent's scale in
@@ -519,7 +548,7 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             with torch.no_grad():
                 if not self.latent_std.any():
                     self._measure_latents(x0)
-                pixels, x0 = x0, self.to_latent(x0)
+                pixels, x0 = x0, self._training_latents(clips, x0)
         n, device = len(x0), x0.device
         known = self.draw_known(n).to(device)
         t = torch.randint(0, c.timesteps, (n,), device=device)
@@ -542,6 +571,9 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             # the mean forecast's hidden frames, decoded, against the true frames
             x0_hat, _ = self.schedule.denoise(x_t[mean], t[mean], out[mean], clip=False)
             frames = ~known[mean]  # decoded, the hidden frames only
+            if c.mean_pixel_frames:  # a few of them at random: each frame's rank among its clip's, by a random score
+                score = torch.rand(frames.shape, device=device).masked_fill(~frames, 2.0)
+                frames = frames & (score.argsort(1).argsort(1) < c.mean_pixel_frames)
             pixel_error = torch.zeros(frames.shape, device=device)  # (mean clips, T)
             decoded = self.from_latent(x0_hat[frames][None])[0]
             pixel_error[frames] = (decoded - pixels[mean][frames]).pow(2).flatten(1).mean(1)
