@@ -320,8 +320,8 @@ def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
 def test_latent_cache_encodes_each_training_clip_once(moving, monkeypatch):
     """Training clips' latents are encoded once and kept by content, within latent_cache MB: a second step on the
     same clips never calls the frozen encoder and gives the same loss as a model without the cache (the latents
-    are rounded alike either way); a changed clip is encoded afresh. The decoded mean frames are mean_pixel_frames
-    of each clip's hidden ones (0: all)."""
+    are rounded alike either way); a changed clip is encoded afresh, and loading weights empties the cache. The
+    decoded mean frames are mean_pixel_frames of each clip's hidden ones (0: all)."""
     cached = tiny(moving, **LATENT, mean_share=1.0, free_share=0.0, interpolate_share=0.0, mean_pixel_frames=2).train()
     plain = tiny(moving, **LATENT, mean_share=1.0, free_share=0.0, interpolate_share=0.0, mean_pixel_frames=2,
                  latent_cache=0).train()
@@ -350,6 +350,8 @@ def test_latent_cache_encodes_each_training_clip_once(moving, monkeypatch):
     changed[0] = 255 - changed[0]
     loss(cached, changed)
     assert encoded[-1] == 6 and len(cached._latent_cache) == 5
+    cached.load_state_dict(cached.state_dict())  # loaded weights or statistics: what was kept may be stale
+    assert not cached._latent_cache and cached._latent_cache_bytes == 0
     cached.config = dataclasses.replace(cached.config, mean_pixel_frames=0)
     torch.manual_seed(0)
     known = cached.draw_known(4)

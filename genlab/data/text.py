@@ -22,12 +22,18 @@ def _read_text(path: Path) -> tuple[str | None, str]:
         return None, f"unreadable ({error.strerror})"
     if not raw.strip():
         return None, "empty file"
-    if b"\x00" in raw[:65536]:
+    return decode_utf8(raw, scan=65536)
+
+
+def decode_utf8(raw: bytes, offset: int = 0, scan: int | None = None) -> tuple[str | None, str]:
+    """`raw` decoded, or None and why not: binary (NUL bytes in its first `scan` bytes; all of them by default) or
+    not UTF-8 (naming the byte where decoding failed, counted from `offset`: where `raw` starts in its file)."""
+    if b"\x00" in raw[:scan]:
         return None, "binary file (NUL bytes)"
     try:
         return raw.decode("utf-8"), ""
     except UnicodeDecodeError as error:
-        return None, f"not UTF-8 ({error.reason} at byte {error.start})"
+        return None, f"not UTF-8 ({error.reason} at byte {offset + error.start})"
 
 
 def text_files(path: Path, fix: str) -> list[Path]:

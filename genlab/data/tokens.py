@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from genlab.data.base import DataReport, prepared_format
-from genlab.data.text import text_files
+from genlab.data.text import decode_utf8, text_files
 from genlab.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer, remember
 from genlab.errors import DataError
 from genlab.files import atomic_write
@@ -149,13 +149,7 @@ def spans(files: list[Path], chunk_bytes: int, test_fraction: float) -> list[tup
 def _read_span(path: str, start: int, end: int) -> tuple[str | None, str]:
     with open(path, "rb") as f:
         f.seek(start)
-        raw = f.read(end - start)
-    if b"\x00" in raw:
-        return None, "binary file (NUL bytes)"
-    try:
-        return raw.decode("utf-8"), ""
-    except UnicodeDecodeError as error:
-        return None, f"not UTF-8 ({error.reason} at byte {start + error.start})"
+        return decode_utf8(f.read(end - start), offset=start)
 
 
 _WORKER: dict = {}

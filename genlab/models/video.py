@@ -426,8 +426,9 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             # diffusion starts, so that it sees latents of unit variance (Rombach et al.'s scale factor, per channel)
             self.register_buffer("latent_mean", torch.zeros(c.latent))
             self.register_buffer("latent_std", torch.zeros(c.latent))
-        self._latent_cache: dict[bytes, torch.Tensor] = {}  # training clips' latents by digest (not saved)
-        self._latent_cache_bytes = 0
+            self._latent_cache: dict[bytes, torch.Tensor] = {}  # training clips' latents by digest (not saved)
+            self._latent_cache_bytes = 0
+            self.register_load_state_dict_post_hook(VideoDiffusion._forget_latents)  # loaded weights: stale
         self.net = SpaceTimeUNet(c.latent or c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout,
                                  classes, c.patch, c.space_time, c.head, c.time_conv)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -488,6 +489,11 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             stats /= torch.distributed.get_world_size()
         self.latent_mean.copy_(stats[0])
         self.latent_std.copy_((stats[1] - stats[0] ** 2).clamp_min(1e-8).sqrt())
+
+    @staticmethod
+    def _forget_latents(module: VideoDiffusion, incompatible_keys: Any = None) -> None:
+        module._latent_cache.clear()
+        module._latent_cache_bytes = 0
 
     def _training_latents(self, clips: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Normalised latents of the training clips `clips` (uint8; `x`: the same in [-1, 1]), rounded to float16.
