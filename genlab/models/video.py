@@ -427,7 +427,6 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             self.register_buffer("latent_mean", torch.zeros(c.latent))
             self.register_buffer("latent_std", torch.zeros(c.latent))
             self._latent_cache: dict[bytes, torch.Tensor] = {}  # training clips' latents by digest (not saved)
-            self._latent_cache_bytes = 0
             self.register_load_state_dict_post_hook(VideoDiffusion._forget_latents)  # loaded weights: stale
         self.net = SpaceTimeUNet(c.latent or c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout,
                                  classes, c.patch, c.space_time, c.head, c.time_conv)
@@ -493,7 +492,6 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
     @staticmethod
     def _forget_latents(module: VideoDiffusion, incompatible_keys: Any = None) -> None:
         module._latent_cache.clear()
-        module._latent_cache_bytes = 0
 
     def _training_latents(self, clips: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Normalised latents of the training clips `clips` (uint8; `x`: the same in [-1, 1]), rounded to float16.
@@ -505,11 +503,10 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         missing = [i for i, z in enumerate(latents) if z is None]
         if missing:
             fresh = self.to_latent(x[missing]).half().cpu()
-            for i, z in zip(missing, fresh):
+            for i, z in zip(missing, fresh):  # every clip's latent has the one shape, so the same bytes
                 latents[i] = z
-                if self._latent_cache_bytes + z.nbytes <= self.config.latent_cache * 2**20:
+                if (len(self._latent_cache) + 1) * z.nbytes <= self.config.latent_cache * 2**20:
                     self._latent_cache[keys[i]] = z.clone()
-                    self._latent_cache_bytes += z.nbytes
         return torch.stack(latents).to(x.device, torch.float32)
 
     def autoencoder_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
