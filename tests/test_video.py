@@ -397,6 +397,43 @@ def test_latent_model_trains_its_autoencoder_first(moving, tmp_path):
     assert torch.allclose(again, made, atol=1e-5)
 
 
+def test_shift_moves_feature_maps_by_whole_and_fractional_pixels():
+    """`shift` moves each map by its own (down, right) pixels: whole ones exactly, fractions bilinearly, edges
+    extended."""
+    from genlab.models.video import shift
+
+    x = torch.zeros(3, 1, 6, 6)
+    x[:, 0, 2, 2] = 1
+    moved = shift(x, torch.tensor([[1.0, 2.0], [0.5, 0.0], [0.0, -0.25]]))[:, 0]
+    assert moved[0, 3, 4] == 1 and moved[0].sum() == 1
+    assert torch.allclose(moved[1, 2:4, 2], torch.tensor([0.5, 0.5])) and abs(float(moved[1].sum()) - 1) < 1e-6
+    assert torch.allclose(moved[2, 2, 1:3], torch.tensor([0.25, 0.75]))
+    edge = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)
+    assert torch.equal(shift(edge, torch.tensor([[0.0, 2.0]]))[0, 0, 0], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+
+
+def test_autoencoder_shift_terms(moving):
+    """With ae_shift, the autoencoder's loss adds, at that weight, the encoder's error on moved frames (against its
+    latents moved alike) and the decoder's on moved latents; both train both halves."""
+    clips = torch.from_numpy(load_data(str(moving)).train_x[:2]).float() / 127.5 - 1
+    frames = clips.flatten(0, 1)
+    losses, grads = {}, {}
+    for weight in (0.0, 2.0):
+        model = tiny(moving, **{**LATENT, "ae_shift": weight})  # the same weights (tiny seeds them)
+        torch.manual_seed(0)  # the same latent sample: the terms are all that differs
+        losses[weight] = model.autoencoder_loss(frames)
+        losses[weight]["loss"].backward()
+        ae = model.autoencoder
+        grads[weight] = ae.encoder[0].weight.grad, ae.decoder[-1].weight.grad
+    plain, shifted = losses[0.0], losses[2.0]
+    assert "ae_shift_encoder" not in plain and torch.equal(plain["ae_l1"], shifted["ae_l1"])
+    terms = shifted["ae_shift_encoder"] + shifted["ae_shift_decoder"]
+    assert shifted["ae_shift_encoder"] > 0 and shifted["ae_shift_decoder"] > 0
+    assert torch.isclose(shifted["loss"] - plain["loss"], 2 * terms)
+    for with_terms, without in zip(grads[2.0], grads[0.0]):  # the first layer of each half
+        assert (with_terms - without).abs().max() > 1e-6
+
+
 def test_latent_model_of_frames_the_autoencoder_does_not_divide():
     """26 px frames through an autoencoder that quarters them: padded in, cropped out, at both stages and in every
     job; frames not given are not encoded. A pixel model keeps no latent statistics (older folders load)."""
@@ -445,6 +482,8 @@ def test_config_refuses_bad_settings():
         VideoConfig(mean_pixels=-1)
     with pytest.raises(ConfigError, match="latent_cache"):
         VideoConfig(latent_cache=-1)
+    with pytest.raises(ConfigError, match="ae_shift"):
+        VideoConfig(ae_shift=-1)
     with pytest.raises(ConfigError, match="multiples of 32"):
         VideoConfig(widths=(48, 64))
     with pytest.raises(ConfigError, match="shares"):

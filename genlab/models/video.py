@@ -90,6 +90,12 @@ class VideoConfig(ConditionalImageConfig):
     ae_steps: int = 600
     """latent models: the first steps train the autoencoder alone (frames' L1 error and a small KL term); the
     diffusion trains after them, on the frozen encoder's latents"""
+    ae_shift: float = 0.0
+    """latent models: weight of the autoencoder's shift terms (EQ-VAE, Kouzelis et al., ICML 2025): a frame moved by
+    a few pixels must encode to its latents moved alike, by fractions of a latent pixel, and those must decode to
+    the moved frame. A strided encoder is not otherwise shift-equivariant: a garment moved by half a latent pixel
+    (the data's 2 pixels a frame) gets latents as far from its own as from another frame's, and the diffusion must
+    learn to move what it cannot see move (0: none)"""
     timesteps: int = 1000
     """diffusion steps T of training (cosine schedule, v prediction)"""
     min_snr_gamma: float = 5.0
@@ -140,6 +146,8 @@ class VideoConfig(ConditionalImageConfig):
             raise ConfigError(f"latent {self.latent}, ae_widths {list(self.ae_widths)}, ae_steps {self.ae_steps}: a "
                               "latent model needs two or more autoencoder levels and steps to train it",
                               "e.g. --model.latent 4 --model.ae-widths [16,32,64] --model.ae-steps 600")
+        if self.ae_shift < 0:
+            raise ConfigError(f"ae_shift {self.ae_shift} must be >= 0", "e.g. --model.ae-shift 1 (0: none)")
         if self.mean_pixels < 0:
             raise ConfigError(f"mean_pixels {self.mean_pixels} must be >= 0", "e.g. --model.mean-pixels 1 (0: none)")
         if self.mean_pixel_frames < 0 or self.latent_cache < 0:
@@ -271,6 +279,19 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+def shift(x: torch.Tensor, move: torch.Tensor) -> torch.Tensor:
+    """Feature maps (N, C, H, W) moved by `move` (N, 2) pixels down and right, fractions interpolated bilinearly and
+    edges extended (a moved frame's background continues its own)."""
+    n, _, h, w = x.shape
+    # grid_sample reads the input at normalised coordinates in [-1, 1] (align_corners=False: a pixel is 2 / size)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2] = -2 * move[:, 1] / w
+    theta[:, 1, 2] = -2 * move[:, 0] / h
+    grid = F.affine_grid(theta, (n, 1, h, w), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class FrameAutoencoder(nn.Module):
@@ -512,12 +533,27 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
     def autoencoder_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
         """The first stage's loss on frames (N, C, H, W) in [-1, 1]: L1 reconstruction of a sampled latent plus
         a KL term weighted 1e-6 per latent value (LDM's KL-f autoencoders), which keeps the latent's scale in
-        check without blurring it."""
-        mean, logvar = self.autoencoder.encode(x0)
+        check without blurring it; with `ae_shift`, the shift terms."""
+        ae = self.autoencoder
+        mean, logvar = ae.encode(x0)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
-        l1 = (self.autoencoder.decode(z, x0.shape[-2:]) - x0).abs().mean()
+        l1 = (ae.decode(z, x0.shape[-2:]) - x0).abs().mean()
         kl = gaussian_kl(mean.flatten(1), logvar.flatten(1)).mean()  # per frame
-        return {"loss": l1 + 1e-6 * kl, "ae_l1": l1.detach(), "ae_kl": kl.detach() / mean[0].numel()}
+        losses = {"loss": l1 + 1e-6 * kl, "ae_l1": l1.detach(), "ae_kl": kl.detach() / mean[0].numel()}
+        if self.config.ae_shift > 0:
+            # each frame moved by whole pixels, up to one latent pixel each way (the decoder's output frame is
+            # cropped to the input's size, so the moved latents' frame is cut to match)
+            move = torch.randint(-ae.factor, ae.factor + 1, (len(x0), 2), device=x0.device).float()
+            moved_mean, _ = ae.encode(shift(x0, move))
+            moved_latents = shift(mean, move / ae.factor)
+            # each channel's error relative to that channel's spread, which it could otherwise shrink away (the
+            # diffusion sees each channel at unit variance)
+            spread = mean.detach().var((0, 2, 3)).clamp_min(1e-8)
+            encoder = ((moved_mean - moved_latents).pow(2).mean((0, 2, 3)) / spread).mean()
+            decoder = (ae.decode(shift(z, move / ae.factor), x0.shape[-2:]) - shift(x0, move)).abs().mean()
+            losses["loss"] = losses["loss"] + self.config.ae_shift * (encoder + decoder)
+            losses.update(ae_shift_encoder=encoder.detach(), ae_shift_decoder=decoder.detach())
+        return losses
 
     # -- training ----------------------------------------------------------------------------
 
