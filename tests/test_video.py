@@ -414,7 +414,7 @@ def test_shift_moves_feature_maps_by_whole_and_fractional_pixels():
 
 def test_autoencoder_shift_terms(moving):
     """With ae_shift, the autoencoder's loss adds, at that weight, the encoder's error on moved frames (against its
-    latents moved alike) and the decoder's on moved latents; both train both halves."""
+    latents moved alike) and the decoder's on moved latents; their gradient reaches both halves."""
     clips = torch.from_numpy(load_data(str(moving)).train_x[:2]).float() / 127.5 - 1
     frames = clips.flatten(0, 1)
     losses, grads = {}, {}

@@ -541,16 +541,15 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         kl = gaussian_kl(mean.flatten(1), logvar.flatten(1)).mean()  # per frame
         losses = {"loss": l1 + 1e-6 * kl, "ae_l1": l1.detach(), "ae_kl": kl.detach() / mean[0].numel()}
         if self.config.ae_shift > 0:
-            # each frame moved by whole pixels, up to one latent pixel each way (the decoder's output frame is
-            # cropped to the input's size, so the moved latents' frame is cut to match)
+            # each frame moved by whole pixels, up to one latent pixel each way; its latents by the same distance
             move = torch.randint(-ae.factor, ae.factor + 1, (len(x0), 2), device=x0.device).float()
-            moved_mean, _ = ae.encode(shift(x0, move))
-            moved_latents = shift(mean, move / ae.factor)
+            moved, latent_move = shift(x0, move), move / ae.factor
+            moved_mean, _ = ae.encode(moved)
             # each channel's error relative to that channel's spread, which it could otherwise shrink away (the
             # diffusion sees each channel at unit variance)
             spread = mean.detach().var((0, 2, 3)).clamp_min(1e-8)
-            encoder = ((moved_mean - moved_latents).pow(2).mean((0, 2, 3)) / spread).mean()
-            decoder = (ae.decode(shift(z, move / ae.factor), x0.shape[-2:]) - shift(x0, move)).abs().mean()
+            encoder = ((moved_mean - shift(mean, latent_move)).pow(2).mean((0, 2, 3)) / spread).mean()
+            decoder = (ae.decode(shift(z, latent_move), x0.shape[-2:]) - moved).abs().mean()
             losses["loss"] = losses["loss"] + self.config.ae_shift * (encoder + decoder)
             losses.update(ae_shift_encoder=encoder.detach(), ae_shift_decoder=decoder.detach())
         return losses
