@@ -434,6 +434,24 @@ def test_autoencoder_shift_terms(moving):
         assert (with_terms - without).abs().max() > 1e-6
 
 
+def test_autoencoder_decoder_phase(moving):
+    """The last ae_decoder_steps of the autoencoder's steps train its decoder alone, on the L1 term alone (no shift
+    terms), the encoder frozen; the steps before train both halves."""
+    model = tiny(moving, **{**LATENT, "ae_steps": 10, "ae_decoder_steps": 4, "ae_shift": 1.0}).train()
+    clips = torch.from_numpy(load_data(str(moving)).train_x[:2])
+    labels = torch.zeros(2, dtype=torch.long)
+    ae = model.autoencoder
+    for step, decoder_only in ((5, False), (6, True), (9, True)):
+        ae.zero_grad(set_to_none=True)
+        out = model.loss((clips, labels), step)
+        out["loss"].backward()
+        assert ("ae_shift_encoder" in out) != decoder_only and "ae_l1" in out
+        assert (ae.encoder[0].weight.grad is None) == decoder_only
+        assert ae.decoder[-1].weight.grad.abs().max() > 0
+    if decoder_only:
+        assert torch.equal(out["loss"], out["ae_l1"])
+
+
 def test_latent_model_of_frames_the_autoencoder_does_not_divide():
     """26 px frames through an autoencoder that quarters them: padded in, cropped out, at both stages and in every
     job; frames not given are not encoded. A pixel model keeps no latent statistics (older folders load)."""
@@ -484,6 +502,8 @@ def test_config_refuses_bad_settings():
         VideoConfig(latent_cache=-1)
     with pytest.raises(ConfigError, match="ae_shift"):
         VideoConfig(ae_shift=-1)
+    with pytest.raises(ConfigError, match="ae_decoder_steps"):
+        VideoConfig(latent=4, ae_steps=100, ae_decoder_steps=100)
     with pytest.raises(ConfigError, match="multiples of 32"):
         VideoConfig(widths=(48, 64))
     with pytest.raises(ConfigError, match="shares"):

@@ -96,6 +96,10 @@ class VideoConfig(ConditionalImageConfig):
     the moved frame. A strided encoder is not otherwise shift-equivariant: a garment moved by half a latent pixel
     (the data's 2 pixels a frame) gets latents as far from its own as from another frame's, and the diffusion must
     learn to move what it cannot see move (0: none)"""
+    ae_decoder_steps: int = 0
+    """latent models: the last this many of the `ae_steps` train the decoder alone on the frames' L1 error, the
+    encoder frozen and without shift terms: the shift terms keep the encoder's latents smooth and take that from
+    the decoder's sharpness, which a decoder trained alone wins back (0: none)"""
     timesteps: int = 1000
     """diffusion steps T of training (cosine schedule, v prediction)"""
     min_snr_gamma: float = 5.0
@@ -148,6 +152,10 @@ class VideoConfig(ConditionalImageConfig):
                               "e.g. --model.latent 4 --model.ae-widths [16,32,64] --model.ae-steps 600")
         if self.ae_shift < 0:
             raise ConfigError(f"ae_shift {self.ae_shift} must be >= 0", "e.g. --model.ae-shift 1 (0: none)")
+        if not 0 <= self.ae_decoder_steps < max(self.ae_steps, 1):
+            raise ConfigError(f"ae_decoder_steps {self.ae_decoder_steps} must be >= 0 and fewer than ae_steps "
+                              f"{self.ae_steps} (the encoder trains first)",
+                              "e.g. --model.ae-steps 1500 --model.ae-decoder-steps 500")
         if self.mean_pixels < 0:
             raise ConfigError(f"mean_pixels {self.mean_pixels} must be >= 0", "e.g. --model.mean-pixels 1 (0: none)")
         if self.mean_pixel_frames < 0 or self.latent_cache < 0:
@@ -530,14 +538,18 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                     self._latent_cache[keys[i]] = z.clone()
         return torch.stack(latents).to(x.device, torch.float32)
 
-    def autoencoder_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+    def autoencoder_loss(self, x0: torch.Tensor, decoder_only: bool = False) -> dict[str, torch.Tensor]:
         """The first stage's loss on frames (N, C, H, W) in [-1, 1]: L1 reconstruction of a sampled latent plus
         a KL term weighted 1e-6 per latent value (LDM's KL-f autoencoders), which keeps the latent's scale in
-        check without blurring it; with `ae_shift`, the shift terms."""
+        check without blurring it; with `ae_shift`, the shift terms. `decoder_only`: the L1 term alone, through
+        the decoder (the encoder frozen)."""
         ae = self.autoencoder
-        mean, logvar = ae.encode(x0)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not decoder_only):
+            mean, logvar = ae.encode(x0)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         l1 = (ae.decode(z, x0.shape[-2:]) - x0).abs().mean()
+        if decoder_only:
+            return {"loss": l1, "ae_l1": l1.detach()}
         kl = gaussian_kl(mean.flatten(1), logvar.flatten(1)).mean()  # per frame
         losses = {"loss": l1 + 1e-6 * kl, "ae_l1": l1.detach(), "ae_kl": kl.detach() / mean[0].numel()}
         if self.config.ae_shift > 0:
@@ -581,7 +593,8 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             if first_stage:
                 # 4 frames of each clip: the frames of a clip are alike, and a step of all of them costs 5x
                 pick = torch.randint(0, c.frames, (len(x0), 4), device=x0.device)
-                return self.autoencoder_loss(x0[torch.arange(len(x0))[:, None], pick].flatten(0, 1))
+                decoder_only = step is not None and step >= c.ae_steps - c.ae_decoder_steps
+                return self.autoencoder_loss(x0[torch.arange(len(x0))[:, None], pick].flatten(0, 1), decoder_only)
             self.autoencoder.requires_grad_(False)  # frozen from here on, also when a run resumes
             with torch.no_grad():
                 if not self.latent_std.any():
