@@ -501,7 +501,9 @@ def test_config_refuses_bad_settings():
     with pytest.raises(ConfigError, match="latent_cache"):
         VideoConfig(latent_cache=-1)
     with pytest.raises(ConfigError, match="ae_shift"):
-        VideoConfig(ae_shift=-1)
+        VideoConfig(latent=4, ae_shift=-1)
+    with pytest.raises(ConfigError, match="runs in pixels"):
+        VideoConfig(ae_shift=1)
     with pytest.raises(ConfigError, match="ae_decoder_steps"):
         VideoConfig(latent=4, ae_steps=100, ae_decoder_steps=100)
     with pytest.raises(ConfigError, match="multiples of 32"):

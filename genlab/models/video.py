@@ -152,6 +152,10 @@ class VideoConfig(ConditionalImageConfig):
                               "e.g. --model.latent 4 --model.ae-widths [16,32,64] --model.ae-steps 600")
         if self.ae_shift < 0:
             raise ConfigError(f"ae_shift {self.ae_shift} must be >= 0", "e.g. --model.ae-shift 1 (0: none)")
+        if not self.latent and (self.ae_shift or self.ae_decoder_steps):
+            raise ConfigError(f"ae_shift {self.ae_shift} and ae_decoder_steps {self.ae_decoder_steps} train the "
+                              "autoencoder of a latent model; this model runs in pixels (latent 0)",
+                              "add --model.latent 4, or leave them out")
         if not 0 <= self.ae_decoder_steps < max(self.ae_steps, 1):
             raise ConfigError(f"ae_decoder_steps {self.ae_decoder_steps} must be >= 0 and fewer than ae_steps "
                               f"{self.ae_steps} (the encoder trains first)",
@@ -527,6 +531,8 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         The encoder is frozen while the diffusion trains, so a clip's latent never changes: each is encoded once
         and kept by its bytes' digest, up to `latent_cache` MB. The rounding applies to fresh latents too, so a
         resumed run, its cache empty, trains on the same values."""
+        if not self.config.latent_cache:
+            return self.to_latent(x).half().float()
         keys = [hashlib.blake2b(clip.tobytes(), digest_size=16).digest() for clip in clips.cpu().numpy()]
         latents = [self._latent_cache.get(key) for key in keys]
         missing = [i for i, z in enumerate(latents) if z is None]
@@ -622,9 +628,10 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             # the mean forecast's hidden frames, decoded, against the true frames
             x0_hat, _ = self.schedule.denoise(x_t[mean], t[mean], out[mean], clip=False)
             frames = ~known[mean]  # decoded, the hidden frames only
-            if c.mean_pixel_frames:  # a few of them at random: each frame's rank among its clip's, by a random score
+            if c.mean_pixel_frames:  # a few of them at random: the hidden frames with the lowest random scores
                 score = torch.rand(frames.shape, device=device).masked_fill(~frames, 2.0)
-                frames = frames & (score.argsort(1).argsort(1) < c.mean_pixel_frames)
+                lowest = score.argsort(1)[:, : c.mean_pixel_frames]
+                frames = frames & torch.zeros_like(frames).scatter(1, lowest, True)
             pixel_error = torch.zeros(frames.shape, device=device)  # (mean clips, T)
             decoded = self.from_latent(x0_hat[frames][None])[0]
             pixel_error[frames] = (decoded - pixels[mean][frames]).pow(2).flatten(1).mean(1)
