@@ -173,3 +173,34 @@ def test_the_video_benchmark_parts_run_on_tiny_clips(tmp_path):
     future = bench.anchor_predict(args, data, tmp_path / "convlstm.pt", data.test_x)
     assert future.shape == (1, 10, 1, 16, 16) and 0 <= float(future.min()) and float(future.max()) <= 1
     assert torch.isfinite(future).all()
+
+
+def test_the_video_pilots_run_on_tiny_clips(tmp_path):
+    """bench/video_pilots.py's two stages on tiny clips and a tiny model: the autoencoder trains (ending with its
+    decoder alone), is scored and saved; the diffusion trains on its latents and is scored on every job."""
+    import argparse
+    import json
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import video as bench
+    import video_pilots as pilots
+
+    from genlab.data.video import load_video, make_moving_fashion
+    from tests.test_video import garments
+
+    data = load_video(make_moving_fashion(tmp_path / "clips", n=10, frames=20, size=16, source=garments()))
+    judge = bench.frame_judge(data, 5)
+    tiny = {"widths": [32, 32], "blocks": [1, 1], "latent": 2, "ae_widths": [8, 16], "ae_shift": 1.0,
+            "ae_decoder_steps": 1}
+    args = argparse.Namespace(model=json.dumps(tiny), steps=3, seed=0, eval=4, work=str(tmp_path), name="tiny")
+    first = pilots.train_autoencoder(args, data, judge)
+    assert first["steps"] == 3 and first["decoded_mse_per_frame"] > 0 and 0 <= first["decoded_l1"] <= 1
+    moved = first["shift_equivariance"]["4px"]
+    assert moved["off_moved_latents"] >= 0 and moved["off_unmoved_latents"] > 0
+    assert len(first["latent_channel_variance"]) == 2 and 0 <= first["decoded_class_keeping"]["agreement"] <= 1
+    args.autoencoder, args.steps = str(tmp_path / "ae-tiny.safetensors"), 2
+    second = pilots.train_diffusion(args, data, judge)
+    for k in (10, 1):
+        assert second[f"mean_forecast_from_{k}"]["mse_per_frame"] > 0
+    assert 0 <= second["animated"]["asked_class"] <= 1 and 0 <= second["class_conditional"]["agreement"] <= 1
+    assert all(len(errors) == 2 and min(errors) > 0 for errors in second["x0_error_frames_11_20"].values())
