@@ -2,14 +2,18 @@
 same wall clock and against copying the last frame; class-conditional clips' class keeping and motion; frame
 interpolation against linear blending; image-to-video.
 
-    python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent_ae1500.json  # the model now
-    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_steps": 600, "mean_pixel_frames": 0, \
-        "latent_cache": 0}' --out bench/results/video_latent_time_conv.json  # before the latent cache
-    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_steps": 600, "mean_pixel_frames": 0, \
-        "latent_cache": 0, "time_conv": false, "mean_pixels": 0}' --out bench/results/video_latent.json  # before
-    python bench/video.py --threads 1 --seconds 2400 --model '{"latent": 0, "patch": 8, "space_time": []}'  # pixels
-    python bench/video.py --n 40 --seconds 15 --eval 4 --samples 2 --steps 2 --model '{"ae_steps": 2}' \
-        --out /tmp/video_smoke.json  # smoke (2 autoencoder steps: a latent model samples only after them)
+    python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent_ae_shift.json  # the model now
+    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_shift": 0, "ae_steps": 1500, \
+        "ae_decoder_steps": 0}' --out bench/results/video_latent_ae1500.json  # before the shift terms
+    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_shift": 0, "ae_steps": 600, "ae_decoder_steps": 0, \
+        "mean_pixel_frames": 0, "latent_cache": 0}' --out bench/results/video_latent_time_conv.json  # before the cache
+    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_shift": 0, "ae_steps": 600, "ae_decoder_steps": 0, \
+        "mean_pixel_frames": 0, "latent_cache": 0, "time_conv": false, "mean_pixels": 0}' \
+        --out bench/results/video_latent.json  # before that
+    python bench/video.py --threads 1 --seconds 2400 --model '{"latent": 0, "ae_shift": 0, "ae_decoder_steps": 0, \
+        "patch": 8, "space_time": []}'  # in pixels
+    python bench/video.py --n 40 --seconds 15 --eval 4 --samples 2 --steps 2 --model '{"ae_steps": 2, \
+        "ae_decoder_steps": 1}' --out /tmp/video_smoke.json  # smoke (a latent model samples only after its autoencoder)
     python bench/video.py --rescore --out bench/results/video_latent.json  # score the last run's models again
 
 The set: `genlab data make moving-fashion` (`--n` clips of 20 frames, 64x64, two garments of one class bouncing;
@@ -64,9 +68,9 @@ from genlab.metrics.video import (  # noqa: E402
 )
 from genlab.models.video import VideoSampleOptions  # noqa: E402
 
-MODEL = {"condition": "class", "latent": 4, "ae_steps": 1500, "widths": [64, 128], "blocks": [1, 2], "patch": 2,
-         "space_time": [False, True], "mean_share": 0.5, "mean_pixels": 1.0, "mean_pixel_frames": 4,
-         "latent_cache": 1024, "time_conv": True}
+MODEL = {"condition": "class", "latent": 4, "ae_steps": 1400, "ae_shift": 1.0, "ae_decoder_steps": 400,
+         "widths": [64, 128], "blocks": [1, 2], "patch": 2, "space_time": [False, True], "mean_share": 0.5,
+         "mean_pixels": 1.0, "mean_pixel_frames": 4, "latent_cache": 1024, "time_conv": True}
 TRAINING = {"batch_size": 8, "lr": 1e-3}
 OPENSTL_FILES = ("openstl/modules/convlstm_modules.py", "openstl/models/convlstm_model.py",
                  "openstl/utils/predrnn_utils.py")

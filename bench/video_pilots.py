@@ -1,11 +1,13 @@
 """Pilots of the video model's two stages (issue 23, docs/video.md): each stage trained alone for a number of steps,
 one thread, and scored on what it is for, in 20-25 minutes where the benchmark (bench/video.py) takes 80.
 
-    python bench/video_pilots.py autoencoder --name shift1 --steps 1500 --model '{"ae_shift": 1}'
-    python bench/video_pilots.py autoencoder --name shift1-dec --steps 1900 \
-        --model '{"ae_shift": 1, "ae_decoder_steps": 400}'
-    python bench/video_pilots.py diffusion --name shift1 --steps 777 \
-        --autoencoder /tmp/genlab-video-pilots/ae-shift1.safetensors
+    python bench/video_pilots.py autoencoder --name bench --steps 1400  # the benchmark's: 1,000 + 400 decoder alone
+    python bench/video_pilots.py autoencoder --name shift1 --steps 1500 --model '{"ae_decoder_steps": 0}'
+    python bench/video_pilots.py autoencoder --name plain --steps 1500 --model '{"ae_shift": 0, "ae_decoder_steps": 0}'
+    python bench/video_pilots.py diffusion --name base --steps 777 \
+        --autoencoder /tmp/genlab-video-pilots/ae-bench.safetensors
+    python bench/video_pilots.py diffusion --name px4 --steps 777 --model '{"mean_pixels": 4}' \
+        --autoencoder /tmp/genlab-video-pilots/ae-bench.safetensors
     python bench/video_pilots.py autoencoder --n 40 --steps 3 --eval 8 --reference-steps 5  # smoke
 
 `autoencoder` trains the first stage of the benchmark's model (bench/video.py's MODEL and `--model` over it) for
