@@ -112,6 +112,9 @@ def test_known_frames_are_the_jobs(moving):
     assert abs(every.float().mean() - 0.3) < 0.03 and abs(prefix.float().mean() - 0.5) < 0.03
     assert set(known[every].sum(1).tolist()) == {2, 3}
     assert set(known[prefix].sum(1).tolist()) == {1, 2, 3}  # up to half the frames known for prediction
+    half = tiny(moving, free_share=0.2, interpolate_share=0.3, half_share=0.5).draw_known(4000)
+    first_k = half.any(1) & (half == (torch.arange(6) < half.sum(1, keepdim=True))).all(1)
+    assert abs((half[first_k].sum(1) == 3).float().mean() - (0.5 + 0.5 / 3)) < 0.04  # half of them, and a third
 
 
 def test_jobs_keep_what_is_given(moving):
@@ -510,4 +513,6 @@ def test_config_refuses_bad_settings():
         VideoConfig(widths=(48, 64))
     with pytest.raises(ConfigError, match="shares"):
         VideoConfig(free_share=0.8, interpolate_share=0.4)
+    with pytest.raises(ConfigError, match="half_share"):
+        VideoConfig(half_share=1.5)
     assert dataclasses.replace(VideoConfig(), frames=8).frames == 8

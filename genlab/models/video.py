@@ -113,6 +113,10 @@ class VideoConfig(ConditionalImageConfig):
     interpolate_share: float = 0.3
     """of training clips, the share with every 2nd or 4th frame known (interpolation); the rest know their first
     k frames, k uniform in 1 .. T/2 (animation and prediction)"""
+    half_share: float = 0.0
+    """of training clips that know their first k frames, the share with k = T/2: the next half of a clip from its
+    first half, the prediction protocol of Moving MNIST benchmarks (OpenSTL: 10 frames from 10); the rest draw k
+    uniformly"""
     mean_share: float = 0.25
     """of training clips with known frames, the share at the last timestep, trained on the plain error of x0:
     the mean forecast `VideoSampleOptions.mean` returns"""
@@ -170,10 +174,12 @@ class VideoConfig(ConditionalImageConfig):
         if not 1 <= self.patch <= 16 or not 2 <= self.frames <= 64:
             raise ConfigError(f"patch {self.patch} and frames {self.frames}: need 1-16 and 2-64",
                               "e.g. --model.patch 4 (frames come from the data)")
-        shares = (self.free_share, self.interpolate_share, self.mean_share)
-        if min(shares) < 0 or self.free_share + self.interpolate_share > 1 or self.mean_share > 1:
-            raise ConfigError(f"free_share {self.free_share}, interpolate_share {self.interpolate_share} and "
-                              f"mean_share {self.mean_share} must be shares (the first two summing to 1 at most)",
+        shares = (self.free_share, self.interpolate_share, self.mean_share, self.half_share)
+        if min(shares) < 0 or self.free_share + self.interpolate_share > 1 or max(self.mean_share,
+                                                                                 self.half_share) > 1:
+            raise ConfigError(f"free_share {self.free_share}, interpolate_share {self.interpolate_share}, "
+                              f"mean_share {self.mean_share} and half_share {self.half_share} must be shares (the "
+                              "first two summing to 1 at most)",
                               "e.g. --model.free-share 0.2 --model.interpolate-share 0.3")
         if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
@@ -576,11 +582,13 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
 
     def draw_known(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Which frames each of n training clips shows the network, (n, T) bool: none (free generation), every
-        2nd or 4th from the first (interpolation) or the first k, k uniform in 1 .. T/2 (animation, prediction)."""
+        2nd or 4th from the first (interpolation) or the first k, k uniform in 1 .. T/2 or, a `half_share` of
+        them, T/2 (animation, prediction)."""
         c, frames = self.config, self.config.frames
         u = torch.rand(n, generator=generator)
         index = torch.arange(frames)
         k = torch.randint(1, max(2, frames // 2 + 1), (n,), generator=generator)
+        k = torch.where(torch.rand(n, generator=generator) < c.half_share, max(1, frames // 2), k)
         stride = torch.where(torch.rand(n, generator=generator) < 0.5, 2, 4)
         first_k = index[None] < k[:, None]
         every = index[None] % stride[:, None] == 0
