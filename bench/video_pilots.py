@@ -108,12 +108,11 @@ def x0_errors(model: VideoDiffusion, data, n: int = 16) -> dict:
     clips = torch.from_numpy(data.test_x[:n]).float() / 127.5 - 1
     labels = torch.from_numpy(data.test_y[:n])
     z = model.to_latent(clips)
-    n = len(z)
-    known = (torch.arange(z.shape[1]) < 10).expand(n, -1)
+    known = (torch.arange(z.shape[1]) < 10).expand(len(z), -1)
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     out = {}
     for level in (999, 900, 700, 500):
-        t = torch.full((n,), level)
+        t = torch.full((len(z),), level)
         x_t = model.schedule.add_noise(z, noise, t)
         v = model.net_ema(x_t, z * known[..., None, None, None], known, t, labels)
         x0, _ = model.schedule.denoise(x_t, t, v, clip=False)

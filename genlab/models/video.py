@@ -175,8 +175,7 @@ class VideoConfig(ConditionalImageConfig):
             raise ConfigError(f"patch {self.patch} and frames {self.frames}: need 1-16 and 2-64",
                               "e.g. --model.patch 4 (frames come from the data)")
         shares = (self.free_share, self.interpolate_share, self.mean_share, self.half_share)
-        if min(shares) < 0 or self.free_share + self.interpolate_share > 1 or max(self.mean_share,
-                                                                                 self.half_share) > 1:
+        if min(shares) < 0 or max(shares) > 1 or self.free_share + self.interpolate_share > 1:
             raise ConfigError(f"free_share {self.free_share}, interpolate_share {self.interpolate_share}, "
                               f"mean_share {self.mean_share} and half_share {self.half_share} must be shares (the "
                               "first two summing to 1 at most)",
