@@ -70,7 +70,7 @@ from genlab.models.video import VideoSampleOptions  # noqa: E402
 
 MODEL = {"condition": "class", "latent": 4, "ae_steps": 1400, "ae_shift": 1.0, "ae_decoder_steps": 400,
          "widths": [64, 128], "blocks": [1, 2], "patch": 2, "space_time": [False, True], "mean_share": 0.5,
-         "mean_pixels": 1.0, "mean_pixel_frames": 4, "latent_cache": 1024, "time_conv": True}
+         "mean_pixels": 1.0, "mean_decoder": True, "mean_pixel_frames": 4, "latent_cache": 1024, "time_conv": True}
 TRAINING = {"batch_size": 8, "lr": 1e-3}
 OPENSTL_FILES = ("openstl/modules/convlstm_modules.py", "openstl/models/convlstm_model.py",
                  "openstl/utils/predrnn_utils.py")

@@ -125,7 +125,8 @@ def train_diffusion(args, data, judge) -> dict:
     model = fresh_model(data, {**overrides, "ae_steps": 1, "ae_decoder_steps": 0})  # the autoencoder: trained
     model.autoencoder.load_state_dict(load_file(args.autoencoder))
     model.train()
-    optimizer = torch.optim.AdamW(model.net.parameters(), lr=TRAINING["lr"], weight_decay=0.0)
+    trained = [*model.net.parameters(), *(model.mean_decoder.parameters() if model.mean_decoder is not None else ())]
+    optimizer = torch.optim.AdamW(trained, lr=TRAINING["lr"], weight_decay=0.0)
     start = time.perf_counter()
     for step, batch in enumerate(batches(data, args.steps, args.seed + 1), start=1):
         for group in optimizer.param_groups:  # to a tenth along a cosine
@@ -133,7 +134,7 @@ def train_diffusion(args, data, judge) -> dict:
         loss = model.loss(batch, step)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         model.update_ema(step)
     seconds = time.perf_counter() - start

@@ -320,6 +320,39 @@ def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
     assert all(p.grad is None for p in model.autoencoder.parameters())
 
 
+def test_mean_decoder(moving, tmp_path):
+    """`mean_decoder`: a copy of the autoencoder's decoder, made when the diffusion starts, trained on the mean
+    clips' pixel error (the autoencoder stays frozen), averaged like the network, and what draws the mean forecast
+    (and nothing else); saved and loaded with the model."""
+    model = tiny(moving, **LATENT, mean_decoder=True, mean_share=1.0, free_share=0.0, interpolate_share=0.0).train()
+    clips = torch.from_numpy(load_data(str(moving)).train_x[:4])
+    labels = torch.zeros(4, dtype=torch.long)
+    for copy_ in (model.mean_decoder, model.mean_decoder_ema):
+        copy_[-1].weight.data.add_(1.0)  # whatever it held before the diffusion starts is replaced
+    out = model.loss((clips, labels), 30)
+    decoder = model.autoencoder.decoder.state_dict()
+    for copy_ in (model.mean_decoder, model.mean_decoder_ema):
+        assert all(torch.equal(value, decoder[key]) for key, value in copy_.state_dict().items())
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.autoencoder.parameters())
+    assert model.mean_decoder[-1].weight.grad.abs().max() > 0 and model.net.out.weight.grad is not None
+    torch.optim.SGD(model.mean_decoder.parameters(), lr=0.1).step()
+    before = model.mean_decoder_ema[-1].weight.clone()
+    model.update_ema(31)
+    assert not torch.equal(model.mean_decoder_ema[-1].weight, before)  # it moved toward the trained copy
+
+    model.eval()
+    context = clips[:2, :3]
+    sampled = model.predict(context, labels=[0, 1], generator=torch.Generator().manual_seed(0))
+    mean = model.predict(context, labels=[0, 1], options=VideoSampleOptions(mean=True))
+    model.mean_decoder_ema[-1].bias.data.add_(0.5)  # brighter frames from the mean decoder only
+    assert model.predict(context, labels=[0, 1], options=VideoSampleOptions(mean=True)).mean() > mean.mean() + 0.05
+    assert torch.equal(model.predict(context, labels=[0, 1], generator=torch.Generator().manual_seed(0)), sampled)
+    model.save_pretrained(tmp_path / "mean-decoder")
+    loaded = genlab.load(tmp_path / "mean-decoder")
+    assert torch.equal(loaded.mean_decoder_ema[-1].bias, model.mean_decoder_ema[-1].bias)
+
+
 def test_latent_cache_encodes_each_training_clip_once(moving, monkeypatch):
     """Training clips' latents are encoded once and kept by content, within latent_cache MB: a second step on the
     same clips never calls the frozen encoder and gives the same loss as a model without the cache (the latents
@@ -509,6 +542,10 @@ def test_config_refuses_bad_settings():
         VideoConfig(ae_shift=1)
     with pytest.raises(ConfigError, match="ae_decoder_steps"):
         VideoConfig(latent=4, ae_steps=100, ae_decoder_steps=100)
+    with pytest.raises(ConfigError, match="mean_decoder needs a latent model"):
+        VideoConfig(mean_decoder=True)
+    with pytest.raises(ConfigError, match="mean_decoder needs a latent model"):
+        VideoConfig(latent=4, mean_decoder=True, mean_pixels=0)
     with pytest.raises(ConfigError, match="multiples of 32"):
         VideoConfig(widths=(48, 64))
     with pytest.raises(ConfigError, match="shares"):

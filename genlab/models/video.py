@@ -124,6 +124,12 @@ class VideoConfig(ConditionalImageConfig):
     """latent models: weight of the mean forecast's error in pixels, through the frozen decoder, beside its error
     in latents (the decoding of the latents' mean is not the frames' mean: trained on latents alone, forecasts
     came out dim and flat)"""
+    mean_decoder: bool = False
+    """latent models: decode the mean forecast with a decoder of its own, a copy of the autoencoder's made when the
+    diffusion starts and trained with it on the mean clips' pixel error. The frames' mean is not the decoding of
+    the latents' mean: a decoder trained on real frames draws a garment where the mean of where it may be is a
+    faint spread, and squared error pays for the difference (the autoencoder's decoder, which draws every sample,
+    is left as it is)"""
     mean_pixel_frames: int = 4
     """latent models: decode this many of each mean clip's hidden frames, drawn at random, for that pixel error
     (0: all of them; the decoder's pass over all of them cost a seventh of a training step)"""
@@ -166,6 +172,10 @@ class VideoConfig(ConditionalImageConfig):
                               "e.g. --model.ae-steps 1500 --model.ae-decoder-steps 500")
         if self.mean_pixels < 0:
             raise ConfigError(f"mean_pixels {self.mean_pixels} must be >= 0", "e.g. --model.mean-pixels 1 (0: none)")
+        if self.mean_decoder and not (self.latent and self.mean_pixels > 0):
+            raise ConfigError(f"mean_decoder needs a latent model (latent {self.latent}) whose mean forecast is "
+                              f"trained in pixels (mean_pixels {self.mean_pixels}): that error is what trains it",
+                              "add --model.latent 4 --model.mean-pixels 1, or leave --model.mean-decoder out")
         if self.mean_pixel_frames < 0 or self.latent_cache < 0:
             raise ConfigError(f"mean_pixel_frames {self.mean_pixel_frames} and latent_cache {self.latent_cache} must "
                               "be >= 0", "e.g. --model.mean-pixel-frames 4 --model.latent-cache 1024 (0: all / none)")
@@ -466,6 +476,10 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             self.register_buffer("latent_std", torch.zeros(c.latent))
             self._latent_cache: dict[bytes, torch.Tensor] = {}  # training clips' latents by digest (not saved)
             self.register_load_state_dict_post_hook(VideoDiffusion._forget_latents)  # loaded weights: stale
+        self.mean_decoder = self.mean_decoder_ema = None
+        if c.mean_decoder:  # made from the autoencoder's decoder when the diffusion starts (`loss`)
+            self.mean_decoder = copy.deepcopy(self.autoencoder.decoder)
+            self.mean_decoder_ema = copy.deepcopy(self.mean_decoder).requires_grad_(False)
         self.net = SpaceTimeUNet(c.latent or c.channels, c.widths, c.blocks, c.attention, c.temporal, c.dropout,
                                  classes, c.patch, c.space_time, c.head, c.time_conv)
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
@@ -482,13 +496,17 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                                    class_names=tuple(data.classes))
 
     def num_parameters(self) -> int:
-        """The denoiser's and the autoencoder's (not the moving average's copy)."""
-        return sum(p.numel() for part in (self.net, self.autoencoder) if part is not None for p in part.parameters())
+        """The denoiser's, the autoencoder's and the mean decoder's (not the moving averages' copies)."""
+        parts = (self.net, self.autoencoder, self.mean_decoder)
+        return sum(p.numel() for part in parts if part is not None for p in part.parameters())
 
     def update_ema(self, step: int) -> None:
         start = self.config.ae_steps if self.autoencoder is not None else 0
         if step >= start:  # the average starts with the diffusion's training, not the autoencoder's
-            ema_update(self.net_ema, self.net, ema_decay(self.config.ema_decay, step - start))
+            decay = ema_decay(self.config.ema_decay, step - start)
+            ema_update(self.net_ema, self.net, decay)
+            if self.mean_decoder is not None:
+                ema_update(self.mean_decoder_ema, self.mean_decoder, decay)
 
     # -- the latent space (latent models) ----------------------------------------------------------
 
@@ -509,12 +527,15 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                 0, (b, -1))
         return z
 
-    def from_latent(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latent clips (B, T, latent, h, w) -> clips (B, T, C, H, W) near [-1, 1]."""
+    def from_latent(self, z: torch.Tensor, decoder: nn.Module | None = None) -> torch.Tensor:
+        """Normalised latent clips (B, T, latent, h, w) -> clips (B, T, C, H, W) near [-1, 1], drawn by the
+        autoencoder's decoder or by `decoder` (a mean decoder)."""
         if self.autoencoder is None:
             return z
         scaled = z.flatten(0, 1) * self.latent_std[:, None, None] + self.latent_mean[:, None, None]
-        return self.autoencoder.decode(scaled, self.config.image_size).unflatten(0, z.shape[:2])
+        (h, w), ae = self.config.image_size, self.autoencoder
+        frames = ae.decode(scaled, (h, w)) if decoder is None else decoder(scaled)[..., :h, :w]
+        return frames.unflatten(0, z.shape[:2])
 
     def _measure_latents(self, x0: torch.Tensor) -> None:
         """Set the latent's per-channel mean and standard deviation from the first diffusion step's clips (the
@@ -612,6 +633,9 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             with torch.no_grad():
                 if not self.latent_std.any():
                     self._measure_latents(x0)
+                    if self.mean_decoder is not None:  # from the decoder the autoencoder's steps trained
+                        for copy_ in (self.mean_decoder, self.mean_decoder_ema):
+                            copy_.load_state_dict(self.autoencoder.decoder.state_dict())
                 pixels, x0 = x0, self._training_latents(clips, x0)
         n, device = len(x0), x0.device
         known = self.draw_known(n).to(device)
@@ -640,7 +664,7 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                 lowest = score.argsort(1)[:, : c.mean_pixel_frames]
                 frames = frames & torch.zeros_like(frames).scatter(1, lowest, True)
             pixel_error = torch.zeros(frames.shape, device=device)  # (mean clips, T)
-            decoded = self.from_latent(x0_hat[frames][None])[0]
+            decoded = self.from_latent(x0_hat[frames][None], self.mean_decoder)[0]
             pixel_error[frames] = (decoded - pixels[mean][frames]).pow(2).flatten(1).mean(1)
             per_mean_clip = pixel_error.sum(1) / frames.sum(1).clamp_min(1)
             # (not logged apart: a batch may hold no mean clip, and every process must log the same keys)
@@ -723,7 +747,8 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         else:
             out = sample_loop(schedule, denoise, x, schedule.timesteps_for(o.steps), o.sampler, generator=generator,
                               progress=o.progress)
-        out = torch.where(known[..., None, None, None], pixels, self.from_latent(out))
+        out = self.from_latent(out, self.mean_decoder_ema if o.mean else None)
+        out = torch.where(known[..., None, None, None], pixels, out)
         return ((out + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
