@@ -24,11 +24,24 @@ frames (MSE per frame and SSIM), clips animated from test clips' first frames (g
 clips (guidance 2), both 10 DPM-Solver++ steps, by the frame judge, and the x0 estimate's error on frames 11 and 20
 (latent units) at noise levels near the last, from 10 known frames: how much the network takes from them.
 Both write WORK/NAME.json.
+
+`diagnose` scores a trained model (`--run RUN/model`, e.g. a benchmark run's) on where its forecasts err: the mean
+forecast's MSE per frame of `--eval` test clips beside the ConvLSTM's (`--anchor WORK/convlstm.pt`, bench/video.py's
+weights) and their average; on `--few` clips, the frame after 10 known frames (MSE and the judge's class) as the
+true frame, its decoding, the mean forecast and sampled futures give it; the x0 estimate's error (latent units) by
+noise level with the 10 frames known and with none; the average of 1-8 sampled futures; rolling out (each step
+predicts from the last 10 frames and keeps the first 1 or 2 it makes; animated stills rolled out 2 at a time); and
+a decoder for the mean: the model's mean decoder (or its autoencoder's decoder) fine-tuned on the mean forecast's
+latents of `--finetune-clips` training clips against their frames, scored on the test clips every 200 steps.
+
+    python bench/video_pilots.py diagnose --name diagnose-shift --run /tmp/genlab-video4/run-video-1796667399/model \
+        --anchor /tmp/genlab-video4/convlstm.pt --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -39,8 +52,9 @@ import numpy as np
 import torch
 from common import machine
 from safetensors.torch import load_file, save_file
-from video import MODEL, TRAINING, frame_classes, frame_judge
+from video import MODEL, OPENSTL_MIRROR, TRAINING, anchor_predict, frame_classes, frame_judge
 
+import genlab  # noqa: E402
 from genlab.data.video import load_video, make_moving_fashion  # noqa: E402  (common put the repository first)
 from genlab.metrics.video import class_keeping, prediction_errors  # noqa: E402
 from genlab.models.video import VideoConfig, VideoDiffusion, VideoSampleOptions, shift  # noqa: E402
@@ -103,15 +117,15 @@ def train_autoencoder(args, data, judge) -> dict:
 
 
 @torch.no_grad()
-def x0_errors(model: VideoDiffusion, data, n: int = 16) -> dict:
-    """The EMA network's x0 estimate's error on frames 11 and 20 (normalised latents), 10 frames known."""
+def x0_errors(model: VideoDiffusion, data, n: int = 16, levels=(999, 900, 700, 500), context: int = 10) -> dict:
+    """The EMA network's x0 estimate's error on frames 11 and 20 (normalised latents), `context` frames known."""
     clips = torch.from_numpy(data.test_x[:n]).float() / 127.5 - 1
     labels = torch.from_numpy(data.test_y[:n])
     z = model.to_latent(clips)
-    known = (torch.arange(z.shape[1]) < 10).expand(len(z), -1)
+    known = (torch.arange(z.shape[1]) < context).expand(len(z), -1)
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     out = {}
-    for level in (999, 900, 700, 500):
+    for level in levels:
         t = torch.full((len(z),), level)
         x_t = model.schedule.add_noise(z, noise, t)
         v = model.net_ema(x_t, z * known[..., None, None, None], known, t, labels)
@@ -160,9 +174,119 @@ def train_diffusion(args, data, judge) -> dict:
     return result
 
 
+def per_frame_mse(made: torch.Tensor, truth: torch.Tensor) -> list[float]:
+    """MSE of each frame (summed over its pixels, OpenSTL's convention), averaged over clips."""
+    return [round(float(v), 1) for v in (made - truth).pow(2).sum((2, 3, 4)).mean(0)]
+
+
+@torch.no_grad()
+def diagnose(args, data, judge) -> dict:
+    model = genlab.load(args.run).eval()
+    c, few = 10, args.few
+    clips, labels = torch.from_numpy(data.test_x[: args.eval]), torch.from_numpy(data.test_y[: args.eval])
+    truth = clips[:, c:].float() / 255
+
+    def predict(context, y, seed: int = 0, **options):
+        return torch.cat([model.predict(part, labels=part_y, options=VideoSampleOptions(**options),
+                                        generator=torch.Generator().manual_seed(seed + i))
+                          for i, (part, part_y) in enumerate(zip(context.split(50), y.split(50)))])
+
+    mean = predict(clips[:, :c], labels, mean=True)
+    result: dict = {"stage": "diagnose", "run": args.run, "per_frame_mse": {"genlab_mean": per_frame_mse(mean, truth)}}
+    if args.anchor:
+        anchor = anchor_predict(argparse.Namespace(openstl=args.openstl, anchor_hidden=64, anchor_layers=2,
+                                                   anchor_filter=3), data, Path(args.anchor), clips.numpy())
+        result["per_frame_mse"]["openstl_convlstm"] = per_frame_mse(anchor, truth)
+        result["per_frame_mse"]["average_of_the_two"] = per_frame_mse((anchor + mean) / 2, truth)
+
+    context, y, wanted = clips[:few, :c], labels[:few], labels[:few].numpy()
+
+    def first_made(made: torch.Tensor) -> dict:
+        return {"mse": per_frame_mse(made[:, :1], truth[:few, :1])[0],
+                "true_class": round(float((frame_classes(judge, made[:, :1])[:, 0] == wanted).mean()), 3)}
+
+    decoded = ((model.from_latent(model.to_latent(clips[:few].float() / 127.5 - 1)) + 1) / 2).clamp(0, 1)
+    result["frame_11"] = {"true": first_made(truth[:few]), "decoded": first_made(decoded[:, c:]),
+                          "mean": first_made(mean[:few])}
+    for sampler, steps in (("dpm++", 10), ("dpm++", 25), ("ddim", 50)):
+        made = predict(context, y, sampler=sampler, steps=steps, guidance=1.0)
+        result["frame_11"][f"sampled_{sampler}_{steps}"] = first_made(made)
+    levels = (999, 900, 700, 500, 300, 100)
+    result["x0_error_frames_11_20"] = {"10_known": x0_errors(model, data, few, levels),
+                                       "none_known": x0_errors(model, data, few, levels, context=0)}
+
+    total, averaged = torch.zeros_like(truth[:few]), {}
+    for k in range(1, 9):
+        total += predict(context, y, seed=1000 * k, steps=10, guidance=1.0)
+        averaged[k] = round(float(np.mean(per_frame_mse(total / k, truth[:few]))), 1)
+    result["average_of_sampled_futures"] = {"mean_forecast": round(float(np.mean(per_frame_mse(mean[:few],
+                                                                                                  truth[:few]))), 1),
+                                            **{f"{k}_samples": v for k, v in averaged.items()}}
+
+    def roll_out(have: torch.Tensor, keep: int, **options) -> torch.Tensor:
+        while have.shape[1] < clips.shape[1]:
+            window = have[:, -min(have.shape[1], c):]
+            made = predict(window, y, **options)[:, :keep]
+            have = torch.cat([have, made[:, : clips.shape[1] - have.shape[1]]], 1)
+        return have
+
+    result["roll_out"] = {
+        f"mean_{keep}_at_a_time": round(float(np.mean(per_frame_mse(
+            roll_out(context.float() / 255, keep, mean=True)[:, c:], truth[:few]))), 1) for keep in (1, 2)}
+    animated = roll_out(clips[:few, :1].float() / 255, 2, steps=10, guidance=1.0)
+    result["roll_out"]["animated_2_at_a_time"] = class_keeping(frame_classes(judge, animated), wanted)
+
+    result["mean_decoder_finetuned"] = finetune_mean_decoder(args, model, data, clips, labels, truth)
+    return result
+
+
+def finetune_mean_decoder(args, model: VideoDiffusion, data, clips, labels, truth) -> dict:
+    """The mean forecast's decoder fine-tuned on the mean latents of training clips against their frames."""
+    c, size = 10, model.config.image_size
+
+    @torch.no_grad()
+    def mean_latents(x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        parts = []
+        for part, part_y in zip(np.array_split(x, max(1, len(x) // 50)), np.array_split(y, max(1, len(x) // 50))):
+            z = model.to_latent(torch.from_numpy(part).float() / 127.5 - 1, torch.arange(part.shape[1]) < c)
+            known = (torch.arange(z.shape[1]) < c).expand(len(z), -1)
+            t = torch.full((len(z),), model.config.timesteps - 1)
+            x_t = torch.randn(z.shape, generator=torch.Generator().manual_seed(len(parts)))
+            v = model.net_ema(x_t, z * known[..., None, None, None], known, t, torch.from_numpy(part_y))
+            parts.append(model.schedule.denoise(x_t, t, v, clip=False)[0][:, c:])
+        return torch.cat(parts)
+
+    train_z = mean_latents(data.train_x[: args.finetune_clips], data.train_y[: args.finetune_clips]).flatten(0, 1)
+    train_x = (torch.from_numpy(data.train_x[: args.finetune_clips, c:]).float() / 127.5 - 1).flatten(0, 1)
+    test_z = mean_latents(clips.numpy(), labels.numpy())
+    decoder = copy.deepcopy(model.mean_decoder_ema or model.autoencoder.decoder).train().requires_grad_(True)
+    scale, shift_ = model.latent_std[:, None, None], model.latent_mean[:, None, None]
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return decoder(z * scale + shift_)[..., : size[0], : size[1]]
+
+    def score() -> float:
+        with torch.no_grad():
+            made = ((decode(test_z.flatten(0, 1)) + 1) / 2).clamp(0, 1).unflatten(0, test_z.shape[:2])
+        return round(float(np.mean(per_frame_mse(made, truth))), 1)
+
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
+    g, scores = torch.Generator().manual_seed(args.seed), {0: score()}
+    for step in range(1, args.finetune_steps + 1):
+        pick = torch.randint(0, len(train_z), (32,), generator=g)
+        with torch.enable_grad():  # (diagnose runs without)
+            loss = (decode(train_z[pick]) - train_x[pick]).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 200 == 0 or step == args.finetune_steps:
+            scores[step] = score()
+    return {"clips": args.finetune_clips, "mse_per_frame_after_steps": scores}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("autoencoder", "diffusion"))
+    parser.add_argument("stage", choices=("autoencoder", "diffusion", "diagnose"))
     parser.add_argument("--name", default="pilot")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--model", default="{}", help="JSON overrides of the benchmark's video config")
@@ -170,12 +294,20 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10000, help="moving Fashion-MNIST clips (made once in --work)")
     parser.add_argument("--eval", type=int, default=100, help="test clips scored")
     parser.add_argument("--reference-steps", type=int, default=None, help="the frame judge's steps (default 500)")
+    parser.add_argument("--run", help="diagnose: a trained model (RUN/model)")
+    parser.add_argument("--anchor", help="diagnose: the benchmark's ConvLSTM weights (WORK/convlstm.pt)")
+    parser.add_argument("--openstl", default=OPENSTL_MIRROR, help="diagnose: OpenSTL's repository (bench/video.py)")
+    parser.add_argument("--few", type=int, default=40, help="diagnose: test clips of the slower parts")
+    parser.add_argument("--finetune-clips", type=int, default=1000, help="diagnose: training clips of the decoder")
+    parser.add_argument("--finetune-steps", type=int, default=800, help="diagnose: the decoder's steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default="/tmp/genlab-video-pilots")
     args = parser.parse_args()
     if args.stage == "diffusion" and not args.autoencoder:
         parser.error("diffusion needs --autoencoder WORK/ae-NAME.safetensors (made by the autoencoder stage)")
+    if args.stage == "diagnose" and not args.run:
+        parser.error("diagnose needs --run RUN/model (a trained latent video model)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     work = Path(args.work)
@@ -184,7 +316,7 @@ def main() -> None:
         make_moving_fashion(data_path, args.n)
     data = load_video(data_path)
     judge = frame_judge(data, args.reference_steps)
-    train = train_autoencoder if args.stage == "autoencoder" else train_diffusion
+    train = {"autoencoder": train_autoencoder, "diffusion": train_diffusion, "diagnose": diagnose}[args.stage]
     result = {"machine": machine(args.threads), "command": " ".join(["python", *sys.argv]), **train(args, data, judge)}
     (work / f"{args.name}.json").write_text(json.dumps(result, indent=1, default=lambda o: np.asarray(o).tolist()))
     print(json.dumps(result, default=lambda o: np.asarray(o).tolist()))

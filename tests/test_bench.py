@@ -177,9 +177,12 @@ def test_the_video_benchmark_parts_run_on_tiny_clips(tmp_path):
 
 def test_the_video_pilots_run_on_tiny_clips(tmp_path):
     """bench/video_pilots.py's two stages on tiny clips and a tiny model: the autoencoder trains (ending with its
-    decoder alone), is scored and saved; the diffusion trains on its latents and is scored on every job."""
+    decoder alone), is scored and saved; the diffusion trains on its latents and is scored on every job; a saved
+    model is diagnosed."""
     import argparse
     import json
+
+    import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
     import video as bench
@@ -204,3 +207,16 @@ def test_the_video_pilots_run_on_tiny_clips(tmp_path):
         assert second[f"mean_forecast_from_{k}"]["mse_per_frame"] > 0
     assert 0 <= second["animated"]["asked_class"] <= 1 and 0 <= second["class_conditional"]["agreement"] <= 1
     assert all(len(errors) == 2 and min(errors) > 0 for errors in second["x0_error_frames_11_20"].values())
+
+    # diagnose: a saved model with a mean decoder (its latent statistics set by one diffusion step)
+    model = pilots.fresh_model(data, {**tiny, "ae_steps": 1, "ae_decoder_steps": 0, "mean_decoder": True}).train()
+    model.loss((torch.from_numpy(data.train_x[:2]), torch.from_numpy(data.train_y[:2])), 1)
+    model.save_pretrained(tmp_path / "run")
+    args = argparse.Namespace(run=str(tmp_path / "run"), anchor=None, eval=4, few=2, finetune_clips=4,
+                              finetune_steps=2, seed=0)
+    third = pilots.diagnose(args, data, judge)
+    assert len(third["per_frame_mse"]["genlab_mean"]) == 10 and min(third["per_frame_mse"]["genlab_mean"]) > 0
+    assert third["frame_11"]["true"]["mse"] == 0 and third["frame_11"]["decoded"]["mse"] > 0
+    assert set(third["x0_error_frames_11_20"]) == {"10_known", "none_known"}
+    assert len(third["average_of_sampled_futures"]) == 9 and third["roll_out"]["mean_1_at_a_time"] > 0
+    assert list(third["mean_decoder_finetuned"]["mse_per_frame_after_steps"]) == [0, 2]

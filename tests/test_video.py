@@ -353,6 +353,54 @@ def test_mean_decoder(moving, tmp_path):
     assert torch.equal(loaded.mean_decoder_ema[-1].bias, model.mean_decoder_ema[-1].bias)
 
 
+def test_mean_hint(moving, monkeypatch):
+    """`mean_hint`: a clip with known frames is denoised beside its mean forecast (the network at the last timestep,
+    its hidden frames' input zero), which fills the hidden frames' input: in training (not for the mean clips, which
+    make it) and in sampling (not for the mean forecast itself)."""
+    model = tiny(moving, mean_hint=True, mean_share=0.5, free_share=0.0, interpolate_share=0.0).train()
+    clips = torch.from_numpy(load_data(str(moving)).train_x[:8])
+    labels = torch.zeros(8, dtype=torch.long)
+    calls = []
+    for net in (model.net, model.net_ema):
+        def record(x, given, known, t, labels, net_forward=net.forward):
+            out = net_forward(x, given, known, t, labels)
+            calls.append({"x": x, "given": given.clone(), "known": known, "t": t, "out": out.detach()})
+            return out
+        monkeypatch.setattr(net, "forward", record)
+
+    def hidden(call):
+        return call["given"][~call["known"]]
+
+    def check_hint(hint, denoised):
+        assert torch.all(hint["t"] == model.config.timesteps - 1) and torch.all(hidden(hint) == 0)
+        x0_hat, _ = model.schedule.denoise(hint["x"], hint["t"], hint["out"], clip=False)
+        mask = hint["known"][..., None, None, None]
+        assert torch.allclose(denoised, torch.where(mask, hint["given"], x0_hat), atol=1e-6)
+
+    torch.manual_seed(3)
+    model.loss((clips, labels), 0)
+    hint, main = calls
+    assert 0 < len(hint["x"]) < 8  # the clips that are not mean clips
+    mean_clips = (main["t"] == model.config.timesteps - 1) & main["known"].any(1)
+    assert len(hint["x"]) == int((~mean_clips).sum())
+    check_hint(hint, main["given"][~mean_clips])
+    assert torch.all(hidden({k: v[mean_clips] for k, v in main.items()}) == 0)
+
+    model.eval()
+    calls.clear()
+    model.predict(clips[:2, :3], labels=[0, 1], options=VideoSampleOptions(steps=3),
+                  generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 1 + 3  # the hint, then 3 guided steps (conditional and unconditional in one batch)
+    check_hint(calls[0], calls[1]["given"][:2])
+    calls.clear()
+    model.predict(clips[:2, :3], labels=[0, 1], options=VideoSampleOptions(mean=True))
+    assert len(calls) == 1 and torch.all(hidden(calls[0]) == 0)
+    model.config = dataclasses.replace(model.config, mean_hint=False)
+    calls.clear()
+    model.predict(clips[:2, :3], labels=[0, 1], options=VideoSampleOptions(steps=3))
+    assert len(calls) == 3 and all(torch.all(hidden(call) == 0) for call in calls)
+
+
 def test_latent_cache_encodes_each_training_clip_once(moving, monkeypatch):
     """Training clips' latents are encoded once and kept by content, within latent_cache MB: a second step on the
     same clips never calls the frozen encoder and gives the same loss as a model without the cache (the latents

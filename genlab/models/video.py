@@ -120,6 +120,12 @@ class VideoConfig(ConditionalImageConfig):
     mean_share: float = 0.25
     """of training clips with known frames, the share at the last timestep, trained on the plain error of x0:
     the mean forecast `VideoSampleOptions.mean` returns"""
+    mean_hint: bool = False
+    """every denoising step of a clip with known frames also sees the mean forecast of its hidden frames (the
+    network's own estimate at the last timestep: one more evaluation per sample), in the known frames' input
+    channels: trained on uniform noise levels, the denoiser at middle ones reads each frame from its own noisy
+    input and takes next to nothing from the known frames, which the mean forecast carries forward (self-
+    conditioning, Chen et al., ICLR 2023; a forecast plus a sampled residual, Yang et al., 2023)"""
     mean_pixels: float = 1.0
     """latent models: weight of the mean forecast's error in pixels, through the frozen decoder, beside its error
     in latents (the decoding of the latents' mean is not the frames' mean: trained on latents alone, forecasts
@@ -644,7 +650,13 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         t = torch.where(mean, c.timesteps - 1, t)
         noise = torch.randn_like(x0)
         x_t = self.schedule.add_noise(x0, noise, t)
-        out = self.net(x_t, x0 * known[..., None, None, None], known, t, self._training_labels(labels))
+        given, labels = x0 * known[..., None, None, None], self._training_labels(labels)
+        hinted = known.any(1) & ~mean if c.mean_hint else torch.zeros_like(mean)
+        if hinted.any():  # the mean forecast of the hidden frames, in place of their zeros (not trained through)
+            with torch.no_grad():
+                given[hinted] = self._mean_hint(self.net, given[hinted], known[hinted],
+                                                None if labels is None else labels[hinted])
+        out = self.net(x_t, given, known, t, labels)
         per_frame = (out - self.schedule.target(x0, noise, t)).pow(2).flatten(2).mean(2)  # (B, T)
         hidden = (~known).float()
         per_clip = (per_frame * hidden).sum(1) / hidden.sum(1).clamp_min(1)
@@ -670,6 +682,15 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
             # (not logged apart: a batch may hold no mean clip, and every process must log the same keys)
             losses["loss"] = losses["loss"] + c.mean_pixels * per_mean_clip.sum() / n
         return losses
+
+    def _mean_hint(self, net: nn.Module, given: torch.Tensor, known: torch.Tensor, labels: torch.Tensor | None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """`given` (latents of known frames, zeros elsewhere) with its hidden frames' mean forecast filled in: the
+        network's x0 estimate at the last timestep, where its noisy input holds nothing of the clip."""
+        t = torch.full((len(given),), self.config.timesteps - 1, device=given.device)
+        x_t = torch.randn(given.shape, generator=generator, device=given.device)
+        x0_hat, _ = self.schedule.denoise(x_t, t, net(x_t, given, known, t, labels), clip=False)
+        return torch.where(known[..., None, None, None], given, x0_hat)
 
     def _training_labels(self, labels: torch.Tensor) -> torch.Tensor | None:
         if self.net.class_embed is None:
@@ -721,6 +742,10 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         given = x0 * known[..., None, None, None]
         guided = labels is not None and o.guidance != 1.0
         null = torch.full_like(labels, self.config.num_classes) if labels is not None else None
+        hinted = known.any(1)
+        if self.config.mean_hint and not o.mean and hinted.any():  # (the conditional model's mean forecast)
+            given[hinted] = self._mean_hint(net, given[hinted], known[hinted],
+                                            None if labels is None else labels[hinted], generator)
 
         def denoise(x: torch.Tensor, t: torch.Tensor):
             if guided:  # one batch for the conditional and unconditional outputs
