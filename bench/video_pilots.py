@@ -242,7 +242,7 @@ def diagnose(args, data, judge) -> dict:
 
 def finetune_mean_decoder(args, model: VideoDiffusion, data, clips, labels, truth) -> dict:
     """The mean forecast's decoder fine-tuned on the mean latents of training clips against their frames."""
-    c, size = 10, model.config.image_size
+    c = 10
 
     @torch.no_grad()
     def mean_latents(x: np.ndarray, y: np.ndarray) -> torch.Tensor:
@@ -250,24 +250,21 @@ def finetune_mean_decoder(args, model: VideoDiffusion, data, clips, labels, trut
         for part, part_y in zip(np.array_split(x, max(1, len(x) // 50)), np.array_split(y, max(1, len(x) // 50))):
             z = model.to_latent(torch.from_numpy(part).float() / 127.5 - 1, torch.arange(part.shape[1]) < c)
             known = (torch.arange(z.shape[1]) < c).expand(len(z), -1)
-            t = torch.full((len(z),), model.config.timesteps - 1)
-            x_t = torch.randn(z.shape, generator=torch.Generator().manual_seed(len(parts)))
-            v = model.net_ema(x_t, z * known[..., None, None, None], known, t, torch.from_numpy(part_y))
-            parts.append(model.schedule.denoise(x_t, t, v, clip=False)[0][:, c:])
+            given = z * known[..., None, None, None]
+            hint = model._mean_hint(model.net_ema, given, known, torch.from_numpy(part_y),
+                                    torch.Generator().manual_seed(len(parts)))
+            parts.append(hint[:, c:])
         return torch.cat(parts)
 
     train_z = mean_latents(data.train_x[: args.finetune_clips], data.train_y[: args.finetune_clips]).flatten(0, 1)
     train_x = (torch.from_numpy(data.train_x[: args.finetune_clips, c:]).float() / 127.5 - 1).flatten(0, 1)
     test_z = mean_latents(clips.numpy(), labels.numpy())
-    decoder = copy.deepcopy(model.mean_decoder_ema or model.autoencoder.decoder).train().requires_grad_(True)
-    scale, shift_ = model.latent_std[:, None, None], model.latent_mean[:, None, None]
-
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        return decoder(z * scale + shift_)[..., : size[0], : size[1]]
+    start = model.mean_decoder_ema if model.mean_decoder_ema is not None else model.autoencoder.decoder
+    decoder = copy.deepcopy(start).train().requires_grad_(True)
 
     def score() -> float:
         with torch.no_grad():
-            made = ((decode(test_z.flatten(0, 1)) + 1) / 2).clamp(0, 1).unflatten(0, test_z.shape[:2])
+            made = ((model.from_latent(test_z, decoder) + 1) / 2).clamp(0, 1)
         return round(float(np.mean(per_frame_mse(made, truth))), 1)
 
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
@@ -275,7 +272,7 @@ def finetune_mean_decoder(args, model: VideoDiffusion, data, clips, labels, trut
     for step in range(1, args.finetune_steps + 1):
         pick = torch.randint(0, len(train_z), (32,), generator=g)
         with torch.enable_grad():  # (diagnose runs without)
-            loss = (decode(train_z[pick]) - train_x[pick]).pow(2).mean()
+            loss = (model.from_latent(train_z[pick][:, None], decoder)[:, 0] - train_x[pick]).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
