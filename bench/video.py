@@ -2,16 +2,22 @@
 same wall clock and against copying the last frame; class-conditional clips' class keeping and motion; frame
 interpolation against linear blending; image-to-video.
 
-    python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent_ae_shift.json  # the model now
-    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_shift": 0, "ae_steps": 1500, \
-        "ae_decoder_steps": 0}' --out bench/results/video_latent_ae1500.json  # before the shift terms
-    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_shift": 0, "ae_steps": 600, "ae_decoder_steps": 0, \
-        "mean_pixel_frames": 0, "latent_cache": 0}' --out bench/results/video_latent_time_conv.json  # before the cache
-    python bench/video.py --threads 1 --seconds 4500 --model '{"ae_shift": 0, "ae_steps": 600, "ae_decoder_steps": 0, \
-        "mean_pixel_frames": 0, "latent_cache": 0, "time_conv": false, "mean_pixels": 0}' \
-        --out bench/results/video_latent.json  # before that
+    python bench/video.py --threads 1 --seconds 4500 --out bench/results/video_latent_mean_ssim.json  # the model now
+    python bench/video.py --threads 1 --seconds 4500 --model '{"mean_ssim": 0, "half_share": 0}' \
+        --out bench/results/video_latent_mean_decoder.json  # before SSIM in the mean's loss
+    python bench/video.py --threads 1 --seconds 4500 --model '{"mean_ssim": 0, "half_share": 0, \
+        "mean_decoder": false}' --out bench/results/video_latent_ae_shift.json  # before the mean decoder
+    python bench/video.py --threads 1 --seconds 4500 --model '{"mean_ssim": 0, "half_share": 0, \
+        "mean_decoder": false, "ae_shift": 0, "ae_steps": 1500, "ae_decoder_steps": 0}' \
+        --out bench/results/video_latent_ae1500.json  # before the shift terms
+    python bench/video.py --threads 1 --seconds 4500 --model '{"mean_ssim": 0, "half_share": 0, \
+        "mean_decoder": false, "ae_shift": 0, "ae_steps": 600, "ae_decoder_steps": 0, "mean_pixel_frames": 0, \
+        "latent_cache": 0}' --out bench/results/video_latent_time_conv.json  # before the cache
+    python bench/video.py --threads 1 --seconds 4500 --model '{"mean_ssim": 0, "half_share": 0, \
+        "mean_decoder": false, "ae_shift": 0, "ae_steps": 600, "ae_decoder_steps": 0, "mean_pixel_frames": 0, \
+        "latent_cache": 0, "time_conv": false, "mean_pixels": 0}' --out bench/results/video_latent.json  # before that
     python bench/video.py --threads 1 --seconds 2400 --model '{"latent": 0, "ae_shift": 0, "ae_decoder_steps": 0, \
-        "patch": 8, "space_time": []}'  # in pixels
+        "mean_decoder": false, "mean_ssim": 0, "half_share": 0, "patch": 8, "space_time": []}'  # in pixels
     python bench/video.py --n 40 --seconds 15 --eval 4 --samples 2 --steps 2 --model '{"ae_steps": 2, \
         "ae_decoder_steps": 1}' --out /tmp/video_smoke.json  # smoke (a latent model samples only after its autoencoder)
     python bench/video.py --rescore --out bench/results/video_latent.json  # score the last run's models again
@@ -70,7 +76,8 @@ from genlab.models.video import VideoSampleOptions  # noqa: E402
 
 MODEL = {"condition": "class", "latent": 4, "ae_steps": 1400, "ae_shift": 1.0, "ae_decoder_steps": 400,
          "widths": [64, 128], "blocks": [1, 2], "patch": 2, "space_time": [False, True], "mean_share": 0.5,
-         "mean_pixels": 1.0, "mean_decoder": True, "mean_pixel_frames": 4, "latent_cache": 1024, "time_conv": True}
+         "mean_pixels": 1.0, "mean_decoder": True, "mean_ssim": 0.01, "half_share": 0.5, "mean_pixel_frames": 4,
+         "latent_cache": 1024, "time_conv": True}
 TRAINING = {"batch_size": 8, "lr": 1e-3}
 OPENSTL_FILES = ("openstl/modules/convlstm_modules.py", "openstl/models/convlstm_model.py",
                  "openstl/utils/predrnn_utils.py")

@@ -36,6 +36,14 @@ latents of `--finetune-clips` training clips against their frames, scored on the
 
     python bench/video_pilots.py diagnose --name diagnose-shift --run /tmp/genlab-video4/run-video-1796667399/model \
         --anchor /tmp/genlab-video4/convlstm.pt --threads 2
+
+`decoders` fine-tunes a trained model's mean decoder after the fact, as `diagnose`'s last part, once per
+`--variants` entry, on the same mean latents: `plain` (squared error), `context` (a decoder that also sees the last
+known frame) and `ssimW` (squared error plus W x (1 - SSIM), the model's `mean_ssim`); each scored (MSE per frame
+and SSIM of `--eval` test clips) every 200 steps, beside the ConvLSTM's.
+
+    python bench/video_pilots.py decoders --name decoders --run /tmp/genlab-video5/run-video-1796678859/model \
+        --anchor /tmp/genlab-video5/convlstm.pt --threads 2 --variants plain,context,ssim0.01,ssim0.02
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from video import MODEL, OPENSTL_MIRROR, TRAINING, anchor_predict, frame_classes
 
 import genlab  # noqa: E402
 from genlab.data.video import load_video, make_moving_fashion  # noqa: E402  (common put the repository first)
+from genlab.metrics.images import ssim  # noqa: E402
 from genlab.metrics.video import class_keeping, prediction_errors  # noqa: E402
 from genlab.models.video import VideoConfig, VideoDiffusion, VideoSampleOptions, shift  # noqa: E402
 
@@ -240,50 +249,113 @@ def diagnose(args, data, judge) -> dict:
     return result
 
 
-def finetune_mean_decoder(args, model: VideoDiffusion, data, clips, labels, truth) -> dict:
-    """The mean forecast's decoder fine-tuned on the mean latents of training clips against their frames."""
-    c = 10
+class ContextDecoder(torch.nn.Module):
+    """A mean decoder whose first convolution also sees the last known frame, folded factor x factor into channels
+    at the latent's size (zero weights at first: it starts as the decoder it wraps)."""
 
-    @torch.no_grad()
-    def mean_latents(x: np.ndarray, y: np.ndarray) -> torch.Tensor:
-        parts = []
-        for part, part_y in zip(np.array_split(x, max(1, len(x) // 50)), np.array_split(y, max(1, len(x) // 50))):
-            z = model.to_latent(torch.from_numpy(part).float() / 127.5 - 1, torch.arange(part.shape[1]) < c)
-            known = (torch.arange(z.shape[1]) < c).expand(len(z), -1)
-            given = z * known[..., None, None, None]
-            hint = model._mean_hint(model.net_ema, given, known, torch.from_numpy(part_y),
-                                    torch.Generator().manual_seed(len(parts)))
-            parts.append(hint[:, c:])
-        return torch.cat(parts)
-
-    train_z = mean_latents(data.train_x[: args.finetune_clips], data.train_y[: args.finetune_clips]).flatten(0, 1)
-    train_x = (torch.from_numpy(data.train_x[: args.finetune_clips, c:]).float() / 127.5 - 1).flatten(0, 1)
-    test_z = mean_latents(clips.numpy(), labels.numpy())
-    start = model.mean_decoder_ema if model.mean_decoder_ema is not None else model.autoencoder.decoder
-    decoder = copy.deepcopy(start).train().requires_grad_(True)
-
-    def score() -> float:
+    def __init__(self, decoder: torch.nn.Sequential, factor: int, channels: int):
+        super().__init__()
+        first, self.factor = decoder[0], factor
+        self.first = torch.nn.Conv2d(first.in_channels + channels * factor**2, first.out_channels, 3, padding=1)
         with torch.no_grad():
-            made = ((model.from_latent(test_z, decoder) + 1) / 2).clamp(0, 1)
-        return round(float(np.mean(per_frame_mse(made, truth))), 1)
+            self.first.weight.zero_()
+            self.first.weight[:, : first.in_channels] = first.weight
+            self.first.bias.copy_(first.bias)
+        self.rest = decoder[1:]
+
+    def forward(self, z: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.first(torch.cat([z, torch.nn.functional.pixel_unshuffle(last, self.factor)], 1)))
+
+
+@torch.no_grad()
+def mean_latents(model: VideoDiffusion, x: np.ndarray, y: np.ndarray, c: int = 10) -> torch.Tensor:
+    """The mean forecast's latents of frames c+1.. of clips x (uint8) from their first c, (B, T - c, latent, h, w)."""
+    parts = []
+    for part, part_y in zip(np.array_split(x, max(1, len(x) // 50)), np.array_split(y, max(1, len(x) // 50))):
+        z = model.to_latent(torch.from_numpy(part).float() / 127.5 - 1, torch.arange(part.shape[1]) < c)
+        known = (torch.arange(z.shape[1]) < c).expand(len(z), -1)
+        hint = model._mean_hint(model.net_ema, z * known[..., None, None, None], known, torch.from_numpy(part_y),
+                                torch.Generator().manual_seed(len(parts)))
+        parts.append(hint[:, c:])
+    return torch.cat(parts)
+
+
+def finetune_mean_decoder(args, model: VideoDiffusion, data, clips, labels, truth, train_z=None, test_z=None,
+                          ssim_weight: float = 0.0, context: bool = False) -> dict:
+    """The mean forecast's decoder fine-tuned on the mean latents of training clips against their frames, on their
+    squared error and `ssim_weight` x (1 - SSIM) (the model's `mean_ssim`); `context`: a ContextDecoder, which also
+    sees the last known frame. Scored on the test clips' MSE per frame and SSIM every 200 steps."""
+    c, n = 10, args.finetune_clips
+    train_z = mean_latents(model, data.train_x[:n], data.train_y[:n]) if train_z is None else train_z
+    test_z = mean_latents(model, clips.numpy(), labels.numpy()) if test_z is None else test_z
+    train_x = torch.from_numpy(data.train_x[:n]).float() / 127.5 - 1
+    test_last = clips[:, c - 1].float() / 127.5 - 1
+    start = model.mean_decoder_ema if model.mean_decoder_ema is not None else model.autoencoder.decoder
+    decoder = copy.deepcopy(start)
+    if context:
+        decoder = ContextDecoder(decoder, model.autoencoder.factor, model.config.channels)
+    decoder.train().requires_grad_(True)
+
+    def decode(z: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """z (B, T', latent, h, w), last (B, C, H, W) -> frames (B, T', C, H, W) near [-1, 1]."""
+        if not context:
+            return model.from_latent(z, decoder)
+        last = last[:, None].expand(-1, z.shape[1], -1, -1, -1).flatten(0, 1)
+        return model.from_latent(z, lambda scaled: decoder(scaled, last))
+
+    def score() -> dict:
+        with torch.no_grad():
+            made = torch.cat([((decode(z, last) + 1) / 2).clamp(0, 1)
+                              for z, last in zip(test_z.split(50), test_last.split(50))])
+        errors = prediction_errors(made, truth)
+        return {"mse_per_frame": round(errors["mse_per_frame"], 1), "ssim": round(errors["ssim"], 4)}
 
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
     g, scores = torch.Generator().manual_seed(args.seed), {0: score()}
     for step in range(1, args.finetune_steps + 1):
-        pick = torch.randint(0, len(train_z), (32,), generator=g)
+        pick, frame = torch.randint(0, len(train_z), (32,), generator=g), torch.randint(0, 10, (32,), generator=g)
+        target = train_x[pick, c + frame]
         with torch.enable_grad():  # (diagnose runs without)
-            loss = (model.from_latent(train_z[pick][:, None], decoder)[:, 0] - train_x[pick]).pow(2).mean()
+            made = decode(train_z[pick, frame][:, None], train_x[pick, c - 1])[:, 0]
+            loss = (made - target).pow(2).mean()
+            if ssim_weight:
+                loss = loss + ssim_weight * (1 - ssim(((made + 1) / 2).clamp(0, 1), (target + 1) / 2)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step % 200 == 0 or step == args.finetune_steps:
             scores[step] = score()
-    return {"clips": args.finetune_clips, "mse_per_frame_after_steps": scores}
+    return {"clips": n, "ssim_weight": ssim_weight, "context": context, "scores_after_steps": scores}
+
+
+def decoders(args, data, judge) -> dict:
+    """Mean decoders fine-tuned after the fact on a trained model's mean latents, one per `--variants` entry:
+    `plain`, `context` (a ContextDecoder) or `ssimW` (SSIM at weight W), beside the ConvLSTM's scores."""
+    model = genlab.load(args.run).eval()
+    clips, labels = torch.from_numpy(data.test_x[: args.eval]), torch.from_numpy(data.test_y[: args.eval])
+    truth = clips[:, 10:].float() / 255
+    result: dict = {"stage": "decoders", "run": args.run}
+    if args.anchor:
+        anchor = anchor_predict(argparse.Namespace(openstl=args.openstl, anchor_hidden=64, anchor_layers=2,
+                                                   anchor_filter=3), data, Path(args.anchor), clips.numpy())
+        errors = prediction_errors(anchor, truth)
+        result["openstl_convlstm"] = {"mse_per_frame": round(errors["mse_per_frame"], 1),
+                                      "ssim": round(errors["ssim"], 4)}
+    n = args.finetune_clips
+    train_z = mean_latents(model, data.train_x[:n], data.train_y[:n])
+    test_z = mean_latents(model, clips.numpy(), labels.numpy())
+    for variant in args.variants.split(","):
+        weight = float(variant.removeprefix("ssim")) if variant.startswith("ssim") else 0.0
+        if variant not in ("plain", "context") and not variant.startswith("ssim"):
+            raise SystemExit(f"unknown decoder variant {variant!r}: use plain, context or ssimW (e.g. ssim0.01)")
+        result[variant] = finetune_mean_decoder(args, model, data, clips, labels, truth, train_z, test_z,
+                                                ssim_weight=weight, context=variant == "context")
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("stage", choices=("autoencoder", "diffusion", "diagnose"))
+    parser.add_argument("stage", choices=("autoencoder", "diffusion", "diagnose", "decoders"))
     parser.add_argument("--name", default="pilot")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--model", default="{}", help="JSON overrides of the benchmark's video config")
@@ -297,14 +369,15 @@ def main() -> None:
     parser.add_argument("--few", type=int, default=40, help="diagnose: test clips of the slower parts")
     parser.add_argument("--finetune-clips", type=int, default=1000, help="diagnose: training clips of the decoder")
     parser.add_argument("--finetune-steps", type=int, default=800, help="diagnose: the decoder's steps")
+    parser.add_argument("--variants", default="plain,context,ssim0.01,ssim0.02", help="decoders: which to fine-tune")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default="/tmp/genlab-video-pilots")
     args = parser.parse_args()
     if args.stage == "diffusion" and not args.autoencoder:
         parser.error("diffusion needs --autoencoder WORK/ae-NAME.safetensors (made by the autoencoder stage)")
-    if args.stage == "diagnose" and not args.run:
-        parser.error("diagnose needs --run RUN/model (a trained latent video model)")
+    if args.stage in ("diagnose", "decoders") and not args.run:
+        parser.error(f"{args.stage} needs --run RUN/model (a trained latent video model)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     work = Path(args.work)
@@ -313,7 +386,8 @@ def main() -> None:
         make_moving_fashion(data_path, args.n)
     data = load_video(data_path)
     judge = frame_judge(data, args.reference_steps)
-    train = {"autoencoder": train_autoencoder, "diffusion": train_diffusion, "diagnose": diagnose}[args.stage]
+    train = {"autoencoder": train_autoencoder, "diffusion": train_diffusion, "diagnose": diagnose,
+             "decoders": decoders}[args.stage]
     result = {"machine": machine(args.threads), "command": " ".join(["python", *sys.argv]), **train(args, data, judge)}
     (work / f"{args.name}.json").write_text(json.dumps(result, indent=1, default=lambda o: np.asarray(o).tolist()))
     print(json.dumps(result, default=lambda o: np.asarray(o).tolist()))

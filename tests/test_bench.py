@@ -176,9 +176,9 @@ def test_the_video_benchmark_parts_run_on_tiny_clips(tmp_path):
 
 
 def test_the_video_pilots_run_on_tiny_clips(tmp_path):
-    """bench/video_pilots.py's two stages on tiny clips and a tiny model: the autoencoder trains (ending with its
+    """bench/video_pilots.py's stages on tiny clips and a tiny model: the autoencoder trains (ending with its
     decoder alone), is scored and saved; the diffusion trains on its latents and is scored on every job; a saved
-    model is diagnosed."""
+    model is diagnosed, and its mean decoder fine-tuned after the fact."""
     import argparse
     import json
 
@@ -219,4 +219,17 @@ def test_the_video_pilots_run_on_tiny_clips(tmp_path):
     assert third["frame_11"]["true"]["mse"] == 0 and third["frame_11"]["decoded"]["mse"] > 0
     assert set(third["x0_error_frames_11_20"]) == {"10_known", "none_known"}
     assert len(third["average_of_sampled_futures"]) == 9 and third["roll_out"]["mean_1_at_a_time"] > 0
-    assert list(third["mean_decoder_finetuned"]["mse_per_frame_after_steps"]) == [0, 2]
+    assert list(third["mean_decoder_finetuned"]["scores_after_steps"]) == [0, 2]
+
+    # decoders: the mean decoder fine-tuned three ways after the fact
+    args.variants = "plain,context,ssim0.5"
+    fourth = pilots.decoders(args, data, judge)
+    for variant in ("plain", "context", "ssim0.5"):
+        first_score, last = fourth[variant]["scores_after_steps"][0], fourth[variant]["scores_after_steps"][2]
+        assert last["mse_per_frame"] > 0 and -1 <= last["ssim"] <= 1
+        if variant != "plain":  # a wrapped decoder starts as the plain one (its new weights zero)
+            assert first_score == fourth["plain"]["scores_after_steps"][0]
+    assert fourth["ssim0.5"]["ssim_weight"] == 0.5 and fourth["context"]["context"]
+    args.variants = "sharp"
+    with pytest.raises(SystemExit, match="unknown decoder variant"):
+        pilots.decoders(args, data, judge)

@@ -17,6 +17,7 @@ from genlab.data import load_data
 from genlab.data.base import DataReport, ImageData
 from genlab.data.video import bounce, frame_grid, make_moving_fashion, read_clip, read_video, write_video
 from genlab.errors import ConfigError, DataError
+from genlab.metrics.images import ssim
 from genlab.metrics.video import centroids, class_keeping, motion, motion_distance, prediction_errors
 from genlab.models.video import VideoConfig, VideoDiffusion, VideoSampleOptions
 
@@ -290,7 +291,8 @@ LATENT = {**TINY, "latent": 2, "ae_widths": (8, 16), "ae_steps": 30, "patch": 2}
 def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
     """A latent model's mean-forecast clips add the squared error of their decoded x0 estimate against the true
     frames: with a network that answers the true latents, the loss is the autoencoder's own reconstruction error
-    (nothing without the term); its gradient reaches the network, never the frozen autoencoder."""
+    (nothing without the term), and with `mean_ssim` that plus its weight times 1 - SSIM of the decoded frames; its
+    gradient reaches the network, never the frozen autoencoder."""
     model = tiny(moving, **LATENT, mean_share=1.0, free_share=0.0, interpolate_share=0.0).train()
     frame = torch.from_numpy(load_data(str(moving)).train_x[:4, :1])
     clips = frame.expand(-1, 6, -1, -1, -1).contiguous()  # still clips: every frame's error is alike
@@ -298,7 +300,9 @@ def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
     with torch.no_grad():
         model._measure_latents(clips.float() / 127.5 - 1)
         z = model.to_latent(clips.float() / 127.5 - 1)
-        reconstruction = (model.from_latent(z) - (clips.float() / 127.5 - 1)).pow(2).mean()
+        decoded = model.from_latent(z)
+        reconstruction = (decoded - (clips.float() / 127.5 - 1)).pow(2).mean()
+        structure = 1 - ssim(((decoded[:, 0] + 1) / 2).clamp(0, 1), clips[:, 0].float() / 255)
 
     class Oracle(torch.nn.Module):  # v = -x0 at the last timestep, where every mean-forecast clip sits
         class_embed = None
@@ -310,7 +314,11 @@ def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
     out = model.loss((clips, labels), 40)
     assert float(out["mse"]) < 1e-6  # the latent error vanishes: what is left is the pixel error
     assert float(out["loss"]) == pytest.approx(float(reconstruction), rel=1e-3)
-    model.config = dataclasses.replace(model.config, mean_pixels=0.0)
+    model.config = dataclasses.replace(model.config, mean_ssim=0.5)
+    assert 0.1 < float(structure.mean()) < 2  # (what the term adds is not nothing)
+    assert float(model.loss((clips, labels), 40)["loss"]) == pytest.approx(
+        float(reconstruction + 0.5 * structure.mean()), rel=1e-3)
+    model.config = dataclasses.replace(model.config, mean_pixels=0.0, mean_ssim=0.0)
     assert float(model.loss((clips, labels), 40)["loss"]) < 1e-6
     model.net = real_net
     model.config = dataclasses.replace(model.config, mean_pixels=1.0)
@@ -592,6 +600,10 @@ def test_config_refuses_bad_settings():
         VideoConfig(latent=4, ae_steps=100, ae_decoder_steps=100)
     with pytest.raises(ConfigError, match="mean_decoder needs a latent model"):
         VideoConfig(mean_decoder=True)
+    with pytest.raises(ConfigError, match="mean_ssim"):
+        VideoConfig(latent=4, mean_ssim=-0.1)
+    with pytest.raises(ConfigError, match="mean_ssim 0.1 weighs"):
+        VideoConfig(mean_ssim=0.1)
     with pytest.raises(ConfigError, match="mean_decoder needs a latent model"):
         VideoConfig(latent=4, mean_decoder=True, mean_pixels=0)
     with pytest.raises(ConfigError, match="multiples of 32"):

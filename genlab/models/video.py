@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.metrics.images import ssim
 from genlab.models.base import (
     ConditionalImageConfig,
     GenerativeModel,
@@ -136,6 +137,11 @@ class VideoConfig(ConditionalImageConfig):
     the latents' mean: a decoder trained on real frames draws a garment where the mean of where it may be is a
     faint spread, and squared error pays for the difference (the autoencoder's decoder, which draws every sample,
     is left as it is)"""
+    mean_ssim: float = 0.0
+    """latent models: weight of 1 - SSIM (Wang et al. 2004) of the mean clips' decoded frames, beside their squared
+    error (the mixed loss of Zhao et al., IEEE TCI 2017). The least-squares forecast hedges with a faint haze where
+    a garment may be, and SSIM, whose luminance term on a black background is c1 / (mu^2 + c1), counts a haze of
+    1% as half wrong: a small weight keeps the background black where the forecast is sure (0: none)"""
     mean_pixel_frames: int = 4
     """latent models: decode this many of each mean clip's hidden frames, drawn at random, for that pixel error
     (0: all of them; the decoder's pass over all of them cost a seventh of a training step)"""
@@ -176,8 +182,13 @@ class VideoConfig(ConditionalImageConfig):
             raise ConfigError(f"ae_decoder_steps {self.ae_decoder_steps} must be >= 0 and fewer than ae_steps "
                               f"{self.ae_steps} (the encoder trains first)",
                               "e.g. --model.ae-steps 1500 --model.ae-decoder-steps 500")
-        if self.mean_pixels < 0:
-            raise ConfigError(f"mean_pixels {self.mean_pixels} must be >= 0", "e.g. --model.mean-pixels 1 (0: none)")
+        if self.mean_pixels < 0 or self.mean_ssim < 0:
+            raise ConfigError(f"mean_pixels {self.mean_pixels} and mean_ssim {self.mean_ssim} must be >= 0",
+                              "e.g. --model.mean-pixels 1 --model.mean-ssim 0.01 (0: none)")
+        if self.mean_ssim and not (self.latent and self.mean_pixels > 0):
+            raise ConfigError(f"mean_ssim {self.mean_ssim} weighs a term of the mean forecast's decoded frames, which "
+                              f"a latent model (latent {self.latent}) with mean_pixels > 0 ({self.mean_pixels}) makes",
+                              "add --model.latent 4 --model.mean-pixels 1, or leave --model.mean-ssim out")
         if self.mean_decoder and not (self.latent and self.mean_pixels > 0):
             raise ConfigError(f"mean_decoder needs a latent model (latent {self.latent}) whose mean forecast is "
                               f"trained in pixels (mean_pixels {self.mean_pixels}): that error is what trains it",
@@ -677,7 +688,10 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                 frames = frames & torch.zeros_like(frames).scatter(1, lowest, True)
             pixel_error = torch.zeros(frames.shape, device=device)  # (mean clips, T)
             decoded = self.from_latent(x0_hat[frames][None], self.mean_decoder)[0]
-            pixel_error[frames] = (decoded - pixels[mean][frames]).pow(2).flatten(1).mean(1)
+            target = pixels[mean][frames]
+            pixel_error[frames] = (decoded - target).pow(2).flatten(1).mean(1)
+            if c.mean_ssim > 0:  # on the frames as they are scored: in [0, 1], clamped
+                pixel_error[frames] += c.mean_ssim * (1 - ssim(((decoded + 1) / 2).clamp(0, 1), (target + 1) / 2))
             per_mean_clip = pixel_error.sum(1) / frames.sum(1).clamp_min(1)
             # (not logged apart: a batch may hold no mean clip, and every process must log the same keys)
             losses["loss"] = losses["loss"] + c.mean_pixels * per_mean_clip.sum() / n
