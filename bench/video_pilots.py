@@ -127,7 +127,8 @@ def train_autoencoder(args, data, judge) -> dict:
 
 @torch.no_grad()
 def x0_errors(model: VideoDiffusion, data, n: int = 16, levels=(999, 900, 700, 500), context: int = 10) -> dict:
-    """The EMA network's x0 estimate's error on frames 11 and 20 (normalised latents), `context` frames known."""
+    """The EMA network's x0 estimate's error on frames 11 and 20 (normalised latents), `context` frames known (and, in
+    a `mean_hint` model, the mean forecast in the hidden frames' input, as it samples)."""
     clips = torch.from_numpy(data.test_x[:n]).float() / 127.5 - 1
     labels = torch.from_numpy(data.test_y[:n])
     z = model.to_latent(clips)
@@ -137,7 +138,10 @@ def x0_errors(model: VideoDiffusion, data, n: int = 16, levels=(999, 900, 700, 5
     for level in levels:
         t = torch.full((len(z),), level)
         x_t = model.schedule.add_noise(z, noise, t)
-        v = model.net_ema(x_t, z * known[..., None, None, None], known, t, labels)
+        given = z * known[..., None, None, None]
+        if model.config.mean_hint and context:
+            given = model._mean_hint(model.net_ema, given, known, labels, torch.Generator().manual_seed(1))
+        v = model.net_ema(x_t, given, known, t, labels)
         x0, _ = model.schedule.denoise(x_t, t, v, clip=False)
         out[f"t{level}"] = [round(float((x0 - z)[:, f].pow(2).mean()), 3) for f in (10, 19)]
     return out

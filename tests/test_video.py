@@ -328,6 +328,33 @@ def test_latent_mean_forecast_is_also_scored_in_pixels(moving):
     assert all(p.grad is None for p in model.autoencoder.parameters())
 
 
+def test_timesteps_are_drawn_uniform_or_logit_normal(moving):
+    """Uniform draws cover 0 .. T-1 evenly; logit-normal ones, t = T sigmoid(n) with n ~ N(mean, std), put 73% of
+    the draws in the middle half at spread 1 (P(|n| < logit 0.75)), against uniform's 50%, and a mean of 1 moves
+    their median to T sigmoid(1); the loss draws through them."""
+    g = torch.Generator().manual_seed(0)
+    uniform = tiny(moving).draw_timesteps(20000, g).float()
+    logit = tiny(moving, t_sampling="logit-normal").draw_timesteps(20000, g).float()
+    later = tiny(moving, t_sampling="logit-normal", t_logit_mean=1.0).draw_timesteps(20000, g).float()
+    top = 1000
+
+    def middle(t):
+        return float(((t >= top / 4) & (t < 3 * top / 4)).float().mean())
+
+    assert uniform.min() == 0 and uniform.max() == top - 1 and middle(uniform) == pytest.approx(0.5, abs=0.015)
+    assert middle(logit) == pytest.approx(0.728, abs=0.015) and logit.median() == pytest.approx(top / 2, abs=15)
+    assert later.median() == pytest.approx(top * torch.sigmoid(torch.tensor(1.0)).item(), abs=15)
+    assert 0 <= logit.min() and logit.max() <= top - 1
+
+    model = tiny(moving, t_sampling="logit-normal", mean_share=0.0).train()
+    drawn = []
+    real = model.draw_timesteps
+    model.draw_timesteps = lambda n, generator=None: drawn.append(real(n)) or drawn[-1]
+    clips = torch.from_numpy(load_data(str(moving)).train_x[:4])
+    assert torch.isfinite(model.loss((clips, torch.zeros(4, dtype=torch.long)), 0)["loss"])
+    assert len(drawn) == 1 and len(drawn[0]) == 4
+
+
 def test_mean_decoder(moving, tmp_path):
     """`mean_decoder`: a copy of the autoencoder's decoder, made when the diffusion starts, trained on the mean
     clips' pixel error (the autoencoder stays frozen), averaged like the network, and what draws the mean forecast
@@ -600,6 +627,10 @@ def test_config_refuses_bad_settings():
         VideoConfig(latent=4, ae_steps=100, ae_decoder_steps=100)
     with pytest.raises(ConfigError, match="mean_decoder needs a latent model"):
         VideoConfig(mean_decoder=True)
+    with pytest.raises(ConfigError, match="t_sampling"):
+        VideoConfig(t_sampling="cosine")
+    with pytest.raises(ConfigError, match="t_sampling"):
+        VideoConfig(t_sampling="logit-normal", t_logit_std=0)
     with pytest.raises(ConfigError, match="mean_ssim"):
         VideoConfig(latent=4, mean_ssim=-0.1)
     with pytest.raises(ConfigError, match="mean_ssim 0.1 weighs"):

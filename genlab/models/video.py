@@ -103,6 +103,15 @@ class VideoConfig(ConditionalImageConfig):
     the decoder's sharpness, which a decoder trained alone wins back (0: none)"""
     timesteps: int = 1000
     """diffusion steps T of training (cosine schedule, v prediction)"""
+    t_sampling: Literal["uniform", "logit-normal"] = "uniform"
+    """how training draws each clip's timestep: uniformly, or t = T sigmoid(n), n ~ N(t_logit_mean, t_logit_std)
+    (Esser et al., "Scaling Rectified Flow Transformers", ICML 2024), which draws the middle noise levels more often:
+    there the denoiser must weigh a frame's own noisy input against the known frames, and uniform draws left it
+    reading the noisy input alone (docs/video.md, "Where the forecast's error is")"""
+    t_logit_mean: float = 0.0
+    """logit-normal timesteps: the mean of n (0 centres the draws on t = T/2; larger: noisier)"""
+    t_logit_std: float = 1.0
+    """logit-normal timesteps: the spread of n"""
     min_snr_gamma: float = 5.0
     """loss weight min(SNR, gamma) / (SNR + 1) (Hang et al. 2023); 0: plain MSE"""
     ema_decay: float = 0.999
@@ -207,6 +216,10 @@ class VideoConfig(ConditionalImageConfig):
                               f"mean_share {self.mean_share} and half_share {self.half_share} must be shares (the "
                               "first two summing to 1 at most)",
                               "e.g. --model.free-share 0.2 --model.interpolate-share 0.3")
+        if self.t_sampling not in ("uniform", "logit-normal") or self.t_logit_std <= 0:
+            raise ConfigError(f"t_sampling {self.t_sampling!r} with t_logit_std {self.t_logit_std}: use uniform or "
+                              "logit-normal, with a spread > 0", "e.g. --model.t-sampling logit-normal "
+                              "--model.t-logit-std 1")
         if self.timesteps < 10 or not 0 <= self.cond_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ConfigError("timesteps must be >= 10, cond_drop in [0, 1) and ema_decay in [0, 1)",
                               "e.g. --model.timesteps 1000 --model.cond-drop 0.1 --model.ema-decay 0.999")
@@ -633,6 +646,14 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
         known = torch.where(interpolate[:, None], every, first_k)
         return known & (u >= c.free_share)[:, None]
 
+    def draw_timesteps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Each of n training clips' timestep in 0 .. T-1 (`t_sampling`)."""
+        c = self.config
+        if c.t_sampling == "uniform":
+            return torch.randint(0, c.timesteps, (n,), generator=generator)
+        logit = torch.randn(n, generator=generator) * c.t_logit_std + c.t_logit_mean
+        return (torch.sigmoid(logit) * c.timesteps).long().clamp(max=c.timesteps - 1)
+
     def loss(self, batch, step: int | None = None) -> dict[str, torch.Tensor]:
         """The weighted denoising loss of the hidden frames of (clips uint8 (B, T, C, H, W), labels)."""
         clips, labels = batch[:2]
@@ -656,7 +677,7 @@ class VideoDiffusion(GenerativeModel, VideoGenerator):
                 pixels, x0 = x0, self._training_latents(clips, x0)
         n, device = len(x0), x0.device
         known = self.draw_known(n).to(device)
-        t = torch.randint(0, c.timesteps, (n,), device=device)
+        t = self.draw_timesteps(n).to(device)
         mean = known.any(1) & (torch.rand(n, device=device) < c.mean_share)
         t = torch.where(mean, c.timesteps - 1, t)
         noise = torch.randn_like(x0)
