@@ -187,6 +187,19 @@ def train_diffusion(args, data, judge) -> dict:
     return result
 
 
+def convlstm_forecast(args, data, clips: torch.Tensor) -> torch.Tensor:
+    """The benchmark's ConvLSTM (`--anchor`, bench/video.py's weights at its default settings) forecasting frames
+    11-20 of `clips` from 1-10."""
+    settings = argparse.Namespace(openstl=args.openstl, anchor_hidden=64, anchor_layers=2, anchor_filter=3)
+    return anchor_predict(settings, data, Path(args.anchor), clips.numpy())
+
+
+def forecast_scores(made: torch.Tensor, truth: torch.Tensor) -> dict:
+    """MSE per frame (OpenSTL's) and SSIM of a forecast, rounded as the pilots report them."""
+    errors = prediction_errors(made, truth)
+    return {"mse_per_frame": round(errors["mse_per_frame"], 1), "ssim": round(errors["ssim"], 4)}
+
+
 def per_frame_mse(made: torch.Tensor, truth: torch.Tensor) -> list[float]:
     """MSE of each frame (summed over its pixels, OpenSTL's convention), averaged over clips."""
     return [round(float(v), 1) for v in (made - truth).pow(2).sum((2, 3, 4)).mean(0)]
@@ -207,8 +220,7 @@ def diagnose(args, data, judge) -> dict:
     mean = predict(clips[:, :c], labels, mean=True)
     result: dict = {"stage": "diagnose", "run": args.run, "per_frame_mse": {"genlab_mean": per_frame_mse(mean, truth)}}
     if args.anchor:
-        anchor = anchor_predict(argparse.Namespace(openstl=args.openstl, anchor_hidden=64, anchor_layers=2,
-                                                   anchor_filter=3), data, Path(args.anchor), clips.numpy())
+        anchor = convlstm_forecast(args, data, clips)
         result["per_frame_mse"]["openstl_convlstm"] = per_frame_mse(anchor, truth)
         result["per_frame_mse"]["average_of_the_two"] = per_frame_mse((anchor + mean) / 2, truth)
 
@@ -311,8 +323,7 @@ def finetune_mean_decoder(args, model: VideoDiffusion, data, clips, labels, trut
         with torch.no_grad():
             made = torch.cat([((decode(z, last) + 1) / 2).clamp(0, 1)
                               for z, last in zip(test_z.split(50), test_last.split(50))])
-        errors = prediction_errors(made, truth)
-        return {"mse_per_frame": round(errors["mse_per_frame"], 1), "ssim": round(errors["ssim"], 4)}
+        return forecast_scores(made, truth)
 
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
     g, scores = torch.Generator().manual_seed(args.seed), {0: score()}
@@ -339,19 +350,20 @@ def decoders(args, data, judge) -> dict:
     clips, labels = torch.from_numpy(data.test_x[: args.eval]), torch.from_numpy(data.test_y[: args.eval])
     truth = clips[:, 10:].float() / 255
     result: dict = {"stage": "decoders", "run": args.run}
+    weights = {}
+    for variant in args.variants.split(","):
+        try:
+            weights[variant] = float(variant.removeprefix("ssim")) if variant.startswith("ssim") else 0.0
+        except ValueError:
+            weights[variant] = None
+        if weights[variant] is None or (variant not in ("plain", "context") and not variant.startswith("ssim")):
+            raise SystemExit(f"unknown decoder variant {variant!r}: use plain, context or ssimW (e.g. ssim0.01)")
     if args.anchor:
-        anchor = anchor_predict(argparse.Namespace(openstl=args.openstl, anchor_hidden=64, anchor_layers=2,
-                                                   anchor_filter=3), data, Path(args.anchor), clips.numpy())
-        errors = prediction_errors(anchor, truth)
-        result["openstl_convlstm"] = {"mse_per_frame": round(errors["mse_per_frame"], 1),
-                                      "ssim": round(errors["ssim"], 4)}
+        result["openstl_convlstm"] = forecast_scores(convlstm_forecast(args, data, clips), truth)
     n = args.finetune_clips
     train_z = mean_latents(model, data.train_x[:n], data.train_y[:n])
     test_z = mean_latents(model, clips.numpy(), labels.numpy())
-    for variant in args.variants.split(","):
-        weight = float(variant.removeprefix("ssim")) if variant.startswith("ssim") else 0.0
-        if variant not in ("plain", "context") and not variant.startswith("ssim"):
-            raise SystemExit(f"unknown decoder variant {variant!r}: use plain, context or ssimW (e.g. ssim0.01)")
+    for variant, weight in weights.items():
         result[variant] = finetune_mean_decoder(args, model, data, clips, labels, truth, train_z, test_z,
                                                 ssim_weight=weight, context=variant == "context")
     return result
